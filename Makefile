@@ -1,0 +1,57 @@
+# kelly's commands. `make test` and `make reports` work on a fresh machine with only Python 3.11:
+# they create .venv, install torch==2.13.0 (the CPU wheel) first, then kelly with its dev tools.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kelly-installed
+TORCH := torch==2.13.0
+
+.PHONY: help setup test sync pytest nbtest reports docs lab export bench clean
+.DEFAULT_GOAL := help
+
+help: ## list the commands
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv with torch 2.13.0 (CPU) and kelly in editable mode
+
+test: setup ## every test: the notebook/package sync check, pytest, then every notebook (nbdev-test)
+	$(MAKE) --no-print-directory sync pytest nbtest
+
+sync: setup ## check that kelly/ is what nbdev-export makes of nbs/, and nbs/ is clean
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_sync.py
+
+pytest: setup ## the pytest suite in tests/
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+nbtest: setup ## run every notebook at its quick defaults
+	$(BIN)/nbdev-test --do-print --timing
+
+reports: setup ## regenerate every report at the sizes in settings.ini into reports/
+	$(BIN)/kelly report all
+
+docs: setup ## build the static docs site into _docs/
+	$(BIN)/kelly docs
+
+lab: setup ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+export: setup ## after editing notebooks: export kelly/, clean nbs/, write README.md
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	$(BIN)/kelly docs --readme
+
+bench: setup ## every benchmark, as JSON
+	$(BIN)/kelly bench all --json
+
+clean: ## remove generated files (keeps .venv)
+	rm -rf _docs _proc .pytest_cache
+	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,44 @@
+"Every command has help; the bench runner prints the records DESIGN.md defines."
+import json
+
+import pytest
+
+from conftest import kelly_cli
+
+
+@pytest.mark.parametrize('cmd', [[], ['report'], ['bench'], ['docs'], ['info']])
+def test_help(cmd):
+    res = kelly_cli(*cmd, '--help')
+    assert res.returncode == 0 and res.stdout.startswith('usage: kelly')
+
+
+def test_no_command_is_a_usage_error():
+    res = kelly_cli()
+    assert res.returncode == 2 and 'usage: kelly' in res.stderr
+
+
+def test_bench_json_records():
+    res = kelly_cli('bench', 'pitch', '--json', '--tiny')
+    assert res.returncode == 0, res.stderr
+    recs = json.loads(res.stdout)
+    assert recs and all(set(r) == {'bench', 'case', 'metric', 'value', 'unit'} for r in recs)
+    speedup = [r for r in recs if r['metric'] == 'speedup_vs_python']
+    assert len(speedup) == 1 and speedup[0]['value'] > 0
+
+
+def test_bench_all_tiny_runs_every_benchmark():
+    "Every registered benchmark still runs (at its tiny size); figures are never asserted here."
+    from kelly.bench import discover
+    res = kelly_cli('bench', 'all', '--json', '--tiny', timeout=900)
+    assert res.returncode == 0, res.stderr
+    assert {r['bench'] for r in json.loads(res.stdout)} == set(discover())
+
+
+def test_unknown_bench_is_a_clear_error():
+    res = kelly_cli('bench', 'nope')
+    assert res.returncode == 2 and 'unknown benchmark' in res.stderr and 'pitch' in res.stderr
+
+
+def test_info():
+    res = kelly_cli('info')
+    assert res.returncode == 0 and json.loads(res.stdout)['device'] == 'cpu'

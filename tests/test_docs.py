@@ -1,0 +1,60 @@
+"The docs site: a page per notebook, each with its API entries, an API index, and figures that render offline."
+import re
+
+import pytest
+
+from conftest import ROOT
+
+
+def _documented_names(module):
+    "The functions and classes a module exports (nbdev documents those, not constants)."
+    import importlib, inspect
+    m = importlib.import_module(module)
+    return [n for n in m.__all__ if inspect.isfunction(getattr(m, n)) or inspect.isclass(getattr(m, n))]
+
+
+@pytest.fixture(scope='module')
+def site_unexecuted(tmp_path_factory):
+    "Every notebook, without execution: the structure of the whole site."
+    from kelly.docs import build_docs
+    return build_docs(out=tmp_path_factory.mktemp('site') / '_docs', execute=False)
+
+
+@pytest.fixture(scope='module')
+def site_executed(tmp_path_factory):
+    "The foundation's notebooks, executed: the API entries and figures as readers see them."
+    from kelly.docs import build_docs
+    nbs = ROOT / 'nbs'
+    return build_docs(out=tmp_path_factory.mktemp('site') / '_docs', execute=True,
+                      notebooks=[nbs / 'index.ipynb', nbs / '00_core.ipynb', nbs / '05_pitch.ipynb'])
+
+
+def test_a_page_per_notebook(site_unexecuted):
+    from kelly.docs import doc_notebooks, page_name
+    nbs = ROOT / 'nbs'
+    for nb in doc_notebooks(nbs):
+        page = 'index' if nb.name == 'index.ipynb' else page_name(nb, nbs)
+        assert (site_unexecuted / f'{page}.html').is_file(), f'no page for {nb}'
+
+
+def test_api_index_lists_every_exported_name(site_unexecuted):
+    api = (site_unexecuted / 'api.html').read_text()
+    for module in ('kelly.core', 'kelly.pitch', 'kelly.reports', 'kelly.bench'):
+        for name in _documented_names(module):
+            assert f'>{name}<' in api, f'{module}.{name} missing from the API index'
+
+
+def test_executed_pages_have_entries_and_offline_figures(site_executed):
+    core = (site_executed / 'core.html').read_text()
+    for name in _documented_names('kelly.core'):
+        assert f'id="{name.lower()}"' in core.lower(), f'no API entry for kelly.core.{name}'
+    pitch = (site_executed / 'pitch.html').read_text()
+    assert 'Plotly.newPlot' in pitch
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', pitch)
+    assert any(s.startswith('_static/plotly.min.js') for s in scripts)
+    assert not any('plot.ly' in s or 'plotly' in s and s.startswith('http') for s in scripts)
+    assert (site_executed / '_static' / 'plotly.min.js').stat().st_size > 1_000_000
+    # the API index links resolve to anchors that exist on the pages
+    api = (site_executed / 'api.html').read_text()
+    for page, anchor in re.findall(r'href="(core|pitch)\.html#([^"]+)"', api):
+        assert f'id="{anchor}"' in (site_executed / f'{page}.html').read_text(), f'{page}.html#{anchor}'

@@ -1,0 +1,14 @@
+"README.md is generated from nbs/index.ipynb and must stay in step with it."
+from conftest import ROOT
+
+
+def test_readme_matches_index():
+    from kelly.docs import readme_text
+    assert (ROOT / 'README.md').read_text() == readme_text(ROOT / 'nbs' / 'index.ipynb'), \
+        'README.md is out of step with nbs/index.ipynb: run `make export` (or `kelly docs --readme`) and commit README.md'
+
+
+def test_readme_documents_the_commands():
+    txt = (ROOT / 'README.md').read_text()
+    for cmd in ('make test', 'make reports', 'make lab', 'make docs', 'kelly report pitch -p a4 432', 'import', 'nbs/'):
+        assert cmd in txt, cmd

@@ -1,0 +1,86 @@
+"The report runner, through the `kelly` command: publish on success, leave everything untouched on failure."
+import json, re
+from pathlib import Path
+
+from conftest import kelly_cli
+
+
+def _published(reports: Path) -> dict:
+    return {p.relative_to(reports): p.read_bytes() for p in sorted(reports.rglob('*'))
+            if p.is_file() and not p.name.startswith('index.') and '_failed' not in p.parts}
+
+
+def test_success_publishes_notebook_html_artifacts_and_index(demo_project):
+    res = kelly_cli('report', 'demo', project=demo_project)
+    assert res.returncode == 0, res.stderr
+    reports = demo_project / 'reports'
+    assert {p.name for p in reports.iterdir()} == {'demo.ipynb', 'demo.html', 'artifacts', 'index.json', 'index.html'}
+    assert (reports / 'artifacts' / 'demo' / 'y.txt').read_text() == '10'  # the manifest's x = 5, doubled
+    index = json.loads((reports / 'index.json').read_text())
+    rec = index['demo']['published']
+    assert rec['status'] == 'ok' and rec['parameters'] == {'x': 5} and rec['duration_s'] > 0
+    assert {'started', 'version', 'commit'} <= rec.keys()
+    html = (reports / 'index.html').read_text()
+    assert 'href="demo.html"' in html and 'x=5' in html
+    assert 'demo' in res.stderr and 'ok in' in res.stderr
+
+
+def test_override_reaches_the_notebook(demo_project):
+    res = kelly_cli('report', 'demo', '-p', 'x', '21', '-p', 'label', 'full size', project=demo_project)
+    assert res.returncode == 0, res.stderr
+    assert (demo_project / 'reports' / 'artifacts' / 'demo' / 'y.txt').read_text() == '42'
+    nb = json.loads((demo_project / 'reports' / 'demo.ipynb').read_text())
+    injected = [c for c in nb['cells'] if 'injected-parameters' in c['metadata'].get('tags', [])]
+    assert 'label = "full size"' in ''.join(injected[0]['source'])
+
+
+def test_quick_uses_notebook_defaults(demo_project):
+    assert kelly_cli('report', 'demo', '--quick', project=demo_project).returncode == 0
+    assert (demo_project / 'reports' / 'artifacts' / 'demo' / 'y.txt').read_text() == '2'
+
+
+def test_failure_leaves_previous_report_byte_identical(demo_project):
+    reports = demo_project / 'reports'
+    assert kelly_cli('report', 'demo', project=demo_project).returncode == 0
+    before = _published(reports)
+    res = kelly_cli('report', 'demo', '-p', 'x', '-1', project=demo_project)
+    assert res.returncode == 1
+    assert 'cell 3 of nbs/01_demo.ipynb' in res.stderr and 'x must not be negative' in res.stderr
+    assert _published(reports) == before
+    index = json.loads((reports / 'index.json').read_text())
+    assert index['demo']['last']['status'] == 'failed' and index['demo']['published']['parameters'] == {'x': 5}
+    assert (reports / '_failed' / 'demo.ipynb').exists()
+    assert not [p for p in reports.iterdir() if p.name.startswith('.run-')], 'temporary run folder left behind'
+
+
+def test_unknown_report_and_parameters_are_clear_errors(demo_project):
+    res = kelly_cli('report', 'nope', project=demo_project)
+    assert res.returncode == 2 and 'unknown report' in res.stderr and 'demo' in res.stderr
+    res = kelly_cli('report', 'demo', '-p', 'typo', '1', project=demo_project)
+    assert res.returncode == 2 and 'unknown parameter' in res.stderr and 'x, label' in res.stderr
+    (demo_project / 'settings.ini').write_text('[demo]\nx = 5\nwrong = 1\n')
+    res = kelly_cli('report', 'demo', project=demo_project)
+    assert res.returncode == 2 and '[demo] wrong' in res.stderr
+    assert not (demo_project / 'reports' / 'demo.ipynb').exists()
+
+
+def test_report_all_goes_on_after_a_failure(demo_project):
+    import shutil
+    nbs = demo_project / 'nbs'
+    (nbs / '02_other.ipynb').write_text((nbs / '01_demo.ipynb').read_text().replace("artifacts_dir('demo')", "artifacts_dir('other')"))
+    (demo_project / 'settings.ini').write_text('[demo]\nx = -1\n\n[other]\nx = 4\n')
+    res = kelly_cli('report', 'all', project=demo_project)
+    assert res.returncode == 1 and 'failed: demo' in res.stderr
+    assert (demo_project / 'reports' / 'artifacts' / 'other' / 'y.txt').read_text() == '8'
+
+
+def test_report_html_renders_plotly_offline(root, tmp_path):
+    "The real pitch report: its HTML carries plotly.js itself and loads nothing from a CDN for its figures."
+    res = kelly_cli('report', 'pitch', '--quick', env={'KELLY_REPORTS': str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    html = (tmp_path / 'pitch.html').read_text()
+    assert 'Plotly.newPlot' in html and 'require.min.js' not in html
+    assert html.index('plotly.js v') < html.index('Plotly.newPlot')
+    assert not re.findall(r'<script[^>]*src="https?://[^"]*plotly', html)
+    summary = json.loads((tmp_path / 'artifacts' / 'pitch' / 'summary.json').read_text())
+    assert summary['a4'] == 440.0 and abs(summary['middle_c_hz'] - 261.6256) < 1e-4

@@ -29,8 +29,8 @@ test: setup ## every test: the notebook/package sync check, pytest, then every n
 sync: setup ## check that kelly/ is what nbdev-export makes of nbs/, and nbs/ is clean
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_sync.py
 
-pytest: setup ## the pytest suite in tests/
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+pytest: setup ## the pytest suite in tests/ (the sync check runs first, in `make sync`)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests --ignore=tests/test_sync.py
 
 nbtest: setup ## run every notebook at its quick defaults
 	$(BIN)/nbdev-test --do-print --timing

@@ -14,7 +14,7 @@ from .core import ConfigError, InputError
 # %% auto #0
 __all__ = ['BENCHMARKS', 'benchmark', 'time_call', 'discover', 'run_benchmarks']
 
-# %% ../nbs/04_bench.ipynb #bb8129fe
+# %% ../nbs/04_bench.ipynb #12aa8bb0
 BENCHMARKS: dict[str, Callable] = {}
 
 def benchmark(name:str, # the name `kelly bench NAME` runs it by: a lowercase word
@@ -24,7 +24,7 @@ def benchmark(name:str, # the name `kelly bench NAME` runs it by: a lowercase wo
         raise InputError('name', name, 'use a lowercase word such as "idaw" or "changepoints"')
     def register(fn):
         old = BENCHMARKS.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+        if old is not None and old.__qualname__ != fn.__qualname__:  # the same function again (a notebook re-run) replaces it
             raise ConfigError('name', name, f'choose another name: {old.__module__}.{old.__qualname__} has it', 'benchmark name taken')
         BENCHMARKS[name] = fn
         return fn
@@ -54,7 +54,7 @@ def discover(package_dir:Path=None, # the kelly package folder (default: this on
         importlib.import_module(mod)
     return BENCHMARKS
 
-# %% ../nbs/04_bench.ipynb #27eefe5b
+# %% ../nbs/04_bench.ipynb #b094bf1f
 _keys = ('case', 'metric', 'value', 'unit')
 
 def _check_record(name, rec):
@@ -70,8 +70,9 @@ def run_benchmarks(names='all', # a name, a list of names, or "all"
                   ) -> list[dict]:
     "Run benchmarks and return their records, each with its `bench` name."
     if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
-    known = discover()
-    names = sorted(known) if names == 'all' else [names] if isinstance(names, str) else list(names)
+    names = 'all' if names == 'all' else [names] if isinstance(names, str) else list(names)
+    known = BENCHMARKS if names != 'all' and set(names) <= set(BENCHMARKS) else discover()
+    if names == 'all': names = sorted(known)
     for n in names:
         if n not in known:
             raise ConfigError('bench', n, f'choose one of: {", ".join(sorted(known)) or "(none)"}, or "all"', 'unknown benchmark')

@@ -154,7 +154,7 @@ def notebook_html(path:Path, # an executed notebook
         body = body.replace('<head>', f'<head>\n<meta charset="utf-8">\n<script type="text/javascript">{js}</script>', 1)
     return body
 
-# %% ../nbs/90_reports.ipynb #76b22bd7
+# %% ../nbs/90_reports.ipynb #45a13960
 def _publish_dir(src:Path, dst:Path):
     "Replace folder `dst` by `src` (or remove it when `src` is missing), swapping by renames."
     old = dst.with_name(f'.{dst.name}.old')
@@ -172,7 +172,8 @@ def _execute(notebook, output, params, cwd, show_progress):
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(cwd), kernel_name='python3',
                                    progress_bar=dict(desc='  cells', unit='cell', leave=False) if show_progress else False,
-                                   request_save_on_cell_execute=False)
+                                   request_save_on_cell_execute=False,
+                                   extra_arguments=['--IPKernelApp.log_level=CRITICAL'])  # the kernel's own chatter is not the report's
     finally:
         for k, v in env_before.items():
             if v is None: os.environ.pop(k, None)

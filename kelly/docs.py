@@ -117,7 +117,7 @@ nb_merge_streams = True
 suppress_warnings = ["myst.header", "myst.xref_missing", "misc.highlighting_failure", "mystnb.unknown_mime_type"]
 '''
 
-# %% ../nbs/92_docs.ipynb #fb519065
+# %% ../nbs/92_docs.ipynb #8250673d
 def _title(nb:dict, fallback:str) -> str:
     for c in nb['cells']:
         m = re.match(r'#\s+(.+)', c['source']) if c['cell_type'] == 'markdown' else None
@@ -163,7 +163,7 @@ def _build(stage, out, execute, nbs, notebooks):
     index['cells'].append(dict(cell_type='markdown', id='kelly-docs-toc', metadata={}, source=toc))
     (stage/'index.ipynb').write_text(json.dumps(index, indent=1, ensure_ascii=False), encoding='utf-8')
     html_dir = stage/'_build'/'html'  # myst-nb keeps executed notebooks beside it, in _build/jupyter_execute
-    res = subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', '1', str(stage), str(html_dir)],
+    res = subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', 'auto', str(stage), str(html_dir)],
                          capture_output=True, text=True, cwd=stage, env={**os.environ, 'KELLY_PROGRESS': '0'})
     if res.returncode:
         log = res.stderr or res.stdout

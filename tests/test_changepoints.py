@@ -1,0 +1,199 @@
+"Tests of kelly.career.changepoints that are awkward inside the notebook: enumeration, invariances, MC agreement, real data."
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy import stats
+
+from kelly.core import InputError
+from kelly.career import changepoints as cp
+
+
+def _series(rng, T, d, shifts):
+    Y = rng.normal(size=(T, d))
+    for at, size in shifts: Y[at:] += size
+    return Y
+
+
+def _brute_from_L(L, lam, kmax, m):
+    "P(K) and P(change at t) by listing every segmentation, scored with the segment matrix L."
+    T = L.shape[0] - 1
+    kmax = min(kmax, T//m - 1)
+    lpk = cp.log_prior_K(T, lam, kmax, m)
+    rows = []
+    for K in range(kmax + 1):
+        for c in itertools.combinations(range(1, T), K):
+            b = [0, *c, T]
+            if min(np.diff(b)) < m: continue
+            rows.append((c, lpk[K] - cp.log_n_configurations(T, K, m) + sum(L[x, y] for x, y in zip(b[:-1], b[1:]))))
+    lj = np.array([r[1] for r in rows]); p = np.exp(lj - np.logaddexp.reduce(lj))
+    pK, pc = np.zeros(kmax + 1), np.zeros(T)
+    for (c, _), pi in zip(rows, p):
+        pK[len(c)] += pi; pc[list(c)] += pi
+    return pK, pc
+
+
+@pytest.mark.parametrize('d,T,m,lam', [(1, 12, 1, 0.5), (2, 11, 2, 3.0), (3, 10, 3, 1.0)])
+def test_exact_matches_enumeration_gaussian(d, T, m, lam):
+    rng = np.random.default_rng(d)
+    Y = _series(rng, T, d, [(T//3, 2.0)])
+    prior = cp.default_prior(Y)
+    pK, pc = cp.brute_force_posterior(Y, prior, lam, 5, m)          # chain-rule likelihoods, listed segmentations
+    ex = cp.exact_posterior(cp.niw_segment_loglik(Y, prior, m), lam, 5, m)
+    np.testing.assert_allclose(ex.prob_K, pK, atol=1e-10)
+    np.testing.assert_allclose(ex.change_prob, pc, atol=1e-10)
+
+
+@pytest.mark.filterwarnings('ignore:P\\(K = max_changes')   # a low truncation on purpose
+def test_exact_matches_enumeration_poisson():
+    rng = np.random.default_rng(0)
+    y = np.r_[rng.poisson(4, 6), rng.poisson(0.5, 7)]
+    L = cp.poisson_segment_loglik(y, 1.0, 0.5, 2)
+    # the segment marginal is the chain of negative-binomial predictives
+    for s, t in [(0, 13), (2, 9)]:
+        chain = sum(stats.nbinom.logpmf(y[i], 1.0 + y[s:i].sum(), (0.5 + i - s)/(0.5 + i - s + 1)) for i in range(s, t))
+        assert L[s, t] == pytest.approx(chain, abs=1e-10)
+    pK, pc = _brute_from_L(L, 2.0, 5, 2)
+    ex = cp.exact_posterior(L, 2.0, 5, 2)
+    np.testing.assert_allclose(ex.prob_K, pK, atol=1e-10)
+    np.testing.assert_allclose(ex.change_prob, pc, atol=1e-10)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), a=st.floats(-1e3, 1e3), scale=st.floats(1e-3, 1e3))
+def test_default_prior_is_affine_invariant(seed, a, scale):
+    rng = np.random.default_rng(seed)
+    Y = _series(rng, 40, 2, [(15, 3.0)])
+    p1 = cp.exact_posterior(cp.niw_segment_loglik(Y, cp.default_prior(Y), 3), 2.0, 8, 3)
+    Z = a + scale*Y
+    p2 = cp.exact_posterior(cp.niw_segment_loglik(Z, cp.default_prior(Z), 3), 2.0, 8, 3)
+    np.testing.assert_allclose(p1.change_prob, p2.change_prob, atol=1e-6)
+    np.testing.assert_allclose(p1.prob_K, p2.prob_K, atol=1e-6)
+
+
+@pytest.mark.filterwarnings('ignore:P\\(K = max_changes')   # a low truncation on purpose
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), T=st.integers(12, 60), m=st.integers(1, 4))
+def test_posterior_is_coherent(seed, T, m):
+    rng = np.random.default_rng(seed)
+    Y = _series(rng, T, 1, [(T//2, rng.normal()*3)])
+    ex = cp.exact_posterior(cp.niw_segment_loglik(Y, cp.default_prior(Y), m), 1.5, 6, m)
+    assert ex.prob_K.sum() == pytest.approx(1.0)
+    assert ex.change_prob.sum() == pytest.approx((np.arange(len(ex.prob_K))*ex.prob_K).sum(), abs=1e-8)
+    assert (ex.change_prob >= -1e-12).all() and (ex.change_prob <= 1 + 1e-12).all()
+    assert ex.change_prob[1:m].sum() == pytest.approx(0.0, abs=1e-12)     # no segment shorter than m
+    K = ex.K_map
+    if K:
+        np.testing.assert_allclose(ex.position_probs(K).sum(1), 1.0, atol=1e-8)
+        assert np.diff(np.r_[0, ex.map_changes(K), T]).min() >= m
+
+
+@pytest.mark.parametrize('collapsed_shift', [True, False])
+def test_sampler_matches_exact_poisson(collapsed_shift):
+    """The reversible-jump sampler's P(change at t) and P(K) agree with the exact posterior within Monte Carlo error,
+    with and without the collapsed location move (False: the spec's moves and birth/death only)."""
+    rng = np.random.default_rng(7)
+    y = np.r_[rng.poisson(5, 25), rng.poisson(1, 20), rng.poisson(3, 15)]
+    L = cp.poisson_segment_loglik(y, 1.0, 1/y.mean(), 2)
+    ex = cp.exact_posterior(L, 2.0, 10, 2)
+    idata, _ = cp.run_rjmcmc(L, cp._PoissonRegimes(y, 1.0, 1/y.mean()), ex.log_w, 2, n_iter=2000, n_chains=4, seed=3,
+                             collapsed_shift=collapsed_shift)
+    ind = idata.posterior['change_at'].values.astype(float)
+    diff = np.abs(ind.mean((0, 1)) - ex.change_prob)
+    assert (diff <= 4*cp.mc_standard_error(ind) + 0.01).all(), diff.max()
+    K = idata.posterior['K'].values
+    pK = np.bincount(K.ravel(), minlength=len(ex.prob_K))[:len(ex.prob_K)]/K.size
+    np.testing.assert_allclose(pK, ex.prob_K, atol=0.05)
+
+
+def test_rhat_from_arviz():
+    import arviz as az
+    Y = _series(np.random.default_rng(2), 80, 2, [(30, 3.0), (55, -3.0)])
+    fit = cp.BayesianChangePoints('gibbs', min_size=5, n_iter=500, n_chains=3, seed=1).fit(Y)
+    rhat = float(az.rhat(fit.posterior_, var_names=['log_post'])['log_post'])
+    assert rhat < 1.1
+    assert list(fit.change_points_) == list(cp.BayesianChangePoints(min_size=5).fit(Y).change_points_)
+
+
+def test_input_errors():
+    est = cp.BayesianChangePoints(min_size=5)
+    with pytest.raises(InputError, match='not finite'): est.fit(np.r_[np.zeros(10), np.nan, np.zeros(10)])
+    with pytest.raises(InputError, match='series too short'): est.fit(np.arange(9.0))
+    prior = cp.NIWPrior(np.zeros(2), 1.0, 4.0, np.eye(2))
+    with pytest.raises(InputError, match='dimension does not match'):
+        cp.BayesianChangePoints(prior=prior).fit(np.random.default_rng(0).normal(size=(30, 3)))
+    with pytest.raises(InputError, match='counts'):
+        cp.BayesianChangePoints(likelihood='poisson').fit(np.r_[np.ones(10), -1, np.ones(10)])
+    with pytest.raises(InputError, match='not fitted'): cp.BayesianChangePoints().plot()
+
+
+def test_nile_change_near_1898():
+    from statsmodels.datasets import nile
+    s = nile.load_pandas().data.set_index('year')['volume']
+    fit = cp.BayesianChangePoints().fit(s)
+    years = s.index.to_numpy().astype(int)
+    assert fit.prob_K_[0] < 0.01
+    first = {k: int(fit.intervals_[k].iloc[0]) for k in ('index', 'lower', 'upper')}
+    assert 1895 <= years[first['index']] <= 1902
+    assert years[first['lower']] <= 1899 <= years[first['upper']]
+    means = fit.regime_means_['mean'].to_numpy()
+    assert means[0] > 1000 > 900 > means[1]
+
+
+def test_coal_change_near_1890():
+    coal = cp.coal_mining_disasters()
+    for method in ('exact', 'gibbs'):
+        fit = cp.BayesianChangePoints(method, likelihood='poisson', min_size=2, n_iter=800, n_chains=2).fit(coal)
+        assert 1885 <= coal.index[fit.change_points_[0]] <= 1896
+        probs = fit.change_prob_[(coal.index >= 1880) & (coal.index <= 1900)]
+        assert probs.sum() > 0.8                       # the posterior puts a change in 1880-1900
+
+
+def test_tcpdbench_metrics():
+    assert cp.f_measure({1: [10, 20], 2: [11, 20], 3: [10], 4: [0, 5]}, [10, 20]) == 1.0
+    assert cp.f_measure({1: [], 2: [10], 3: [50]}, [10]) == pytest.approx(0.9090909090909091)
+    assert cp.covering({1: [10, 20], 2: [10], 3: [0, 5]}, [10, 20], 45) == pytest.approx(0.7962962962962963)
+    assert cp.covering({1: [], 2: [10], 3: [40]}, [], 45) == pytest.approx(0.8189300411522634)
+    F, P, R = cp.f_measure([10, 50], [12, 80], return_PR=True)
+    assert (P, R) == (pytest.approx(2/3), pytest.approx(2/3))
+
+
+@settings(max_examples=30, deadline=None)
+@given(cps=st.sets(st.integers(1, 9), max_size=8), shift=st.integers(-5, 5))
+def test_metrics_properties(cps, shift):
+    cps = sorted(20*c for c in cps)          # changes 20 apart: a shift within the margin keeps every match
+    assert cp.f_measure(cps, cps) == 1.0 and cp.covering(cps, cps, 200) == pytest.approx(1.0)
+    moved = [min(max(c + shift, 1), 199) for c in cps]
+    assert 0 <= cp.covering(cps, moved, 200) <= 1
+    if len(set(moved)) == len(cps): assert cp.f_measure(cps, moved) == 1.0   # within the margin of 5
+
+
+def test_pymc_fixed_k_waic_prefers_the_true_k():
+    rng = np.random.default_rng(0)
+    y = np.r_[rng.normal(0, 1, 35), rng.normal(3, 1, 25)]
+    fit = cp.BayesianChangePoints('pymc', min_size=5, n_draws=150, n_chains=2, pymc_max_changes=1).fit(y)
+    assert fit.waic_table_.index[0] == 'K=1'
+    assert abs(fit.change_points_[0] - 35) <= 3
+    assert 'log_likelihood' in fit.posterior_.groups()
+
+
+def test_peers_and_bench_tiny():
+    Y, true = cp.simulate_changepoint_series(150, 2, 2, seed=11)
+    peers = cp.peer_change_points(Y, K=2)
+    assert len(peers['ruptures Dynp (K given)'][0]) == 2
+    recs = cp.bench_changepoints(size='tiny')
+    assert {r['case'] for r in recs} >= {'exact T=200 d=3'} and all(np.isfinite(r['value']) for r in recs)
+
+
+def test_sklearn_params_and_gaussian_sampler_without_collapsed_moves():
+    from sklearn.base import clone
+    est = cp.BayesianChangePoints('gibbs', lam=1.0, min_size=4)
+    assert clone(est).get_params()['lam'] == 1.0
+    rng = np.random.default_rng(5)
+    Y = _series(rng, 45, 2, [(20, 1.5)])
+    prior = cp.default_prior(Y); L = cp.niw_segment_loglik(Y, prior, 3); ex = cp.exact_posterior(L, 1.0, 8, 3)
+    idata, _ = cp.run_rjmcmc(L, cp._NIWRegimes(Y, prior), ex.log_w, 3, n_iter=1500, n_chains=4, seed=2, collapsed_shift=False)
+    ind = idata.posterior['change_at'].values.astype(float)
+    diff = np.abs(ind.mean((0, 1)) - ex.change_prob)
+    assert (diff <= 4*cp.mc_standard_error(ind) + 0.01).all(), diff.max()

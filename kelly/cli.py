@@ -78,7 +78,7 @@ def cmd_info(args) -> int:
                           reports=str(reports_dir()), device=str(get_device())), indent=1))
     return 0
 
-# %% ../nbs/91_cli.ipynb #8f024a5e
+# %% ../nbs/91_cli.ipynb #c08f6c79
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `kelly` command."
     fmt = argparse.RawDescriptionHelpFormatter
@@ -110,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument('--no-execute', action='store_true', help='do not execute the notebooks (pages without outputs)')
     d.add_argument('--readme', action='store_true', help='only write README.md from nbs/index.ipynb')
     d.set_defaults(func=cmd_docs)
+    sub.add_parser('compose', add_help=False, help='write a MIDI file for an emotion (see kelly compose --help)',
+                   description='Compose a MIDI file for an emotion with the five iDAW networks (kelly.music.idaw).')
     i = sub.add_parser('info', help="show kelly's version, folders and device", description="Print kelly's version, folders and device as JSON.")
     i.set_defaults(func=cmd_info)
     return p
@@ -117,6 +119,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv:list=None, # the arguments (default: the command line)
         ) -> int:
     "Entry point of the `kelly` command; returns the exit status."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['compose']:  # its options live beside the models, in kelly.music.idaw
+        from kelly.music.idaw import compose_main
+        try: return compose_main(argv[1:])
+        except KellyError as e: _say(f'kelly: error: {e}'); return 2
     args = parser().parse_args(argv)
     try: return args.func(args)
     except ReportError as e: _say(f'kelly: {e}'); return 1

@@ -6,7 +6,7 @@ import pytest
 from conftest import kelly_cli
 
 
-@pytest.mark.parametrize('cmd', [[], ['report'], ['bench'], ['docs'], ['info']])
+@pytest.mark.parametrize('cmd', [[], ['report'], ['bench'], ['docs'], ['info'], ['compose']])
 def test_help(cmd):
     res = kelly_cli(*cmd, '--help')
     assert res.returncode == 0 and res.stdout.startswith('usage: kelly')

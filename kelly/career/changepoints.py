@@ -15,12 +15,13 @@ from scipy.special import gammaln
 from ..core import InputError, require
 
 # %% auto #0
-__all__ = ['COAL_MINING_DISASTERS', 'check_series', 'NIWPrior', 'robust_noise_cov', 'default_prior', 'niw_segment_loglik',
-           'niw_loglik_chain', 'poisson_segment_loglik', 'log_n_configurations', 'log_prior_K', 'ExactPosterior',
-           'viterbi', 'exact_posterior', 'brute_force_posterior', 'simulate_changepoint_series', 'rjmcmc_chain',
-           'run_rjmcmc', 'mc_standard_error', 'pymc_fixed_k', 'waic_table', 'BayesianChangePoints',
+__all__ = ['COAL_MINING_DISASTERS', 'EMOTION_COLUMNS', 'check_series', 'NIWPrior', 'robust_noise_cov', 'default_prior',
+           'niw_segment_loglik', 'niw_loglik_chain', 'poisson_segment_loglik', 'log_n_configurations', 'log_prior_K',
+           'ExactPosterior', 'viterbi', 'exact_posterior', 'brute_force_posterior', 'simulate_changepoint_series',
+           'rjmcmc_chain', 'run_rjmcmc', 'mc_standard_error', 'pymc_fixed_k', 'waic_table', 'BayesianChangePoints',
            'coal_mining_disasters', 'true_positives', 'f_measure', 'partition_from_cps', 'cover_single', 'covering',
-           'hausdorff', 'peer_change_points', 'bench_changepoints']
+           'hausdorff', 'peer_change_points', 'Career', 'simulated_careers', 'drop_small_changes',
+           'score_change_points', 'career_benchmark', 'bench_changepoints']
 
 # %% ../../nbs/career/41_changepoints.ipynb #173b9e3a
 def check_series(Y, # a 1-d series of length T, or an array / DataFrame of shape (T, d)
@@ -806,7 +807,7 @@ def hausdorff(true_cps, # true change points
     D = np.abs(a[:, None] - b[None, :])
     return float(max(D.min(1).max(), D.min(0).max()))
 
-# %% ../../nbs/career/41_changepoints.ipynb #ff5df098
+# %% ../../nbs/career/41_changepoints.ipynb #e73a996a
 def peer_change_points(Y:np.ndarray, # the series, shape (T, d)
                        K:int=None, # the true number of changes (Dynp only; skipped when None)
                        min_size:int=5, # the shortest segment
@@ -830,10 +831,101 @@ def peer_change_points(Y:np.ndarray, # the series, shape (T, d)
     def bocpd():
         cpd = cpt.Bocpd(prior=cpt.NormalInvWishart(p.m0, float(p.kappa0), int(round(p.nu0)), p.psi0), lam=T/(lam + 1))
         H = np.zeros((T, T))
-        for i, y in enumerate(Y): H[i, :i + 1] = cpd.step(y)
+        for i, y in enumerate(np.ascontiguousarray(Y)): H[i, :i + 1] = cpd.step(y)   # the Rust side needs C-ordered rows
         return [c + 1 for c in cpt.map_changepoints(H) if 0 < c + 1 < T]
     timed('changepoint BOCPD (NIW)', bocpd)
     return out
+
+# %% ../../nbs/career/41_changepoints.ipynb #200baa68
+EMOTION_COLUMNS = ('emo_valence', 'emo_arousal', 'emo_dominance')
+
+@dataclass
+class Career:
+    "One artist's emotion series with the change points that generated it."
+    artist_id: str
+    Y: pd.DataFrame               # songs in release order (index song_id), one column per emotion dimension
+    change_points: np.ndarray     # true change points: index in Y of the first song of each new regime
+
+    @property
+    def T(self) -> int: return len(self.Y)
+
+def simulated_careers(catalog, # a simulated `Catalog` (first element of `simulate_catalog`'s result)
+                      truth, # the matching `SimulationTruth` (second element)
+                      columns:tuple=EMOTION_COLUMNS, # the song columns that make the series
+                     ) -> list:
+    "One `Career` per artist: emotion in release order and the true change points as indices into it."
+    songs = catalog.songs
+    missing = [c for c in ('song_id', 'artist_id', 'release_date', *columns) if c not in songs.columns]
+    if missing: raise InputError('catalog.songs', missing, 'pass the catalog returned by simulate_catalog (with its emotion columns)', 'missing columns')
+    order = truth.songs.set_index('song_id')['position']
+    unknown = ~songs['song_id'].isin(order.index)
+    if unknown.any():
+        raise InputError('catalog.songs.song_id', songs['song_id'][unknown].iloc[0], 'pass the truth returned together with this catalog', 'song not in the truth')
+    songs = songs.assign(_position=songs['song_id'].map(order)).sort_values(['artist_id', 'release_date', '_position'], kind='stable')
+    cps_by_artist = truth.change_points.groupby('artist_id')['song_id'].apply(list).to_dict()
+    careers = []
+    for artist, g in songs.groupby('artist_id', sort=True):
+        Y = g.set_index('song_id')[list(columns)].astype(float)
+        at = pd.Index(Y.index)
+        cps = np.array(sorted(at.get_loc(s) for s in cps_by_artist.get(artist, [])), int)
+        careers.append(Career(artist, Y, cps))
+    return careers
+
+# %% ../../nbs/career/41_changepoints.ipynb #b807d107
+def drop_small_changes(Y, # the series, shape (T, d)
+                       change_points, # change points (indices of first observations of new regimes)
+                       min_jump:float, # the smallest change of the regime mean worth reporting (Euclidean norm, in Y's units)
+                      ) -> np.ndarray:
+    "The change points left after merging, smallest jump first, neighbouring regimes whose means differ by less than `min_jump`."
+    Y = check_series(Y, 1)
+    if not min_jump >= 0: raise InputError('min_jump', min_jump, 'use a number >= 0 (0 keeps every change)')
+    cps = sorted(int(c) for c in change_points)
+    while cps:
+        b = [0, *cps, len(Y)]
+        means = np.array([Y[s:t].mean(0) for s, t in zip(b[:-1], b[1:])])
+        jumps = np.linalg.norm(np.diff(means, axis=0), axis=1)
+        i = int(np.argmin(jumps))
+        if jumps[i] >= min_jump: break
+        cps.pop(i)
+    return np.array(cps, int)
+
+# %% ../../nbs/career/41_changepoints.ipynb #398ec976
+def score_change_points(true_cps, # the true change points
+                        pred_cps, # the predicted change points
+                        T:int, # the series length
+                        margin:int=5, # F1's largest distance of a hit
+                       ) -> dict:
+    "F1, precision, recall (TCPDBench, at `margin`), covering and Hausdorff distance (capped at T) of one prediction."
+    true_cps, pred_cps = [int(c) for c in true_cps], [int(c) for c in pred_cps]
+    f1, precision, recall = f_measure(true_cps, pred_cps, margin=margin, return_PR=True)
+    return dict(f1=f1, precision=precision, recall=recall, covering=covering(true_cps, pred_cps, T),
+                hausdorff=min(hausdorff(true_cps, pred_cps), float(T)), n_true=len(true_cps), n_found=len(pred_cps))
+
+def career_benchmark(careers:list, # `Career`s, e.g. from `simulated_careers`
+                     margin:int=3, # F1's margin, in songs
+                     lam:float=1.0, # kelly's Poisson prior mean of K for the "simulator priors" fits
+                     min_size:int=8, # kelly's (and the peers') shortest regime for the "simulator priors" fits
+                     min_jump:float=0.4, # the minimum-effect rule's smallest jump (`drop_small_changes`)
+                     peers:tuple=('ruptures PELT (BIC)', 'ruptures BinSeg (BIC)', 'changepoint BOCPD (NIW)', 'ruptures Dynp (K given)'), # peers to run (names of `peer_change_points`)
+                     kelly_defaults:bool=True, # also fit kelly with its default priors (lam=2, min_size=5)
+                    ) -> pd.DataFrame:
+    "One row per career and method: kelly's exact posterior (defaults; simulator priors; + minimum jump) and the peers, scored against the truth."
+    if not careers: raise InputError('careers', careers, 'pass at least one Career (see simulated_careers)', 'nothing to score')
+    rows = []
+    for c in careers:
+        Y = np.ascontiguousarray(c.Y.to_numpy(float)); T = len(Y)
+        found = {}
+        if kelly_defaults:
+            t0 = time.perf_counter(); found['kelly exact (defaults)'] = (BayesianChangePoints('exact', n_draws=10).fit(Y).change_points_, time.perf_counter() - t0)
+        t0 = time.perf_counter(); cps = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y).change_points_
+        found['kelly exact (simulator priors)'] = (cps, time.perf_counter() - t0)
+        found['kelly exact (simulator priors) + min jump'] = (drop_small_changes(Y, cps, min_jump), time.perf_counter() - t0)
+        if peers:
+            res = peer_change_points(Y, K=len(c.change_points) if 'ruptures Dynp (K given)' in peers else None, min_size=min_size)
+            found.update({k: v for k, v in res.items() if k in peers})
+        for method, (pred, sec) in found.items():
+            rows.append(dict(artist_id=c.artist_id, method=method, T=T, **score_change_points(c.change_points, pred, T, margin), seconds=sec))
+    return pd.DataFrame(rows)
 
 # %% ../../nbs/career/41_changepoints.ipynb #8fdff8d6
 from ..bench import benchmark, time_call

@@ -13,8 +13,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require', 'project_root', 'data_dir',
-           'reports_dir', 'artifacts_dir', 'seed_everything', 'get_device', 'atomic_write', 'progress_enabled',
-           'progress', 'use_offline_plotly', 'plotlyjs']
+           'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything', 'get_device', 'atomic_write',
+           'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs']
 
 # %% ../nbs/00_core.ipynb #006b25e3
 _short = reprlib.Repr()
@@ -50,7 +50,7 @@ def require(module:str, # the module to import, e.g. `"faiss"`
         raise MissingResourceError('package', package or module, f"pip install {package or module}",
                                    f'optional package not installed ({e})') from None
 
-# %% ../nbs/00_core.ipynb #c2c03f83
+# %% ../nbs/00_core.ipynb #4b5b07ce
 def _is_project(d:Path): return (d/'settings.ini').is_file() and (d/'nbs').is_dir()
 
 def project_root() -> Path:
@@ -81,6 +81,12 @@ def data_dir() -> Path:
 def reports_dir() -> Path:
     "Folder of generated reports: `$KELLY_REPORTS`, else `reports/` of the project."
     return _env_dir('KELLY_REPORTS', project_root()/'reports')
+
+def cache_dir() -> Path:
+    "Folder of derived data worth keeping between runs (parsed corpora): `$KELLY_CACHE`, else `~/.cache/kelly`; created if missing."
+    d = _env_dir('KELLY_CACHE', Path.home()/'.cache'/'kelly')
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 # %% ../nbs/00_core.ipynb #ce32dcee
 def artifacts_dir(report:str, # the report's name, e.g. `"rtneural"`

@@ -889,7 +889,7 @@ def drop_small_changes(Y, # the series, shape (T, d)
         cps.pop(i)
     return np.array(cps, int)
 
-# %% ../../nbs/career/41_changepoints.ipynb #398ec976
+# %% ../../nbs/career/41_changepoints.ipynb #bb8947ac
 def score_change_points(true_cps, # the true change points
                         pred_cps, # the predicted change points
                         T:int, # the series length
@@ -920,6 +920,9 @@ def career_benchmark(careers:list, # `Career`s, e.g. from `simulated_careers`
         t0 = time.perf_counter(); cps = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y).change_points_
         found['kelly exact (simulator priors)'] = (cps, time.perf_counter() - t0)
         found['kelly exact (simulator priors) + min jump'] = (drop_small_changes(Y, cps, min_jump), time.perf_counter() - t0)
+        if 'ruptures Dynp (K given)' in peers:   # the oracle's like-for-like counterpart: kelly's MAP segmentation given the true K
+            t0 = time.perf_counter(); fit = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y)
+            found['kelly exact (K given)'] = (fit.exact_.map_changes(len(c.change_points)), time.perf_counter() - t0)
         if peers:
             res = peer_change_points(Y, K=len(c.change_points) if 'ruptures Dynp (K given)' in peers else None, min_size=min_size)
             found.update({k: v for k, v in res.items() if k in peers})

@@ -154,7 +154,7 @@ def notebook_html(path:Path, # an executed notebook
         body = body.replace('<head>', f'<head>\n<meta charset="utf-8">\n<script type="text/javascript">{js}</script>', 1)
     return body
 
-# %% ../nbs/90_reports.ipynb #45a13960
+# %% ../nbs/90_reports.ipynb #20a53151
 def _publish_dir(src:Path, dst:Path):
     "Replace folder `dst` by `src` (or remove it when `src` is missing), swapping by renames."
     old = dst.with_name(f'.{dst.name}.old')
@@ -227,10 +227,9 @@ def run_report(name:str, # the report, a section of the manifest
         record.update(status='ok', duration_s=round(time.perf_counter() - t0, 2))
         os.replace(executed, reports/f'{name}.ipynb')
         os.replace(work/f'{name}.html', reports/f'{name}.html')
-        made = work/'artifacts'
-        produced = sorted(p.name for p in made.iterdir() if p.is_dir()) if made.exists() else []
-        for d in set(produced) | {name}:  # a report that made no artifacts this time leaves none stale
-            _publish_dir(made/d, reports/'artifacts'/d)
+        # only the report's own folder: a notebook that merely asked for another report's artifacts_dir (to read its
+        # published files) must not replace them with the empty folder that call created; none made means none kept stale
+        _publish_dir(work/'artifacts'/name, reports/'artifacts'/name)
         (reports/'_failed'/f'{name}.ipynb').unlink(missing_ok=True)
         update_index(reports, record)
         return record

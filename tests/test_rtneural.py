@@ -1,0 +1,206 @@
+"kelly.music.rtneural: RTNeural JSON, the NumPy reference runner, ONNX, checkpoints, `kelly export`, and refusals of bad input."
+import contextlib, io, json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kelly.core import InputError, KellyError
+from kelly.music.idaw import MODELS, IDAWPipeline
+from kelly.music.rtneural import (RTNeuralModel, check_onnx, check_pipeline_rtneural, check_rtneural, export_main, load_checkpoints,
+                                  load_rtneural, rtneural_layers, save_checkpoints, save_onnx, save_rtneural, training_data_sha256)
+
+
+@pytest.fixture(scope='module')
+def models():
+    out = {}
+    for i, (name, cls) in enumerate(MODELS.items()):
+        torch.manual_seed(10 + i)
+        out[name] = cls().eval()
+    return out
+
+
+@pytest.fixture(scope='module')
+def json_dir(tmp_path_factory, models):
+    d = tmp_path_factory.mktemp('rtneural')
+    for name, m in models.items(): save_rtneural(m, d/f'{name}.json')
+    return d
+
+
+@pytest.mark.parametrize('name', list(MODELS))
+def test_json_matches_pytorch_over_100_stateful_frames(name, models, json_dir):
+    m = models[name]
+    rt = load_rtneural(json_dir/f'{name}.json')
+    n = rt.in_size
+    x = np.random.default_rng(1).standard_normal((100, n)).astype(np.float32)
+    with torch.no_grad():
+        want = (m(torch.as_tensor(x)[None])[0] if name in ('EmotionRecognizer', 'MelodyTransformer') else m(torch.as_tensor(x))).numpy()
+    got = rt.run(x)
+    assert np.abs(got - want).max() < 1e-5
+    if name in ('EmotionRecognizer', 'MelodyTransformer'):  # the state matters, and reset() forgets it
+        assert np.abs(rt.run(x[:5]) - want[:5]).max() > 1e-4
+        assert np.abs(rt.reset().run(x[:5]) - want[:5]).max() < 1e-5
+
+
+def test_pipeline_on_json_matches_pytorch(models, json_dir):
+    r = check_pipeline_rtneural(models, json_dir, frames=100, seed=3)
+    assert r['same_choices']
+    assert max(v for k, v in r.items() if k != 'same_choices') < 1e-5
+
+
+def test_json_layout_follows_rtneural_loader(models, json_dir):
+    spec = json.loads((json_dir/'EmotionRecognizer.json').read_text())
+    assert spec['in_shape'][-1] == 128
+    assert [l['type'] for l in spec['layers']] == ['dense', 'dense', 'lstm', 'dense']
+    for l in spec['layers']: assert {'type', 'shape', 'weights'} <= set(l)
+    m = models['EmotionRecognizer']
+    k, r, b = spec['layers'][2]['weights']
+    assert np.array(k).shape == (256, 512) and np.array(r).shape == (128, 512) and np.array(b).shape == (512,)
+    np.testing.assert_array_equal(np.array(k, np.float32), m.lstm.weight_ih_l0.detach().numpy().T)  # exact float32 round trip
+    np.testing.assert_array_equal(np.array(b, np.float32), (m.lstm.bias_ih_l0 + m.lstm.bias_hh_l0).detach().numpy())
+    np.testing.assert_array_equal(np.array(spec['layers'][0]['weights'][0], np.float32), m.fc1.weight.detach().numpy().T)
+    # a standalone activation has empty weights
+    seq = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Sigmoid())
+    layers = rtneural_layers(seq)[0]['layers']
+    assert layers[1]['type'] == 'activation' and layers[1]['weights'] == [] and layers[1]['activation'] == 'sigmoid'
+
+
+def test_lstm_gate_order_by_hand():
+    "i, f, c, o column blocks: a network whose forget gate alone is open keeps its cell, as PyTorch's i, f, g, o order says."
+    lstm = nn.LSTM(2, 3)
+    with torch.no_grad():
+        for p in lstm.parameters(): p.zero_()
+        lstm.bias_ih_l0[3:6] = 50  # f open
+        lstm.bias_ih_l0[0:3] = 50  # i open
+        lstm.bias_ih_l0[9:12] = 50  # o open
+        lstm.weight_ih_l0[6:9, 0] = 1.0  # c candidate follows input 0
+    seq_model = dict(in_shape=[None, None, 2], layers=[dict(type='lstm', shape=[None, None, 3], weights=[
+        lstm.weight_ih_l0.detach().T.tolist(), lstm.weight_hh_l0.detach().T.tolist(), (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().tolist()])])
+    x = np.array([[0.5, 0], [0.2, 0], [-0.1, 0]], np.float32)
+    with torch.no_grad(): want = lstm(torch.as_tensor(x)[:, None])[0][:, 0].numpy()
+    np.testing.assert_allclose(RTNeuralModel(seq_model).run(x), want, atol=1e-6)
+
+
+def test_softmax_is_overflow_safe():
+    torch.manual_seed(0)
+    hp = MODELS['HarmonyPredictor']().eval()
+    with torch.no_grad(): hp.fc3.bias.add_(200); hp.fc3.weight.mul_(2)
+    raw = RTNeuralModel(_spec(hp, safe_softmax=False))
+    safe = RTNeuralModel(_spec(hp))
+    x = np.random.default_rng(0).standard_normal((50, 128)).astype(np.float32) * 1e4
+    with torch.no_grad(): want = hp(torch.as_tensor(x)).numpy()
+    assert np.isnan(raw.run(x)).all()  # RTNeural's arithmetic without the shift: inf / inf
+    got = safe.run(x)
+    assert np.isfinite(got).all() and np.abs(got - want).max() < 1e-5
+    notes = rtneural_layers(hp)[1]['layer 2']
+    assert notes['logit_bound'] <= 80 and notes['underflow_free']
+    # the bound holds for every input: the largest logit the shifted layer can produce is at most the bound
+    W, b = safe.layers[-2][1], safe.layers[-2][2]
+    assert (b + np.abs(W).sum(1)).max() <= notes['logit_bound'] + 1e-3
+
+
+def _spec(model, **kw):
+    spec = rtneural_layers(model, **kw)[0]
+    return json.loads(json.dumps(spec, default=lambda a: a.tolist()))
+
+
+def test_unsupported_models_are_refused():
+    with pytest.raises(InputError, match='GELU'): save_rtneural(nn.Sequential(nn.Linear(3, 4), nn.GELU()), '/tmp/never.json')
+    with pytest.raises(InputError, match='RTNeural cannot express'): save_rtneural(nn.Conv1d(2, 2, 3), '/tmp/never.json')
+    with pytest.raises(InputError, match='LeakyReLU'): rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU()))
+    with pytest.raises(InputError, match='ELU'): rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.ELU(alpha=0.5)))
+    er = MODELS['EmotionRecognizer']()
+    er.lstm = nn.LSTM(256, 128, num_layers=2)
+    with pytest.raises(InputError, match='LSTM'): rtneural_layers(er)
+    with pytest.raises(InputError, match='overflow-safe'): rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.Softmax(-1)))
+    with pytest.raises(InputError, match='disagrees'): rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)))
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    m = MODELS['DynamicsEngine']()
+    with torch.no_grad(): m.fc2.weight[0, 0] = float('nan')
+    with pytest.raises(InputError, match='non-finite'): save_rtneural(m, tmp_path/'x.json')
+    assert not (tmp_path/'x.json').exists()
+    with pytest.raises(InputError, match='non-finite'): save_checkpoints({'DynamicsEngine': m}, tmp_path)
+
+
+def _good():
+    torch.manual_seed(0)
+    return _spec(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2), nn.Sigmoid()))
+
+
+@pytest.mark.parametrize('breaker,match', [
+    (lambda s: s.pop('in_shape'), 'missing key "in_shape"'),
+    (lambda s: s.pop('layers'), 'missing key "layers"'),
+    (lambda s: s['layers'][0].pop('weights'), 'missing key "weights"'),
+    (lambda s: s['layers'][1].pop('shape'), 'missing key "shape"'),
+    (lambda s: s['layers'][0].pop('type'), 'missing key "type"'),
+    (lambda s: s['layers'][0].update(type='gru'), 'unsupported layer'),
+    (lambda s: s['layers'][0].update(activation='linear'), 'unknown activation'),
+    (lambda s: s['layers'][0].update(shape=[None, None, 5]), 'disagree'),  # shape says 5, weights hold 4: RTNeural would zero-fill
+    (lambda s: s['layers'][0]['weights'][0].pop(), 'disagree'),  # a kernel row short
+    (lambda s: s['layers'][0]['weights'][1].pop(), 'disagree'),  # a short bias: RTNeural reads past the end
+    (lambda s: s['layers'][1]['weights'][0][0].append(0.5), 'ragged|disagree'),
+    (lambda s: s.update(in_shape=[None, None, 2]), 'disagree'),
+    (lambda s: s['layers'][0]['weights'][1].__setitem__(0, float('inf')), 'non-finite'),
+    (lambda s: s['layers'].append(dict(type='activation', activation='tanh', shape=[None, None, 3], weights=[])), 'shape disagrees'),
+    (lambda s: s['layers'].append(dict(type='activation', activation='tanh', shape=[None, None, 2], weights=[[1.0]])), 'disagree'),
+])
+def test_bad_json_is_refused(breaker, match):
+    s = _good()
+    RTNeuralModel(s)  # the unbroken one loads
+    breaker(s)
+    with pytest.raises(InputError, match=match): RTNeuralModel(s)
+
+
+def test_bad_json_text_and_input(tmp_path):
+    with pytest.raises(InputError, match='not JSON'): load_rtneural('{"in_shape": [null, 3], ')
+    with pytest.raises(InputError, match='no such file'): load_rtneural(tmp_path/'absent.json')
+    rt = RTNeuralModel(_good())
+    with pytest.raises(InputError, match='wrong input shape'): rt.forward(np.zeros(4))
+
+
+def test_onnx_each_model_and_pipeline(models, tmp_path):
+    for name in ('MelodyTransformer', 'HarmonyPredictor'):
+        p = save_onnx(models[name], tmp_path/f'{name}.onnx')
+        assert check_onnx(models[name], p, frames=100, batch=3) < 1e-5
+    pipe = IDAWPipeline(models)
+    p = save_onnx(pipe, tmp_path/'pipeline.onnx')
+    assert check_onnx(pipe, p, frames=100, batch=4) < 1e-5
+    import onnx
+    g = onnx.load(str(p)).graph
+    assert g.input[0].type.tensor_type.shape.dim[0].dim_param == 'batch'
+
+
+def test_checkpoints_manifest(models, tmp_path):
+    man = save_checkpoints(models, tmp_path, training_data=dict(sha256='x' * 64))
+    assert {m['parameters'] for m in man['models'].values()} == {403_264, 641_664, 74_176, 13_520, 18_656}
+    assert all(m['parameters'] == m['spec_parameters'] for m in man['models'].values())
+    back = load_checkpoints(tmp_path)
+    for k in models: assert all(torch.equal(a, b) for a, b in zip(models[k].state_dict().values(), back[k].state_dict().values()))
+    (tmp_path/'HarmonyPredictor.safetensors').write_bytes(b'broken')
+    with pytest.raises(InputError, match='checksum'): load_checkpoints(tmp_path)
+
+
+def test_training_data_hash_depends_on_data():
+    f = dict(name='a', melody=np.array([60, 62]), chords=np.array([0, 1]), voice_pitch=np.zeros((2, 4)))
+    g = dict(f, melody=np.array([60, 64]))
+    assert training_data_sha256([f]) == training_data_sha256([dict(f)])
+    assert training_data_sha256([f]) != training_data_sha256([g])
+    assert training_data_sha256([f, g]) != training_data_sha256([g, f])
+
+
+def test_export_main(tmp_path):
+    seeds = tmp_path/'none'; seeds.mkdir()  # an empty weights folder: seeded random initialisation
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = export_main(['--format', 'rtneural', '--format', 'checkpoint', '--out', str(tmp_path/'out'), '--weights', str(seeds), '--frames', '5'])
+    assert rc == 0
+    out = buf.getvalue()
+    assert 'largest difference' in out and 'untrained' in out
+    assert sorted(p.name for p in (tmp_path/'out'/'rtneural').iterdir()) == sorted(f'{n}.json' for n in MODELS)
+    man = json.loads((tmp_path/'out'/'checkpoints'/'manifest.json').read_text())
+    assert man['training_data']['trained'] is False
+    with pytest.raises(SystemExit): export_main(['--format', 'tflite', '--out', str(tmp_path)])
+    with pytest.raises(KellyError): export_main(['--format', 'onnx', '--out', str(tmp_path), '--weights', str(tmp_path/'absent')])

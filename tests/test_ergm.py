@@ -1,0 +1,223 @@
+"Tests of kelly.career.ergm: statistics and change statistics against brute-force recounts, the sampler against exact enumeration, MCMC-MLE against the exact MLE of a small graph."
+import itertools, math, warnings
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from kelly.career.ergm import (ERGM, TERGM, Chain, DegenerateModelError, DegeneracyWarning, _check_degeneracy,
+                               _neighbour_lists, as_network, bench_ergm, change_statistics, florentine, parse_terms,
+                               snapshot_stats, statistics)
+
+DIRECTED_TERMS = ['edges', 'mutual', 'ttriple', 'nodematch(g)', 'gwesp(0.7)', 'gwesp(0)', 'gwesp(2)', 'stability', 'formation']
+UNDIRECTED_TERMS = ['edges', 'triangle', 'nodematch(g)', 'gwesp(0.4)', 'gwesp(0)', 'gwesp(1.5)', 'stability', 'formation']
+
+
+def brute(A, terms, directed, attr, prev):
+    "Each statistic recounted by loops over pairs and triples."
+    n = len(A)
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j and (directed or i < j)]
+    out = []
+    for k, t in enumerate(terms):
+        c = t.kind
+        if c == 'edges': v = sum(A[i, j] for i, j in pairs)
+        elif c == 'mutual': v = sum(A[i, j] * A[j, i] for i, j in pairs if i < j)
+        elif c == 'triangle': v = sum(A[i, j] * A[j, l] * A[i, l] for i, j, l in itertools.combinations(range(n), 3))
+        elif c == 'ttriple': v = sum(A[i, j] * A[j, l] * A[i, l] for i, j, l in itertools.permutations(range(n), 3))
+        elif c == 'nodematch': v = sum(A[i, j] * (attr[k][i] == attr[k][j]) for i, j in pairs)
+        elif c == 'gwesp':
+            r = 1 - math.exp(-t.decay)
+            v = sum(math.exp(t.decay) * (1 - r ** sum(A[i, l] * A[l, j] for l in range(n) if l not in (i, j)))
+                    for i, j in pairs if A[i, j])
+        elif c == 'stability': v = sum(A[i, j] * prev[i, j] for i, j in pairs)
+        elif c == 'formation': v = sum(A[i, j] * (1 - prev[i, j]) for i, j in pairs)
+        out.append(v)
+    return np.array(out, float)
+
+
+def random_graph(rng, n, p, directed):
+    A = (rng.random((n, n)) < p).astype(np.int32)
+    if not directed: A = np.triu(A, 1); A = A + A.T
+    np.fill_diagonal(A, 0)
+    return A
+
+
+@pytest.mark.parametrize('directed', [True, False])
+def test_statistics_and_change_statistics_match_brute_force(directed):
+    rng = np.random.default_rng(11 + directed)
+    terms = parse_terms(DIRECTED_TERMS if directed else UNDIRECTED_TERMS, directed, temporal=True)
+    for _ in range(40):
+        n = int(rng.integers(2, 9))
+        A, P = random_graph(rng, n, rng.uniform(0.1, 0.8), directed), random_graph(rng, n, 0.4, directed)
+        attr = np.tile(rng.integers(0, 3, n), (len(terms), 1))
+        g = brute(A, terms, directed, attr, P)
+        np.testing.assert_allclose(statistics(A, terms, directed, attr, P), g, atol=1e-9)
+        for _ in range(6):
+            i, j = rng.choice(n, 2, replace=False)
+            if not directed and i > j: i, j = j, i
+            B = A.copy(); B[i, j] = 1 - B[i, j]
+            if not directed: B[j, i] = B[i, j]
+            np.testing.assert_allclose(change_statistics(A, terms, directed, i, j, attr, P),
+                                       brute(B, terms, directed, attr, P) - g, atol=1e-9)
+
+
+def test_statistics_match_networkx_counts():
+    G = nx.gnp_random_graph(25, 0.25, seed=3)
+    A = nx.to_numpy_array(G, dtype=int)
+    e, tri = statistics(A, parse_terms(['edges', 'triangle'], False), False)
+    assert e == G.number_of_edges() and tri == sum(nx.triangles(G).values()) / 3
+
+
+@pytest.mark.parametrize('directed', [True, False])
+def test_chain_keeps_its_state_consistent(directed):
+    G = nx.gnp_random_graph(15, 0.2, seed=2, directed=directed)
+    P = nx.gnp_random_graph(15, 0.2, seed=5, directed=directed)
+    nx.set_node_attributes(G, {v: v % 3 for v in G}, 'g')
+    net = as_network(G, ['g'], prev=P)
+    terms = parse_terms(DIRECTED_TERMS if directed else UNDIRECTED_TERMS, directed, temporal=True)
+    ch = Chain(net, terms, seed=1)
+    theta = np.random.default_rng(0).normal(0, 0.3, len(terms)); theta[0] = -1.0
+    S = 2 if directed else 1
+    for _ in range(5):
+        ch.sample(theta, 20, 37, 0)
+        np.testing.assert_allclose(ch.g, statistics(ch.A, terms, directed, ch.attr, ch.prev), atol=1e-8)
+        assert (ch.T2 == ch.A @ ch.A).all()
+        if not directed: assert (ch.A == ch.A.T).all()
+        nbr, deg, _ = _neighbour_lists(ch.A)
+        assert (deg[:S] == ch.deg[:S]).all()
+        for s in range(S):
+            for u in range(15): assert set(ch.nbr[s, u, :ch.deg[s, u]]) == set(nbr[s, u, :deg[s, u]])
+        ties = {(int(a), int(b)) for a, b in zip(ch.ei[:ch.ne[0]], ch.ej[:ch.ne[0]])}
+        assert ties == {(int(a), int(b)) for a, b in zip(*np.nonzero(ch.A if directed else np.triu(ch.A)))}
+
+
+def all_graphs(n, directed):
+    "Every adjacency matrix on n nodes."
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j and (directed or i < j)]
+    for bits in itertools.product((0, 1), repeat=len(pairs)):
+        A = np.zeros((n, n), np.int32)
+        for (i, j), b in zip(pairs, bits):
+            A[i, j] = b
+            if not directed: A[j, i] = b
+        yield A
+
+
+@pytest.mark.parametrize('directed,n,names,theta', [(False, 4, ['edges', 'triangle', 'gwesp(0.5)'], [-0.5, 0.4, -0.3]),
+                                                    (True, 3, ['edges', 'mutual', 'ttriple', 'gwesp(0.5)'], [-1.0, 1.2, 0.3, 0.2])])
+def test_sampler_matches_exact_enumeration(directed, n, names, theta):
+    terms = parse_terms(names, directed)
+    S = np.array([statistics(A, terms, directed) for A in all_graphs(n, directed)])
+    w = np.exp(S @ theta); w /= w.sum()
+    exact = w @ S
+    ch = Chain(as_network(nx.empty_graph(n, nx.DiGraph if directed else nx.Graph)), terms, seed=4)
+    draws = ch.sample(theta, 20000, 10, 1000)
+    se = draws.std(0) / math.sqrt(20000) * 3  # generous for autocorrelation
+    assert np.all(np.abs(draws.mean(0) - exact) < 4 * se + 1e-9), (draws.mean(0), exact)
+
+
+def test_mcmc_mle_matches_exact_mle_of_a_small_graph():
+    from scipy.optimize import minimize
+    G = nx.Graph([(0, 1), (1, 2), (0, 2), (2, 3), (3, 4), (4, 5), (3, 5)])
+    terms = parse_terms(['edges', 'triangle'], False)
+    # the exact likelihood: kappa(theta) summed over all 2^15 graphs on 6 nodes
+    obs = statistics(nx.to_numpy_array(G, dtype=int), terms, False)
+    S = np.array([statistics(A, terms, False) for A in all_graphs(6, False)])
+    vals, counts = np.unique(S, axis=0, return_counts=True)
+    nll = lambda t: -(obs @ t - np.log(counts @ np.exp(vals @ t)))
+    exact = minimize(nll, np.zeros(2), method='BFGS').x
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DegeneracyWarning)
+        m = ERGM(['edges', 'triangle'], seed=0).fit(G)
+    assert np.all(np.abs(m.coef_ - exact) < 0.25 * m.stderr_), (m.coef_, exact, m.stderr_)
+
+
+def test_florentine_edges_only_is_exact_and_triangle_near_statnet():
+    G = florentine()
+    assert ERGM(['edges']).fit(G).coef_[0] == pytest.approx(math.log(20 / 100), abs=1e-9)
+    tab = ERGM(['edges', 'triangle'], seed=3).fit(G).summary()
+    assert abs(tab.estimate['edges'] + 1.69) < 0.5 * 0.36 and abs(tab.estimate['triangle'] - 0.19) < 0.5 * 0.60
+    assert tab.std_error['edges'] == pytest.approx(0.36, rel=0.15) and tab.std_error['triangle'] == pytest.approx(0.60, rel=0.15)
+    assert (tab.mcmc_se < 0.2 * tab.std_error).all()
+
+
+def test_tergm_dyad_independent_is_closed_form():
+    rng = np.random.default_rng(1)
+    snaps = [nx.gnp_random_graph(30, 0.1, seed=0)]
+    for t in range(2):
+        G = nx.Graph(); G.add_nodes_from(range(30))
+        G.add_edges_from(e for e in snaps[-1].edges() if rng.random() < 0.6)
+        G.add_edges_from((int(a), int(b)) for a, b in rng.integers(0, 30, (25, 2)) if a != b)
+        snaps.append(G)
+    tab = snapshot_stats(snaps)
+    kept, formed = tab.stability.iloc[1:].sum(), tab.formation.iloc[1:].sum()
+    old = tab.edges.iloc[:-1].sum(); D = 30 * 29 / 2
+    m = TERGM(['stability', 'formation']).fit(snaps)
+    assert m.coef_[0] == pytest.approx(math.log(kept / (old - kept)), abs=1e-6)
+    assert m.coef_[1] == pytest.approx(math.log(formed / (2 * D - old - formed)), abs=1e-6)
+
+
+def test_tergm_by_mcmc_runs_on_directed_snapshots():
+    G0 = nx.gnp_random_graph(25, 0.08, seed=1, directed=True)
+    rng = np.random.default_rng(2)
+    G1 = nx.DiGraph(); G1.add_nodes_from(G0)
+    G1.add_edges_from(e for e in G0.edges() if rng.random() < 0.7)
+    G1.add_edges_from((v, u) for u, v in list(G1.edges())[:8])
+    G1.add_edges_from((int(a), int(b)) for a, b in rng.integers(0, 25, (10, 2)) if a != b)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DegeneracyWarning)
+        m = TERGM(['stability', 'formation', 'mutual'], sample_size=256).fit([G0, G1])
+    tab = m.summary()
+    assert list(tab.index) == ['stability', 'formation', 'mutual'] and np.isfinite(tab.estimate).all()
+    assert tab.estimate['mutual'] > 0  # reciprocated arcs were added on purpose
+    sims = m.simulate(2)
+    assert len(sims) == 1 and len(sims[0]) == 2 and isinstance(sims[0][0], nx.DiGraph)
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(DegenerateModelError, match='none of it'):
+        ERGM(['edges', 'mutual']).fit(nx.DiGraph([(0, 1), (1, 2)]))
+    with pytest.raises(ValueError, match='directed'):
+        ERGM(['edges', 'mutual']).fit(nx.Graph([(0, 1)]))
+    with pytest.raises(ValueError, match='list'):
+        TERGM().fit(nx.DiGraph([(0, 1)]))
+    with pytest.raises(ValueError, match='mixed'):
+        TERGM(['stability']).fit([nx.Graph([(0, 1)]), nx.DiGraph([(0, 1)])])
+    with pytest.raises(ValueError, match='same nodes'):
+        TERGM(['stability']).fit([nx.Graph([(0, 1)]), nx.Graph([(0, 2)])])
+    with pytest.raises(ValueError, match='genre'):
+        ERGM(['edges', 'homophily']).fit(nx.Graph([(0, 1), (1, 2)]))
+    with pytest.raises(DegenerateModelError, match='nearly complete'):
+        _check_degeneracy(np.full((50, 1), 120.0), np.array([20.0]), ['edges'], 120, 20, 'test')
+
+
+def test_degenerate_triangle_model_simulates_near_complete_graphs():
+    m = ERGM(['edges', 'triangle']).prepare(florentine())
+    low = [g.number_of_edges() for g in m.simulate(10, theta=[-1.69, 0.19], seed=0)]
+    high = [g.number_of_edges() for g in m.simulate(10, theta=[-1.69, 1.5], seed=0)]
+    assert np.mean(low) < 40 and np.mean(high) > 100
+
+
+def test_gof_table_shapes():
+    m = ERGM(['edges', 'gwesp(0.5)'], seed=0, sample_size=256).fit(florentine())
+    g = m.gof(20)
+    assert set(g.statistic) == {'degree', 'esp', 'distance'} and g.p_value.between(0, 1).all()
+    assert (g.lo95 <= g.hi95).all()
+
+
+def test_bench_tiny():
+    recs = bench_ergm(size='tiny')
+    assert [r['case'] for r in recs] == ['florentine edges+triangle', 'directed N=100']
+    assert all(r['metric'] == 'seconds' and r['value'] > 0 for r in recs)
+    with pytest.raises(ValueError): bench_ergm(size='huge')
+
+
+def test_coverage_helpers_return_one_row_per_fit_and_term():
+    from kelly.career.ergm import coverage_study, coverage_summary, gwesp_coverage
+    st = coverage_study(1, n_artists=20, n_periods=2, seed=3, sample_size=128, network_steps=8000)
+    assert set(st.model) == {'ERGM', 'TERGM'}
+    ok = st[st.failed == '']
+    assert ok.covered.isin([0.0, 1.0]).all() and np.isfinite(ok.truth).all()
+    gw = gwesp_coverage(1, n_nodes=30, seed=1, sample_size=128)
+    summ = coverage_summary(gw)
+    assert list(summ.index.get_level_values('term')) == ['edges', 'mutual', 'nodematch.genre', 'gwesp.fixed.0.5']
+    assert summ.coverage.between(0, 1).all()

@@ -1,0 +1,300 @@
+"Tests of kelly.predictor: the network, the loss, leakage refusal, the splits, serving, the loaders and the command."
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from kelly.core import InputError
+from kelly import predictor as P
+from kelly.simulate import simulate_catalog
+
+
+@pytest.fixture(scope='module')
+def songs():
+    return P.prepare_songs(P.simulated_songs(30, 20, seed=4))
+
+
+@pytest.fixture(scope='module')
+def fitted(songs):
+    sp = P.split_songs(songs, 'artist', seed=0)
+    fp = P.FeaturePredictor(n_models=3, epochs=30, batch_size=32, patience=5, text_encoder='hashing', seed=0)
+    fp.fit(songs.iloc[sp['train']], calibration_songs=songs.iloc[sp['val']])
+    return fp, sp
+
+
+# ---------------------------------------------------------------- the network and the loss
+
+def test_network_shapes_and_bounded_heads():
+    torch.manual_seed(0)
+    net = P.AudioFeaturePredictor(num_genres=500, num_moods=100)
+    assert net.genre_embedding.embedding_dim == 64 and net.mood_embedding.embedding_dim == 32
+    assert net.metadata_layer.out_features == 32 and net.fusion_layers[0].in_features == 512
+    assert [m.out_features for m in net.fusion_layers if isinstance(m, torch.nn.Linear)] == [256, 128]
+    assert list(net.prediction_heads) == list(P.FEATURES)
+    B = 64
+    ids = torch.randint(0, 501, (B, 5))
+    out = net(1e3 * torch.randn(B, 384), ids, torch.randint(0, 101, (B, 3)), 1e3 * torch.randn(B, 6))
+    assert out.shape == (B, 8)
+    assert ((out[:, :7] >= 0) & (out[:, :7] <= 1)).all()
+    assert ((out[:, 7] >= P.TEMPO_RANGE[0]) & (out[:, 7] <= P.TEMPO_RANGE[1])).all()
+
+
+def test_genre_branch_mean_pools_over_present_tags_only():
+    net = P.AudioFeaturePredictor(num_genres=4, num_moods=2)
+    e = net.genre_embedding.weight
+    pooled = net._pool(net.genre_embedding, torch.tensor([[1, 3, 0, 0, 0]]))
+    assert torch.allclose(pooled[0], (e[1] + e[3]) / 2)
+    assert torch.allclose(net._pool(net.genre_embedding, torch.zeros(1, 5, dtype=torch.long)), torch.zeros(1, 64))
+
+
+def test_loss_is_the_weighted_sum_with_scaled_tempo_and_skips_missing_targets():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(10, 8, generator=g); pred[:, 7] *= 200
+    tgt = torch.rand(10, 8, generator=g); tgt[:, 7] *= 200
+    tgt[3, 2] = float('nan')
+    total, parts = P.multitask_loss(pred, tgt, parts=True)
+    want = 0.0
+    for j, f in enumerate(P.FEATURES):
+        ok = ~torch.isnan(tgt[:, j])
+        s = 1 / 200 if f == 'tempo' else 1.0
+        mse = float(((pred[ok, j] - tgt[ok, j]) * s).pow(2).mean())
+        assert parts[f'{f}_loss'] == pytest.approx(mse, rel=1e-5)
+        want += P.FEATURE_WEIGHTS[f] * mse
+    assert float(total) == pytest.approx(want, rel=1e-5)
+    assert P.FEATURE_WEIGHTS == dict(energy=1.0, valence=1.0, danceability=1.2, tempo=1.2, acousticness=1.5,
+                                     instrumentalness=1.5, liveness=2.0, speechiness=2.0)
+
+
+def test_metrics_match_sklearn_and_flag_thresholds():
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+    rng = np.random.default_rng(1)
+    T = rng.random((50, 8)); T[:, 7] = 100 + 20 * rng.standard_normal(50)
+    Pr = T + 0.1 * rng.standard_normal((50, 8)); Pr[:, 7] = T[:, 7] + 30
+    m = P.feature_metrics(T, Pr)
+    for j, f in enumerate(P.FEATURES):
+        assert m.loc[f, 'mse'] == pytest.approx(mean_squared_error(T[:, j], Pr[:, j]))
+        assert m.loc[f, 'mae'] == pytest.approx(mean_absolute_error(T[:, j], Pr[:, j]))
+        assert m.loc[f, 'r2'] == pytest.approx(r2_score(T[:, j], Pr[:, j]))
+    assert not m.loc['tempo', 'meets'] and m.loc['energy', 'meets']
+
+
+# ---------------------------------------------------------------- leakage
+
+FORBIDDEN = ['popularity', 'aoty_score', 'aoty_num_ratings', 'artist_popularity', 'artist_followers', 'user_ratings',
+             'play_counts', 'chart_positions', 'streaming_metrics', 'song_hotttnesss', 'artist_familiarity',
+             'spotify_streams', 'peak_chart_position', 'lastfm_listeners', 'playcount']
+
+
+@pytest.mark.parametrize('name', FORBIDDEN)
+def test_each_leaky_input_is_refused_by_name(name, songs, fitted):
+    with pytest.raises(P.LeakageError, match=name):
+        P.FeaturePredictor(metadata_columns=(*P.METADATA_COLUMNS, name), text_encoder='hashing').fit(songs.assign(**{name: 1.0}))
+    with pytest.raises(InputError, match=name):
+        fitted[0].predict_one('t', 'a', ['pop'], [], {'release_year': 2000, name: 5})
+
+
+def test_intrinsic_inputs_are_allowed():
+    assert P.check_no_leakage(P.METADATA_COLUMNS) == list(P.METADATA_COLUMNS)
+    assert all(P.leakage_kind(c) is None for c in ('title', 'artist', 'genres', 'moods', 'track_number', 'album_total_tracks'))
+
+
+# ---------------------------------------------------------------- splits
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n_artists=st.integers(4, 25))
+def test_artist_holdout_puts_each_artist_in_one_split(seed, n_artists):
+    df = P.prepare_songs(P.simulated_songs(n_artists, 6, seed=seed % 50))
+    sp = P.split_songs(df, 'artist', seed=seed)
+    sets = {k: set(df.artist_id.iloc[v]) for k, v in sp.items()}
+    assert not (sets['train'] & sets['val']) and not (sets['train'] & sets['test']) and not (sets['val'] & sets['test'])
+    assert sorted(np.concatenate(list(sp.values()))) == list(range(len(df)))
+
+
+def test_temporal_split_orders_years_and_accepts_the_spec_cutoffs(songs):
+    sp = P.split_songs(songs, 'temporal')
+    y = songs.release_year.to_numpy()
+    assert y[sp['train']].max() < y[sp['val']].min() and y[sp['val']].max() < y[sp['test']].min()
+    sp2 = P.split_songs(songs, 'temporal', cutoffs=(2018, 2021))
+    assert (y[sp2['train']] < 2018).all() and (y[sp2['test']] >= 2021).all()
+
+
+def test_genre_split_keeps_genre_shares(songs):
+    sp = P.split_songs(songs, 'genre', seed=3)
+    g = np.array([x[0] for x in songs.genres])
+    for gen in set(g):
+        n = (g == gen).sum()
+        assert abs((g[sp['test']] == gen).sum() - 0.15 * n) <= 1
+
+
+def test_bad_split_arguments_are_refused(songs):
+    with pytest.raises(InputError, match='how'): P.split_songs(songs, 'random')
+    with pytest.raises(InputError): P.split_songs(songs, 'artist', 0.6, 0.5)
+
+
+# ---------------------------------------------------------------- estimator, serving
+
+def test_scaler_is_fitted_on_the_training_split_only(songs, fitted):
+    fp, sp = fitted
+    train = songs.iloc[sp['train']]
+    M = P.metadata_matrix(train)
+    assert np.allclose(fp.encoder_.scaler.mean_, M.mean(0), rtol=1e-5)
+    before = fp.encoder_.scaler.mean_.copy()
+    fp.predict(songs.iloc[sp['test']].assign(duration_ms=10 ** 7))
+    assert np.array_equal(fp.encoder_.scaler.mean_, before)
+
+
+def test_network_learns_the_simulated_link(songs, fitted):
+    fp, sp = fitted
+    te = songs.iloc[sp['test']]
+    m = P.feature_metrics(te, fp.predict(te))
+    assert m.loc['valence', 'r2'] > 0.3 and m.loc['energy', 'r2'] > 0.3
+
+
+def test_predict_returns_flag_confidence_and_calibrated_std(songs, fitted):
+    fp, sp = fitted
+    va = songs.iloc[sp['val']]
+    p = fp.predict(va, return_std=True)
+    assert p.predicted.all() and p.index.equals(va.index)
+    assert np.allclose(p.confidence, P.completeness(va))
+    cov = P.interval_coverage(va, p, 2)
+    assert ((cov >= 0.9) & (cov <= 1.0)).all()  # the band was calibrated to 95 % on these songs
+    raw = fp._raw(va)[1]
+    assert (p[[f'{f}_std' for f in P.FEATURES]].to_numpy() > raw).all()
+
+
+def test_single_track_cache_uses_the_spec_key(fitted):
+    fp = fitted[0]
+    fp.cache_.clear()
+    a = fp.predict_one('Golden Road', 'Someone', ['pop'], ['happy'], dict(release_year=2001))
+    b = fp.predict_one('Golden Road', 'Someone', ['metal'], ['sad'], dict(release_year=2001))  # same artist, title, year
+    assert a == b and fp.cache_.hits == 1 and fp.cache_.misses == 1
+    fp.predict_one('Golden Road', 'Someone', ['pop'], ['happy'], dict(release_year=2002))
+    assert fp.cache_.misses == 2 and P.cache_key('Someone', 'Golden Road', 2001) in fp.cache_
+    assert set(a) == set(P.FEATURES) | {'predicted', 'confidence'} and a['predicted'] is True
+
+
+def test_lru_evicts_the_least_recently_used():
+    c = P.LRUCache(3)
+    for k in 'abc': c.put(k, k)
+    c.get('a'); c.put('d', 'd')
+    assert 'b' not in c and list(c.data) == ['c', 'a', 'd']
+
+
+def test_quantisation_shrinks_and_keeps_predictions_close(songs, fitted):
+    fp, sp = fitted
+    q = P.quantize(fp)
+    assert P.model_size_bytes(q.models_[0]) < 0.5 * P.model_size_bytes(fp.models_[0])
+    te = songs.iloc[sp['test']]
+    a, b = fp.predict(te), q.predict(te)
+    assert np.abs(a[list(P.FEATURES[:7])].to_numpy() - b[list(P.FEATURES[:7])].to_numpy()).max() < 0.1
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q.models_[0].modules())
+    with pytest.raises(InputError): q.save('x.pt')
+
+
+def test_continual_update_changes_heads_only(songs, fitted):
+    import copy
+    fp = copy.deepcopy(fitted[0])
+    before = {k: v.clone() for k, v in fp.models_[0].state_dict().items()}
+    fp.continual_update(songs.iloc[fitted[1]['test']], epochs=3)
+    after = fp.models_[0].state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith('prediction_heads') for k in changed)
+    assert all(p.requires_grad for p in fp.models_[0].parameters())
+
+
+def test_save_and_load_round_trip(tmp_path, songs, fitted):
+    fp, sp = fitted
+    fp2 = P.FeaturePredictor.load(fp.save(tmp_path/'p.pt'))
+    te = songs.iloc[sp['test']]
+    pd.testing.assert_frame_equal(fp.predict(te, return_std=True), fp2.predict(te, return_std=True), atol=1e-5)
+    with pytest.raises(InputError): P.FeaturePredictor.load(tmp_path/'missing.pt')
+
+
+def test_unfitted_and_tiny_inputs_are_refused(songs):
+    with pytest.raises(InputError, match='fit'): P.FeaturePredictor().predict(songs)
+    with pytest.raises(InputError): P.FeaturePredictor(text_encoder='hashing').fit(songs.iloc[:2])
+
+
+def test_baselines_on_the_same_inputs(songs):
+    sp = P.split_songs(songs, 'artist')
+    tr, te = songs.iloc[sp['train']], songs.iloc[sp['test']]
+    gm = P.GenreMeanBaseline().fit(tr).predict(te)
+    g0 = tr.genres.map(lambda g: g[0])
+    some = te.genres.iloc[0][0]
+    assert gm.iloc[0].energy == pytest.approx(tr.energy[g0 == some].mean())
+    gb = P.GradientBoostingBaseline(max_iter=20, text_encoder='hashing').fit(tr)
+    assert gb.models_['energy'].n_features_in_ == P.InputEncoder(text_encoder='hashing').fit(tr).dense(tr).shape[1]
+    assert gb.predict(te).shape == (len(te), 8)
+
+
+def test_confidence_follows_the_spec():
+    assert P.metadata_confidence('t', 'a', ['g'] * 5, ['m'] * 3, dict(duration_ms=1, release_year=1, album_total_tracks=1,
+                                                                     track_number=1)) == pytest.approx(1.0)
+    assert P.metadata_confidence('t', ' ', [], ['m'], {'release_year': float('nan')}) == pytest.approx(0.2 + 0.15)
+
+
+# ---------------------------------------------------------------- data, command, benchmark
+
+def test_msd_loader_on_a_tiny_stand_in(tmp_path):
+    df = pd.DataFrame(dict(track_id=['TRAAAAW128F429D538', 'TRAAABD128F429CF47'], title=['Silent Night', 'Tanssi vaan'],
+                           artist_name=['Faster Pussy cat', 'Karkkiautomaatti'], release=['Monster Ballads X-Mas', 'Karkuteillä'],
+                           year=[2003, 0], duration=[252.05506, 156.55138], tempo=[87.002, 150.778], energy=[0.0, 0.0],
+                           danceability=[0.0, 0.0], loudness=[-4.829, -10.555], key=[10, 9], mode=[0, 1],
+                           artist_terms=['glam metal|hard rock|rock', 'pop rock|suomi rock'], song_hotttnesss=[0.54, 0.40],
+                           artist_hotttnesss=[0.40, 0.36], artist_familiarity=[0.65, 0.44], tags=['christmas|metal', '']))
+    df.to_csv(tmp_path/'msd.csv', index=False)
+    s = P.load_msd_table(tmp_path/'msd.csv')
+    assert list(s.genres) == [['glam metal', 'hard rock', 'rock'], ['pop rock', 'suomi rock']]
+    assert list(s.moods) == [['christmas', 'metal'], []]
+    assert s.release_year.iloc[0] == 2003 and math.isnan(s.release_year.iloc[1])
+    assert s.duration_ms.iloc[0] == pytest.approx(252055.06) and s.tempo.iloc[1] == pytest.approx(150.778)
+    assert not set(P.MSD_POPULARITY) & set(s.columns) and s.valence.isna().all()
+    fp = P.FeaturePredictor(epochs=1, text_encoder='hashing').fit(pd.concat([s] * 3, ignore_index=True))
+    assert fp.predict(s).shape[0] == 2
+    df.drop(columns='artist_name').to_csv(tmp_path/'bad.csv', index=False)
+    with pytest.raises(InputError, match='artist_name'): P.load_msd_table(tmp_path/'bad.csv')
+
+
+def test_predict_features_command(tmp_path, capsys):
+    cat, _ = simulate_catalog(n_artists=5, seed=2, songs_per_artist=8, sections=False, network=False)
+    songs = cat.songs.copy()
+    for f in P.FEATURES: songs.loc[:4, f] = np.nan
+    cat.songs = songs
+    cat.write(tmp_path/'cat')
+    out = tmp_path/'f.parquet'
+    assert P.predict_features_main([str(tmp_path/'cat'), '--out', str(out), '--epochs', '2', '--ensemble', '2',
+                                    '--text-encoder', 'hashing', '--save-model', str(tmp_path/'m.pt')]) == 0
+    res = pd.read_parquet(out)
+    assert len(res) == 40 and res.predicted.sum() == 5 and res.predicted.iloc[:5].all()
+    assert np.isfinite(res[list(P.FEATURES)].to_numpy()).all() and 'energy_std' in res
+    known = ~res.predicted
+    assert np.allclose(res.loc[known, 'energy'], songs.loc[known.to_numpy(), 'energy'])
+    assert P.predict_features_main([str(tmp_path/'cat'), '--out', str(tmp_path/'g.csv'), '--model', str(tmp_path/'m.pt'), '--all']) == 0
+    assert pd.read_csv(tmp_path/'g.csv').predicted.all()
+    with pytest.raises(InputError, match='--out'): P.predict_features_main([str(tmp_path/'cat'), '--out', str(tmp_path/'x.txt')])
+    with pytest.raises(SystemExit) as e: P.predict_features_main(['--help'])
+    assert e.value.code == 0 and '--out' in capsys.readouterr().out
+
+
+def test_minilm_embeddings_are_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv('KELLY_CACHE', str(tmp_path))
+    monkeypatch.setattr(P, '_DISK_LOADED', set())
+    monkeypatch.setattr(P, '_TEXT_MEMORY', {})
+    emb = P.TextEmbedder('minilm')
+    v = emb(['ada - golden road', 'bo - cold river'])
+    assert v.shape == (2, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-3)
+    assert (tmp_path/'predictor'/'minilm.npz').is_file()
+    P._TEXT_MEMORY.clear(); P._DISK_LOADED.clear()
+    monkeypatch.setattr(P.TextEmbedder, '_encode', lambda self, texts: pytest.fail('should come from the disk cache'))
+    assert np.allclose(P.TextEmbedder('minilm')(['bo - cold river']), v[1])
+
+
+def test_benchmark_runs_tiny():
+    from kelly.bench import run_benchmarks
+    recs = run_benchmarks('predictor', size='tiny')
+    cases = {(r['case'].split(',')[-1].strip(), r['metric']) for r in recs}
+    assert ('text cold', 'throughput') in cases and ('single track cached', 'latency') in cases
+    assert all(r['value'] > 0 for r in recs)

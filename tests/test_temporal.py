@@ -1,0 +1,79 @@
+"Tests of kelly.career.temporal that are awkward inside the notebook."
+import numpy as np
+import pandas as pd
+import pytest
+
+from kelly.core import InputError
+from kelly.bench import run_benchmarks
+from kelly.career.temporal import (VAD, AlbumCoherence, CareerGP, SectionModel, career_table, ppca_coherence,
+                                   reml_nll)
+from kelly.simulate import section_basis, simulate_catalog
+
+
+def _sections(mu, A, kinds, song='s0'):
+    eta = mu[None] + section_basis(kinds) @ A.T
+    return pd.DataFrame(dict(song_id=song, index=np.arange(len(kinds)), kind=kinds, valence=eta[:, 0], arousal=eta[:, 1], dominance=eta[:, 2]))
+
+
+def test_section_model_recovers_noiseless_coefficients_exactly():
+    rng = np.random.default_rng(0)
+    kinds = ['intro', 'verse', 'chorus', 'verse', 'chorus', 'bridge', 'chorus', 'outro']
+    truth = {f's{i}': (rng.normal(size=3), rng.normal(size=(3, 3))) for i in range(5)}
+    secs = pd.concat([_sections(mu, A, kinds, s) for s, (mu, A) in truth.items()], ignore_index=True)
+    secs.loc[0, 'valence'] += 1e-3   # a little residual so that Sigma_eps is defined
+    fit = SectionModel().fit(secs)
+    for s, (mu, A) in truth.items():
+        c = fit.coef_[fit.coef_.song_id == s].pivot(index='dimension', columns='term', values='estimate').loc[list(VAD)]
+        tol = 1e-2 if s == 's0' else 1e-9
+        np.testing.assert_allclose(c['baseline'], mu, atol=tol)
+        np.testing.assert_allclose(c[['chorus', 'bridge', 'arc']].to_numpy(), A, atol=tol)
+
+
+def test_section_model_drops_absent_basis_functions():
+    kinds = ['verse', 'verse', 'bridge', 'verse', 'verse', 'bridge']   # no chorus
+    rng = np.random.default_rng(1)
+    secs = _sections(rng.normal(size=3), rng.normal(size=(3, 3)), kinds)
+    secs[list(VAD)] += 0.01 * rng.normal(size=(len(kinds), 3))
+    fit = SectionModel().fit(secs)
+    assert 'chorus' not in set(fit.coef_.term) and 'bridge' in set(fit.coef_.term)
+
+
+def test_coherence_is_scale_free_and_bounded():
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        M = rng.normal(size=(3, 3)); C = M @ M.T
+        for r in range(3):
+            c = ppca_coherence(C, r)
+            assert 0 <= c <= 1 + 1e-12
+            assert abs(ppca_coherence(7.0 * C, r) - c) < 1e-9
+
+
+def test_album_coherence_rejects_tables_without_albums():
+    with pytest.raises(InputError, match='album_id'):
+        AlbumCoherence().fit(pd.DataFrame(dict(valence=[0.0, 1.0])))
+
+
+def test_reml_is_invariant_to_a_shift_in_the_mean():
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0, 10, 25)); Y = rng.normal(size=(25, 3)); X = np.ones((25, 1))
+    th = np.log([0.3, 2.0, 0.2])
+    assert abs(reml_nll(th, t, Y, X)[0] - reml_nll(th, t, Y + 5.0, X)[0]) < 1e-6
+
+
+def test_career_gp_is_deterministic_and_checks_its_input():
+    cat, _ = simulate_catalog(n_artists=3, seed=4, songs_per_artist=20, change_rate=0.0, network=False, sections=False)
+    tab = career_table(cat)
+    a, b = CareerGP().fit(tab).hyper_, CareerGP().fit(tab).hyper_
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(InputError, match='missing columns'):
+        CareerGP().fit(tab.drop(columns='t'))
+    with pytest.raises(InputError, match='prior'):
+        CareerGP(prior='strong').fit(tab)
+
+
+def test_bench_tiny_returns_the_issue_metrics():
+    recs = run_benchmarks('temporal', size='tiny')
+    metrics = {r['metric'] for r in recs}
+    assert {'nuts_fit_time', 'advi_fit_time', 'nuts_over_advi', 'nuts_ess_per_second'} <= metrics
+    assert all(r['value'] > 0 for r in recs)
+    assert {r['case'] for r in recs} == {'3 artists x 20 songs'}

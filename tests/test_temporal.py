@@ -77,3 +77,48 @@ def test_bench_tiny_returns_the_issue_metrics():
     assert {'nuts_fit_time', 'advi_fit_time', 'nuts_over_advi', 'nuts_ess_per_second'} <= metrics
     assert all(r['value'] > 0 for r in recs)
     assert {r['case'] for r in recs} == {'3 artists x 20 songs'}
+
+
+def test_hierarchical_model_gradient_matches_finite_differences():
+    from kelly.career.temporal import HierarchicalCareerGP
+    cat, _ = simulate_catalog(n_artists=3, seed=5, songs_per_artist=12, change_rate=0.0, network=False, sections=False)
+    tab = career_table(cat)
+    tab = tab[~((tab.artist_id == tab.artist_id.iloc[0]) & (tab.position >= 9))]   # unequal songs: padding is exercised
+    model = HierarchicalCareerGP(m=8).build_model(tab)
+    logp, dlogp = model.compile_logp(), model.compile_dlogp()
+    rng = np.random.default_rng(6)
+    point = {k: v + 0.3 * rng.normal(size=np.shape(v)) for k, v in model.initial_point().items()}
+    grad = dlogp(point)
+    names = [v.name for v in model.value_vars]
+    flat = np.concatenate([np.ravel(point[k]) for k in names])
+    def f(x):
+        out, i = {}, 0
+        for k in names:
+            size = np.size(point[k]); out[k] = x[i:i + size].reshape(np.shape(point[k])); i += size
+        return logp(out)
+    for j in rng.choice(len(flat), 25, replace=False):
+        e = np.zeros_like(flat); e[j] = 1e-5
+        assert abs((f(flat + e) - f(flat - e)) / 2e-5 - grad[j]) < 1e-4 * max(1.0, abs(grad[j]))
+
+
+def test_hierarchical_weights_follow_the_exact_conditional():
+    from kelly.career.temporal import HierarchicalCareerGP
+    cat, _ = simulate_catalog(n_artists=2, seed=7, songs_per_artist=15, change_rate=0.0, network=False, sections=False)
+    tab = career_table(cat)
+    hg = HierarchicalCareerGP(method='advi', advi_iter=200, draws=5, m=8, seed=1).fit(tab)
+    w = hg.weights(5)
+    assert w.shape == (5, 2, 8, 3) and np.isfinite(w).all()
+    # the conditional mean of the GP at the songs equals the exact GP posterior mean for the same draw (weights averaged over many conditional draws)
+    psd, a, s = hg._draws('sqrt_psd', 1)[0], hg._draws('intercept', 1)[0], hg._draws('noise', 1)[0]
+    bi = hg._draws('beta_artist', 1)[0]
+    d = hg._data
+    hg.idata_ = hg.idata_.isel(draw=[0])
+    many = np.stack([HierarchicalCareerGP.weights(hg.set_params(seed=k), 1)[0] for k in range(400)]).mean(0)
+    for i in range(2):
+        k = int(d['mask'][i, :, 0].sum()); P = d['P'][i, :k]
+        for dim in range(3):
+            r = d['Y'][i, :k, dim] - a[i, dim] - d['X'][i, :k] @ bi[i, :, dim]
+            K = P @ np.diag(psd[i] ** 2) @ P.T
+            exact = K @ np.linalg.solve(K + s[i, dim] ** 2 * np.eye(k), r)
+            approx = P @ (psd[i] * many[i, :, dim])
+            assert np.abs(exact - approx).max() < 0.15 * np.abs(exact).max() + 1e-3

@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require', 'project_root', 'data_dir',
-           'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything', 'get_device', 'atomic_write',
+           'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything', 'get_device', 'atomic_write', 'file_sha256',
            'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs']
 
 # %% ../nbs/00_core.ipynb #006b25e3
@@ -174,6 +174,18 @@ def atomic_write(path, # the file to write
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+# %% ../nbs/00_core.ipynb #b1be27e8
+import hashlib
+
+def file_sha256(path, # a file
+                chunk:int=1 << 20, # bytes read at a time
+               ) -> str:
+    "SHA-256 of the file's bytes, as hex."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''): h.update(block)
+    return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #c7753ec7
 def progress_enabled(stream=None, # the stream the bar would draw on (default: stderr)

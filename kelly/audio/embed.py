@@ -17,10 +17,10 @@ from ..core import (ConfigError, InputError, KellyError, MissingResourceError, a
                         progress, require)
 
 # %% auto #0
-__all__ = ['EXTRACTORS', 'time_mean', 'segment_mean', 'flatten_layers', 'l2_normalize', 'file_sha256', 'Extractor',
-           'LogMelExtractor', 'hubert_config', 'hubert_config_from_dict', 'load_mert', 'MERTExtractor', 'mert_layout',
-           'frames_per_second', 'write_random_mert', 'tiny_mert', 'make_extractor', 'list_audio', 'track_id',
-           'EmbeddingCache', 'embed_folder', 'bench_embed']
+__all__ = ['EXTRACTORS', 'time_mean', 'segment_mean', 'flatten_layers', 'l2_normalize', 'Extractor', 'LogMelExtractor',
+           'hubert_config', 'hubert_config_from_dict', 'load_mert', 'MERTExtractor', 'mert_layout', 'frames_per_second',
+           'write_random_mert', 'tiny_mert', 'make_extractor', 'list_audio', 'track_id', 'EmbeddingCache',
+           'embed_folder', 'bench_embed']
 
 # %% ../../nbs/audio/11_embed.ipynb #f90cf427
 def time_mean(h_raw:np.ndarray, # raw features of one segment, shape (layers, T, dims)
@@ -52,15 +52,8 @@ def l2_normalize(v:np.ndarray, # a vector, or rows of vectors
     norm = np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=-1, keepdims=True))
     return np.where(norm > 0, v / np.where(norm > 0, norm, 1), v).astype(np.float32)
 
-# %% ../../nbs/audio/11_embed.ipynb #77444775
-def file_sha256(path, # a file
-                chunk:int=1 << 20, # bytes read at a time
-               ) -> str:
-    "SHA-256 of the file's bytes, as hex."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''): h.update(block)
-    return h.hexdigest()
+# %% ../../nbs/audio/11_embed.ipynb #d70404a7
+from ..core import file_sha256  # the cache keys tracks by their bytes' SHA-256
 
 class Extractor:
     "Base of kelly's extractors: audio → (layers, dims) features → a unit vector of layers × dims."
@@ -325,7 +318,7 @@ class MERTExtractor(Extractor):
             out.append(h.double().mean(dim=2).transpose(0, 1).float().cpu().numpy())  # §2.3 time mean → (b, layers, hidden)
         return np.concatenate(out)
 
-# %% ../../nbs/audio/11_embed.ipynb #11479994
+# %% ../../nbs/audio/11_embed.ipynb #408a09aa
 def mert_layout(size:str='full', # "full": MERT-v1-95M's sizes; "tiny": the same layout, small widths
                ) -> dict:
     "A config.json dictionary with MERT-v1-95M's layout."
@@ -353,7 +346,7 @@ def write_random_mert(folder, # where to write (created if missing)
     "Write a randomly initialised HubertModel with MERT's layout as config.json + model.safetensors + preprocessor_config.json."
     import torch
     tr = require('transformers')
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     folder = Path(folder)
     layout = mert_layout(size)
     torch.manual_seed(seed)
@@ -364,9 +357,7 @@ def write_random_mert(folder, # where to write (created if missing)
     with atomic_write(folder/'preprocessor_config.json') as f:
         json.dump(dict(do_normalize=True, feature_extractor_type='Wav2Vec2FeatureExtractor', feature_size=1, padding_side='right',
                        padding_value=0.0, return_attention_mask=True, sampling_rate=SAMPLE_RATE), f, indent=1)
-    tmp = folder/'.model.safetensors.tmp'
-    save_file(sd, str(tmp), metadata={'format': 'pt'})
-    os.replace(tmp, folder/'model.safetensors')
+    with atomic_write(folder/'model.safetensors', 'wb') as f: f.write(save(sd, metadata={'format': 'pt'}))
     return folder
 
 def tiny_mert(folder, # where to write

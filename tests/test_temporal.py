@@ -6,7 +6,7 @@ import pytest
 from kelly.core import InputError
 from kelly.bench import run_benchmarks
 from kelly.career.temporal import (VAD, AlbumCoherence, CareerGP, SectionModel, career_table, ppca_coherence,
-                                   reml_nll)
+                                   profile_interval, reml_nll)
 from kelly.simulate import section_basis, simulate_catalog
 
 
@@ -58,6 +58,26 @@ def test_reml_is_invariant_to_a_shift_in_the_mean():
     t = np.sort(rng.uniform(0, 10, 25)); Y = rng.normal(size=(25, 3)); X = np.ones((25, 1))
     th = np.log([0.3, 2.0, 0.2])
     assert abs(reml_nll(th, t, Y, X)[0] - reml_nll(th, t, Y + 5.0, X)[0]) < 1e-6
+
+
+def test_profile_interval_ends_are_where_an_independent_profile_crosses():
+    "Each end of the length-scale's profile interval, re-profiled by Nelder-Mead from several starts, sits chi2_1(0.9)/2 above the minimum."
+    from scipy import optimize, stats
+    cat, _ = simulate_catalog(n_artists=1, seed=5, songs_per_artist=40, change_rate=0.0, network=False, sections=False)
+    g = career_table(cat)
+    t, Y, X = g.t.to_numpy(float), g[['emo_valence', 'emo_arousal', 'emo_dominance']].to_numpy(float), np.ones((len(g), 1))
+    nll = lambda th: reml_nll(th, t, Y, X)
+    best = min((optimize.minimize(nll, np.log([0.2, l0, 0.1]), jac=True, method='L-BFGS-B') for l0 in (1.0, 3.0, 10.0)), key=lambda r: r.fun)
+    bounds = [(-8.0, 3.0), (np.log(np.ptp(t) / 50), np.log(10 * np.ptp(t))), (-8.0, 3.0)]
+    lo, hi = profile_interval(nll, best.x, 1, bounds, level=0.9, step=0.2)
+    assert lo < best.x[1] < hi
+    crit = 0.5 * stats.chi2.ppf(0.9, 1)
+    for end in (lo, hi):
+        if end in bounds[1]: continue
+        rise = min(optimize.minimize(lambda u: nll(np.array([u[0], end, u[1]]))[0], x0, method='Nelder-Mead',
+                                     options=dict(xatol=1e-8, fatol=1e-10, maxiter=4000)).fun
+                   for x0 in ([best.x[0], best.x[2]], [best.x[0] + 0.5, best.x[2] - 0.3], [best.x[0] - 0.5, best.x[2] + 0.3])) - best.fun
+        assert abs(rise - crit) < 2e-3, (end, rise, crit)
 
 
 def test_career_gp_is_deterministic_and_checks_its_input():

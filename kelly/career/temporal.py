@@ -19,9 +19,9 @@ from ..simulate import SECTION_BASIS, section_basis
 
 # %% auto #0
 __all__ = ['VAD', 'ETA', 'COVARIATES', 'HYPER', 'career_table', 'SectionModel', 'ppca_coherence', 'AlbumCoherence', 'reml_nll',
-           'CareerGP', 'marginal_hsgp_logp', 'marginal_hsgp_grad', 'HierarchicalCareerGP', 'EmotionalState',
-           'hyper_coverage', 'true_song_coherence', 'coherence_validation', 'forecast_next', 'forecast_summary',
-           'bench_temporal']
+           'profile_interval', 'CareerGP', 'marginal_hsgp_logp', 'marginal_hsgp_grad', 'HierarchicalCareerGP',
+           'EmotionalState', 'hyper_coverage', 'true_song_coherence', 'coherence_validation', 'forecast_next',
+           'forecast_summary', 'bench_temporal']
 
 # %% ../../nbs/career/40_temporal.ipynb #d6f29b74
 VAD = ('valence', 'arousal', 'dominance')
@@ -259,19 +259,53 @@ def reml_nll(theta:np.ndarray, # log(sigma, lengthscale, noise_1..noise_d) (or o
         nll += 0.5 * float(np.sum(((theta - m) / sd) ** 2)); g += (theta - m) / sd**2
     return float(nll), g
 
-# %% ../../nbs/career/40_temporal.ipynb #324c1486
+# %% ../../nbs/career/40_temporal.ipynb #b2977031
+def profile_interval(nll, # function theta -> (value, gradient): a negative log likelihood or posterior
+                     theta:np.ndarray, # its minimiser
+                     j:int, # the coordinate whose interval is wanted
+                     bounds:list, # (low, high) for every coordinate, as for L-BFGS-B
+                     level:float=0.9, # coverage level of the interval
+                     step:float=0.3, # first step away from the mode (the Laplace sd is a good one)
+                     xtol:float=1e-4, # tolerance of the two ends
+                    ) -> tuple[float, float]:
+    "The profile interval of theta[j]: where the rise of the minimum over the other coordinates crosses chi2_1(level) / 2 (a bound if it never does)."
+    theta = np.asarray(theta, float)
+    crit, f0 = 0.5 * _z(level) ** 2, nll(theta)[0]
+    rest = [k for k in range(len(theta)) if k != j]
+    warm = {'x': theta[rest]}
+    def rise(x):
+        full = theta.copy(); full[j] = x
+        if not rest: return nll(full)[0] - f0 - crit
+        def inner(u):
+            full[rest] = u; v, g = nll(full); return v, g[rest]
+        r = optimize.minimize(inner, warm['x'], jac=True, method='L-BFGS-B', bounds=[bounds[k] for k in rest])
+        warm['x'] = r.x
+        return r.fun - f0 - crit
+    ends = []
+    for sign, edge in ((-1, bounds[j][0]), (1, bounds[j][1])):
+        warm['x'], a, h, end = theta[rest], float(theta[j]), max(float(step), 1e-3), None
+        while end is None:
+            b = float(np.clip(a + sign * h, *bounds[j]))
+            if rise(b) > 0: end = optimize.brentq(rise, min(a, b), max(a, b), xtol=xtol)
+            elif b == edge: end = edge
+            else: a, h = b, 2 * h
+        ends.append(end)
+    return tuple(ends)
+
+# %% ../../nbs/career/40_temporal.ipynb #1abd3635
 def _design(df, covariates):
     cols = [df[c].to_numpy(float) if c in df.columns else np.zeros(len(df)) for c in covariates]
     return np.column_stack([np.ones(len(df))] + cols)
 
 class CareerGP(BaseEstimator):
-    "A squared-exponential GP per artist with mean X(t)'beta, hyper-parameters by REML + prior, Laplace intervals."
+    "A squared-exponential GP per artist with mean X(t)'beta, hyper-parameters by REML + prior, profile (or Laplace) intervals."
     def __init__(self, covariates:tuple=COVARIATES, # columns of the career table used as mean regressors (besides the intercept)
                  prior:str='weak', # "weak" (wide data-scaled prior), "population" (empirical Bayes), or None (plain REML)
                  level:float=0.9, # level of the hyper-parameter intervals and prediction bands
                  noise_per_dim:bool=True, # one noise variance per emotion dimension (else one shared)
+                 interval:str='profile', # intervals of sigma and lengthscale: "profile" or "laplace"
                 ):
-        self.covariates, self.prior, self.level, self.noise_per_dim = covariates, prior, level, noise_per_dim
+        self.covariates, self.prior, self.level, self.noise_per_dim, self.interval = covariates, prior, level, noise_per_dim, interval
 
     def _fit_one(self, t, Y, X, prior, T, sy):
         q = Y.shape[1] if self.noise_per_dim else 1
@@ -285,7 +319,7 @@ class CareerGP(BaseEstimator):
         H = np.array([(f(th + e)[1] - f(th - e)[1]) / (2 * h) for e in np.eye(len(th)) * h])
         try: var = np.clip(np.diag(np.linalg.inv((H + H.T) / 2)), 0, None)
         except np.linalg.LinAlgError: var = np.full(len(th), np.nan)
-        return th, var
+        return th, var, f, bounds
 
     def _prepare(self, table):
         need = {'artist_id', 't', *ETA} - set(table.columns)
@@ -302,6 +336,7 @@ class CareerGP(BaseEstimator):
     def fit(self, table:pd.DataFrame, # career_table(catalog), or any table with artist_id, t, the emo_ columns and the covariates
            ) -> CareerGP:
         if self.prior not in ('population', 'weak', None): raise InputError('prior', self.prior, 'use "population", "weak" or None')
+        if self.interval not in ('profile', 'laplace'): raise InputError('interval', self.interval, 'use "profile" or "laplace"')
         data = self._prepare(table)
         weak = lambda T, sy, q: (np.log([sy, T / 4] + [sy / 2] * q), np.array([1.5, 1.0] + [1.5] * q))
         q = 3 if self.noise_per_dim else 1
@@ -317,11 +352,14 @@ class CareerGP(BaseEstimator):
         z = _z(self.level)
         names = HYPER + (tuple(f'noise_{v}' for v in VAD) if q == 3 else ('noise',))
         rows, self.state_ = [], {}
-        for a, (th, var) in fits.items():
+        for a, (th, var, f, bounds) in fits.items():
             t, Y, X, keep, T, sy = data[a]
             row = dict(artist_id=a, n_songs=len(t))
             for j, name in enumerate(names):
-                row[name] = math.exp(th[j]); row[f'{name}_lo'] = math.exp(th[j] - z * math.sqrt(var[j])); row[f'{name}_hi'] = math.exp(th[j] + z * math.sqrt(var[j]))
+                lo, hi = th[j] - z * math.sqrt(var[j]), th[j] + z * math.sqrt(var[j])
+                if self.interval == 'profile' and j < len(HYPER):
+                    lo, hi = profile_interval(f, th, j, bounds, self.level, step=math.sqrt(var[j]) if var[j] > 0 else 0.3)
+                row[name], row[f'{name}_lo'], row[f'{name}_hi'] = math.exp(th[j]), math.exp(lo), math.exp(hi)
             rows.append(row)
             self.state_[a] = self._posterior(t, Y, X, keep, th)
         self.hyper_ = pd.DataFrame(rows)

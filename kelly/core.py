@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require', 'project_root', 'data_dir',
-           'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything', 'get_device', 'atomic_write', 'file_sha256',
-           'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs']
+__all__ = ['MATHJAX_CONFIG', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require', 'project_root',
+           'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything', 'get_device', 'atomic_write',
+           'file_sha256', 'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs', 'mathjax_dir']
 
 # %% ../nbs/00_core.ipynb #006b25e3
 _short = reprlib.Repr()
@@ -207,7 +207,7 @@ def progress(iterable=None, # what to loop over (or None, and call `.update` you
     from tqdm import tqdm as _tqdm
     return _tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(), dynamic_ncols=True, **kwargs)
 
-# %% ../nbs/00_core.ipynb #862b9a32
+# %% ../nbs/00_core.ipynb #d9c41678
 def _plotly_div_bundle(fig_dict):
     import plotly.io as pio
     html = pio.to_html(fig_dict, include_plotlyjs=False, full_html=False, validate=False,
@@ -228,5 +228,11 @@ def plotlyjs() -> str:
     "The source of the plotly.js that the installed plotly uses (for offline pages)."
     from plotly.offline import get_plotlyjs
     return get_plotlyjs()
+
+MATHJAX_CONFIG = 'TeX-AMS-MML_HTMLorMML-full,Safe'   # a configuration that jupyter-server-mathjax's MathJax ships
+
+def mathjax_dir() -> Path:
+    "The folder of the MathJax 2 that jupyter-server-mathjax ships (copied beside offline pages that show formulas)."
+    return Path(require('jupyter_server_mathjax', 'jupyter-server-mathjax').__file__).parent/'static'
 
 if not os.environ.get('PLOTLY_RENDERER'): use_offline_plotly()

@@ -14,7 +14,7 @@ def test_success_publishes_notebook_html_artifacts_and_index(demo_project):
     res = kelly_cli('report', 'demo', project=demo_project)
     assert res.returncode == 0, res.stderr
     reports = demo_project / 'reports'
-    assert {p.name for p in reports.iterdir()} == {'demo.ipynb', 'demo.html', 'artifacts', 'index.json', 'index.html'}
+    assert {p.name for p in reports.iterdir()} == {'demo.ipynb', 'demo.html', 'artifacts', 'mathjax', 'index.json', 'index.html'}
     assert (reports / 'artifacts' / 'demo' / 'y.txt').read_text() == '10'  # the manifest's x = 5, doubled
     index = json.loads((reports / 'index.json').read_text())
     rec = index['demo']['published']
@@ -75,12 +75,13 @@ def test_report_all_goes_on_after_a_failure(demo_project):
 
 
 def test_report_html_renders_plotly_offline(root, tmp_path):
-    "The real pitch report: its HTML carries plotly.js itself and loads nothing from a CDN for its figures."
+    "The real pitch report: its HTML carries plotly.js itself, loads MathJax from beside it and nothing from a CDN."
     res = kelly_cli('report', 'pitch', '--quick', env={'KELLY_REPORTS': str(tmp_path)})
     assert res.returncode == 0, res.stderr
     html = (tmp_path / 'pitch.html').read_text()
     assert 'Plotly.newPlot' in html and 'require.min.js' not in html
     assert html.index('plotly.js v') < html.index('Plotly.newPlot')
-    assert not re.findall(r'<script[^>]*src="https?://[^"]*plotly', html)
+    assert not re.findall(r'<script[^>]*src="https?://', html), 'a script from the network'
+    assert 'src="mathjax/MathJax.js?config=' in html and (tmp_path / 'mathjax' / 'MathJax.js').exists()
     summary = json.loads((tmp_path / 'artifacts' / 'pitch' / 'summary.json').read_text())
     assert summary['a4'] == 440.0 and abs(summary['middle_c_hz'] - 261.6256) < 1e-4

@@ -83,9 +83,10 @@ def notebook_parameters(path:Path, # a notebook
     import papermill
     return {k: parse_value(v['default']) for k, v in papermill.inspect_notebook(str(path)).items()}
 
-# %% ../nbs/90_reports.ipynb #96d059cc
+# %% ../nbs/90_reports.ipynb #90cf11c7
 def _same_kind(default, value):
     num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if value is None: return True
     if num(default): return num(value)
     if isinstance(default, bool): return isinstance(value, bool)
     return True
@@ -109,7 +110,7 @@ def resolve_parameters(manifest:Manifest, # the report manifest
         params[k] = v
     for k, v in params.items():
         if not _same_kind(declared[k], v):
-            raise ConfigError(f'parameter {k}', v, f'give a value of the same kind as its default {declared[k]!r}', 'wrong kind of value')
+            raise ConfigError(f'report {name}, parameter {k}', v, f'give a value of the same kind as its default {declared[k]!r}', 'wrong kind of value')
     return params
 
 # %% ../nbs/90_reports.ipynb #8fcbd847

@@ -85,3 +85,13 @@ def test_report_html_renders_plotly_offline(root, tmp_path):
     assert 'src="mathjax/MathJax.js?config=' in html and (tmp_path / 'mathjax' / 'MathJax.js').exists()
     summary = json.loads((tmp_path / 'artifacts' / 'pitch' / 'summary.json').read_text())
     assert summary['a4'] == 440.0 and abs(summary['middle_c_hz'] - 261.6256) < 1e-4
+
+
+def test_every_report_of_the_manifest_resolves(root):
+    "kelly's own settings.ini: each section's values are parameters of its notebook, of the right kind (what `make reports` checks first)."
+    from kelly.reports import Manifest, notebook_parameters, resolve_parameters
+    m = Manifest(root / 'settings.ini')
+    assert len(m.names) >= 15
+    for name in m.names:
+        declared = notebook_parameters(m.notebook(name))
+        assert set(resolve_parameters(m, name)) <= set(declared) and resolve_parameters(m, name, quick=True) == {}

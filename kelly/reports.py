@@ -159,7 +159,7 @@ def notebook_html(path:Path, # an executed notebook
         body = body.replace('<head>', f'<head>\n<meta charset="utf-8">\n<script type="text/javascript">{js}</script>', 1)
     return body
 
-# %% ../nbs/90_reports.ipynb #2f6eaddc
+# %% ../nbs/90_reports.ipynb #f3378dee
 def _publish_dir(src:Path, dst:Path):
     "Replace folder `dst` by `src` (or remove it when `src` is missing), swapping by renames."
     old = dst.with_name(f'.{dst.name}.old')
@@ -202,6 +202,15 @@ def _source_cell(err, notebook:Path, injected:bool):
     params = next(j for j, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', []))
     return i + (-1 if injected and i > params else 0) + 1
 
+def _sweep_dead_runs(reports:Path):
+    "Remove the work folders (`.run-*`) of report runs whose process is gone: a run killed outright cannot clean up after itself."
+    for d in Path(reports).glob('.run-*'):
+        try: pid = int((d/'pid').read_text())
+        except (OSError, ValueError): continue   # no pid yet, or not a folder of ours: leave it
+        try: os.kill(pid, 0)
+        except ProcessLookupError: shutil.rmtree(d, ignore_errors=True)
+        except PermissionError: pass              # alive, under another user
+
 def run_report(name:str, # the report, a section of the manifest
                overrides:dict=None, # parameter values that override the manifest's
                quick:bool=False, # run at the notebook's quick defaults instead of the manifest's sizes
@@ -219,7 +228,9 @@ def run_report(name:str, # the report, a section of the manifest
     record = dict(name=name, notebook=str(notebook.relative_to(manifest.nbs.parent)), parameters=params, quick=quick,
                   started=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
                   version=kelly.__version__, commit=git_commit(manifest.settings.parent))
+    _sweep_dead_runs(reports)
     work = Path(tempfile.mkdtemp(prefix=f'.run-{name}-', dir=reports))
+    (work/'pid').write_text(str(os.getpid()))
     t0 = time.perf_counter()
     try:
         executed = work/f'{name}.ipynb'

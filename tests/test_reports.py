@@ -1,13 +1,14 @@
 "The report runner, through the `kelly` command: publish on success, leave everything untouched on failure."
-import json, re
+import json, os, re, signal, subprocess, time
 from pathlib import Path
 
-from conftest import kelly_cli
+from conftest import BIN, kelly_cli
 
 
 def _published(reports: Path) -> dict:
     return {p.relative_to(reports): p.read_bytes() for p in sorted(reports.rglob('*'))
-            if p.is_file() and not p.name.startswith('index.') and '_failed' not in p.parts}
+            if p.is_file() and not p.name.startswith('index.') and '_failed' not in p.parts
+            and not any(part.startswith('.run-') for part in p.relative_to(reports).parts)}
 
 
 def test_success_publishes_notebook_html_artifacts_and_index(demo_project):
@@ -95,3 +96,32 @@ def test_every_report_of_the_manifest_resolves(root):
     for name in m.names:
         declared = notebook_parameters(m.notebook(name))
         assert set(resolve_parameters(m, name)) <= set(declared) and resolve_parameters(m, name, quick=True) == {}
+
+
+def test_no_notebook_replaces_the_offline_plotly_renderer(root):
+    "kelly.core sets a renderer that keeps plotly.js out of the outputs; a notebook that sets another puts CDN scripts in its report."
+    offenders = [str(p.relative_to(root)) for p in sorted((root / 'nbs').rglob('*.ipynb'))
+                 if p.name != '00_core.ipynb' and re.search(r'renderers\.default\s*=', p.read_text())]
+    assert offenders == []
+
+
+def test_a_killed_run_leaves_the_report_and_its_folder_is_swept_by_the_next(demo_project):
+    "SIGKILL mid-run (kernel included): the published report is untouched, and the next run removes the dead run's work folder."
+    reports = demo_project / 'reports'
+    assert kelly_cli('report', 'demo', project=demo_project).returncode == 0
+    before = _published(reports)
+    nb = demo_project / 'nbs' / '01_demo.ipynb'
+    original = nb.read_text()
+    nb.write_text(original.replace('y = 2 * x', 'import time; time.sleep(120); y = 2 * x'))
+    env = {**os.environ, 'KELLY_PROGRESS': '0', 'KELLY_PROJECT': str(demo_project), 'KELLY_REPORTS': str(reports)}
+    run = subprocess.Popen([str(BIN / 'kelly'), 'report', 'demo'], env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(reports.glob('.run-demo-*/pid')) and time.monotonic() < deadline: time.sleep(0.2)
+    time.sleep(3)   # into the sleeping cell
+    os.killpg(run.pid, signal.SIGKILL); run.wait()
+    assert list(reports.glob('.run-demo-*')), 'the killed run left no folder: nothing to sweep'
+    assert _published(reports) == before
+    nb.write_text(original)
+    assert kelly_cli('report', 'demo', project=demo_project).returncode == 0
+    assert not list(reports.glob('.run-*'))

@@ -94,8 +94,9 @@ def test_career_gp_is_deterministic_and_checks_its_input():
 def test_bench_tiny_returns_the_issue_metrics():
     recs = run_benchmarks('temporal', size='tiny')
     metrics = {r['metric'] for r in recs}
-    assert {'nuts_fit_time', 'advi_fit_time', 'nuts_over_advi', 'nuts_ess_per_second'} <= metrics
-    assert all(r['value'] > 0 for r in recs)
+    assert {'nuts_fit_time', 'advi_fit_time', 'nuts_over_advi', 'nuts_ess_per_second', 'nuts_sigma_coverage', 'nuts_lengthscale_coverage'} <= metrics
+    assert all(r['value'] > 0 for r in recs if r['unit'] != 'share')
+    assert all(r['value'] in (0, 1 / 3, 2 / 3, 1) for r in recs if r['unit'] == 'share')   # covered artists out of 3
     assert {r['case'] for r in recs} == {'3 artists x 20 songs'}
 
 

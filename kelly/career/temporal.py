@@ -782,13 +782,13 @@ def forecast_summary(fc:pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(dict(rmse=g.error.apply(lambda e: float(np.sqrt(np.mean(e**2)))), mae=g.error.apply(lambda e: float(np.abs(e).mean())),
                              band_coverage=g.covered.mean())).loc[['GP', 'last value', 'artist mean']]
 
-# %% ../../nbs/career/40_temporal.ipynb #6de3a82e
+# %% ../../nbs/career/40_temporal.ipynb #f7d8310b
 from ..bench import benchmark
 
 def _bench_case(n_artists, n_songs, draws, chains, advi_iter, seed=0):
     az = require('arviz')
     from kelly.simulate import simulate_catalog
-    cat, _ = simulate_catalog(n_artists=n_artists, seed=seed, songs_per_artist=n_songs, change_rate=0.0, network=False, sections=False)
+    cat, truth = simulate_catalog(n_artists=n_artists, seed=seed, songs_per_artist=n_songs, change_rate=0.0, network=False, sections=False)
     tab = career_table(cat)
     case = f'{n_artists} artists x {n_songs} songs'
     t0 = time.perf_counter()
@@ -798,6 +798,7 @@ def _bench_case(n_artists, n_songs, draws, chains, advi_iter, seed=0):
     min_ess = float(min(ess[h].min() for h in HYPER))
     st = nuts.idata_.sample_stats
     steps = float((st['n_steps'] if 'n_steps' in st else st['tree_size']).mean())
+    cov = hyper_coverage(nuts.hyper_, truth.artists).set_index('parameter').coverage
     t0 = time.perf_counter()
     HierarchicalCareerGP(method='advi', draws=2 * draws, advi_iter=advi_iter, seed=seed).fit(tab)
     t_advi = time.perf_counter() - t0
@@ -808,12 +809,13 @@ def _bench_case(n_artists, n_songs, draws, chains, advi_iter, seed=0):
             dict(case=case, metric='nuts_draws_per_chain', value=float(draws), unit='draws'),
             dict(case=case, metric='nuts_leapfrog_per_draw', value=steps, unit='steps'),
             dict(case=case, metric='nuts_ess_per_second', value=min_ess / t_nuts, unit='samples/s'),
-            dict(case=case, metric='advi_draws_per_second', value=2 * draws / t_advi, unit='draws/s')]
+            dict(case=case, metric='advi_draws_per_second', value=2 * draws / t_advi, unit='draws/s'),
+            *[dict(case=case, metric=f'nuts_{h}_coverage', value=float(cov[h]), unit='share') for h in HYPER]]
 
 @benchmark('temporal')
 def bench_temporal(size:str='full', # "full": 50, 200, 500 artists x 50 songs; "tiny": 3 x 20
                   ) -> list[dict]:
-    "Fit time of the hierarchical career GP, NUTS against ADVI, and NUTS's effective samples per second."
+    "Fit time of the hierarchical career GP, NUTS against ADVI, NUTS's effective samples per second, and its 90 % intervals' coverage of the true hyper-parameters."
     if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
     if size == 'tiny': return _bench_case(3, 20, draws=30, chains=1, advi_iter=300)
     return [r for n, draws in ((50, 500), (200, 500), (500, 250)) for r in _bench_case(n, 50, draws=draws, chains=2, advi_iter=20000)]

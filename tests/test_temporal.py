@@ -72,8 +72,9 @@ def test_profile_interval_ends_are_where_an_independent_profile_crosses():
     lo, hi = profile_interval(nll, best.x, 1, bounds, level=0.9, step=0.2)
     assert lo < best.x[1] < hi
     crit = 0.5 * stats.chi2.ppf(0.9, 1)
-    for end in (lo, hi):
-        if end in bounds[1]: continue
+    interior = [end for end in (lo, hi) if end not in bounds[1]]
+    assert interior, 'both ends at the bounds: nothing to check'
+    for end in interior:
         rise = min(optimize.minimize(lambda u: nll(np.array([u[0], end, u[1]]))[0], x0, method='Nelder-Mead',
                                      options=dict(xatol=1e-8, fatol=1e-10, maxiter=4000)).fun
                    for x0 in ([best.x[0], best.x[2]], [best.x[0] + 0.5, best.x[2] - 0.3], [best.x[0] - 0.5, best.x[2] + 0.3])) - best.fun
@@ -143,3 +144,17 @@ def test_hierarchical_weights_follow_the_exact_conditional():
             exact = K @ np.linalg.solve(K + s[i, dim] ** 2 * np.eye(k), r)
             approx = P @ (psd[i] * many[i, :, dim])
             assert np.abs(exact - approx).max() < 0.15 * np.abs(exact).max() + 1e-3
+
+
+def test_every_estimator_refuses_a_level_outside_0_1_before_fitting():
+    from kelly.career.temporal import EmotionalState, HierarchicalCareerGP
+    cat, _ = simulate_catalog(n_artists=2, seed=6, songs_per_artist=12, change_rate=0.0, network=False)
+    tab = career_table(cat)
+    albums = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3)), columns=list(VAD)).assign(album_id=['m0'] * 10 + ['m1'] * 10)
+    secs = cat.sections
+    for level, fit in [(90, lambda: CareerGP(level=90).fit(tab)), (1.0, lambda: HierarchicalCareerGP(level=1.0).fit(tab)),
+                       (0, lambda: AlbumCoherence(level=0).fit(albums)), (-0.1, lambda: SectionModel(level=-0.1).fit(secs)),
+                       ('90%', lambda: EmotionalState(level='90%').fit(cat))]:
+        with pytest.raises(InputError, match='use a probability in') as e:
+            fit()
+        assert str(level) in str(e.value)

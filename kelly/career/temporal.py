@@ -65,8 +65,11 @@ def career_table(cat:Catalog, # a catalog whose songs carry emo_valence, emo_aro
         if a in collab: s.loc[idx, 'collaboration'] = _window_sums(d, collab[a], np.ones(len(collab[a])), start)
     return s
 
-# %% ../../nbs/career/40_temporal.ipynb #d8ba5984
-def _z(level): return float(norm.ppf(0.5 + level / 2))
+# %% ../../nbs/career/40_temporal.ipynb #e2f354ab
+def _z(level):
+    "The two-sided normal quantile of a central interval of probability `level` (refusing levels outside (0, 1))."
+    if not (isinstance(level, (int, float)) and 0 < level < 1): raise InputError('level', level, 'use a probability in (0, 1), such as 0.9')
+    return float(norm.ppf(0.5 + level / 2))
 
 class SectionModel(BaseEstimator):
     "Per-song baseline mu and amplitudes A of eta(k) = mu + A phi(k) + eps(k), with a pooled Sigma_eps."
@@ -93,6 +96,7 @@ class SectionModel(BaseEstimator):
 
     def fit(self, sections:pd.DataFrame, # the sections table: song_id, index, kind and the three emotion columns
            ) -> SectionModel:
+        _z(self.level)
         terms = ('baseline',) + tuple(self.basis_names)
         rss, dof, fits = np.zeros((3, 3)), 0, []
         for kinds, items, Phi, keep in self._designs(sections):
@@ -139,7 +143,7 @@ class SectionModel(BaseEstimator):
         out = pd.concat(rows, ignore_index=True)[['song_id', 'index', 'kind', *VAD]]
         return out.sort_values(['song_id', 'index'], kind='stable').reset_index(drop=True)
 
-# %% ../../nbs/career/40_temporal.ipynb #fa803df8
+# %% ../../nbs/career/40_temporal.ipynb #6011c8d0
 def ppca_coherence(cov:np.ndarray, # a d x d covariance matrix
                    r:int, # number of factors
                   ) -> float:
@@ -193,6 +197,7 @@ class AlbumCoherence(BaseEstimator):
             cols:list=None, # the emotion columns (default: every column but album_id)
            ) -> AlbumCoherence:
         if 'album_id' not in X.columns: raise InputError('X', list(X.columns), 'add an album_id column', 'missing album_id')
+        _z(self.level)
         cols = list(cols or [c for c in X.columns if c != 'album_id'])
         groups = [(a, g[cols].to_numpy(float)) for a, g in X.dropna(subset=['album_id']).groupby('album_id', sort=True)
                   if len(g) >= self.min_songs]
@@ -259,7 +264,7 @@ def reml_nll(theta:np.ndarray, # log(sigma, lengthscale, noise_1..noise_d) (or o
         nll += 0.5 * float(np.sum(((theta - m) / sd) ** 2)); g += (theta - m) / sd**2
     return float(nll), g
 
-# %% ../../nbs/career/40_temporal.ipynb #b2977031
+# %% ../../nbs/career/40_temporal.ipynb #f697dc04
 def profile_interval(nll, # function theta -> (value, gradient): a negative log likelihood or posterior
                      theta:np.ndarray, # its minimiser
                      j:int, # the coordinate whose interval is wanted
@@ -270,6 +275,8 @@ def profile_interval(nll, # function theta -> (value, gradient): a negative log 
                     ) -> tuple[float, float]:
     "The profile interval of theta[j]: where the rise of the minimum over the other coordinates crosses chi2_1(level) / 2 (a bound if it never does)."
     theta = np.asarray(theta, float)
+    if not 0 <= j < len(theta): raise InputError('j', j, f'use a coordinate of theta, 0 to {len(theta) - 1}')
+    if len(bounds) != len(theta): raise InputError('bounds', len(bounds), f'give one (low, high) pair for each of the {len(theta)} coordinates', 'wrong length')
     crit, f0 = 0.5 * _z(level) ** 2, nll(theta)[0]
     rest = [k for k in range(len(theta)) if k != j]
     warm = {'x': theta[rest]}
@@ -292,7 +299,7 @@ def profile_interval(nll, # function theta -> (value, gradient): a negative log 
         ends.append(end)
     return tuple(ends)
 
-# %% ../../nbs/career/40_temporal.ipynb #1abd3635
+# %% ../../nbs/career/40_temporal.ipynb #da82507c
 def _design(df, covariates):
     cols = [df[c].to_numpy(float) if c in df.columns else np.zeros(len(df)) for c in covariates]
     return np.column_stack([np.ones(len(df))] + cols)
@@ -337,6 +344,7 @@ class CareerGP(BaseEstimator):
            ) -> CareerGP:
         if self.prior not in ('population', 'weak', None): raise InputError('prior', self.prior, 'use "population", "weak" or None')
         if self.interval not in ('profile', 'laplace'): raise InputError('interval', self.interval, 'use "profile" or "laplace"')
+        _z(self.level)
         data = self._prepare(table)
         weak = lambda T, sy, q: (np.log([sy, T / 4] + [sy / 2] * q), np.array([1.5, 1.0] + [1.5] * q))
         q = 3 if self.noise_per_dim else 1
@@ -402,7 +410,7 @@ class CareerGP(BaseEstimator):
                 out.loc[g.index, f'{v}_lo'] = mean - z * sd; out.loc[g.index, f'{v}_hi'] = mean + z * sd
         return out
 
-# %% ../../nbs/career/40_temporal.ipynb #5ebd7b2b
+# %% ../../nbs/career/40_temporal.ipynb #dc19869a
 def _marginal_parts(u, s2, r, P, G):
     m = u.shape[1]
     c = np.einsum('inj,ind->idj', P, r)                                   # Phi' r per artist and dimension
@@ -590,6 +598,7 @@ class HierarchicalCareerGP(BaseEstimator):
         pm = require('pymc')
         if self.method not in ('nuts', 'advi'): raise InputError('method', self.method, 'use "nuts" or "advi"')
         if self.sampler not in ('auto', 'nutpie', 'pymc'): raise InputError('sampler', self.sampler, 'use "auto", "nutpie" or "pymc"')
+        _z(self.level)
         if self.sampler == 'nutpie': require('nutpie')
         model = self.build_model(table)
         self.sampler_ = 'nutpie' if self.sampler == 'nutpie' or (self.sampler == 'auto' and _has_nutpie()) else 'pymc'
@@ -663,7 +672,7 @@ class HierarchicalCareerGP(BaseEstimator):
             out[f'{v}_lo'], out[f'{v}_hi'] = np.quantile(f[..., d], [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
         return out
 
-# %% ../../nbs/career/40_temporal.ipynb #1cc08d8c
+# %% ../../nbs/career/40_temporal.ipynb #b210c754
 class EmotionalState(BaseEstimator):
     "The §1.1 emotional state eta_i(t) at three scales: career GP + album deviations + section amplitudes."
     def __init__(self, method:str='exact', # "exact" (CareerGP), "nuts" or "advi" (HierarchicalCareerGP)
@@ -678,6 +687,7 @@ class EmotionalState(BaseEstimator):
     def fit(self, cat:Catalog, # the catalog
            ) -> EmotionalState:
         if self.method not in ('exact', 'nuts', 'advi'): raise InputError('method', self.method, 'use "exact", "nuts" or "advi"')
+        _z(self.level)
         self.table_ = career_table(cat)
         opts = dict(self.gp_options or {})
         self.macro_ = (CareerGP(self.covariates, level=self.level, **opts) if self.method == 'exact' else

@@ -5,21 +5,22 @@
 # %% ../nbs/91_cli.ipynb #6d2789c8
 from __future__ import annotations
 
-import argparse, importlib, json, sys, time
+import argparse, importlib, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import kelly
-from .core import ConfigError, KellyError
-from .reports import Manifest, ReportError, notebook_parameters, parse_value, resolve_parameters, run_report
+from .bench import benchmark
+from .core import ArgumentParser, ConfigError, KellyError
 
 # %% auto #0
-__all__ = ['FORWARDED', 'cmd_report', 'cmd_bench', 'cmd_docs', 'cmd_info', 'parser', 'main']
+__all__ = ['FORWARDED', 'STARTUP_GOALS', 'cmd_report', 'cmd_bench', 'cmd_docs', 'cmd_info', 'parser', 'main', 'bench_startup']
 
 # %% ../nbs/91_cli.ipynb #e35e90a1
 def _say(*a): print(*a, file=sys.stderr, flush=True)
 
 def cmd_report(args) -> int:
     "Run `kelly report`."
+    from kelly.reports import Manifest, ReportError, notebook_parameters, parse_value, resolve_parameters, run_report
     m = Manifest()
     if args.list or not args.name:
         for n in m.names:
@@ -37,6 +38,7 @@ def cmd_report(args) -> int:
     else: per_report = {names[0]: overrides}
     for n in names: resolve_parameters(m, n, per_report[n], args.quick)  # refuse bad parameters before running anything
     failed, t0 = [], time.perf_counter()
+    _say(f'project {m.settings.parent}; reports go to {kelly.core.reports_dir()}')
     for i, n in enumerate(names, 1):
         params = resolve_parameters(m, n, per_report[n], args.quick)
         shown = ' '.join(f'{k}={v!r}' for k, v in params.items()) or '(notebook defaults)'
@@ -67,6 +69,11 @@ def cmd_docs(args) -> int:
     if args.readme:
         _say(f'wrote {write_readme()}')
         return 0
+    from kelly.core import project_root
+    from kelly.docs import _check_site_folder
+    out = Path(args.out or project_root()/'_docs')
+    _check_site_folder(out)
+    _say(f'project {project_root()}; docs go to {out}')
     out = build_docs(out=args.out, execute=not args.no_execute)
     _say(f'docs site: {out/"index.html"}')
     return 0
@@ -91,7 +98,7 @@ FORWARDED = {  # command: (module, function, one-line summary)
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `kelly` command."
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog='kelly', formatter_class=fmt,
+    p = ArgumentParser(prog='kelly', formatter_class=fmt,
         description='kelly: music emotion intelligence. Regenerate reports, run benchmarks, build the docs.',
         epilog='Run "kelly COMMAND --help" for the options of a command.')
     p.add_argument('--version', action='version', version=f'kelly {kelly.__version__}')
@@ -125,15 +132,78 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
     return p
 
+
+# %% ../nbs/91_cli.ipynb #fecda92d
+def _guarded(run) -> int:
+    "Call `run()`; a KellyError or OSError becomes one line on stderr and an exit status."
+    from kelly.core import _short
+    try: return run()
+    except KellyError as e:
+        if type(e).__name__ == 'ReportError':
+            _say(f'kelly: {e}')
+            return 1
+        _say(f'kelly: error: {e}')
+        return 2
+    except OSError as e:
+        what = e.filename if e.filename is not None else e
+        _say(f'kelly: error: {e.strerror or type(e).__name__}: {_short.repr(str(what))}. Fix: check that path and its permissions')
+        return 2
+
 def main(argv:list=None, # the arguments (default: the command line)
         ) -> int:
     "Entry point of the `kelly` command; returns the exit status."
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] and argv[0] in FORWARDED:  # parsed by the module that owns the command
         module, func, _ = FORWARDED[argv[0]]
-        try: return getattr(importlib.import_module(module), func)(argv[1:])
-        except KellyError as e: _say(f'kelly: error: {e}'); return 2
+        return _guarded(lambda: getattr(importlib.import_module(module), func)(argv[1:]))
     args = parser().parse_args(argv)
-    try: return args.func(args)
-    except ReportError as e: _say(f'kelly: {e}'); return 1
-    except KellyError as e: _say(f'kelly: error: {e}'); return 2
+    return _guarded(lambda: args.func(args))
+
+# %% ../nbs/91_cli.ipynb #06510aad
+STARTUP_GOALS = {'kelly --help': 0.5, 'kelly --version': 0.5, 'import kelly.core': 0.3, 'kelly recommend (30 tracks)': 1.5}
+
+def _median_start(cmd:list, repeat:int, cwd) -> float:
+    "Median wall time of `repeat` runs of the process `cmd`, which must succeed."
+    import statistics
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, 'KELLY_PROGRESS': '0'})
+        times.append(time.perf_counter() - t0)
+        if done.returncode: raise RuntimeError(f'{" ".join(map(str, cmd))} failed: {done.stderr.strip()[-300:]}')
+    return statistics.median(times)
+
+def _tone_folder(folder:Path, n:int=30, seconds:float=6.0, sr:int=22050) -> Path:
+    "`n` short WAV files of distinct tones, for an index to search."
+    import numpy as np, soundfile as sf
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    for k in range(n):
+        tone = 0.3 * np.sin(2 * np.pi * (110 * 2 ** (k / 12)) * t) * (1 + 0.2 * np.sin(2 * np.pi * (k + 1) * t / seconds))
+        sf.write(folder/f't{k:03d}.wav', tone.astype(np.float32), sr)
+    return folder
+
+# %% ../nbs/91_cli.ipynb #dae1ce3c
+@benchmark('startup')
+def bench_startup(size:str='full', # "full": 10 starts per case; "tiny": 2
+                 ) -> list[dict]:
+    "Median start-up times of kelly's commands beside a bare interpreter, and their ratio to the goals."
+    repeat = 10 if size == 'full' else 2
+    python, kelly_cmd = sys.executable, str(Path(sys.executable).parent/'kelly')
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        audio = _tone_folder((d/'music').resolve(), n=30 if size == 'full' else 4)
+        built = subprocess.run([kelly_cmd, 'index', 'build', str(audio), '--out', str(d/'music.index')],
+                               capture_output=True, text=True, env={**os.environ, 'KELLY_PROGRESS': '0'})
+        if built.returncode: raise RuntimeError(f'kelly index build failed: {built.stderr.strip()[-300:]}')
+        cases = {'python -c pass': [python, '-c', 'pass'], 'kelly --help': [kelly_cmd, '--help'],
+                 'kelly --version': [kelly_cmd, '--version'], 'import kelly.core': [python, '-c', 'import kelly.core'],
+                 'kelly recommend (30 tracks)': [kelly_cmd, 'recommend', str(d/'music.index'), 't000', '-k', '3']}
+        medians = {case: _median_start(cmd, repeat, d) for case, cmd in cases.items()}
+    records = []
+    for case, seconds in medians.items():
+        records.append(dict(case=case, metric='wall_median', value=seconds, unit='s'))
+        if case in STARTUP_GOALS:
+            records.append(dict(case=case, metric='goal_ratio', value=seconds / STARTUP_GOALS[case], unit='x'))
+            records.append(dict(case=case, metric='vs_bare_python', value=seconds / medians['python -c pass'], unit='x'))
+    return records

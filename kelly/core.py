@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['MATHJAX_CONFIG', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require', 'project_root',
-           'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything', 'get_device', 'atomic_write',
-           'file_sha256', 'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs', 'mathjax_dir']
+__all__ = ['MATHJAX_CONFIG', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require', 'ArgumentParser',
+           'project_root', 'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything', 'get_device',
+           'atomic_write', 'file_sha256', 'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs',
+           'mathjax_dir']
 
 # %% ../nbs/00_core.ipynb #006b25e3
 _short = reprlib.Repr()
@@ -50,21 +51,41 @@ def require(module:str, # the module to import, e.g. `"faiss"`
         raise MissingResourceError('package', package or module, f"pip install {package or module}",
                                    f'optional package not installed ({e})') from None
 
+# %% ../nbs/00_core.ipynb #cd7617ee
+import argparse
+
+class ArgumentParser(argparse.ArgumentParser):
+    "argparse's parser, whose errors are one line: `PROG: error: MESSAGE. Fix: see \"PROG --help\"`, exit code 2."
+    def error(self, message:str):
+        self.exit(2, f'{self.prog}: error: {message}. Fix: see "{self.prog} --help"\n')
+
 # %% ../nbs/00_core.ipynb #4b5b07ce
 def _is_project(d:Path): return (d/'settings.ini').is_file() and (d/'nbs').is_dir()
 
+def _project_above(start:Path):
+    "The nearest folder at or above `start` that holds a kelly project, or None."
+    start = start.resolve()
+    for d in (start, *start.parents):
+        if _is_project(d): return d
+    return None
+
+def _installed_project():
+    "The project that holds the installed kelly package (an editable install), or None."
+    import importlib.util
+    spec = importlib.util.find_spec('kelly')
+    return _project_above(Path(spec.origin).parent) if spec and spec.origin else None
+
 def project_root() -> Path:
-    "The project folder: `$KELLY_PROJECT`, else the checkout holding kelly (or the current directory)."
+    "The project: the one the working directory is in, else `$KELLY_PROJECT`, else the checkout holding kelly."
+    found = _project_above(Path.cwd())
+    if found: return found
     if os.environ.get('KELLY_PROJECT'):
         p = Path(os.environ['KELLY_PROJECT']).expanduser().resolve()
         if not _is_project(p):
-            raise ConfigError('KELLY_PROJECT', str(p), 'point it at a folder holding settings.ini and nbs/, or unset it', 'not a kelly project')
+            fix = 'point it at a folder holding settings.ini and nbs/, or unset it'
+            raise ConfigError('KELLY_PROJECT', str(p), fix, 'not a kelly project')
         return p
-    here = Path(globals().get('__file__') or Path.cwd()/'_')  # in a notebook: the folder it runs in
-    for start in (here, Path.cwd()/'_'):
-        for d in start.resolve().parents:
-            if _is_project(d): return d
-    return Path.cwd()
+    return _installed_project() or Path.cwd()
 
 def _env_dir(var, default):
     v = os.environ.get(var)
@@ -235,4 +256,9 @@ def mathjax_dir() -> Path:
     "The folder of the MathJax 2 that jupyter-server-mathjax ships (copied beside offline pages that show formulas)."
     return Path(require('jupyter_server_mathjax', 'jupyter-server-mathjax').__file__).parent/'static'
 
-if not os.environ.get('PLOTLY_RENDERER'): use_offline_plotly()
+def _in_kernel() -> bool:
+    "Whether this runs inside IPython (JupyterLab, papermill, nbdev-test, the docs build), without importing it."
+    ipython = sys.modules.get('IPython')
+    return ipython is not None and ipython.get_ipython() is not None
+
+if _in_kernel() and not os.environ.get('PLOTLY_RENDERER'): use_offline_plotly()

@@ -124,6 +124,18 @@ def _title(nb:dict, fallback:str) -> str:
         if m: return m.group(1).strip()
     return fallback
 
+def _is_site(folder:Path) -> bool:
+    "Whether `folder` holds a site that an earlier build wrote (and so may be replaced)."
+    return (folder/'index.html').is_file() and (folder/'searchindex.js').is_file() and (folder/'_static').is_dir()
+
+def _check_site_folder(out:Path):
+    "Refuse an output folder whose replacement would lose a user's files: a file, or a folder that is not a site."
+    if out.exists() and not out.is_dir():
+        raise InputError('--out', str(out), 'give a folder for the site (created if missing), not a file', 'not a folder')
+    if out.is_dir() and any(out.iterdir()) and not _is_site(out):
+        fix = 'give an empty or new folder, or one that an earlier `kelly docs` wrote: this one would be replaced'
+        raise InputError('--out', str(out), fix, 'folder holds other files')
+
 def build_docs(out:Path=None, # the site folder (default: `_docs/` of the project)
                execute:bool=True, # run the notebooks (False: pages without outputs, much faster)
                nbs:Path=None, # the notebooks folder (default: `nbs/` of the project)
@@ -133,6 +145,7 @@ def build_docs(out:Path=None, # the site folder (default: `_docs/` of the projec
     root = project_root()
     nbs = Path(nbs or root/'nbs')
     out = Path(out or root/'_docs')
+    _check_site_folder(out)
     notebooks = [Path(p).resolve() for p in notebooks] if notebooks else doc_notebooks(nbs.resolve())
     nbs = nbs.resolve()
     if not any(p.name == 'index.ipynb' for p in notebooks):

@@ -84,12 +84,21 @@ def notebook_parameters(path:Path, # a notebook
     return {k: parse_value(v['default']) for k, v in papermill.inspect_notebook(str(path)).items()}
 
 # %% ../nbs/90_reports.ipynb #90cf11c7
+_KINDS = ((bool, (bool,), 'True or False'), (int, (int,), 'a whole number (write 1000, not 1e3 or 1000.0)'),
+          (float, (int, float), 'a number'), (str, (str,), 'a text in quotes'), ((list, tuple), (list, tuple), 'a list'))
+
+def _kind_of(default):
+    "The types a parameter whose default is `default` accepts, and how to say so (None: any)."
+    for kind, accepted, said in _KINDS:
+        if isinstance(default, kind): return accepted, said
+    return None
+
 def _same_kind(default, value):
-    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    if value is None: return True
-    if num(default): return num(value)
-    if isinstance(default, bool): return isinstance(value, bool)
-    return True
+    "Whether `value` may replace `default`: the same kind (an int for an int, any number for a float), or None."
+    kind = _kind_of(default)
+    if value is None or default is None or kind is None: return True
+    if isinstance(value, bool) and bool not in kind[0]: return False
+    return isinstance(value, kind[0])
 
 def resolve_parameters(manifest:Manifest, # the report manifest
                        name:str, # the report
@@ -110,7 +119,8 @@ def resolve_parameters(manifest:Manifest, # the report manifest
         params[k] = v
     for k, v in params.items():
         if not _same_kind(declared[k], v):
-            raise ConfigError(f'report {name}, parameter {k}', v, f'give a value of the same kind as its default {declared[k]!r}', 'wrong kind of value')
+            fix = f'give {_kind_of(declared[k])[1]}, like its default {declared[k]!r}'
+            raise ConfigError(f'report {name}, parameter {k}', v, fix, 'wrong kind of value')
     return params
 
 # %% ../nbs/90_reports.ipynb #8fcbd847
@@ -246,7 +256,9 @@ def run_report(name:str, # the report, a section of the manifest
                 (reports/'_failed').mkdir(exist_ok=True)
                 os.replace(executed, reports/'_failed'/f'{name}.ipynb')
             update_index(reports, record)
-            raise ReportError(record['notebook'], f'fix {where} (the failed notebook is in {reports/"_failed"}); the previous report is unchanged',
+            failed_copy = reports/'_failed'/f'{name}.ipynb'
+            fix = f'see the executed copy {failed_copy} at that cell, correct the code or the parameters and run again'
+            raise ReportError(record['notebook'], f'{fix}; the published report is unchanged',
                               f'failed in {where}: {what}', cell) from None
         with atomic_write(work/f'{name}.html') as f: f.write(notebook_html(executed))
         record.update(status='ok', duration_s=round(time.perf_counter() - t0, 2))

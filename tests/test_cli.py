@@ -1,9 +1,9 @@
 "Every command has help; the bench runner prints the records DESIGN.md defines."
-import json
+import json, os, subprocess
 
 import pytest
 
-from conftest import kelly_cli
+from conftest import BIN, kelly_cli
 
 
 @pytest.mark.parametrize('cmd', [[], ['report'], ['bench'], ['docs'], ['info'], ['compose']])
@@ -14,7 +14,23 @@ def test_help(cmd):
 
 def test_no_command_is_a_usage_error():
     res = kelly_cli()
-    assert res.returncode == 2 and 'usage: kelly' in res.stderr
+    assert res.returncode == 2 and 'COMMAND' in res.stderr and 'kelly --help' in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_project_is_the_one_you_stand_in(demo_project, tmp_path):
+    "A second project, run from its own folder (no KELLY_PROJECT), reads and writes its own reports, never the checkout's."
+    env = {k: v for k, v in os.environ.items() if k not in ('KELLY_PROJECT', 'KELLY_REPORTS')}
+    sub = demo_project / 'nbs'
+    listed = subprocess.run([str(BIN / 'kelly'), 'report', '--list'], cwd=sub, env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and listed.stdout.split()[0] == 'demo', listed.stdout
+    info = subprocess.run([str(BIN / 'kelly'), 'info'], cwd=sub, env=env, capture_output=True, text=True)
+    assert json.loads(info.stdout)['reports'] == str((demo_project / 'reports').resolve())
+    ran = subprocess.run([str(BIN / 'kelly'), 'report', 'demo'], cwd=demo_project, env={**env, 'KELLY_PROGRESS': '0'},
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert f'reports go to {(demo_project / "reports").resolve()}' in ran.stderr
+    assert (demo_project / 'reports' / 'demo.html').is_file()
 
 
 def test_bench_json_records():

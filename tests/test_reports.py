@@ -114,7 +114,7 @@ def test_a_killed_run_leaves_the_report_and_its_folder_is_swept_by_the_next(demo
     original = nb.read_text()
     nb.write_text(original.replace('y = 2 * x', 'import time; time.sleep(120); y = 2 * x'))
     env = {**os.environ, 'KELLY_PROGRESS': '0', 'KELLY_PROJECT': str(demo_project), 'KELLY_REPORTS': str(reports)}
-    run = subprocess.Popen([str(BIN / 'kelly'), 'report', 'demo'], env=env, start_new_session=True,
+    run = subprocess.Popen([str(BIN / 'kelly'), 'report', 'demo'], env=env, start_new_session=True, cwd=demo_project,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(reports.glob('.run-demo-*/pid')) and time.monotonic() < deadline: time.sleep(0.2)

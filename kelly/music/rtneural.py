@@ -562,11 +562,25 @@ def export_all(models:dict, # name -> iDAW network
     t['spec_size'] = [SPEC_JSON.spec_size.get(m, '') if f == 'rtneural' else '' for f, m in zip(t.format, t.model)]
     return t
 
+def _check_export_args(args):
+    "Refuse bad `kelly export` arguments before anything is written."
+    if args.frames < 1: raise InputError('--frames', args.frames, 'check at least one frame')
+    if not 0 <= args.seed < 2**32: raise InputError('--seed', args.seed, 'use an integer between 0 and 2**32 - 1')
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError('--out', args.out, 'give a folder (it is created if missing), not a file', 'not a folder')
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise InputError('--out', args.out, f'{blocker} is a file: give a folder path', 'not a folder')
+    if args.weights is not None and not Path(args.weights).expanduser().is_dir():
+        raise InputError('--weights', args.weights, 'give a folder of {name}.safetensors files (the idaw report writes one)',
+                         'no such folder')
+
 def export_main(argv:list=None, # command-line arguments (default: sys.argv[1:])
                ) -> int:
     "kelly export: write the iDAW networks as RTNeural JSON, ONNX and/or checkpoints, each checked against PyTorch."
-    import argparse
-    ap = argparse.ArgumentParser(prog='kelly export', description='Export the five iDAW networks (and the pipeline) as RTNeural JSON, ONNX or safetensors checkpoints, '
+    from kelly.core import ArgumentParser
+    ap = ArgumentParser(prog='kelly export', description='Export the five iDAW networks (and the pipeline) as RTNeural JSON, ONNX or safetensors checkpoints, '
                                  'and check every file against PyTorch.')
     ap.add_argument('--format', action='append', choices=['rtneural', 'onnx', 'checkpoint', 'all'], required=True,
                     help='what to write: rtneural (JSON for RTNeural::json_parser::parseJson), onnx (dynamic batch), checkpoint (safetensors + manifest.json), or all; repeatable')
@@ -575,7 +589,7 @@ def export_main(argv:list=None, # command-line arguments (default: sys.argv[1:])
     ap.add_argument('--frames', type=int, default=100, help='stateful frames per equality check (default 100)')
     ap.add_argument('--seed', type=int, default=0, help="seed of the check frames and the idaw report's split, for the training-data hash (default 0)")
     args = ap.parse_args(argv)
-    if args.frames < 1: raise InputError('--frames', args.frames, 'check at least one frame')
+    _check_export_args(args)
     formats = ('rtneural', 'onnx', 'checkpoint') if 'all' in args.format else tuple(dict.fromkeys(args.format))
     models, src = idaw_weights(args.weights)
     data = None

@@ -18,39 +18,50 @@ __all__ = ['FORWARDED', 'STARTUP_GOALS', 'cmd_report', 'cmd_bench', 'cmd_docs', 
 # %% ../nbs/91_cli.ipynb #e35e90a1
 def _say(*a): print(*a, file=sys.stderr, flush=True)
 
+def _list_reports(m) -> int:
+    "Print the reports, their notebooks and parameters."
+    from kelly.reports import notebook_parameters
+    for n in m.names:
+        own, shared = m.settings_for(n)
+        declared = notebook_parameters(m.notebook(n))
+        shown = ' '.join(f'{k}={v!r}' for k, v in {**shared, **own}.items() if k in own or k in declared)
+        print(f'{n:<16} {m.notebook(n).relative_to(m.nbs.parent)}  {shown}')
+    return 0
+
+def _report_overrides(m, names:list, args) -> dict:
+    "The `-p` overrides of each report; with `all`, each goes to the reports that declare it."
+    from kelly.reports import notebook_parameters, parse_value
+    overrides = {k: parse_value(v) for k, v in args.parameter}
+    if args.name != 'all': return {names[0]: overrides}
+    declared = {n: notebook_parameters(m.notebook(n)) for n in names}
+    for k in overrides:
+        if not any(k in d for d in declared.values()):
+            fix = 'use a parameter that at least one report declares (kelly report --list)'
+            raise ConfigError(f'-p {k}', overrides[k], fix, 'unknown parameter')
+    return {n: {k: v for k, v in overrides.items() if k in declared[n]} for n in names}
+
 def cmd_report(args) -> int:
     "Run `kelly report`."
-    from kelly.reports import Manifest, ReportError, notebook_parameters, parse_value, resolve_parameters, run_report
+    from kelly.reports import Manifest, report_status, resolve_parameters, run_reports
     m = Manifest()
-    if args.list or not args.name:
-        for n in m.names:
-            own, shared = m.settings_for(n)
-            print(f'{n:<16} {m.notebook(n).relative_to(m.nbs.parent)}  ' + ' '.join(f'{k}={v!r}' for k, v in {**shared, **own}.items() if k in own or k in notebook_parameters(m.notebook(n))))
-        return 0
-    overrides = {k: parse_value(v) for k, v in args.parameter}
+    if args.list or not args.name: return _list_reports(m)
+    if args.jobs < 1: raise ConfigError('-j', args.jobs, 'run at least one report at a time')
+    if args.name != 'all': m.notebook(args.name)   # refuses a report the manifest does not name
     names = m.names if args.name == 'all' else [args.name]
-    if args.name == 'all':
-        declared = {n: notebook_parameters(m.notebook(n)) for n in names}
-        for k in overrides:
-            if not any(k in d for d in declared.values()):
-                raise ConfigError(f'-p {k}', overrides[k], 'use a parameter that at least one report declares (kelly report --list)', 'unknown parameter')
-        per_report = {n: {k: v for k, v in overrides.items() if k in declared[n]} for n in names}
-    else: per_report = {names[0]: overrides}
-    for n in names: resolve_parameters(m, n, per_report[n], args.quick)  # refuse bad parameters before running anything
-    failed, t0 = [], time.perf_counter()
+    overrides = _report_overrides(m, names, args)
+    params = {n: resolve_parameters(m, n, overrides[n], args.quick) for n in names}   # refuse bad ones before running
+    if args.status:
+        for n in names:
+            state, why = report_status(m, n, params[n])
+            print(f'{n:<16} {state}' + (f'  ({"; ".join(why)})' if why else ''))
+        return 0
     _say(f'project {m.settings.parent}; reports go to {kelly.core.reports_dir()}')
-    for i, n in enumerate(names, 1):
-        params = resolve_parameters(m, n, per_report[n], args.quick)
-        shown = ' '.join(f'{k}={v!r}' for k, v in params.items()) or '(notebook defaults)'
-        _say(f'[{i}/{len(names)}] {n}: {m.notebook(n).relative_to(m.nbs.parent)} {shown}')
-        try:
-            rec = run_report(n, per_report[n], args.quick, manifest=m)
-            _say(f'      ok in {rec["duration_s"]:.1f} s -> {Path(kelly.core.reports_dir())/(n + ".html")}')
-        except ReportError as e:
-            _say(f'      FAILED: {e}')
-            failed.append(n)
+    t0 = time.perf_counter()
+    outcome = run_reports(names, overrides, args.quick, args.force, args.jobs, manifest=m)
+    failed = [n for n, o in outcome.items() if o == 'failed']
     if len(names) > 1:
-        _say(f'{len(names) - len(failed)} of {len(names)} reports ok in {time.perf_counter() - t0:.0f} s' + (f'; failed: {", ".join(failed)}' if failed else ''))
+        counts = ', '.join(f'{sum(o == s for o in outcome.values())} {s}' for s in ('ok', 'fresh', 'failed'))
+        _say(f'{len(names)} reports in {time.perf_counter() - t0:.0f} s: {counts}' + (f' ({", ".join(failed)})' if failed else ''))
     return 1 if failed else 0
 
 # %% ../nbs/91_cli.ipynb #17f4286a
@@ -106,12 +117,17 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser('report', formatter_class=fmt, help='regenerate reports with papermill',
         description='Run section notebooks with papermill at the sizes in settings.ini, and publish each into reports/ '
                     'only if every cell succeeds (a failed run leaves the previous report untouched).',
-        epilog='examples:\n  kelly report pitch\n  kelly report pitch -p a4 432\n  kelly report all --quick\n  kelly report --list')
+        epilog='examples:\n  kelly report pitch\n  kelly report pitch -p a4 432\n  kelly report all --quick\n  kelly report all --status\n'
+               '  kelly report all -j 2 --force\n  kelly report --list')
     r.add_argument('name', nargs='?', help='a report named in settings.ini, or "all"')
     r.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('KEY', 'VALUE'),
                    help='override a parameter (a Python literal, else a string); repeatable')
     r.add_argument('--quick', action='store_true', help="use the notebook's quick defaults instead of settings.ini's sizes")
     r.add_argument('--list', action='store_true', help='list the reports, their notebooks and parameters')
+    r.add_argument('--status', action='store_true', help='say which reports are fresh, and why the others are stale')
+    r.add_argument('--force', action='store_true', help='run the reports even if they are fresh')
+    r.add_argument('-j', '--jobs', type=int, default=os.cpu_count() or 1, metavar='N',
+                   help='reports run at once (default: the number of cores)')
     r.set_defaults(func=cmd_report)
     b = sub.add_parser('bench', formatter_class=fmt, help='run benchmarks',
         description='Run the benchmarks that live beside the code they measure; comparisons are measured in the same run.',

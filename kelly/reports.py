@@ -5,16 +5,19 @@
 # %% ../nbs/90_reports.ipynb #91e4383d
 from __future__ import annotations
 
-import ast, configparser, datetime as dt, html, json, os, re, shutil, subprocess, sys, tempfile, time
+import ast, configparser, datetime as dt, hashlib, html, importlib.util, json, os, re, shutil, subprocess, sys, tempfile, time
+from contextlib import contextmanager
 from pathlib import Path
 
 import kelly
-from .core import (MATHJAX_CONFIG, ConfigError, InputError, KellyError, atomic_write, mathjax_dir, plotlyjs, progress_enabled,
-                        project_root, reports_dir)
+from .core import (MATHJAX_CONFIG, ConfigError, InputError, KellyError, atomic_write, data_dir, file_sha256,
+                        mathjax_dir, plotlyjs, progress_enabled, project_root, reports_dir)
 
 # %% auto #0
-__all__ = ['REPORT_MATHJAX', 'ReportError', 'parse_value', 'Manifest', 'notebook_parameters', 'resolve_parameters', 'git_commit',
-           'notebook_html', 'run_report', 'read_index', 'update_index', 'index_html']
+__all__ = ['RESULTS_KEY', 'REPORT_MATHJAX', 'REPORT_PLOTLY', 'READER_CSS', 'ReportError', 'parse_value', 'Manifest',
+           'notebook_parameters', 'resolve_parameters', 'git_commit', 'results', 'reader_notebook', 'notebook_html',
+           'notebook_title', 'notebook_results', 'kelly_sources', 'report_inputs', 'report_status', 'run_report',
+           'read_index', 'update_index', 'index_html', 'run_reports']
 
 # %% ../nbs/90_reports.ipynb #729ad5ac
 class ReportError(KellyError, RuntimeError):
@@ -66,11 +69,22 @@ class Manifest:
         return found[0]
 
     def settings_for(self, name:str) -> dict:
-        "The report's own keys and the shared [DEFAULT] keys, parsed, as two dicts."
+        "The report's own parameters and the shared [DEFAULT] ones, parsed, as two dicts (`after` is not a parameter)."
         self.notebook(name)
-        own = {k: parse_value(v) for k, v in self.parser._sections[name].items()}
+        own = {k: parse_value(v) for k, v in self.parser._sections[name].items() if k != 'after'}
         shared = {k: parse_value(v) for k, v in self.parser.defaults().items()}
         return own, shared
+
+    def after(self, name:str) -> list[str]:
+        "The reports whose published artifacts report `name` reads (its `after` key): it runs after them."
+        self.notebook(name)
+        value = parse_value(self.parser._sections[name].get('after', '[]'))
+        found = [value] if isinstance(value, str) else list(value)
+        for u in found:
+            if u not in self.names:
+                raise ConfigError(f'{self.settings.name} [{name}] after', u, f'name reports of the manifest: {", ".join(self.names)}', 'unknown report')
+        return found
+
 
 # %% ../nbs/90_reports.ipynb #6a12eb19
 def notebook_parameters(path:Path, # a notebook
@@ -153,23 +167,110 @@ def git_commit(root:Path=None, # a folder inside the repository
         return head.stdout.strip() + ('+dirty' if dirty else '')
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
-# %% ../nbs/90_reports.ipynb #f6f998df
+# %% ../nbs/90_reports.ipynb #7e22e3f5
+RESULTS_KEY = 'kelly_results'   # the output metadata that marks a report's "Results" block
+
+def _verdict(ok:bool) -> str: return '<span class="kelly-pass">pass</span>' if ok else '<span class="kelly-fail">fail</span>'
+
+def results(headline:dict, # label -> a figure (a number, or a text with its unit)
+            checks:dict=None, # validation -> whether it passed (computed by the notebook, never typed in)
+           ) -> dict:
+    "Show a report's Results block (its headline figures and each validation's verdict); the reader's page opens on it."
+    from IPython.display import display
+    e = lambda v: html.escape(str(v))
+    fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
+    checks = {str(k): bool(v) for k, v in (checks or {}).items()}
+    payload = dict(headline={str(k): (v if isinstance(v, (int, float, str)) else str(v)) for k, v in headline.items()},
+                   checks=checks, passed=sum(checks.values()), failed=len(checks) - sum(checks.values()))
+    rows = ''.join(f'<tr><th>{e(k)}</th><td>{e(fmt(v))}</td></tr>' for k, v in payload['headline'].items())
+    verdicts = ''.join(f'<li>{_verdict(ok)} {e(k)}</li>' for k, ok in checks.items())
+    block = (f'<div class="kelly-results"><h2>Results</h2><table>{rows}</table>'
+             + (f'<h3>Validation: {payload["passed"]} of {len(checks)} passed</h3><ul>{verdicts}</ul>' if checks else '')
+             + '</div>')
+    text = '\n'.join([*(f'{k}: {fmt(v)}' for k, v in payload['headline'].items()),
+                      *(f'[{"pass" if ok else "FAIL"}] {k}' for k, ok in checks.items())])
+    display({'text/html': block, 'text/plain': text}, raw=True, metadata={RESULTS_KEY: payload})
+    return payload
+
+
+# %% ../nbs/90_reports.ipynb #3f97d12d
+def _directives(source:str) -> set[str]:
+    "The nbdev directives (`#| export`, `#| hide`, …) of a cell."
+    return {l[2:].strip().split()[0] for l in source.splitlines() if l.startswith('#|') and l[2:].strip()}
+
+def _shows_something(cell) -> bool:
+    "Whether a code cell's outputs show anything (a check that passed shows nothing)."
+    return any(o.get('output_type') != 'stream' or o.get('text', '').strip() for o in cell.get('outputs', []))
+
+def _folded(source:str) -> dict:
+    "A raw HTML cell holding `source` (nbdev directives removed) folded under a `code` summary."
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+    import nbformat
+    code = '\n'.join(l for l in source.splitlines() if not l.startswith('#|')).strip('\n')
+    shown = highlight(code, PythonLexer(), HtmlFormatter(cssclass='highlight hl-ipython3'))
+    return nbformat.v4.new_raw_cell(f'<details class="kelly-code"><summary>code</summary>{shown}</details>',
+                                    metadata={'format': 'text/html'})
+
+def _kept(cell) -> bool:
+    "Whether a reader sees a code cell: not hidden, not a directive, and showing something."
+    return not _directives(cell.source) & {'hide', 'default_exp'} and _shows_something(cell)
+
+def _introduces_hidden(cells:list, i:int) -> bool:
+    "Whether markdown cell `i` is a plain sentence (no heading) that only introduces a code cell the reader won't see."
+    text, nxt = cells[i].source.strip(), cells[i + 1] if i + 1 < len(cells) else None
+    return not text.startswith('#') and nxt is not None and nxt.cell_type == 'code' and not _kept(nxt)
+
+def reader_notebook(nb, # an executed notebook (nbformat node); not changed
+                   ):
+    "The notebook a reader sees: Results first, code folded, checks, hidden cells and nbdev directives left out."
+    import copy, nbformat
+    cells, results_cells = [], []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == 'markdown':
+            if not _introduces_hidden(nb.cells, i): cells.append(copy.deepcopy(cell))
+            continue
+        if cell.cell_type != 'code' or not _kept(cell): continue
+        shown = copy.deepcopy(cell)
+        if any(RESULTS_KEY in o.get('metadata', {}) for o in cell.get('outputs', [])): results_cells.append(shown)
+        else: cells += [_folded(cell.source), shown]
+    title = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown' and c.source.lstrip().startswith('# ')), -1)
+    out = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata))
+    out.cells = cells[:title + 1] + results_cells + cells[title + 1:]
+    return out
+
+
+# %% ../nbs/90_reports.ipynb #95c001bd
 REPORT_MATHJAX = f'mathjax/MathJax.js?config={MATHJAX_CONFIG}'
+REPORT_PLOTLY = 'plotly/plotly.min.js'
+READER_CSS = """body{max-width:1100px;margin:auto}
+details.kelly-code>summary{cursor:pointer;color:#666;font-size:.85em;margin:.3em 0}
+.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]{background:#f6f6f6;color:#444;font-size:.85em}
+.kelly-results{border:1px solid #ccc;border-radius:6px;padding:.5em 1.2em;margin:1em 0;background:#fafcff}
+.kelly-results th{text-align:left;padding-right:1.5em;font-weight:500} .kelly-pass{color:#080;font-weight:600}
+.kelly-fail{color:#b00;font-weight:600}"""
 
 def notebook_html(path:Path, # an executed notebook
                   mathjax_url:str=REPORT_MATHJAX, # where the page loads MathJax from, relative to the page
+                  plotly_url:str=REPORT_PLOTLY, # where the page loads plotly.js from, relative to the page
+                  reader:bool=True, # the reader's page (`reader_notebook`); False: every cell as executed
                  ) -> str:
-    "HTML of the notebook with plotly.js inlined when it holds figures and MathJax loaded from `mathjax_url`."
+    "HTML of the notebook, loading plotly.js (when it holds figures) and MathJax from beside the page."
     import nbformat
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name='lab', mathjax_url=mathjax_url).from_notebook_node(nbformat.read(path, as_version=4))
+    nb = nbformat.read(path, as_version=4)
+    if reader: nb = reader_notebook(nb)
+    exporter = HTMLExporter(template_name='lab', mathjax_url=mathjax_url, exclude_input=reader,
+                            exclude_input_prompt=reader, exclude_output_prompt=reader)
+    body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r'<script src="[^"]*require(\.min)?\.js"></script>', '', body)
-    if 'Plotly.newPlot' in body:
-        js = plotlyjs().replace('</script>', '<\\/script>')
-        body = body.replace('<head>', f'<head>\n<meta charset="utf-8">\n<script type="text/javascript">{js}</script>', 1)
-    return body
+    head = f'<head>\n<meta charset="utf-8">\n<style>{READER_CSS}</style>'
+    if 'Plotly.newPlot' in body: head += f'\n<script type="text/javascript" src="{plotly_url}"></script>'
+    return body.replace('<head>', head, 1)
 
-# %% ../nbs/90_reports.ipynb #f3378dee
+
+# %% ../nbs/90_reports.ipynb #2d6b1459
 def _publish_dir(src:Path, dst:Path):
     "Replace folder `dst` by `src` (or remove it when `src` is missing), swapping by renames."
     old = dst.with_name(f'.{dst.name}.old')
@@ -180,15 +281,37 @@ def _publish_dir(src:Path, dst:Path):
         os.replace(src, dst)
     if old.exists(): shutil.rmtree(old)
 
-def _publish_mathjax(reports:Path):
-    "Copy the bundled MathJax to `reports/mathjax` unless it is there, staged in `reports` and swapped in by a rename."
-    if (reports/'mathjax'/'MathJax.js').exists(): return
-    stage = Path(tempfile.mkdtemp(prefix='.mathjax-', dir=reports))
-    try:
-        shutil.copytree(mathjax_dir(), stage/'mathjax')
-        _publish_dir(stage/'mathjax', reports/'mathjax')
-    finally: shutil.rmtree(stage, ignore_errors=True)
+@contextmanager
+def _locked(reports:Path):
+    "Hold the reports folder's lock: runs that publish at the same time take turns on the index and shared assets."
+    import fcntl
+    reports.mkdir(parents=True, exist_ok=True)
+    with open(reports/'.lock', 'w') as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(handle, fcntl.LOCK_UN)
 
+def _publish_assets(reports:Path):
+    "Copy MathJax and plotly.js beside the reports once (staged, swapped in by a rename), for every page to share."
+    import plotly
+    if not (reports/'mathjax'/'MathJax.js').exists():
+        stage = Path(tempfile.mkdtemp(prefix='.mathjax-', dir=reports))
+        try:
+            shutil.copytree(mathjax_dir(), stage/'mathjax')
+            _publish_dir(stage/'mathjax', reports/'mathjax')
+        finally: shutil.rmtree(stage, ignore_errors=True)
+    marker = reports/'plotly'/f'plotly-{plotly.__version__}'
+    if not marker.exists():
+        stage = Path(tempfile.mkdtemp(prefix='.plotly-', dir=reports))
+        try:
+            (stage/'plotly').mkdir()
+            (stage/'plotly'/'plotly.min.js').write_text(plotlyjs(), encoding='utf-8')
+            (stage/'plotly'/marker.name).write_text('')
+            _publish_dir(stage/'plotly', reports/'plotly')
+        finally: shutil.rmtree(stage, ignore_errors=True)
+
+
+# %% ../nbs/90_reports.ipynb #12399b03
 def _execute(notebook, output, params, cwd, show_progress):
     import papermill
     env_before = {k: os.environ.get(k) for k in ('KELLY_ARTIFACTS', 'KELLY_PROGRESS', 'PYDEVD_DISABLE_FILE_VALIDATION')}
@@ -221,6 +344,184 @@ def _sweep_dead_runs(reports:Path):
         except ProcessLookupError: shutil.rmtree(d, ignore_errors=True)
         except PermissionError: pass              # alive, under another user
 
+
+# %% ../nbs/90_reports.ipynb #43649d38
+def notebook_title(path:Path, # a notebook
+                  ) -> dict:
+    "The `title` and one-line `summary` of a notebook (its `# Title` and `> summary` lines)."
+    import nbformat
+    for cell in nbformat.read(path, as_version=4).cells:
+        lines = cell.source.strip().splitlines() if cell.cell_type == 'markdown' else []
+        if lines and lines[0].startswith('# '):
+            summary = next((l[1:].strip() for l in lines[1:] if l.startswith('>')), '')
+            return dict(title=lines[0][2:].strip(), summary=summary)
+    return dict(title=Path(path).stem, summary='')
+
+def notebook_results(path:Path, # an executed notebook
+                    ) -> dict:
+    "The Results block that the notebook showed with `results` (headline figures and verdicts), or None."
+    import nbformat
+    for cell in nbformat.read(path, as_version=4).cells:
+        for out in cell.get('outputs', []):
+            if RESULTS_KEY in out.get('metadata', {}): return out['metadata'][RESULTS_KEY]
+    return None
+
+
+# %% ../nbs/90_reports.ipynb #63a89a1b
+def _kelly_imports(tree) -> set[str]:
+    "The kelly modules an AST imports (absolute `kelly.x` names; relative imports are resolved by the caller)."
+    import ast
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import): found |= {a.name for a in node.names if a.name.split('.')[0] == 'kelly'}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split('.')[0] == 'kelly':
+            found.add(node.module)
+            found |= {f'{node.module}.{a.name}' for a in node.names}
+    return found
+
+def _code_imports(code:str) -> set[str]:
+    "The kelly modules that notebook code imports; cells that are not plain Python (magics) are read with a pattern."
+    import ast
+    try: return _kelly_imports(ast.parse(code))
+    except SyntaxError:
+        found = set()
+        for frm, names, imp in re.findall(r'^\s*(?:from\s+(kelly[\w.]*)\s+import\s+([\w, ()]+)|import\s+(kelly[\w.]*))', code, re.M):
+            found |= {imp} if imp else {frm} | {f'{frm}.{n.strip()}' for n in names.strip('()').split(',') if n.strip()}
+        return found
+
+def _module_imports(path:Path, module:str) -> set[str]:
+    "The kelly modules that the source file `path` of `module` imports, relative imports resolved."
+    import ast
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    found = _kelly_imports(tree)
+    package = module.split('.')[:-1] if path.name != '__init__.py' else module.split('.')
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1]
+            stem = '.'.join(base + ([node.module] if node.module else []))
+            found |= {stem} | {f'{stem}.{a.name}' for a in node.names}
+    return found
+
+def kelly_sources(code:str, # Python source (a notebook's code cells, joined)
+                  package:Path=None, # the kelly package folder (default: the installed one)
+                 ) -> list[Path]:
+    "The source files of the kelly modules that `code` imports, directly or through other kelly modules."
+    import ast, importlib.util
+    package = Path(package or Path(importlib.util.find_spec('kelly').origin).parent)
+    def source(name):
+        parts = name.split('.')[1:]
+        candidates = [package/'__init__.py'] if not parts else [package.joinpath(*parts[:-1], parts[-1] + '.py'),
+                                                                package.joinpath(*parts, '__init__.py')]
+        for p in candidates:
+            if p.is_file(): return p
+        return None
+    todo, seen, files = _code_imports(code) | {'kelly'}, set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen: continue
+        seen.add(name)
+        p = source(name)
+        if p is None: continue
+        files.add(p)
+        todo |= _module_imports(p, name) - seen
+    return sorted(files)
+
+
+# %% ../nbs/90_reports.ipynb #0f5a52ba
+def _sha(data:bytes) -> str: return hashlib.sha256(data).hexdigest()[:16]
+
+def _dependency_versions() -> dict:
+    "The installed version of every package kelly requires, and Python's."
+    import importlib.metadata as md, platform
+    found = {'python': platform.python_version()}
+    for req in md.requires('kelly') or []:
+        name = re.split(r'[\s;<>=!~\[]', req, maxsplit=1)[0]
+        try: found[name] = md.version(name)
+        except md.PackageNotFoundError: pass
+    return found
+
+def report_inputs(manifest:Manifest, # the report manifest
+                  name:str, # the report
+                  params:dict, # its resolved parameters
+                  reports:Path=None, # the reports folder (for the reports it runs after)
+                 ) -> dict:
+    "What report `name` depends on, each part hashed: notebook, kelly sources, parameters, data, dependencies, upstream."
+    import nbformat
+    nb_path = manifest.notebook(name)
+    code = '\n'.join(c.source for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == 'code')
+    package = Path(importlib.util.find_spec('kelly').origin).parent
+    sources = {str(p.relative_to(package.parent)): _sha(p.read_bytes()) for p in kelly_sources(code, package)}
+    data = data_dir()
+    files = sorted(p for p in data.rglob('*') if p.is_file()) if data.is_dir() else []
+    index = read_index(reports)
+    return dict(notebook=_sha(nb_path.read_bytes()), sources=sources,
+                parameters=_sha(json.dumps(params, sort_keys=True, default=repr).encode()),
+                data=_sha(''.join(f'{p.relative_to(data)}:{file_sha256(p)}\n' for p in files).encode()),
+                dependencies=_sha(json.dumps(_dependency_versions(), sort_keys=True).encode()),
+                upstream={u: index.get(u, {}).get('published', {}).get('started') for u in manifest.after(name)})
+
+
+# %% ../nbs/90_reports.ipynb #d3603347
+def _changes(old:dict, new:dict) -> list[str]:
+    "What differs between two `report_inputs`, in words."
+    said = []
+    for part in ('notebook', 'parameters', 'data', 'dependencies'):
+        if old.get(part) != new.get(part): said.append(f'{part} changed')
+    changed = sorted(k for k in set(old.get('sources', {})) | set(new.get('sources', {}))
+                     if old.get('sources', {}).get(k) != new.get('sources', {}).get(k))
+    if changed: said.append('kelly sources changed: ' + ', '.join(changed[:4]) + (' …' if len(changed) > 4 else ''))
+    for up, when in new.get('upstream', {}).items():
+        if old.get('upstream', {}).get(up) != when: said.append(f'report {up} was re-published')
+    return said
+
+def report_status(manifest:Manifest, # the report manifest
+                  name:str, # the report
+                  params:dict, # its resolved parameters
+                  reports:Path=None, # the reports folder
+                 ) -> tuple[str, list[str]]:
+    "Whether report `name` is `fresh` (published from the same inputs) or `stale`, and why."
+    entry = read_index(reports).get(name, {})
+    published, last = entry.get('published'), entry.get('last', {})
+    if not published: return 'stale', ['never published']
+    if 'inputs' not in published: return 'stale', ['published before kelly recorded its inputs']
+    why = _changes(published['inputs'], report_inputs(manifest, name, params, reports))
+    if last.get('status') == 'failed' and last.get('started', '') > published.get('started', ''):
+        why.append('the last run failed')
+    return ('stale' if why else 'fresh'), why
+
+
+# %% ../nbs/90_reports.ipynb #51509eac
+def _failure(e, name:str, notebook:Path, executed:Path, record:dict, reports:Path, injected:bool) -> ReportError:
+    "Record a failed run (its notebook kept in `_failed/`) and the `ReportError` that says where and why."
+    cell = _source_cell(e, notebook, injected=injected)
+    what = f'{e.ename}: {e.evalue}' if hasattr(e, 'ename') else f'{type(e).__name__}: {e}'
+    first_line = (getattr(e, 'source', '') or '').strip().splitlines()[:1]
+    where = record['notebook']
+    if cell: where = f'cell {cell} of {where}' + (f' (`{first_line[0][:60]}`)' if first_line else '')
+    record['error'] = f'{where}: {what}'
+    failed_copy = reports/'_failed'/f'{name}.ipynb'
+    with _locked(reports):
+        if executed.exists():
+            failed_copy.parent.mkdir(exist_ok=True)
+            os.replace(executed, failed_copy)
+        _write_index(reports, record)
+    fix = f'see the executed copy {failed_copy} at that cell, correct the code or the parameters and run again'
+    return ReportError(record['notebook'], f'{fix}; the published report is unchanged', f'failed in {where}: {what}', cell)
+
+def _publish(name:str, work:Path, record:dict, reports:Path):
+    "Move a successful run's notebook, page and artifacts into `reports/` and record it, holding the folder's lock."
+    with _locked(reports):
+        _publish_assets(reports)
+        os.replace(work/f'{name}.ipynb', reports/f'{name}.ipynb')
+        os.replace(work/f'{name}.html', reports/f'{name}.html')
+        # only the report's own folder: a notebook that merely asked for another report's artifacts_dir (to read its
+        # published files) must not replace them with the empty folder that call created; none made means none kept stale
+        _publish_dir(work/'artifacts'/name, reports/'artifacts'/name)
+        (reports/'_failed'/f'{name}.ipynb').unlink(missing_ok=True)
+        _write_index(reports, record)
+
+
+# %% ../nbs/90_reports.ipynb #e1715579
 def run_report(name:str, # the report, a section of the manifest
                overrides:dict=None, # parameter values that override the manifest's
                quick:bool=False, # run at the notebook's quick defaults instead of the manifest's sizes
@@ -237,7 +538,8 @@ def run_report(name:str, # the report, a section of the manifest
     reports.mkdir(parents=True, exist_ok=True)
     record = dict(name=name, notebook=str(notebook.relative_to(manifest.nbs.parent)), parameters=params, quick=quick,
                   started=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
-                  version=kelly.__version__, commit=git_commit(manifest.settings.parent))
+                  version=kelly.__version__, commit=git_commit(manifest.settings.parent),
+                  inputs=report_inputs(manifest, name, params, reports), **notebook_title(notebook))
     _sweep_dead_runs(reports)
     work = Path(tempfile.mkdtemp(prefix=f'.run-{name}-', dir=reports))
     (work/'pid').write_text(str(os.getpid()))
@@ -247,34 +549,16 @@ def run_report(name:str, # the report, a section of the manifest
         try: _execute(notebook, executed, params, manifest.nbs, show_progress)
         except Exception as e:
             record.update(status='failed', duration_s=round(time.perf_counter() - t0, 2))
-            cell = _source_cell(e, notebook, injected=bool(params))
-            what = f'{e.ename}: {e.evalue}' if hasattr(e, 'ename') else f'{type(e).__name__}: {e}'
-            first_line = (getattr(e, 'source', '') or '').strip().splitlines()[:1]
-            where = (f'cell {cell} of {record["notebook"]}' + (f' (`{first_line[0][:60]}`)' if first_line else '')) if cell else record['notebook']
-            record['error'] = f'{where}: {what}'
-            if executed.exists():
-                (reports/'_failed').mkdir(exist_ok=True)
-                os.replace(executed, reports/'_failed'/f'{name}.ipynb')
-            update_index(reports, record)
-            failed_copy = reports/'_failed'/f'{name}.ipynb'
-            fix = f'see the executed copy {failed_copy} at that cell, correct the code or the parameters and run again'
-            raise ReportError(record['notebook'], f'{fix}; the published report is unchanged',
-                              f'failed in {where}: {what}', cell) from None
+            raise _failure(e, name, notebook, executed, record, reports, injected=bool(params)) from None
         with atomic_write(work/f'{name}.html') as f: f.write(notebook_html(executed))
-        record.update(status='ok', duration_s=round(time.perf_counter() - t0, 2))
-        _publish_mathjax(reports)
-        os.replace(executed, reports/f'{name}.ipynb')
-        os.replace(work/f'{name}.html', reports/f'{name}.html')
-        # only the report's own folder: a notebook that merely asked for another report's artifacts_dir (to read its
-        # published files) must not replace them with the empty folder that call created; none made means none kept stale
-        _publish_dir(work/'artifacts'/name, reports/'artifacts'/name)
-        (reports/'_failed'/f'{name}.ipynb').unlink(missing_ok=True)
-        update_index(reports, record)
+        record.update(status='ok', duration_s=round(time.perf_counter() - t0, 2), results=notebook_results(executed))
+        _publish(name, work, record, reports)
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-# %% ../nbs/90_reports.ipynb #637046f8
+
+# %% ../nbs/90_reports.ipynb #a370abc3
 def read_index(reports:Path=None, # the reports folder
               ) -> dict:
     "The report index: for each report name, its `last` run and its `published` run."
@@ -284,10 +568,8 @@ def read_index(reports:Path=None, # the reports folder
     except json.JSONDecodeError as e:
         raise ConfigError('reports/index.json', str(p), 'delete it; the next report run writes a new one', f'unreadable index ({e})') from None
 
-def update_index(reports:Path, # the reports folder
-                 record:dict, # the record of the run that just ended
-                ) -> dict:
-    "Add `record` to the index and rewrite index.json and index.html."
+def _write_index(reports:Path, record:dict) -> dict:
+    "Add `record` to the index and rewrite index.json and index.html (the caller holds the lock)."
     index = read_index(reports)
     entry = index.setdefault(record['name'], {})
     entry['last'] = record
@@ -296,28 +578,121 @@ def update_index(reports:Path, # the reports folder
     with atomic_write(Path(reports)/'index.html') as f: f.write(index_html(index))
     return index
 
+def update_index(reports:Path, # the reports folder
+                 record:dict, # the record of the run that just ended
+                ) -> dict:
+    "Add `record` to the index and rewrite index.json and index.html."
+    with _locked(Path(reports)): return _write_index(Path(reports), record)
+
+
+# %% ../nbs/90_reports.ipynb #54c96a35
+def _e(v) -> str: return html.escape(str(v))
+
+def _figures(results:dict, most:int=4) -> str:
+    "A report's first headline figures and its validation count, as HTML."
+    if not results: return '<span class="muted">no Results block</span>'
+    fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
+    shown = ''.join(f'<li>{_e(k)}: <b>{_e(fmt(v))}</b></li>' for k, v in list(results['headline'].items())[:most])
+    n = results['passed'] + results['failed']
+    verdict = (f'<span class="{"kelly-fail" if results["failed"] else "kelly-pass"}">{results["passed"]} of {n} '
+               'validations passed</span>') if n else ''
+    return f'<ul>{shown}</ul>{verdict}'
+
+def _index_row(name:str, entry:dict) -> str:
+    "One report's row: title and summary, figures and verdicts, state of the last run, provenance."
+    last, pub = entry.get('last', {}), entry.get('published')
+    shown = pub or last
+    title = f'<a href="{_e(name)}.html">{_e(shown.get("title", name))}</a>' if pub else _e(shown.get('title', name))
+    state = '<span class="kelly-pass">published</span>'
+    if last.get('status') == 'failed':
+        state = f'<span class="kelly-fail">last run failed</span><br><small>{_e(last.get("error", ""))}</small>'
+        state += (f'<br>still published: <a href="{_e(name)}.html">the run of {_e(pub["started"])}</a>' if pub
+                  else '<br>nothing published yet')
+    params = ', '.join(f'{k}={v!r}' for k, v in shown.get('parameters', {}).items()) or '(notebook defaults)'
+    return (f'<tr class="{_e(last.get("status"))}"><td>{title}<br><small><code>{_e(name)}</code> · '
+            f'{_e(shown.get("summary", ""))}</small></td><td>{_figures(pub.get("results") if pub else None)}</td>'
+            f'<td>{state}</td><td><small>{_e(params)}</small></td><td>{_e(shown.get("started", ""))}<br>'
+            f'{_e(shown.get("duration_s", ""))} s</td><td>{_e(shown.get("version", ""))}<br>'
+            f'<code>{_e(shown.get("commit", ""))}</code></td></tr>')
+
 def index_html(index:dict, # the report index
               ) -> str:
     "The index as a standalone HTML page."
-    e = lambda v: html.escape(str(v))
-    rows = []
-    for name in sorted(index):
-        last, pub = index[name].get('last', {}), index[name].get('published')
-        link = f'<a href="{e(name)}.html">{e(name)}</a>' if pub else e(name)
-        status = e(last.get('status', '?')) + (f'<br><small>{e(last["error"])}</small>' if last.get('error') else '')
-        shown = pub or last
-        params = ', '.join(f'{k}={v!r}' for k, v in shown.get('parameters', {}).items()) or '(notebook defaults)'
-        rows.append(f'<tr class="{e(last.get("status"))}"><td>{link}</td><td>{status}</td><td>{e(params)}</td>'
-                    f'<td>{e(shown.get("started", ""))}</td><td>{e(shown.get("duration_s", ""))} s</td>'
-                    f'<td>{e(shown.get("version", ""))}</td><td><code>{e(shown.get("commit", ""))}</code></td></tr>')
+    rows = '\n'.join(_index_row(name, index[name]) for name in sorted(index))
     return f'''<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>kelly reports</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.4em .7em;text-align:left;vertical-align:top}} tr.failed td:nth-child(2){{color:#b00}}</style>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;}} table{{border-collapse:collapse}} ul{{margin:0;padding-left:1.1em}}
+td,th{{border:1px solid #ccc;padding:.4em .7em;text-align:left;vertical-align:top}} .muted{{color:#888}}
+.kelly-pass{{color:#080}} .kelly-fail{{color:#b00}}</style>
 </head><body><h1>kelly reports</h1>
-<p>Made by <code>kelly report NAME</code> (or <code>make reports</code> for all). A failed run keeps the previously published report; its error is shown under its status.</p>
-<table><thead><tr><th>report</th><th>last run</th><th>parameters of the published report</th><th>date (UTC)</th><th>duration</th><th>kelly</th><th>commit</th></tr></thead>
+<p>Made by <code>kelly report NAME</code> (or <code>make reports</code> for all; only reports whose inputs changed run
+again). A failed run keeps the previously published report, linked here; its error is shown beside it.</p>
+<table><thead><tr><th>report</th><th>headline figures and validation</th><th>state</th><th>parameters</th>
+<th>date (UTC), duration</th><th>kelly, commit</th></tr></thead>
 <tbody>
-{chr(10).join(rows)}
+{rows}
 </tbody></table></body></html>
 '''
+
+
+# %% ../nbs/90_reports.ipynb #6ace5903
+def _child_run(name:str, params_given:dict, quick:bool, manifest:Manifest, reports:Path) -> tuple[bool, str]:
+    "Run one report in a child process (`kelly report NAME --force`); whether it succeeded, and what it said."
+    argv = ['report', name, '--force', '-j', '1', *(['--quick'] if quick else [])]
+    for k, v in params_given.items(): argv += ['-p', k, repr(v)]
+    code = 'import sys; from kelly.cli import main; sys.exit(main(sys.argv[1:]))'
+    env = {**os.environ, 'KELLY_REPORTS': str(reports), 'KELLY_PROJECT': str(manifest.settings.parent), 'KELLY_PROGRESS': '0'}
+    done = subprocess.run([sys.executable, '-c', code, *argv], cwd=manifest.settings.parent, env=env,
+                          capture_output=True, text=True)
+    said = [l for l in done.stderr.splitlines() if l.strip() and not l.startswith(('[', 'project '))]
+    return done.returncode == 0, (said[-1].strip() if said else f'exit status {done.returncode}')
+
+def run_reports(names:list, # the reports to bring up to date, in manifest order
+                overrides:dict=None, # report -> its parameter overrides
+                quick:bool=False, # the notebooks' quick defaults
+                force:bool=False, # run even the reports that are fresh
+                jobs:int=1, # reports run at once (in child processes when more than 1)
+                manifest:Manifest=None, # the manifest (default: the project's)
+                reports:Path=None, # where reports are published (default: `reports_dir()`)
+                say=None, # called with a line of progress (default: stderr)
+               ) -> dict:
+    "Run the stale reports among `names` (each after the reports it names in `after`); return name -> ok|fresh|failed."
+    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    manifest, reports = manifest or Manifest(), Path(reports or reports_dir())
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    overrides = {n: (overrides or {}).get(n, {}) for n in names}
+    reports.mkdir(parents=True, exist_ok=True)
+    _sweep_dead_runs(reports)
+    outcome, todo = {}, []
+    for n in names:
+        params = resolve_parameters(manifest, n, overrides[n], quick)
+        state, why = ('stale', ['--force']) if force else report_status(manifest, n, params, reports)
+        upstream = [u for u in manifest.after(n) if u in todo]
+        if state == 'fresh' and not upstream:
+            say(f'{n}: fresh, not run (nothing it depends on changed; --force runs it anyway)')
+            outcome[n] = 'fresh'
+            continue
+        say(f'{n}: stale ({"; ".join(why + [f"runs after {u}" for u in upstream])})')
+        todo.append(n)
+    finished = {n: threading.Event() for n in todo}
+    jobs = min(jobs, len(todo))
+    def one(n):
+        for u in manifest.after(n):
+            if u in finished: finished[u].wait()
+        t0 = time.perf_counter()
+        try:
+            if jobs > 1: ok, said = _child_run(n, overrides[n], quick, manifest, reports)
+            else:
+                try: ok, said = True, str(run_report(n, overrides[n], quick, manifest=manifest, reports=reports)['status'])
+                except ReportError as e: ok, said = False, str(e)
+            outcome[n] = 'ok' if ok else 'failed'
+            said = said.removeprefix(f'{n}: FAILED: ')
+            say(f'{n}: ok in {time.perf_counter() - t0:.0f} s' if ok else f'{n}: FAILED: {said}')
+        finally: finished[n].set()
+    if jobs <= 1:
+        for n in todo: one(n)   # in this process, on its main thread (the kernel manager wants it)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool: list(pool.map(one, todo))
+    return {n: outcome[n] for n in names}
+

@@ -15,7 +15,8 @@ def test_success_publishes_notebook_html_artifacts_and_index(demo_project):
     res = kelly_cli('report', 'demo', project=demo_project)
     assert res.returncode == 0, res.stderr
     reports = demo_project / 'reports'
-    assert {p.name for p in reports.iterdir()} == {'demo.ipynb', 'demo.html', 'artifacts', 'mathjax', 'index.json', 'index.html'}
+    assert {p.name for p in reports.iterdir()} == {'demo.ipynb', 'demo.html', 'artifacts', 'mathjax', 'plotly', 'index.json',
+                                                   'index.html', '.lock'}
     assert (reports / 'artifacts' / 'demo' / 'y.txt').read_text() == '10'  # the manifest's x = 5, doubled
     index = json.loads((reports / 'index.json').read_text())
     rec = index['demo']['published']
@@ -71,17 +72,19 @@ def test_report_all_goes_on_after_a_failure(demo_project):
     (nbs / '02_other.ipynb').write_text((nbs / '01_demo.ipynb').read_text().replace("artifacts_dir('demo')", "artifacts_dir('other')"))
     (demo_project / 'settings.ini').write_text('[demo]\nx = -1\n\n[other]\nx = 4\n')
     res = kelly_cli('report', 'all', project=demo_project)
-    assert res.returncode == 1 and 'failed: demo' in res.stderr
+    assert res.returncode == 1 and '1 failed (demo)' in res.stderr and 'demo: FAILED' in res.stderr
     assert (demo_project / 'reports' / 'artifacts' / 'other' / 'y.txt').read_text() == '8'
 
 
 def test_report_html_renders_plotly_offline(root, tmp_path):
-    "The real pitch report: its HTML carries plotly.js itself, loads MathJax from beside it and nothing from a CDN."
+    "The real pitch report: its HTML loads plotly.js and MathJax from beside it, nothing from a CDN, and stays small."
     res = kelly_cli('report', 'pitch', '--quick', env={'KELLY_REPORTS': str(tmp_path)})
     assert res.returncode == 0, res.stderr
     html = (tmp_path / 'pitch.html').read_text()
     assert 'Plotly.newPlot' in html and 'require.min.js' not in html
-    assert html.index('plotly.js v') < html.index('Plotly.newPlot')
+    assert html.index('src="plotly/plotly.min.js"') < html.index('Plotly.newPlot')
+    assert 'plotly.js v' in (tmp_path / 'plotly' / 'plotly.min.js').read_text()[:200]
+    assert len(html.encode()) < 1_000_000 and '#| export' not in html and 'default_exp' not in html
     assert not re.findall(r'<script[^>]*src="https?://', html), 'a script from the network'
     assert 'src="mathjax/MathJax.js?config=' in html and (tmp_path / 'mathjax' / 'MathJax.js').exists()
     summary = json.loads((tmp_path / 'artifacts' / 'pitch' / 'summary.json').read_text())
@@ -125,3 +128,23 @@ def test_a_killed_run_leaves_the_report_and_its_folder_is_swept_by_the_next(demo
     nb.write_text(original)
     assert kelly_cli('report', 'demo', project=demo_project).returncode == 0
     assert not list(reports.glob('.run-*'))
+
+
+def test_second_run_redoes_only_what_changed_and_runs_in_parallel(demo_project):
+    "`kelly report all` twice: the second runs nothing; a changed parameter re-runs that report only; -j 2 runs two at once."
+    nbs = demo_project / 'nbs'
+    (nbs / '02_other.ipynb').write_text((nbs / '01_demo.ipynb').read_text().replace("artifacts_dir('demo')", "artifacts_dir('other')"))
+    (demo_project / 'settings.ini').write_text('[demo]\nx = 5\n\n[other]\nx = 4\nafter = "demo"\n')
+    first = kelly_cli('report', 'all', '-j', '2', project=demo_project)
+    assert first.returncode == 0 and '2 ok' in first.stderr, first.stderr
+    status = kelly_cli('report', 'all', '--status', project=demo_project)
+    assert status.stdout.split() == ['demo', 'fresh', 'other', 'fresh'], status.stdout
+    second = kelly_cli('report', 'all', project=demo_project)
+    assert second.returncode == 0 and '2 fresh' in second.stderr, second.stderr
+    (demo_project / 'settings.ini').write_text('[demo]\nx = 6\n\n[other]\nx = 4\nafter = "demo"\n')
+    status = kelly_cli('report', 'all', '--status', project=demo_project)
+    assert 'demo             stale  (parameters changed)' in status.stdout, status.stdout
+    third = kelly_cli('report', 'all', project=demo_project)
+    assert '2 ok' in third.stderr and 'runs after demo' in third.stderr, third.stderr   # other reads demo's artifacts
+    index = json.loads((demo_project / 'reports' / 'index.json').read_text())
+    assert index['demo']['published']['title'] == 'Demo' and index['demo']['published']['summary'] == 'A tiny report'

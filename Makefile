@@ -1,5 +1,6 @@
 # kelly's commands. `make test` and `make reports` work on a fresh machine with only Python 3.11:
-# they create .venv, install torch==2.13.0 (the CPU wheel) first, then kelly with its dev tools.
+# they create .venv, install torch==2.13.0 (the CPU wheel) first, then kelly with its dev tools; as root they also
+# install Debian's chromium for the browser tests (Playwright drives it; nothing downloads a browser).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -15,6 +16,8 @@ help: ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium is missing and cannot be installed here: the browser tests (tests/test_browser.py) will fail"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)

@@ -100,7 +100,7 @@ def cmd_info(args) -> int:
 FORWARDED = {  # command: (module, function, one-line summary)
     'compose': ('kelly.music.idaw', 'compose_main', 'write a MIDI file for an emotion with the five iDAW networks'),
     'export': ('kelly.music.rtneural', 'export_main', 'export the iDAW networks as RTNeural JSON, ONNX or checkpoints, checked against PyTorch'),
-    'index': ('kelly.audio.search', 'index_main', 'build a track index from a folder of audio files'),
+    'index': ('kelly.audio.search', 'index_main', 'build a track index from a folder of audio files, or describe one (kelly index info)'),
     'recommend': ('kelly.audio.search', 'recommend_main', 'recommend the tracks of an index most similar to one of its tracks'),
     'predict-features': ('kelly.predictor', 'predict_features_main', "predict Spotify-style audio features from a catalog's metadata"),
 }
@@ -154,6 +154,9 @@ def _guarded(run) -> int:
     "Call `run()`; a KellyError or OSError becomes one line on stderr and an exit status."
     from kelly.core import _short
     try: return run()
+    except BrokenPipeError:   # `kelly ... | head`: the reader left; say nothing more (Python's advice for SIGPIPE)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KellyError as e:
         if type(e).__name__ == 'ReportError':
             _say(f'kelly: {e}')
@@ -189,15 +192,6 @@ def _median_start(cmd:list, repeat:int, cwd) -> float:
         if done.returncode: raise RuntimeError(f'{" ".join(map(str, cmd))} failed: {done.stderr.strip()[-300:]}')
     return statistics.median(times)
 
-def _tone_folder(folder:Path, n:int=30, seconds:float=6.0, sr:int=22050) -> Path:
-    "`n` short WAV files of distinct tones, for an index to search."
-    import numpy as np, soundfile as sf
-    folder.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * sr)) / sr
-    for k in range(n):
-        tone = 0.3 * np.sin(2 * np.pi * (110 * 2 ** (k / 12)) * t) * (1 + 0.2 * np.sin(2 * np.pi * (k + 1) * t / seconds))
-        sf.write(folder/f't{k:03d}.wav', tone.astype(np.float32), sr)
-    return folder
 
 # %% ../nbs/91_cli.ipynb #dae1ce3c
 @benchmark('startup')
@@ -208,13 +202,12 @@ def bench_startup(size:str='full', # "full": 10 starts per case; "tiny": 2
     python, kelly_cmd = sys.executable, str(Path(sys.executable).parent/'kelly')
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        audio = _tone_folder((d/'music').resolve(), n=30 if size == 'full' else 4)
-        built = subprocess.run([kelly_cmd, 'index', 'build', str(audio), '--out', str(d/'music.index')],
-                               capture_output=True, text=True, env={**os.environ, 'KELLY_PROGRESS': '0'})
-        if built.returncode: raise RuntimeError(f'kelly index build failed: {built.stderr.strip()[-300:]}')
+        from kelly.audio.search import build_index, write_synthetic_tracks
+        audio = write_synthetic_tracks(d/'music', n=30 if size == 'full' else 4, seconds=2.0, seed=0)
+        build_index(audio, d/'music.index', cache_dir=False, show_progress=False)
         cases = {'python -c pass': [python, '-c', 'pass'], 'kelly --help': [kelly_cmd, '--help'],
                  'kelly --version': [kelly_cmd, '--version'], 'import kelly.core': [python, '-c', 'import kelly.core'],
-                 'kelly recommend (30 tracks)': [kelly_cmd, 'recommend', str(d/'music.index'), 't000', '-k', '3']}
+                 'kelly recommend (30 tracks)': [kelly_cmd, 'recommend', str(d/'music.index'), 'track000', '-k', '3']}
         medians = {case: _median_start(cmd, repeat, d) for case, cmd in cases.items()}
     records = []
     for case, seconds in medians.items():

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['MATHJAX_CONFIG', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require', 'ArgumentParser',
-           'project_root', 'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything', 'get_device',
-           'atomic_write', 'file_sha256', 'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs',
-           'mathjax_dir']
+__all__ = ['MATHJAX_CONFIG', 'MATHJAX_FONTS', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require',
+           'ArgumentParser', 'project_root', 'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything',
+           'get_device', 'atomic_write', 'file_sha256', 'progress_enabled', 'progress', 'use_offline_plotly',
+           'plotlyjs', 'mathjax_dir']
 
 # %% ../nbs/00_core.ipynb #006b25e3
 _short = reprlib.Repr()
@@ -251,6 +251,11 @@ def plotlyjs() -> str:
     return get_plotlyjs()
 
 MATHJAX_CONFIG = 'TeX-AMS-MML_HTMLorMML-full,Safe'   # a configuration that jupyter-server-mathjax's MathJax ships
+# the only web font it ships is STIX-Web: say so before MathJax starts, or it asks for TeX fonts that are not there;
+# and its probe font (MathJax_Blank, "url('about:blank')") is looked up locally, which browsers do without a request
+MATHJAX_FONTS = {'HTML-CSS': dict(availableFonts=[], preferredFont=None, webFont='STIX-Web', imageFont=None,
+                                  styles={'@font-face': {'font-family': 'MathJax_Blank', 'src': "local('MathJax_Blank')"}}),
+                 'SVG': dict(font='STIX-Web')}
 
 def mathjax_dir() -> Path:
     "The folder of the MathJax 2 that jupyter-server-mathjax ships (copied beside offline pages that show formulas)."

@@ -8,10 +8,35 @@ from __future__ import annotations
 import json, os, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
-from .core import ConfigError, InputError, atomic_write, mathjax_dir, plotlyjs, project_root, require
+from .core import MATHJAX_FONTS, ConfigError, InputError, atomic_write, mathjax_dir, plotlyjs, project_root, require
 
 # %% auto #0
-__all__ = ['docs_notebook', 'page_name', 'doc_notebooks', 'api_page', 'build_docs', 'readme_text', 'write_readme']
+__all__ = ['AREAS', 'show_doc', 'docs_notebook', 'page_name', 'doc_notebooks', 'api_page', 'build_docs', 'page_area',
+           'area_pages', 'readme_text', 'write_readme']
+
+# %% ../nbs/92_docs.ipynb #06f03291
+class _Markdown:
+    "Markdown that JupyterLab and myst-nb render."
+    def __init__(self, text:str): self.text = text
+    def _repr_markdown_(self) -> str: return self.text
+
+def _methods(cls) -> list[str]:
+    "The public methods and properties that `cls` itself defines, `@patch`ed ones included."
+    return [n for n, v in vars(cls).items() if not n.startswith('_') and (callable(v) or isinstance(v, property))]
+
+def show_doc(obj, # a function or a class
+            ) -> _Markdown:
+    "nbdev's documentation entry for `obj`, with a class shown as a class, its base and its methods."
+    import inspect
+    from nbdev.showdoc import BasicMarkdownRenderer
+    text = BasicMarkdownRenderer(obj)._repr_markdown_()
+    if not inspect.isclass(obj): return _Markdown(text)
+    text = text.replace(f'def {obj.__name__}(', f'class {obj.__name__}(', 1)
+    bases = [b for b in obj.__bases__ if b is not object]
+    if bases: text += '\n\nBased on ' + ', '.join(f'`{b.__module__}.{b.__qualname__}`' for b in bases) + '.'
+    methods = _methods(obj)
+    if methods: text += '\n\nMethods: ' + ', '.join(f'`{m}`' for m in methods) + '.'
+    return _Markdown(text)
 
 # %% ../nbs/92_docs.ipynb #0746b8c9
 _hidden = {'hide', 'export', 'exporti', 'default_exp'}
@@ -24,6 +49,16 @@ def _tags_for(directives:dict, is_show_doc:bool) -> set:
     if is_show_doc or str(directives.get('echo', '')).lower() == 'false': tags.add('remove-input')
     if str(directives.get('output', '')).lower() == 'false': tags.add('remove-output')
     return tags
+
+def _check_tags(source:str) -> set:
+    "A check cell (asserts, `test_*` calls) is hidden; if it ends on an expression, only its code is."
+    import ast
+    try: body = ast.parse(source).body
+    except SyntaxError: return set()
+    is_test = lambda n: isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id.startswith('test_')
+    if not any(isinstance(n, ast.Assert) or is_test(n) for stmt in body for n in ast.walk(stmt)): return set()
+    shows = bool(body) and isinstance(body[-1], ast.Expr) and not is_test(body[-1].value)
+    return {'remove-input'} if shows else {'remove-cell'}
 
 def _strip_directives(source:str) -> str:
     return re.sub(r'^\s*#\|.*\n?', '', source, flags=re.MULTILINE).strip('\n')
@@ -48,14 +83,18 @@ def docs_notebook(path:Path, # a notebook under nbs/
     for i, c in enumerate(_in_definition_order(list(proc.nb.cells))):
         is_sd = bool(getattr(c, 'has_sd', False))
         if is_sd: documented.append(re.fullmatch(r'show_doc\((.+)\)', c.source.strip()).group(1))
-        tags = sorted(set(c.get('metadata', {}).get('tags', [])) | (_tags_for(dict(c.directives_ or {}), is_sd) if c.cell_type == 'code' else set()))
+        tags = set(c.get('metadata', {}).get('tags', []))
+        if c.cell_type == 'code':
+            tags |= _tags_for(dict(c.directives_ or {}), is_sd)
+            if not is_sd and not tags & {'remove-cell', 'parameters'}: tags |= _check_tags(_strip_directives(c.source))
+        tags = sorted(tags)
         cell = dict(cell_type=c.cell_type, id=c.get('id') or f'cell-{i}', metadata=dict(tags=tags) if tags else {},
                     source=_strip_directives(c.source) if c.cell_type == 'code' else c.source)
         if c.cell_type == 'code': cell.update(outputs=[], execution_count=None)
         cells.append(cell)
     if documented:
         cells.insert(0, dict(cell_type='code', id='kelly-docs-setup', metadata=dict(tags=['remove-cell']),
-                             source='from nbdev.showdoc import show_doc', outputs=[], execution_count=None))
+                             source='from kelly.docs import show_doc', outputs=[], execution_count=None))
     nb = dict(cells=cells, metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
               nbformat=4, nbformat_minor=5)
     return nb, documented
@@ -99,11 +138,13 @@ root_doc = "index"
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 html_theme = "pydata_sphinx_theme"
 html_title = "kelly"
+html_context = {{"default_mode": "light"}}
 html_static_path = ["_static"]
 html_js_files = ["plotly.min.js"]
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 mathjax2_config = {{"tex2jax": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]], "processEscapes": True,
-                                "processClass": "tex2jax_process|mathjax_process|math|output_area"}}}}
+                                "processClass": "tex2jax_process|mathjax_process|math|output_area"}},
+                   **{fonts}}}
 html_theme_options = {{"navigation_with_keys": False, "show_toc_level": 2, "footer_start": ["copyright"], "footer_end": []}}
 html_sidebars = {{"**": ["sidebar-nav-bs"]}}
 myst_heading_anchors = 3
@@ -140,6 +181,7 @@ def build_docs(out:Path=None, # the site folder (default: `_docs/` of the projec
                execute:bool=True, # run the notebooks (False: pages without outputs, much faster)
                nbs:Path=None, # the notebooks folder (default: `nbs/` of the project)
                notebooks:list=None, # only these notebooks (default: all of `doc_notebooks(nbs)`)
+               say=None, # called with each line of progress (default: print to stderr)
               ) -> Path:
     "Build the static HTML docs site; return its folder."
     root = project_root()
@@ -151,34 +193,88 @@ def build_docs(out:Path=None, # the site folder (default: `_docs/` of the projec
     if not any(p.name == 'index.ipynb' for p in notebooks):
         raise InputError('notebooks', [p.name for p in notebooks], 'include nbs/index.ipynb: it is the home page')
     with tempfile.TemporaryDirectory(prefix='kelly-docs-') as d:
-        return _build(Path(d), out, execute, nbs, notebooks)
+        return _build(Path(d), out, execute, nbs, notebooks, say or (lambda line: print(line, file=sys.stderr, flush=True)))
 
-def _build(stage, out, execute, nbs, notebooks):
-    "Stage the site's sources in `stage`, run Sphinx, and swap the result into `out`."
-    import kelly
-    (stage/'_static').mkdir(parents=True)
-    (stage/'_static'/'plotly.min.js').write_text(plotlyjs(), encoding='utf-8')
-    shutil.copytree(mathjax_dir(), stage/'_static'/'mathjax')
-    (stage/'conf.py').write_text(_conf.format(version=kelly.__version__, mode='force' if execute else 'off'))
+
+# %% ../nbs/92_docs.ipynb #b8697e6f
+AREAS = {  # area: (title, one line)
+    'foundation': ('Foundation', 'paths, errors, data, the career simulator, training, benchmarks, parallel work'),
+    'audio': ('Audio', 'recordings to embeddings to recommendations'),
+    'music': ('Music', 'emotion, the five real-time models, music theory, MIDI and RTNeural/ONNX export'),
+    'predictor': ('Predictor', 'audio features predicted from metadata'),
+    'career': ('Career', "artists' emotional trajectories: time scales, change points, causality, networks"),
+    'stats': ('Statistics', 'uncertainty, explanations, optimisation'),
+    'tools': ('Tools', 'reports, the command line and this site'),
+}
+_TOOLS = {'reports', 'cli', 'docs'}
+
+def page_area(page:str, # a page name, e.g. "audio/signal" or "core"
+             ) -> str:
+    "The area (a key of `AREAS`) that a page belongs to."
+    head = page.split('/')[0]
+    if '/' in page and head in AREAS: return head
+    if page in _TOOLS: return 'tools'
+    return page if page in AREAS else 'foundation'
+
+def area_pages(pages:list, # page names
+              ) -> dict:
+    "For each area that has pages, the MyST text of its page: a title, a line and a table of contents."
+    found = {}
+    for area, (title, line) in AREAS.items():
+        members = [p for p in pages if page_area(p) == area]
+        if members:
+            found[f'area-{area}'] = f'# {title}\n\n{line}.\n\n```{{toctree}}\n:maxdepth: 1\n\n' + '\n'.join(members) + '\n```\n'
+    return found
+
+# %% ../nbs/92_docs.ipynb #91409eab
+_PROGRESS = re.compile(r'reading sources|Executing notebook|Executed notebook|writing output|build succeeded')
+
+def _sphinx(stage:Path, html_dir:Path, say) -> tuple[int, str]:
+    "Run Sphinx on `stage`, passing its progress lines to `say`; its exit status and its whole log."
+    proc = subprocess.Popen([sys.executable, '-m', 'sphinx', '-b', 'html', '-j', 'auto', str(stage), str(html_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=stage,
+                            env={**os.environ, 'KELLY_PROGRESS': '0'})
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        if _PROGRESS.search(line): say('  ' + re.sub(r'\x1b\[[0-9;]*m', '', line.strip())[:160])
+    return proc.wait(), ''.join(log)
+
+def _stage_pages(stage:Path, nbs:Path, notebooks:list) -> list:
+    "Write the prepared notebooks, the area pages and the API page into `stage`; return the section pages."
     entries, pages = {}, []
     for p in notebooks:
         nb, names = docs_notebook(p)
         page = 'index' if p.name == 'index.ipynb' else page_name(p, nbs)
         (stage/page).parent.mkdir(parents=True, exist_ok=True)
         (stage/f'{page}.ipynb').write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
-        if page != 'index':
-            pages.append(page)
-            entries[page] = (_title(nb, page), names)
+        if page == 'index': continue
+        pages.append(page)
+        entries[page] = (_title(nb, page), names)
     (stage/'api.md').write_text(api_page(entries), encoding='utf-8')
+    areas = area_pages(pages)
+    for name, text in areas.items(): (stage/f'{name}.md').write_text(text, encoding='utf-8')
     index = json.loads((stage/'index.ipynb').read_text(encoding='utf-8'))
-    toc = '```{toctree}\n:maxdepth: 1\n:caption: Sections\n\n' + '\n'.join(pages + ['api']) + '\n```'
-    index['cells'].append(dict(cell_type='markdown', id='kelly-docs-toc', metadata={}, source=toc))
+    toc = '```{toctree}\n:maxdepth: 2\n:hidden:\n\n' + '\n'.join([*areas, 'api']) + '\n```'
+    listing = '\n'.join(f'- [{AREAS[a[5:]][0]}]({a}.md): {AREAS[a[5:]][1]}' for a in areas) + '\n- [API index](api.md)'
+    index['cells'].append(dict(cell_type='markdown', id='kelly-docs-toc', metadata={}, source=f'## Sections\n\n{listing}\n\n{toc}'))
     (stage/'index.ipynb').write_text(json.dumps(index, indent=1, ensure_ascii=False), encoding='utf-8')
+    return pages
+
+# %% ../nbs/92_docs.ipynb #7d478cc6
+def _build(stage, out, execute, nbs, notebooks, say):
+    "Stage the site's sources in `stage`, run Sphinx, and swap the result into `out`."
+    import kelly
+    (stage/'_static').mkdir(parents=True)
+    (stage/'_static'/'plotly.min.js').write_text(plotlyjs(), encoding='utf-8')
+    shutil.copytree(mathjax_dir(), stage/'_static'/'mathjax')
+    conf = _conf.format(version=kelly.__version__, mode='force' if execute else 'off', fonts=repr(MATHJAX_FONTS))
+    (stage/'conf.py').write_text(conf)
+    pages = _stage_pages(stage, nbs, notebooks)
+    say(f'docs: {len(pages)} pages' + (', executing each notebook' if execute else ' (not executed)'))
     html_dir = stage/'_build'/'html'  # myst-nb keeps executed notebooks beside it, in _build/jupyter_execute
-    res = subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', 'auto', str(stage), str(html_dir)],
-                         capture_output=True, text=True, cwd=stage, env={**os.environ, 'KELLY_PROGRESS': '0'})
-    if res.returncode:
-        log = res.stderr or res.stdout
+    code, log = _sphinx(stage, html_dir, say)
+    if code:
         cause = '\n'.join(l for l in log.splitlines() if re.search(r'Error|Exception|Executing notebook|Traceback|^\s+File', l))
         raise ConfigError('docs build', str(out), 'fix the notebook named above; the previous site is unchanged',
                           f'sphinx failed:\n{cause[-3000:] or log[-3000:]}')

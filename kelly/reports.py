@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import kelly
-from .core import (MATHJAX_CONFIG, ConfigError, InputError, KellyError, atomic_write, data_dir, file_sha256,
+from .core import (MATHJAX_CONFIG, MATHJAX_FONTS, ConfigError, InputError, KellyError, atomic_write, data_dir, file_sha256,
                         mathjax_dir, plotlyjs, progress_enabled, project_root, reports_dir)
 
 # %% auto #0
@@ -211,7 +211,7 @@ def _folded(source:str) -> dict:
     code = '\n'.join(l for l in source.splitlines() if not l.startswith('#|')).strip('\n')
     shown = highlight(code, PythonLexer(), HtmlFormatter(cssclass='highlight hl-ipython3'))
     return nbformat.v4.new_raw_cell(f'<details class="kelly-code"><summary>code</summary>{shown}</details>',
-                                    metadata={'format': 'text/html'})
+                                    metadata={'raw_mimetype': 'text/html'})
 
 def _kept(cell) -> bool:
     "Whether a reader sees a code cell: not hidden, not a directive, and showing something."
@@ -251,6 +251,13 @@ details.kelly-code>summary{cursor:pointer;color:#666;font-size:.85em;margin:.3em
 .kelly-results th{text-align:left;padding-right:1.5em;font-weight:500} .kelly-pass{color:#080;font-weight:600}
 .kelly-fail{color:#b00;font-weight:600}"""
 
+_FOLD_OPEN = '&lt;details class="kelly-code"&gt;&lt;summary&gt;code&lt;/summary&gt;'
+
+def _unescape_folds(body:str) -> str:
+    "nbconvert escapes the <details> of our folded code (it allows only some tags in raw cells): put them back."
+    body = body.replace(_FOLD_OPEN, '<details class="kelly-code"><summary>code</summary>')
+    return body.replace('</pre></div>\n&lt;/details&gt;', '</pre></div>\n</details>')
+
 def notebook_html(path:Path, # an executed notebook
                   mathjax_url:str=REPORT_MATHJAX, # where the page loads MathJax from, relative to the page
                   plotly_url:str=REPORT_PLOTLY, # where the page loads plotly.js from, relative to the page
@@ -265,7 +272,8 @@ def notebook_html(path:Path, # an executed notebook
                             exclude_input_prompt=reader, exclude_output_prompt=reader)
     body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r'<script src="[^"]*require(\.min)?\.js"></script>', '', body)
-    head = f'<head>\n<meta charset="utf-8">\n<style>{READER_CSS}</style>'
+    body = _unescape_folds(body)
+    head = f'<head>\n<meta charset="utf-8">\n<style>{READER_CSS}</style>\n<script>window.MathJax = {json.dumps(MATHJAX_FONTS)};</script>'
     if 'Plotly.newPlot' in body: head += f'\n<script type="text/javascript" src="{plotly_url}"></script>'
     return body.replace('<head>', head, 1)
 

@@ -1,12 +1,13 @@
 """Tests of kelly.audio.embed: the equations of §2.3 and §3 against plain loops, the extractors, the MERT loader on random
 MERT-layout folders, and cached, resumable extraction over a folder."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from kelly.core import ConfigError, InputError, MissingResourceError
@@ -44,6 +45,7 @@ def tiny(tiny_dir):
 @settings(max_examples=25, deadline=None)
 @given(arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 6), st.integers(1, 5)),
               elements=st.floats(-100, 100, width=32)))
+@example(h_raw=np.full((1, 1, 1, 2), 1e-45, np.float32))  # subnormal: a float32 reference `v / norm` gave 1.0 here
 def test_pooling_and_flattening_equal_the_spec_loops(h_raw):
     n_seg, L, T, D = h_raw.shape
     h_seg = np.stack([E.time_mean(h) for h in h_raw])
@@ -54,12 +56,13 @@ def test_pooling_and_flattening_equal_the_spec_loops(h_raw):
             seg_means = [sum(float(h_raw[i, l, t, j]) for t in range(T)) / T for i in range(n_seg)]
             assert abs(h_track[l, j] - sum(seg_means) / n_seg) <= 1e-4 * (1 + abs(h_track[l, j]))
             assert v[l * D + j] == h_track[l, j]  # k = i × dims + j, layer-major
-    norm = sum(float(x) ** 2 for x in v) ** 0.5
+    norm = sum(float(x) ** 2 for x in v) ** 0.5  # in float64, where float32's subnormals are ordinary numbers
     u = E.l2_normalize(v)
     if norm == 0:
         assert np.array_equal(u, v)
     else:
-        np.testing.assert_allclose(u, v / norm, rtol=1e-5, atol=1e-7)
+        reference = [float(x) / norm for x in v]
+        np.testing.assert_allclose(u, reference, rtol=1e-5, atol=1e-7)
 
 
 def test_l2_zero_rule_rows_and_errors():
@@ -347,7 +350,8 @@ def test_progress_bar_draws_when_asked(tmp_path, monkeypatch, capsys):
     folder = make_folder(tmp_path / 'audio', n=1)
     monkeypatch.setenv('KELLY_PROGRESS', '1')
     E.embed_folder(folder, E.LogMelExtractor(), cache_dir=False)
-    assert 'embedding (logmel)' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'embedding (logmel)' in err and ' tracks/s]' in err and '1/1 [' in err and '<' in err  # rate and time left
     E.embed_folder(folder, E.LogMelExtractor(), cache_dir=False, show_progress=False)
     assert 'embedding' not in capsys.readouterr().err
 
@@ -357,3 +361,18 @@ def test_bench_tiny():
     by = {(r['case'], r['metric']): r['value'] for r in recs}
     assert by[('logmel', 'audio_s_per_s')] > 0 and by[('mert tiny', 'audio_s_per_s')] > 0
     assert all(set(r) == {'case', 'metric', 'value', 'unit'} for r in recs)
+
+
+def test_skipped_files_are_reported_with_their_reasons(tmp_path):
+    folder = make_folder(tmp_path / 'audio', n=2)
+    (folder / 'broken.ogg').write_bytes(b'OggS' + bytes(64))
+    sf.write(folder / 'SHORT.AIFF', music(0.2), SR, format='AIFF')
+    sf.write(folder / 't0.mp3', music(1), SR, format='MP3')  # a second file for track t0
+    details = []
+    ids, X = E.embed_folder(folder, E.LogMelExtractor(), cache_dir=False, show_progress=False, on_error='skip', details=details)
+    assert ids == ['moods/calm/t1', 't0'] and X.shape == (2, 384)
+    skipped = {Path(d['path']).name: d['problem'] for d in details if d['status'] == 'skipped'}
+    assert skipped == {'broken.ogg': 'not audio, or corrupt', 'SHORT.AIFF': 'audio too short', 't0.mp3': "two files for track 't0'"}
+    assert E.other_files(folder) == {'.txt': 1}
+    with pytest.raises(InputError, match="two files for track 't0'"):  # raised before anything is embedded
+        E.embed_folder(folder, E.LogMelExtractor(), cache_dir=False, show_progress=False)

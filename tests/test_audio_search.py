@@ -8,9 +8,10 @@ import pytest
 import soundfile as sf
 
 from kelly.core import KellyError, InputError
-from kelly.audio.search import (KINDS, TrackIndex, DimensionError, NonFiniteError, UnknownTrackError, DuplicateTrackError,
+from kelly.audio.search import (KINDS, APPLIES, TrackIndex, DimensionError, NonFiniteError, UnknownTrackError, DuplicateTrackError,
                                 IndexSizeError, IntegrityError, MetricLearner, recommend_fused, index_main, recommend_main,
-                                bench_search, search_bench_large, SyntheticVectors)
+                                bench_search, search_bench_large, SyntheticVectors, write_synthetic_tracks)
+from conftest import kelly_cli
 
 
 def unit(n, d, seed=0):
@@ -82,7 +83,8 @@ def test_every_kind(kind, rerank, tmp_path):
     C = unit(10, 48, seed=1)
     X = np.repeat(C, 40, 0) + 0.05 * unit(400, 48, seed=2); X /= np.linalg.norm(X, axis=1, keepdims=True)
     names = ids(400)
-    ix = TrackIndex(48, kind, extractor={'name': 'logmel'}, reduce=24, nbits=4, rerank=rerank).add(names, X)
+    given = {k: v for k, v in dict(reduce=24, nbits=4, rerank=rerank).items() if k in APPLIES[kind]}
+    ix = TrackIndex(48, kind, extractor={'name': 'logmel'}, **given).add(names, X)
     rec = ix.recommend('t000', 10)
     assert list(rec.columns) == ['track_id', 'score'] and 't000' not in set(rec.track_id)
     assert set(rec.track_id) <= set(names[1:40])  # the query's own cluster
@@ -93,7 +95,7 @@ def test_every_kind(kind, rerank, tmp_path):
     back = TrackIndex.load(tmp_path/'ix')
     pd.testing.assert_frame_equal(back.recommend('t000', 10), ix.recommend('t000', 10))
     assert back.params == ix.params and len(back) == 396
-    assert (back._store is not None) == (rerank > 0)
+    assert (back._store is not None) == (rerank > 0 and kind != 'flat')
 
 
 def test_integrity(tmp_path):
@@ -109,7 +111,9 @@ def test_integrity(tmp_path):
     assert TrackIndex.load(tmp_path/'a').metadata.loc['t003', 'mood'] == 'calm'
     (tmp_path/'a'/'tracks.parquet').unlink()
     with pytest.raises(IntegrityError, match='file missing'): TrackIndex.load(tmp_path/'a')
-    with pytest.raises(KellyError, match='no manifest'): TrackIndex.load(tmp_path/'nowhere')
+    with pytest.raises(KellyError, match='no such folder'): TrackIndex.load(tmp_path/'nowhere')
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(KellyError, match='no manifest'): TrackIndex.load(tmp_path/'empty')
     (tmp_path/'b').mkdir(); (tmp_path/'b'/'manifest.json').write_text('{"format": "other"}')
     with pytest.raises(IntegrityError, match='not a kelly track index'): TrackIndex.load(tmp_path/'b')
 
@@ -149,9 +153,13 @@ def test_commands(tmp_path, capsys):
     assert rows[0].split()[1] == 'low_b'  # the nearest pitch
     # a file from outside the index is embedded with the index's extractor settings
     assert recommend_main([str(tmp_path/'ix'), str(tmp_path/'audio'/'high_a.wav'), '-k', '2']) == 0
-    assert 'high_a' in capsys.readouterr().out.splitlines()[3]
+    out = capsys.readouterr().out
+    assert 'left out: high_a' in out and out.splitlines()[3].split()[1] == 'high_b'  # the indexed file is not its own neighbour
+    sf.write(tmp_path/'outside.wav', sf.read(tmp_path/'audio'/'high_a.wav')[0] * 0.5, 24_000)  # another file: embedded
+    assert recommend_main([str(tmp_path/'ix'), str(tmp_path/'outside.wav'), '-k', '2']) == 0
+    assert capsys.readouterr().out.splitlines()[3].split()[1:3] == ['high_a', '1.0000']
     with pytest.raises(UnknownTrackError): recommend_main([str(tmp_path/'ix'), 'nope'])
-    assert index_main([]) == 2
+    with pytest.raises(SystemExit): index_main([])
     with pytest.raises(SystemExit): recommend_main(['--help'])
 
 
@@ -169,3 +177,162 @@ def test_bench_tiny():
     assert all(np.isfinite(r['value']) for r in recs)
     by = {(r['case'], r['metric']): r['value'] for r in recs}
     assert by[('flat N=500 lowrank', 'recall@10')] == 1.0 and 0 <= by[('best N=1500', 'recall@10')] <= 1
+
+
+# --- the commands as a user runs them (issue 18): bad input, real folders, info, self-exclusion ------------------------
+
+import subprocess, sys
+from pathlib import Path
+from hypothesis import given, settings as hsettings, strategies as st
+from kelly.audio.search import SETTINGS, check_params
+from kelly.audio.signal import AUDIO_SUFFIXES
+
+FORMATS = {'.wav': ('WAV', 'PCM_16'), '.flac': ('FLAC', 'PCM_16'), '.ogg': ('OGG', 'VORBIS'), '.opus': ('OGG', 'OPUS'),
+           '.mp3': ('MP3', 'MPEG_LAYER_III'), '.aiff': ('AIFF', 'PCM_16'), '.aif': ('AIFF', 'PCM_16')}
+
+
+def tone(f0, seconds=1.5, sr=24_000):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32)
+
+
+def refused(res, *expected):
+    "A refusal as the CLI contract says: exit 2, nothing on stdout, one line on stderr naming the problem, no traceback."
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert 'Traceback' not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    for e in expected: assert e in res.stderr, (e, res.stderr)
+
+
+@pytest.fixture(scope='module')
+def music(tmp_path_factory):
+    "A folder with one track per format (suffixes in upper and lower case), two bad files and a picture, and its index."
+    root = tmp_path_factory.mktemp('music')
+    audio = root/'audio'
+    (audio/'sub').mkdir(parents=True)
+    for i, (suffix, (fmt, subtype)) in enumerate(FORMATS.items()):
+        name = f'{suffix[1:]}_track{suffix.upper() if i % 2 else suffix}'
+        sf.write(audio/('sub' if i % 3 == 0 else '')/name, tone(200 * 1.25 ** i), 24_000, format=fmt, subtype=subtype)
+    (audio/'broken.wav').write_bytes(b'RIFF' + bytes(40))
+    sf.write(audio/'short.flac', tone(300, 0.1), 24_000)
+    (audio/'cover.jpg').write_bytes(b'\xff\xd8 not audio')
+    res = kelly_cli('index', 'build', str(audio), '--out', str(root/'ix'), '--no-cache')
+    return root, audio, res
+
+
+def test_formats_in_any_case_are_indexed_and_bad_files_listed(music):
+    root, audio, res = music
+    assert res.returncode == 0, res.stderr
+    assert set(FORMATS) == set(AUDIO_SUFFIXES)
+    assert res.stdout.startswith(f'indexed {len(FORMATS)} tracks (384-d logmel vectors, kind flat)') and 'tracks/s)' in res.stdout
+    assert 'skipped 2 audio files (1 audio too short, 1 not audio, or corrupt; by suffix: 1 .flac, 1 .wav)' in res.stderr
+    assert 'broken.wav' in res.stderr and 'short.flac' in res.stderr and 'left out 1 file' in res.stderr and '1 .jpg' in res.stderr
+    ix = TrackIndex.load(root/'ix')
+    assert sorted(Path(p).suffix.lower() for p in ix.metadata.path) == sorted(FORMATS)
+    strict = kelly_cli('index', 'build', str(audio), '--out', str(root/'strict'), '--no-cache', '--strict')
+    refused(strict, 'broken.wav')
+    assert not (root/'strict').exists()
+
+
+def test_an_mp3_only_folder_and_a_folder_of_bad_files(tmp_path):
+    (tmp_path/'mp3').mkdir()
+    for i in range(2): sf.write(tmp_path/'mp3'/f'song{i}.MP3', tone(300 + 200 * i), 24_000, format='MP3')
+    res = kelly_cli('index', 'build', str(tmp_path/'mp3'), '--out', str(tmp_path/'ix'), '--no-cache')
+    assert res.returncode == 0 and res.stdout.startswith('indexed 2 tracks'), res.stderr
+    (tmp_path/'bad').mkdir()
+    (tmp_path/'bad'/'a.ogg').write_bytes(b'OggS')
+    refused(kelly_cli('index', 'build', str(tmp_path/'bad'), '--out', str(tmp_path/'ix2'), '--no-cache'), 'no audio file could be indexed')
+    (tmp_path/'none').mkdir()
+    (tmp_path/'none'/'a.m4a').write_bytes(b'x')
+    refused(kelly_cli('index', 'build', str(tmp_path/'none'), '--out', str(tmp_path/'ix2')), 'no audio files', '1 .m4a')
+    assert not (tmp_path/'ix2').exists()
+
+
+BAD_BUILDS = [(['--kind', 'ivf', '--set', 'nprobe=abc'], "nprobe='abc'"), (['--kind', 'hnsw', '--set', 'M=0'], 'M=0'),
+              (['--kind', 'hnsw', '--set', 'M=1'], 'M=1'), (['--set', 'nprobe=abc', 'nlist=-5'], 'does not apply to kind flat'),
+              (['--kind', 'ivf', '--set', 'nlist=-5'], 'nlist=-5'), (['--kind', 'pca-ivfpq', '--set', 'nbits=99'], 'nbits=99'),
+              (['--kind', 'opq-ivfpq', '--set', 'reduce=32', 'm=5'], 'divides reduce=32'), (['--set', 'nprobe'], 'KEY=VALUE'),
+              (['--kind', 'ivf', '--set', 'nprobe=2.5'], 'nprobe=2.5'), (['--kind', 'lsh'], "invalid choice: 'lsh'"),
+              (['--set', 'color=red'], 'unknown index setting')]
+
+
+@pytest.mark.parametrize('extra,expected', BAD_BUILDS)
+def test_bad_index_settings_are_refused_before_any_work(tmp_path, extra, expected):
+    (tmp_path/'audio').mkdir()
+    sf.write(tmp_path/'audio'/'a.wav', tone(440), 24_000)
+    res = kelly_cli('index', 'build', str(tmp_path/'audio'), '--out', str(tmp_path/'ix'), '--no-cache', *extra)
+    refused(res, expected)
+    assert not (tmp_path/'ix').exists()
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.sampled_from(list(KINDS)), st.sampled_from(list(SETTINGS)),
+       st.one_of(st.integers(-10, 10 ** 6), st.floats(allow_nan=True), st.text(max_size=5), st.none(), st.booleans()))
+def test_check_params_accepts_only_whole_numbers_in_range(kind, key, value):
+    try: got = check_params(kind, {key: value})
+    except InputError as e:
+        assert e.field == key and 'Fix:' in str(e)
+        return
+    what, low, high, none_ok = SETTINGS[key]
+    assert key in APPLIES[kind]
+    if value is None: assert none_ok and got == {key: None}
+    else:
+        assert not isinstance(value, bool) and isinstance(value, int) and low <= value and (high is None or value <= high)
+
+
+def test_info(music):
+    root, audio, _ = music
+    res = kelly_cli('index', 'info', str(root/'ix'))
+    assert res.returncode == 0, res.stderr
+    for line in ['tracks     7', 'kind       flat', 'dimension  384', 'extractor  logmel', f'from {audio.resolve()}', 'skipped    2 files']:
+        assert line in res.stdout, (line, res.stdout)
+    info = json.loads(kelly_cli('index', 'info', str(root/'ix'), '--ids', '--json').stdout)
+    assert info['tracks'] == len(info['ids']) == 7 and info['created'] and info['settings'] == {}
+    refused(kelly_cli('index', 'info', str(root/'nowhere')), 'no such folder')
+
+
+def test_recommend_bad_input(music, tmp_path):
+    root, audio, _ = music
+    first = TrackIndex.load(root/'ix').track_ids[0]
+    for args, expected in [(['-k', '0'], '-k=0'), (['-k', 'many'], "invalid int value: 'many'")]:  # through `kelly`
+        refused(kelly_cli('recommend', str(root/'ix'), first, *args), expected)
+    refused(kelly_cli('recommend', str(tmp_path/'nowhere'), first), 'no such folder')
+    refused(kelly_cli('recommend', str(root/'ix'), 'no/such/track'), "unknown track: TRACK='no/such/track'")
+    for args, expected in [(['-k', '-3'], '-k=-3'), (['-k', '7'], 'k larger than the index')]:  # the same errors, in-process
+        with pytest.raises(InputError, match=expected): recommend_main([str(root/'ix'), first, *args])
+    bad = tmp_path/'bad'
+    bad.mkdir()
+    for name in ('manifest.json', 'index.faiss', 'tracks.parquet'): (bad/name).write_bytes((root/'ix'/name).read_bytes())
+    (bad/'manifest.json').write_text('{"format": "kelly.TrackIndex"}')
+    refused(kelly_cli('recommend', str(bad), first), 'damaged manifest')
+    (bad/'manifest.json').write_text('{"format": "kelly.Track')
+    with pytest.raises(IntegrityError, match='unreadable manifest'): recommend_main([str(bad), first])
+
+
+def test_recommend_leaves_an_indexed_file_out(music, tmp_path):
+    root, audio, _ = music
+    ix = TrackIndex.load(root/'ix')
+    tid, path = ix.track_ids[0], ix.metadata.path.iloc[0]
+    by_id = kelly_cli('recommend', str(root/'ix'), tid, '-k', '6')
+    by_path = kelly_cli('recommend', str(root/'ix'), path, '-k', '6')
+    copy = tmp_path/('copy' + Path(path).suffix)
+    copy.write_bytes(Path(path).read_bytes())
+    by_copy = kelly_cli('recommend', str(root/'ix'), str(copy), '-k', '6')
+    rows = lambda res: [l.split()[1] for l in res.stdout.strip().splitlines()[3:]]
+    assert by_id.returncode == by_path.returncode == by_copy.returncode == 0, by_path.stderr
+    assert tid not in rows(by_path) and rows(by_path) == rows(by_id) == rows(by_copy) and len(rows(by_id)) == 6
+    assert f'left out: {tid}' in by_path.stdout
+
+
+def test_recommend_by_id_imports_neither_torch_nor_transformers(music):
+    root, _, _ = music
+    code = ('import sys; from kelly.cli import main; main(["recommend", sys.argv[1], sys.argv[2], "-k", "2"]); '
+            'print(sorted(m for m in ("torch", "transformers", "plotly", "nbformat") if m in sys.modules))')
+    res = subprocess.run([sys.executable, '-c', code, str(root/'ix'), TrackIndex.load(root/'ix').track_ids[0]],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == '[]', (res.stdout, res.stderr)
+
+
+def test_synthetic_tracks_build_an_index(tmp_path):
+    folder = write_synthetic_tracks(tmp_path/'syn', n=4, seconds=1.0, seed=3)
+    res = kelly_cli('index', 'build', str(folder), '--out', str(tmp_path/'ix'), '--no-cache')
+    assert res.returncode == 0 and res.stdout.startswith('indexed 4 tracks'), res.stderr

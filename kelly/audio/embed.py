@@ -20,7 +20,7 @@ from ..core import (ConfigError, InputError, KellyError, MissingResourceError, a
 __all__ = ['EXTRACTORS', 'time_mean', 'segment_mean', 'flatten_layers', 'l2_normalize', 'Extractor', 'LogMelExtractor',
            'hubert_config', 'hubert_config_from_dict', 'load_mert', 'MERTExtractor', 'mert_layout', 'frames_per_second',
            'write_random_mert', 'tiny_mert', 'make_extractor', 'list_audio', 'track_id', 'EmbeddingCache',
-           'embed_folder', 'bench_embed']
+           'other_files', 'embed_folder', 'bench_embed']
 
 # %% ../../nbs/audio/11_embed.ipynb #f90cf427
 def time_mean(h_raw:np.ndarray, # raw features of one segment, shape (layers, T, dims)
@@ -421,37 +421,65 @@ class EmbeddingCache:
         "Store `v` atomically."
         with atomic_write(self.path(content_hash), 'wb') as f: np.save(f, np.asarray(v, np.float32), allow_pickle=False)
 
+def other_files(folder, # the folder searched by `list_audio`
+               ) -> dict:
+    "The files under `folder` that `list_audio` leaves out (hidden ones aside), counted by suffix, most common first."
+    root = Path(folder)
+    found = {}
+    for p in root.rglob('*'):
+        if p.is_file() and p.suffix.lower() not in AUDIO_SUFFIXES and not any(s.startswith('.') for s in p.relative_to(root).parts):
+            found[p.suffix.lower() or '(no suffix)'] = found.get(p.suffix.lower() or '(no suffix)', 0) + 1
+    return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))
+
+_BAR = '{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]'
+
 def embed_folder(folder, # a folder of audio files (searched recursively)
                  extractor:Extractor, # e.g. make_extractor("logmel")
                  cache_dir=None, # cache root; None: kelly's cache folder; False: no cache
-                 show_progress:bool=True, # draw a progress bar (on a terminal; see kelly.core.progress)
-                 on_error:str='raise', # a file that fails: "raise" its error, or "skip" it with a warning
+                 show_progress:bool=True, # draw a progress bar with tracks/s and time left (on a terminal; kelly.core.progress)
+                 on_error:str='raise', # a file that fails: "raise" its error, or "skip" it (a warning, or an entry in `details`)
+                 details:list=None, # if given, gets one dict per file: track_id, path, sha256, status ("embedded",
+                                    # "cached" or "skipped"), and for skipped files the suffix, problem and message
                 ) -> tuple[list[str], np.ndarray]:
     "Track ids and their unit vectors (rows aligned, float32, shape (n, layers × dims)) for the audio under `folder`."
     if not isinstance(extractor, Extractor): raise InputError('extractor', type(extractor).__name__, 'pass an extractor from make_extractor')
     if on_error not in ('raise', 'skip'): raise InputError('on_error', on_error, 'use "raise" or "skip"')
     root = Path(folder)
     files = list_audio(root)
-    if not files: raise InputError('folder', str(root), f'put audio files ({", ".join(AUDIO_SUFFIXES)}) in it', 'no audio files')
-    ids = [track_id(p, root) for p in files]
-    seen = {}
-    for i, p in zip(ids, files):
-        if i in seen: raise InputError('folder', f'{seen[i].name} and {p.name}', 'keep one file per track name', f'two files for track {i!r}')
-        seen[i] = p
+    if not files:
+        others = ', '.join(f'{n} {s}' for s, n in other_files(root).items()) or 'none'
+        raise InputError('folder', str(root), f'put audio files ({", ".join(AUDIO_SUFFIXES)}, any case) in it (other files: {others})',
+                         'no audio files')
     cache = None if cache_dir is False else EmbeddingCache(_kelly_cache_dir()/'embed' if cache_dir is None else cache_dir, extractor)
+    pairs = [(track_id(p, root), p) for p in files]
+    first, clash = {}, {}  # track id -> its first file; a later file with the same id -> that first file
+    for tid, p in pairs:
+        if tid in first: clash[p] = first[tid]
+        else: first[tid] = p
+    def clash_error(p): return InputError('folder', f'{clash[p].name} and {p.name}', 'keep one file per track name',
+                                          f'two files for track {track_id(p, root)!r}')
+    if clash and on_error == 'raise': raise clash_error(next(iter(clash)))
     kept, rows = [], []
-    it = progress(list(zip(ids, files)), desc=f'embedding ({extractor.name})', unit='track') if show_progress else zip(ids, files)
+    it = progress(pairs, desc=f'embedding ({extractor.name})', unit=' tracks', bar_format=_BAR) if show_progress else pairs
     for tid, p in it:
-        key = file_sha256(p) if cache is not None else None
-        v = cache.get(key) if cache is not None else None
-        if v is None:
-            try: v = extractor.embed(p)
-            except KellyError as e:
-                if on_error == 'raise': raise
-                warnings.warn(f'skipped {tid}: {e}'); continue
-            if cache is not None: cache.put(key, v)
+        entry = dict(track_id=tid, path=str(p), sha256=None, status='skipped', suffix=p.suffix.lower())
+        try:
+            if p in clash: raise clash_error(p)
+            key = file_sha256(p) if cache is not None or details is not None else None
+            entry['sha256'] = key
+            v = cache.get(key) if cache is not None else None
+            entry['status'] = 'cached' if v is not None else 'embedded'
+            if v is None:
+                v = extractor.embed(p)
+                if cache is not None: cache.put(key, v)
+        except KellyError as e:
+            if on_error == 'raise': raise
+            entry.update(status='skipped', problem=getattr(e, 'problem', 'error').split(' (')[0], message=str(e))
+            if details is None: warnings.warn(f'skipped {tid}: {e}')
+        if details is not None: details.append(entry)
+        if entry['status'] == 'skipped': continue
         kept.append(tid); rows.append(v)
-    if not rows: raise InputError('folder', str(root), 'no file could be embedded: see the warnings', 'nothing embedded')
+    if not rows: raise InputError('folder', str(root), 'no file could be embedded: see the skipped files', 'nothing embedded')
     return kept, np.stack(rows).astype(np.float32)
 
 # %% ../../nbs/audio/11_embed.ipynb #136ee255

@@ -19,11 +19,12 @@ from ..bench import benchmark
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['KINDS', 'DEFAULTS', 'REGIMES', 'BEST', 'BEST_LARGE', 'DimensionError', 'NonFiniteError', 'UnknownTrackError',
-           'DuplicateTrackError', 'IndexSizeError', 'IntegrityError', 'TrackIndex', 'resolve_params', 'triplet_loss',
-           'Projection', 'make_triplets', 'MetricLearner', 'metadata_similarity', 'fuse', 'recommend_fused',
-           'build_index', 'index_main', 'recommend_main', 'SyntheticVectors', 'memory_bandwidth', 'recall_at_k',
-           'measure_index', 'search_bench_table', 'search_bench_large', 'bench_search']
+__all__ = ['KINDS', 'DEFAULTS', 'SETTINGS', 'APPLIES', 'REGIMES', 'BEST', 'BEST_LARGE', 'DimensionError', 'NonFiniteError',
+           'UnknownTrackError', 'DuplicateTrackError', 'IndexSizeError', 'IntegrityError', 'check_params', 'TrackIndex',
+           'resolve_params', 'read_manifest', 'triplet_loss', 'make_triplets', 'MetricLearner', 'metadata_similarity',
+           'fuse', 'recommend_fused', 'build_index', 'index_info', 'index_main', 'indexed_as', 'recommend_main',
+           'write_synthetic_tracks', 'SyntheticVectors', 'memory_bandwidth', 'recall_at_k', 'measure_index',
+           'search_bench_table', 'search_bench_large', 'bench_search']
 
 # %% ../../nbs/audio/12_search.ipynb #05ef28dc
 class DimensionError(InputError):
@@ -54,6 +55,45 @@ KINDS = {
     'opq-ivfpq': 'OPQ rotation to `reduce` dims, then IVF with product quantisation',
 }
 DEFAULTS = dict(nlist=None, nprobe=16, M=32, ef_construction=80, ef_search=64, reduce=256, m=None, nbits=8, rerank=0)
+SETTINGS = {  # setting: (what it is, smallest value, largest value or None, None allowed (chosen from the data))
+    'nlist': ('IVF cells', 1, None, True),
+    'nprobe': ('IVF cells scanned per query', 1, None, False),
+    'M': ('HNSW links per node', 2, 512, False),
+    'ef_construction': ('HNSW candidates while building', 1, None, False),
+    'ef_search': ('HNSW candidates while searching', 1, None, False),
+    'reduce': ('dimensions after PCA/OPQ', 1, None, False),
+    'm': ('PQ codes per vector', 1, None, True),
+    'nbits': ('bits per PQ code', 1, 16, False),
+    'rerank': ('candidates re-scored with the full vectors (0: none)', 0, None, False),
+}
+_HNSW, _IVFPQ = ('M', 'ef_construction', 'ef_search'), ('reduce', 'nlist', 'nprobe', 'm', 'nbits', 'rerank')
+APPLIES = {'flat': (), 'ivf': ('nlist', 'nprobe', 'rerank'), 'hnsw': _HNSW + ('rerank',),
+           'pca-hnsw': ('reduce',) + _HNSW + ('rerank',), 'pca-ivfpq': _IVFPQ, 'opq-ivfpq': _IVFPQ}
+
+def check_params(kind:str, # one of `KINDS`
+                 params:dict, # the settings given, e.g. {"nprobe": 32}
+                ) -> dict:
+    "`params` checked for `kind`: each key a setting that `kind` uses, each value a whole number in its range."
+    if kind not in KINDS: raise InputError('kind', kind, f'use one of: {", ".join(KINDS)}', 'unknown index kind')
+    for key, value in params.items():
+        uses = ', '.join(APPLIES[kind]) or 'none'
+        if key not in SETTINGS:
+            raise InputError(key, value, f'use the settings of kind {kind}: {uses}', 'unknown index setting')
+        if key not in APPLIES[kind]:
+            raise InputError(key, value, f'leave {key} out: kind {kind} uses {uses}', f'setting {key} does not apply to kind {kind}')
+        what, low, high, none_ok = SETTINGS[key]
+        if value is None and none_ok: continue
+        whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        if not whole or value < low or (high is not None and value > high):
+            span = f'from {low} to {high}' if high is not None else f'{low} or more'
+            auto = ' (or None: chosen from the data)' if none_ok else ''
+            raise InputError(key, value, f'give {key} ({what}) as a whole number {span}{auto}, e.g. --set {key}={DEFAULTS[key] or max(low, 2)}',
+                             'invalid index setting')
+    checked = {key: (None if value is None else int(value)) for key, value in params.items()}
+    reduce = checked.get('reduce', DEFAULTS['reduce'])
+    if checked.get('m') and reduce % checked['m']:
+        raise InputError('m', checked['m'], f'give a number of PQ codes that divides reduce={reduce}', 'invalid index setting')
+    return checked
 
 def _faiss():
     return require('faiss', 'faiss-cpu')
@@ -66,19 +106,18 @@ def _check_k(k, n, what='k'):
     return int(k)
 
 class TrackIndex:
-    "Tracks' vectors in a FAISS index, searched by inner product; see `KINDS` for the index types."
+    "Tracks' vectors in a FAISS index, searched by the cosine (inner product of unit vectors); see `KINDS` for the types."
     def __init__(self,
                  dim:int, # the vectors' dimension (9984 for MERT, 13 × 768)
                  kind:str='flat', # one of `KINDS`
                  extractor:dict=None, # the settings of the extractor that made the vectors (saved with the index)
-                 **params): # index settings, see `DEFAULTS`: nlist, nprobe, M, ef_construction, ef_search, reduce, m, nbits, rerank
+                 **params): # index settings that `kind` uses (`APPLIES`, `SETTINGS`), e.g. nprobe=32 for "ivf"
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InputError('dim', dim, 'give the vectors\' dimension, a positive integer')
-        if kind not in KINDS: raise ConfigError('kind', kind, f'use one of: {", ".join(KINDS)}', 'unknown index kind')
-        bad = set(params) - set(DEFAULTS)
-        if bad: raise ConfigError('params', sorted(bad), f'use only: {", ".join(DEFAULTS)}', 'unknown index setting')
+        params = check_params(kind, params)
         self.dim, self.kind, self.extractor = int(dim), kind, dict(extractor or {})
         self.params = {**DEFAULTS, **params}
+        self.build = {}            # how the index was made (folder, date, skipped files ...), saved in the manifest
         self.index = None          # the faiss index, made at the first training
         self._keys = {}            # track id -> int64 key in the faiss index (keys are never reused)
         self._ids = {}             # key -> track id, for live tracks only
@@ -165,17 +204,25 @@ def _configure(index, p):
 # %% ../../nbs/audio/12_search.ipynb #0d2e64bb
 @patch
 def _check_vectors(self:TrackIndex, vectors, field='vectors') -> np.ndarray:
-    "`vectors` as a C-contiguous float32 (n, dim) array, or a clear error."
+    "`vectors` as a C-contiguous float32 (n, dim) array of unit rows (zero rows stay zero), or a clear error."
     try: X = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError): raise InputError(field, type(vectors).__name__, 'give a numeric array of shape (n, dim)') from None
     if X.ndim == 1: X = X[None]
     if X.ndim != 2 or X.shape[1] != self.dim:
         raise DimensionError(field, X.shape, f'give vectors of dimension {self.dim}, the index\'s (shape (n, {self.dim}))', 'mismatched dimension')
-    for i in range(0, len(X), 8192):  # in chunks: no full-size boolean temporary
-        if not np.isfinite(X[i:i + 8192]).all():
-            row = i + int(np.flatnonzero(~np.isfinite(X[i:i + 8192]).all(1))[0])
+    X, copied = np.ascontiguousarray(X), False
+    for i in range(0, len(X), 8192):  # in chunks: no full-size temporaries
+        rows = X[i:i + 8192]
+        if not np.isfinite(rows).all():
+            row = i + int(np.flatnonzero(~np.isfinite(rows).all(1))[0])
             raise NonFiniteError(f'{field}[{row}]', 'NaN or inf', 'drop or repair the rows holding NaN or infinite values', 'non-finite vector')
-    return np.ascontiguousarray(X)
+        norms = np.sqrt(np.einsum('ij,ij->i', rows, rows, dtype=np.float64))
+        off = (norms > 0) & (np.abs(norms - 1) > 1e-6)  # unit vectors (to float32's precision) are kept exactly as given
+        if off.any():
+            if not copied: X, copied = X.copy(), True  # never change the caller's array
+            rows = X[i:i + 8192]
+            rows[off] = (rows[off] / norms[off, None]).astype(np.float32)
+    return X
 
 def _check_ids(track_ids, n=None):
     ids = [track_ids] if isinstance(track_ids, str) else list(track_ids)
@@ -246,7 +293,7 @@ def _train(self:TrackIndex, vectors, seed):
 @patch
 def add(self:TrackIndex,
         track_ids, # one id per vector, strings not yet in the index
-        vectors, # (n, dim) float array, finite (L2-normalised vectors make scores cosines)
+        vectors, # (n, dim) float array, finite; each row is L2-normalised, so scores are cosines
         metadata:pd.DataFrame=None, # optional rows aligned with `track_ids` (title, mood, path ...)
        ) -> TrackIndex:
     "Add tracks; the first call also trains the index on these vectors."
@@ -375,7 +422,8 @@ def save(self:TrackIndex,
          path, # a folder (created if missing): manifest.json, index.faiss, tracks.parquet [, vectors.npy]
         ) -> Path:
     "Write the index, its id ↔ metadata table and the extractor settings; every file atomically, the manifest last."
-    import io
+    import io, datetime
+    from kelly import __version__
     faiss = _faiss()
     path = Path(path)
     if path.exists() and not path.is_dir(): raise InputError('path', str(path), 'give a folder to save the index into', 'not a folder')
@@ -386,8 +434,9 @@ def save(self:TrackIndex,
     buf = io.BytesIO(); table.reset_index().to_parquet(buf, index=False); blobs['tracks.parquet'] = buf.getvalue()
     if self._store is not None:
         buf = io.BytesIO(); np.save(buf, self._store, allow_pickle=False); blobs['vectors.npy'] = buf.getvalue()
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
     manifest = dict(format=_FORMAT, version=1, dim=self.dim, kind=self.kind, params=self.params, extractor=self.extractor,
-                    n_tracks=len(self), next_key=self._next_key,
+                    n_tracks=len(self), next_key=self._next_key, created=created, kelly_version=__version__, build=self.build,
                     files={name: dict(sha256=_sha256(b), bytes=len(b)) for name, b in blobs.items()})
     try: text = json.dumps(manifest, indent=1, default=_jsonable)
     except TypeError as e: raise InputError('extractor', self.extractor, 'keep extractor settings to JSON values (str, numbers, lists, dicts)', f'not JSON ({e})') from None
@@ -396,19 +445,41 @@ def save(self:TrackIndex,
     with atomic_write(path/'manifest.json') as f: f.write(text)
     return path
 
+def read_manifest(path, # a folder written by `TrackIndex.save`
+                 ) -> dict:
+    "The manifest of a saved index, checked for the fields kelly needs; MissingResourceError or IntegrityError otherwise."
+    path = Path(path)
+    mf = path/'manifest.json'
+    if not path.exists(): raise MissingResourceError('INDEX', str(path), 'give an index folder written by `kelly index build`', 'no such folder')
+    if not mf.is_file(): raise MissingResourceError('INDEX', str(path), 'give a folder written by TrackIndex.save (kelly index build)', 'no manifest.json there')
+    try: m = json.loads(mf.read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IntegrityError('manifest.json', str(mf), 'rebuild the index', f'unreadable manifest ({e})') from None
+    if not isinstance(m, dict) or m.get('format') != _FORMAT:
+        raise IntegrityError('manifest.json', m.get('format') if isinstance(m, dict) else type(m).__name__,
+                             'give a folder written by TrackIndex.save', 'not a kelly track index')
+    shapes = dict(dim=int, kind=str, params=dict, extractor=dict, n_tracks=int, next_key=int, files=dict)
+    for key, kind in shapes.items():
+        if not isinstance(m.get(key), kind) or isinstance(m.get(key), bool):
+            raise IntegrityError(f'manifest.json: {key}', m.get(key), 'rebuild the index (kelly index build)', 'damaged manifest')
+    if 'tracks.parquet' not in m['files']:
+        raise IntegrityError('manifest.json: files', sorted(m['files']), 'rebuild the index (kelly index build)', 'damaged manifest')
+    for name, info in m['files'].items():
+        if not isinstance(info, dict) or not isinstance(info.get('bytes'), int) or not isinstance(info.get('sha256'), str):
+            raise IntegrityError(f'manifest.json: files.{name}', info, 'rebuild the index (kelly index build)', 'damaged manifest')
+    return m
+
 @patch(cls_method=True)
 def load(cls:TrackIndex,
          path, # a folder written by `TrackIndex.save`
         ) -> TrackIndex:
     "Read a saved index, checking every file against the manifest's SHA-256."
     import io
-    faiss = _faiss()
     path = Path(path)
-    mf = path/'manifest.json'
-    if not mf.is_file(): raise MissingResourceError('path', str(path), 'give a folder written by TrackIndex.save (kelly index build)', 'no manifest.json there')
-    try: m = json.loads(mf.read_text(encoding='utf-8'))
-    except json.JSONDecodeError as e: raise IntegrityError('manifest.json', str(mf), 'rebuild the index', f'unreadable manifest ({e})') from None
-    if m.get('format') != _FORMAT: raise IntegrityError('manifest.json', m.get('format'), 'give a folder written by TrackIndex.save', 'not a kelly track index')
+    m = read_manifest(path)
+    given = {k: v for k, v in m['params'].items() if k in APPLIES.get(m['kind'], ())}  # saved params hold every key
+    try: obj = cls(m['dim'], m['kind'], m['extractor'], **given)
+    except InputError as e: raise IntegrityError('manifest.json', f'{e.field}={e.value!r}', 'rebuild the index', 'damaged manifest') from None
     blobs = {}
     for name, info in m['files'].items():
         f = path/name
@@ -417,9 +488,10 @@ def load(cls:TrackIndex,
         if len(b) != info['bytes'] or _sha256(b) != info['sha256']:
             raise IntegrityError(name, str(f), 'rebuild or re-copy the whole index folder', 'checksum mismatch')
         blobs[name] = b
-    obj = cls(m['dim'], m['kind'], m['extractor'], **m['params'])
+    obj.params = {**DEFAULTS, **{k: v for k, v in m['params'].items() if k in DEFAULTS}}
+    obj.build = m.get('build') or {}
     if 'index.faiss' in blobs:
-        obj.index = faiss.deserialize_index(np.frombuffer(blobs['index.faiss'], dtype=np.uint8))
+        obj.index = _faiss().deserialize_index(np.frombuffer(blobs['index.faiss'], dtype=np.uint8))
         _configure(obj.index, obj.params)
     table = pd.read_parquet(io.BytesIO(blobs['tracks.parquet']))
     for c in table.columns:  # parquet gives lists back as arrays
@@ -434,29 +506,38 @@ def load(cls:TrackIndex,
     return obj
 
 # %% ../../nbs/audio/12_search.ipynb #b2e054df
-import torch
-from torch import nn
-import torch.nn.functional as F
-
-def triplet_loss(sim_ap:torch.Tensor, # cosine of anchor and positive, per triplet
-                 sim_an:torch.Tensor, # cosine of anchor and negative, per triplet
+def triplet_loss(sim_ap:"torch.Tensor", # cosine of anchor and positive, per triplet
+                 sim_an:"torch.Tensor", # cosine of anchor and negative, per triplet
                  margin:float=0.2, # how much closer the positive must be
-                ) -> torch.Tensor:
+                ) -> "torch.Tensor":
     "§8.2's triplet loss, mean over triplets: max(0, sim(a, n) − sim(a, p) + margin)."
+    import torch.nn.functional as F
     return F.relu(sim_an - sim_ap + margin).mean()
 
-class Projection(nn.Module):
-    "x ↦ W x / ‖W x‖ with W of shape (d′, d): the learned similarity is the cosine of projected vectors."
-    def __init__(self, dim:int, dim_out:int):
-        super().__init__(); self.W = nn.Linear(dim, dim_out, bias=False)
-    def forward(self, x): return F.normalize(self.W(x), dim=-1)
+@lru_cache(maxsize=None)
+def _torch_classes():
+    "`Projection` and `_TripletNet`, defined at first use: importing this module must not import torch (startup time)."
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+    class Projection(nn.Module):
+        "x ↦ W x / ‖W x‖ with W of shape (d′, d): the learned similarity is the cosine of projected vectors."
+        def __init__(self, dim:int, dim_out:int):
+            super().__init__(); self.W = nn.Linear(dim, dim_out, bias=False)
+        def forward(self, x): return F.normalize(self.W(x), dim=-1)
+    class _TripletNet(nn.Module):
+        "Scores triplets (a, p, n) with a shared projection: columns sim(a, p) and sim(a, n)."
+        def __init__(self, proj:Projection): super().__init__(); self.proj = proj
+        def forward(self, a, p, n):
+            za, zp, zn = self.proj(a), self.proj(p), self.proj(n)
+            return torch.stack([(za * zp).sum(-1), (za * zn).sum(-1)], dim=1)
+    Projection.__qualname__, _TripletNet.__qualname__ = 'Projection', '_TripletNet'
+    return Projection, _TripletNet
 
-class _TripletNet(nn.Module):
-    "Scores triplets (a, p, n) with a shared projection: columns sim(a, p) and sim(a, n)."
-    def __init__(self, proj:Projection): super().__init__(); self.proj = proj
-    def forward(self, a, p, n):
-        za, zp, zn = self.proj(a), self.proj(p), self.proj(n)
-        return torch.stack([(za * zp).sum(-1), (za * zn).sum(-1)], dim=1)
+def __getattr__(name):
+    "`Projection` (a torch module) is made when it is first asked for (PEP 562)."
+    if name == 'Projection': return _torch_classes()[0]
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 def make_triplets(labels, # one label per row
                   max_triplets:int=20_000, # keep all valid triplets up to this many, else a seeded sample
@@ -486,7 +567,9 @@ class MetricLearner:
     def fit(self, X, # (n, d) vectors
             y, # n labels
            ) -> MetricLearner:
+        import torch
         from kelly.training import Trainer
+        Projection, _TripletNet = _torch_classes()
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) != len(y): raise InputError('X', np.shape(X), 'give one row per label')
         if not np.isfinite(X).all(): raise NonFiniteError('X', 'NaN or inf', 'drop rows with non-finite values', 'non-finite vector')
@@ -572,6 +655,16 @@ def recommend_fused(index:TrackIndex, # an index whose metadata holds `columns`
     return out.set_axis(pd.RangeIndex(1, len(out) + 1, name='rank'))
 
 # %% ../../nbs/audio/12_search.ipynb #07910d2b
+def _count(n:int, word:str) -> str:
+    "`n` and `word`, plural when n is not 1: 1 track, 2 tracks."
+    return f'{n} {word}' if n == 1 else f'{n} {word}s'
+
+def _tally(values) -> str:
+    "How often each value occurs, most frequent first, ties by name: '2 .wav, 1 .flac'."
+    counts = {}
+    for v in values: counts[v] = counts.get(v, 0) + 1
+    return ', '.join(f'{n} {v}' for v, n in sorted(counts.items(), key=lambda vn: (-vn[1], str(vn[0]))))
+
 def _parse_setting(text):
     "KEY=VALUE from the command line, the value read as a Python literal when it is one."
     import ast
@@ -581,75 +674,218 @@ def _parse_setting(text):
     except (ValueError, SyntaxError): pass
     return k.strip(), v
 
+def _check_out(out):
+    "Refuse an `--out` that is a file, or a folder that holds something other than a kelly index."
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError('--out', str(out), 'give a folder for the index (it is created), not a file', 'not a folder')
+    if out.is_dir() and any(out.iterdir()) and not (out/'manifest.json').is_file():
+        raise InputError('--out', str(out), 'give a new folder, or an index folder to replace', 'folder holds other files')
+
 def build_index(audio_dir, # a folder of audio files (searched recursively)
-                out, # the index folder to write
+                out, # the index folder to write (new, or an index to replace)
                 extractor:str='logmel', # "logmel" or "mert"
                 model_dir=None, # MERT's folder (for "mert")
                 kind:str='flat', # the index kind (`KINDS`)
                 cache_dir=None, # embedding cache (None: kelly's; False: none)
-                show_progress:bool=True, # progress bar while embedding
-                **params, # index settings (`DEFAULTS`)
+                show_progress:bool=True, # progress bar while embedding (tracks/s, time left)
+                strict:bool=False, # stop at the first file that cannot be indexed (default: skip it, list it in `.build`)
+                **params, # index settings that `kind` uses (`APPLIES`)
                ) -> TrackIndex:
-    "Embed every audio file under `audio_dir`, index the vectors and save the index (with each file's path) to `out`."
-    from kelly.audio.embed import make_extractor, embed_folder, list_audio, track_id as _track_id
+    "Embed every audio file under `audio_dir`, index the vectors and save the index (with each file's path and hash) to `out`."
+    from kelly.audio.embed import make_extractor, embed_folder, other_files
+    t0 = time.perf_counter()
+    _check_out(out)
     ex = make_extractor(extractor, model_dir=model_dir)
-    ids, X = embed_folder(audio_dir, ex, cache_dir=cache_dir, show_progress=show_progress)
-    paths = {_track_id(p, Path(audio_dir)): str(p) for p in list_audio(audio_dir)}
-    ix = TrackIndex(X.shape[1], kind, extractor=ex.settings(), **params)
-    ix.add(ids, X, pd.DataFrame(dict(path=[paths.get(i, '') for i in ids])))
+    ix = TrackIndex(ex.dim, kind, extractor=ex.settings(), **params)  # settings are refused here, before any work
+    details = []
+    try: ids, X = embed_folder(audio_dir, ex, cache_dir=cache_dir, show_progress=show_progress,
+                               on_error='raise' if strict else 'skip', details=details)
+    except InputError as e:
+        if e.problem != 'nothing embedded': raise
+        raise InputError('AUDIO_DIR', str(audio_dir), f'repair or re-export the {_count(len(details), "audio file")} '
+                         f'({_tally(d["problem"] for d in details)})', 'no audio file could be indexed') from None
+    done = {d['track_id']: d for d in details if d['status'] != 'skipped'}
+    paths = [str(Path(done[i]['path']).resolve()) for i in ids]
+    ix.add(ids, X, pd.DataFrame(dict(path=paths, sha256=[done[i]['sha256'] for i in ids])))
+    skipped = [dict(path=d['path'], problem=d['problem'], message=d['message']) for d in details if d['status'] == 'skipped']
+    ix.build = dict(audio_dir=str(Path(audio_dir).resolve()), tracks=len(ix), skipped=skipped, other_files=other_files(audio_dir),
+                    seconds=round(time.perf_counter() - t0, 3))
     ix.save(out)
     return ix
 
+# %% ../../nbs/audio/12_search.ipynb #11fa4ea8
+def index_info(path, # an index folder written by `TrackIndex.save` (`kelly index build`)
+               ids:int=10, # how many track ids to list (None: all)
+              ) -> dict:
+    "What a saved index holds, read from its manifest and track table without loading FAISS: count, ids, kind, settings, extractor, build."
+    path = Path(path)
+    m = read_manifest(path)
+    for name, f in m['files'].items():
+        if not (path/name).is_file() or (path/name).stat().st_size != f['bytes']:
+            raise IntegrityError(name, str(path/name), 'rebuild or re-copy the whole index folder', 'file missing or of the wrong size')
+    track_ids = pd.read_parquet(path/'tracks.parquet', columns=['track_id'])['track_id'].tolist()
+    build = m.get('build') or {}
+    return dict(path=str(path.resolve()), tracks=m['n_tracks'], kind=m['kind'], dimension=m['dim'],
+                settings={k: v for k, v in m['params'].items() if k in APPLIES.get(m['kind'], ())}, extractor=m['extractor'],
+                created=m.get('created'), kelly_version=m.get('kelly_version'), audio_dir=build.get('audio_dir'),
+                skipped=build.get('skipped', []), other_files=build.get('other_files', {}),
+                bytes=sum(f['bytes'] for f in m['files'].values()), ids=track_ids if ids is None else track_ids[:ids])
+
+def _info_text(info:dict) -> str:
+    "`index_info`'s dict as aligned lines for a terminal."
+    ex = dict(info['extractor'])
+    shown = ', '.join(info['ids']) + (f', … ({info["tracks"]} in all; --ids lists every one)' if len(info['ids']) < info['tracks'] else '')
+    built = info['created'] or 'unknown (an index from before kelly recorded it)'
+    if info['kelly_version']: built += f' with kelly {info["kelly_version"]}'
+    if info['audio_dir']: built += f' from {info["audio_dir"]}'
+    rows = [('index', info['path']), ('tracks', info['tracks']), ('kind', f'{info["kind"]}: {KINDS.get(info["kind"], "?")}'),
+            ('dimension', info['dimension']), ('extractor', f'{ex.pop("name", "?")} ' + ', '.join(f'{k}={v}' for k, v in ex.items())),
+            ('settings', ', '.join(f'{k}={v}' for k, v in info['settings'].items()) or '(none)'), ('built', built),
+            ('skipped', _count(len(info['skipped']), 'file') + ''.join(f'\n  {s["path"]}: {s["problem"]}' for s in info['skipped'])),
+            ('size', f'{info["bytes"] / 1e6:.2f} MB'), ('ids', shown)]
+    return '\n'.join(f'{k:<10} {v}' for k, v in rows)
+
+# %% ../../nbs/audio/12_search.ipynb #743481e9
+_BUILD_EPILOG = '''exit status: 0 when the index was written, even if some files were skipped (each is listed on stderr
+with its reason); 2 when nothing was written: bad arguments, no file that could be indexed, or with --strict
+the first file that could not.
+
+examples:
+  kelly index build my_music/ --out my_music.index
+  kelly index build my_music/ --out my_music.index --kind ivf --set nlist=64 nprobe=8
+  kelly index build my_music/ --out my_music.index --extractor mert --model-dir MERT-v1-95M/'''
+
+def _report_build(ix:TrackIndex, out, seconds:float):
+    "Print what `kelly index build` did: the tracks on stdout, the files left out on stderr."
+    import sys
+    rate = len(ix) / seconds if seconds > 0 else float('inf')
+    print(f'indexed {_count(len(ix), "track")} ({ix.dim}-d {ix.extractor.get("name")} vectors, kind {ix.kind}) into {out} '
+          f'in {seconds:.1f} s ({rate:.1f} tracks/s)')
+    skipped, others = ix.build.get('skipped', []), ix.build.get('other_files', {})
+    if skipped:
+        by_suffix = _tally(Path(s['path']).suffix.lower() for s in skipped)
+        print(f'kelly index build: skipped {_count(len(skipped), "audio file")} ({_tally(s["problem"] for s in skipped)}; '
+              f'by suffix: {by_suffix}):', file=sys.stderr)
+        for s in skipped: print(f'  {s["message"]}', file=sys.stderr)
+    if others:
+        print(f'kelly index build: left out {_count(sum(others.values()), "file")} not in an audio format kelly reads '
+              f'({", ".join(f"{n} {s}" for s, n in others.items())})', file=sys.stderr)
+
 def index_main(argv:list=None, # arguments after "index", e.g. ["build", "music/", "--out", "music.index"]
               ) -> int:
-    "kelly index: build a track index from a folder of audio."
-    import argparse
-    ap = argparse.ArgumentParser(prog='kelly index', description='Build and save a track index (kelly.audio.search.TrackIndex).')
+    "kelly index: build a track index from a folder of audio, or describe one."
+    import argparse, sys
+    from kelly.core import ArgumentParser
+    raw = argparse.RawDescriptionHelpFormatter
+    ap = ArgumentParser(prog='kelly index', description='Build and describe track indexes (kelly.audio.search.TrackIndex).',
+                        epilog='examples:\n  kelly index build my_music/ --out my_music.index\n  kelly index info my_music.index',
+                        formatter_class=raw)
     sub = ap.add_subparsers(dest='command', metavar='COMMAND')
-    b = sub.add_parser('build', help='embed a folder of audio and index it', description='Embed every audio file under AUDIO_DIR and save a searchable index.')
-    b.add_argument('audio_dir', metavar='AUDIO_DIR', help='folder of WAV, FLAC, OGG or Opus files (searched recursively; the id of a track is its path without suffix)')
-    b.add_argument('--out', required=True, metavar='INDEX', help='the index folder to write (manifest.json, index.faiss, tracks.parquet)')
+    b = sub.add_parser('build', help='embed a folder of audio and index it', formatter_class=raw, epilog=_BUILD_EPILOG,
+                       description='Embed every audio file under AUDIO_DIR and save a searchable index (cosine similarity).')
+    b.add_argument('audio_dir', metavar='AUDIO_DIR', help='folder of WAV, FLAC, OGG, Opus, MP3 or AIFF files, any case (searched '
+                   'recursively; a track\'s id is its path without suffix)')
+    b.add_argument('--out', required=True, metavar='INDEX', help='the index folder to write (new, or an index to replace)')
     b.add_argument('--extractor', default='logmel', choices=['logmel', 'mert'], help='embedding: "logmel" (offline, default) or "mert" (needs --model-dir)')
     b.add_argument('--model-dir', default=None, help='folder of MERT-v1-95M (config.json and weights), for --extractor mert')
     b.add_argument('--kind', default='flat', choices=list(KINDS), help='index kind: ' + '; '.join(f'{k}: {v}' for k, v in KINDS.items()))
-    b.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help=f'an index setting ({", ".join(DEFAULTS)}), e.g. --set nprobe=32; repeatable')
+    b.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                   help='index settings of the kind: ' + '; '.join(f'{k}: {", ".join(v) or "none"}' for k, v in APPLIES.items()))
+    b.add_argument('--strict', action='store_true', help='stop at the first file that cannot be indexed (default: skip it and list it)')
     b.add_argument('--no-cache', action='store_true', help='do not read or write the per-track embedding cache')
+    i = sub.add_parser('info', help='describe an index', description='Print what an index holds: tracks, ids, kind, settings, '
+                       'extractor, build date and folder.', formatter_class=raw,
+                       epilog='examples:\n  kelly index info my_music.index\n  kelly index info my_music.index --ids --json')
+    i.add_argument('index', metavar='INDEX', help='an index folder written by `kelly index build`')
+    i.add_argument('--ids', action='store_true', help='list every track id (default: the first 10)')
+    i.add_argument('--json', action='store_true', help='print one JSON object')
     args = ap.parse_args(argv)
-    if args.command != 'build':
-        ap.print_help(); return 2
+    if args.command is None: ap.error('choose a command: build or info')
+    if args.command == 'info':
+        info = index_info(args.index, None if args.ids else 10)
+        print(json.dumps(info, indent=1) if args.json else _info_text(info))
+        return 0
     params = dict(_parse_setting(s) for s in args.set)
     t0 = time.perf_counter()
-    ix = build_index(args.audio_dir, args.out, args.extractor, args.model_dir, args.kind, cache_dir=False if args.no_cache else None, **params)
-    print(f'indexed {len(ix)} tracks ({ix.dim}-d {args.extractor} vectors, kind {ix.kind}) into {args.out} in {time.perf_counter() - t0:.1f} s')
+    ix = build_index(args.audio_dir, args.out, args.extractor, args.model_dir, args.kind, cache_dir=False if args.no_cache else None,
+                     strict=args.strict, **params)
+    _report_build(ix, args.out, time.perf_counter() - t0)
     return 0
+
+# %% ../../nbs/audio/12_search.ipynb #6a6beb37
+def indexed_as(ix:TrackIndex, # an index built by `build_index` (its metadata has `path`, and `sha256` since kelly 0.0.1)
+               path, # an audio file
+              ) -> list:
+    "The ids of the index's tracks that are this file: the same resolved path, or the same bytes (SHA-256)."
+    from kelly.core import file_sha256
+    meta, p = ix.metadata, Path(path)
+    same = pd.Series(False, index=meta.index)
+    if 'path' in meta.columns: same |= meta['path'].isin([str(p.resolve()), str(p)])
+    if 'sha256' in meta.columns: same |= meta['sha256'] == file_sha256(p)
+    return meta.index[same.to_numpy()].tolist()
+
+def _recommend_file(ix:TrackIndex, path, k:int, model_dir=None) -> tuple[pd.DataFrame, list]:
+    "Recommendations for an audio file, and the ids it is indexed as (left out of them)."
+    same = indexed_as(ix, path)
+    if len(same) == 1: return ix.recommend(same[0], k), same
+    k = _check_k(k, len(ix) - len(same))
+    if same: v = ix.vector(same[0])
+    else:
+        from kelly.audio.embed import make_extractor
+        settings = dict(ix.extractor)
+        name = settings.pop('name', 'logmel')
+        if model_dir: settings['model_dir'] = model_dir
+        v = make_extractor(name, **settings).embed(path)
+    ids, scores = ix.search(v, min(len(ix), k + len(same)))
+    rows = [(t, s) for t, s in zip(ids[0], scores[0]) if t is not None and t not in same][:k]
+    table = pd.DataFrame(rows, columns=['track_id', 'score'])
+    return table.set_axis(pd.RangeIndex(1, len(table) + 1, name='rank')), same
 
 def recommend_main(argv:list=None, # arguments after "recommend", e.g. ["music.index", "calm/track1", "-k", "10"]
                   ) -> int:
     "kelly recommend: the tracks most similar to one track of an index (or to an audio file)."
     import argparse
-    ap = argparse.ArgumentParser(prog='kelly recommend', description='Print the k tracks most similar to TRACK (itself excluded).')
+    from kelly.core import ArgumentParser
+    ap = ArgumentParser(prog='kelly recommend', formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description='Print the k tracks of INDEX most similar to TRACK (cosine similarity), TRACK itself excluded.',
+                        epilog='examples:\n  kelly recommend my_music.index calm/track1 -k 5\n'
+                               '  kelly recommend my_music.index ~/Downloads/new_song.mp3')
     ap.add_argument('index', metavar='INDEX', help='an index folder written by `kelly index build`')
-    ap.add_argument('track', metavar='TRACK', help='a track id of the index, or an audio file (embedded with the index\'s extractor)')
+    ap.add_argument('track', metavar='TRACK', help='a track id of the index (see `kelly index info INDEX --ids`), or an audio file: '
+                    'an indexed file (same path or same bytes) is left out of its own list, another is embedded with the index\'s extractor')
     ap.add_argument('-k', type=int, default=10, help='how many tracks to list (default 10)')
     ap.add_argument('--model-dir', default=None, help='MERT\'s folder, when TRACK is a file and the index was built with mert')
     args = ap.parse_args(argv)
+    if args.k < 1: raise InputError('-k', args.k, 'ask for a positive whole number of tracks, e.g. -k 10')
     ix = TrackIndex.load(args.index)
-    if args.track in ix: table = ix.recommend(args.track, args.k)
-    elif Path(args.track).is_file():
-        from kelly.audio.embed import make_extractor
-        settings = dict(ix.extractor)
-        name = settings.pop('name', 'logmel')
-        if args.model_dir: settings['model_dir'] = args.model_dir
-        ex = make_extractor(name, **settings)
-        ids, scores = ix.search(ex.embed(args.track), args.k)
-        table = pd.DataFrame(dict(track_id=ids[0], score=scores[0]), index=pd.RangeIndex(1, args.k + 1, name='rank'))
-    else: raise UnknownTrackError('TRACK', args.track, 'give a track id of the index (see tracks.parquet) or an audio file', 'unknown track')
-    meta = ix.metadata.reindex(table.track_id)
+    same = [args.track] if args.track in ix else []
+    if same: table = ix.recommend(args.track, args.k)
+    elif Path(args.track).is_file(): table, same = _recommend_file(ix, args.track, args.k, args.model_dir)
+    else: raise UnknownTrackError('TRACK', args.track, 'give a track id of the index (kelly index info INDEX --ids) or an audio file',
+                                  'unknown track')
+    meta = ix.metadata.reindex(table.track_id).drop(columns=['sha256'], errors='ignore')
     for c in meta.columns: table[c] = meta[c].to_numpy()
+    left_out = f'; left out: {", ".join(same)}' if same and same != [args.track] else ''
     with pd.option_context('display.max_colwidth', 60, 'display.width', 160):
-        print(f'tracks most similar to {args.track} (kind {ix.kind}, {len(ix)} tracks; score = inner product of unit vectors, cosine):')
+        print(f'tracks most similar to {args.track} (kind {ix.kind}, {_count(len(ix), "track")}; score = cosine{left_out}):')
         print(table.to_string(float_format=lambda v: f'{v:.4f}'))
     return 0
+
+# %% ../../nbs/audio/12_search.ipynb #aa0b7eb2
+def write_synthetic_tracks(folder, # the folder to write into (created)
+                           n:int=30, # how many tracks
+                           seconds:float=2.0, # each track's length
+                           seed:int=0, # seeds the tracks (track i uses seed + i)
+                          ) -> Path:
+    "A folder of `n` seeded synthetic WAV tracks (a few harmonic notes with vibrato over noise), for tests and benchmarks."
+    import soundfile as sf
+    from kelly.audio.embed import _music
+    from kelly.audio.signal import SAMPLE_RATE
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n): sf.write(folder/f'track{i:03d}.wav', _music(seconds, seed + i), SAMPLE_RATE, subtype='PCM_16')
+    return folder
 
 # %% ../../nbs/audio/12_search.ipynb #696f30b4
 REGIMES = {
@@ -815,7 +1051,7 @@ def search_bench_large(n:int=1_000_000, # vectors
     "N vectors that never exist at full size together: drawn in chunks, each reduced by the index's PCA as it is added; exact top-k over the full vectors kept on the way."
     faiss = _faiss()
     kind, params = kind or BEST_LARGE
-    params = {**params, 'rerank': 0}  # the full vectors are not kept: N × 9984 floats would not fit
+    params = {**params, **({'rerank': 0} if 'rerank' in APPLIES[kind] else {})}  # no full vectors kept: N × 9984 floats would not fit
     faiss.omp_set_num_threads(os.cpu_count())
     src = SyntheticVectors(regime, dim, seed)
     Q = src.array(nq, seed + 2)

@@ -226,6 +226,44 @@ def area_pages(pages:list, # page names
             found[f'area-{area}'] = f'# {title}\n\n{line}.\n\n```{{toctree}}\n:maxdepth: 1\n\n' + '\n'.join(members) + '\n```\n'
     return found
 
+# %% ../nbs/92_docs.ipynb #5ecc4c9a
+def _module_of(nb:dict):
+    "The kelly module a prepared notebook documents (its `default_exp`), imported, or None."
+    import importlib
+    for c in nb['cells']:
+        source = c['source'] if isinstance(c['source'], str) else ''.join(c['source'])
+        m = re.search(r'^#\|\s*default_exp\s+(\S+)', source, re.M)
+        if m: return importlib.import_module(f'kelly.{m.group(1)}')
+    return None
+
+def _fresh_report_outputs(path:Path, nbs:Path) -> dict:
+    "The outputs, by cell id, of the published report made from notebook `path` when it is fresh; else None."
+    from kelly.core import reports_dir
+    from kelly.reports import Manifest, _notebook_stem, read_index, report_status
+    settings = nbs.parent/'settings.ini'
+    name = _notebook_stem(path)
+    if not settings.is_file(): return None
+    manifest = Manifest(settings, nbs)
+    published = read_index().get(name, {}).get('published') if name in manifest.names else None
+    executed = reports_dir()/f'{name}.ipynb'
+    if not published or not executed.is_file(): return None
+    if report_status(manifest, name, published['parameters'])[0] != 'fresh': return None
+    cells = json.loads(executed.read_text(encoding='utf-8'))['cells']
+    return {c.get('id'): c.get('outputs', []) for c in cells if c['cell_type'] == 'code'}
+
+def _with_report_outputs(nb:dict, raw:dict, outputs:dict) -> dict:
+    "The prepared notebook `nb` (from source notebook `raw`) filled with a fresh report's outputs, not to be executed."
+    module = _module_of(raw)
+    for c in nb['cells']:
+        if c['cell_type'] != 'code': continue
+        if c['source'].startswith('show_doc('):
+            try: entry = show_doc(eval(c['source'][9:-1], vars(module)))._repr_markdown_()
+            except Exception: continue   # an entry that cannot be rendered here is left empty, not guessed
+            c['outputs'] = [dict(output_type='display_data', data={'text/markdown': entry}, metadata={})]
+        else: c['outputs'] = outputs.get(c['id'], [])
+    nb['metadata']['mystnb'] = dict(execution_mode='off')
+    return nb
+
 # %% ../nbs/92_docs.ipynb #91409eab
 _PROGRESS = re.compile(r'reading sources|Executing notebook|Executed notebook|writing output|build succeeded')
 
@@ -240,12 +278,16 @@ def _sphinx(stage:Path, html_dir:Path, say) -> tuple[int, str]:
         if _PROGRESS.search(line): say('  ' + re.sub(r'\x1b\[[0-9;]*m', '', line.strip())[:160])
     return proc.wait(), ''.join(log)
 
-def _stage_pages(stage:Path, nbs:Path, notebooks:list) -> list:
+def _stage_pages(stage:Path, nbs:Path, notebooks:list, execute:bool=False, say=print) -> list:
     "Write the prepared notebooks, the area pages and the API page into `stage`; return the section pages."
     entries, pages = {}, []
     for p in notebooks:
         nb, names = docs_notebook(p)
         page = 'index' if p.name == 'index.ipynb' else page_name(p, nbs)
+        outputs = _fresh_report_outputs(p, nbs) if execute else None
+        if outputs is not None:
+            nb = _with_report_outputs(nb, json.loads(p.read_text(encoding='utf-8')), outputs)
+            say(f'  {page}: outputs of its fresh report')
         (stage/page).parent.mkdir(parents=True, exist_ok=True)
         (stage/f'{page}.ipynb').write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
         if page == 'index': continue
@@ -270,7 +312,7 @@ def _build(stage, out, execute, nbs, notebooks, say):
     shutil.copytree(mathjax_dir(), stage/'_static'/'mathjax')
     conf = _conf.format(version=kelly.__version__, mode='force' if execute else 'off', fonts=repr(MATHJAX_FONTS))
     (stage/'conf.py').write_text(conf)
-    pages = _stage_pages(stage, nbs, notebooks)
+    pages = _stage_pages(stage, nbs, notebooks, execute, say)
     say(f'docs: {len(pages)} pages' + (', executing each notebook' if execute else ' (not executed)'))
     html_dir = stage/'_build'/'html'  # myst-nb keeps executed notebooks beside it, in _build/jupyter_execute
     code, log = _sphinx(stage, html_dir, say)

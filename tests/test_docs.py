@@ -61,3 +61,25 @@ def test_executed_pages_have_entries_and_offline_figures(site_executed):
     api = (site_executed / 'api.html').read_text()
     for page, anchor in re.findall(r'href="(core|pitch)\.html#([^"]+)"', api):
         assert f'id="{anchor}"' in (site_executed / f'{page}.html').read_text(), f'{page}.html#{anchor}'
+
+
+def test_a_fresh_report_lends_its_outputs_and_is_not_executed_again(tmp_path):
+    "After `kelly report pitch`, the pitch page takes the report's outputs (its figure included) instead of running."
+    import os
+    from conftest import kelly_cli
+    from kelly.docs import build_docs
+    reports = tmp_path / 'reports'
+    assert kelly_cli('report', 'pitch', '--quick', env={'KELLY_REPORTS': str(reports)}).returncode == 0
+    said, old = [], os.environ.get('KELLY_REPORTS')
+    os.environ['KELLY_REPORTS'] = str(reports)
+    try:
+        nbs = ROOT / 'nbs'
+        site = build_docs(out=tmp_path / '_docs', execute=True, notebooks=[nbs / 'index.ipynb', nbs / '05_pitch.ipynb'],
+                          say=said.append)
+    finally:
+        if old is None: del os.environ['KELLY_REPORTS']
+        else: os.environ['KELLY_REPORTS'] = old
+    assert any('pitch: outputs of its fresh report' in line for line in said), said
+    assert not any('Executing notebook' in line and 'pitch' in line for line in said), said
+    page = (site / 'pitch.html').read_text()
+    assert 'Plotly.newPlot' in page and 'id="midi-to-hz"' in page and 'class="kelly-results"' in page

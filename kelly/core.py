@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #a1bb25ca
 from __future__ import annotations
 
-import os, random, reprlib, sys, tempfile
+import glob, os, random, reprlib, sys, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -174,6 +174,15 @@ def _fsync_dir(d):
     except OSError: pass
     finally: os.close(fd)
 
+def _sweep_stale_temps(path:Path):
+    "Remove the temporary files that writers of `path` killed mid-write left behind (their process is gone)."
+    for tmp in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
+        pid = tmp.name[len(path.name) + 2:].split('.')[0]
+        if not pid.isdigit(): continue
+        try: os.kill(int(pid), 0)
+        except ProcessLookupError: tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError): pass
+
 @contextmanager
 def atomic_write(path, # the file to write
                  mode:str='w', # "w" for text, "wb" for bytes
@@ -183,7 +192,7 @@ def atomic_write(path, # the file to write
     if mode not in ('w', 'wb'): raise InputError('mode', mode, 'use "w" for text or "wb" for bytes')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp')
     try:
         with os.fdopen(fd, mode, **({} if 'b' in mode else dict(encoding=encoding, newline=''))) as f:
             yield f
@@ -195,6 +204,7 @@ def atomic_write(path, # the file to write
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    _sweep_stale_temps(path)
 
 # %% ../nbs/00_core.ipynb #b1be27e8
 import hashlib

@@ -1,0 +1,69 @@
+"""kelly.parallel against a real Dask cluster: a `dask scheduler` and two `dask worker` processes on 127.0.0.1,
+one of them killed in the middle of a run."""
+import functools, json, os, signal, socket, subprocess, sys, threading, time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN
+from kelly.parallel import dask_client, demo_task, parallel_map
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    "A scheduler and two single-threaded workers, each its own process group; stopped afterwards."
+    port = _free_port()
+    address = f'tcp://127.0.0.1:{port}'
+    env = {**os.environ, 'DASK_DISTRIBUTED__WORKER__DAEMON': 'False'}
+    log = open(tmp_path / 'dask.log', 'w')
+    start = lambda *a: subprocess.Popen([str(BIN / 'dask'), *a], stdout=log, stderr=log, env=env, start_new_session=True)
+    procs = [start('scheduler', '--host', '127.0.0.1', '--port', str(port), '--no-dashboard')]
+    procs += [start('worker', address, '--nthreads', '1', '--nworkers', '1', '--no-dashboard', '--name', f'w{i}')
+              for i in (1, 2)]
+    try: yield address, procs
+    finally:
+        for p in procs:
+            try: os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError: pass
+            p.wait()
+        log.close()
+
+
+def test_a_killed_worker_costs_time_not_results(cluster, tmp_path):
+    address, procs = cluster
+    serial = parallel_map(demo_task, range(12), scheduler='sync', seed=5)
+    out = tmp_path / 'out'
+    out.mkdir()
+    task = functools.partial(demo_task, out=str(out), pause=0.4)
+    with dask_client(address) as client:
+        client.wait_for_workers(2, timeout=120)
+        got = {}
+        run = threading.Thread(target=lambda: got.update(values=parallel_map(task, range(12), client, seed=5)))
+        run.start()
+        deadline = time.monotonic() + 60
+        while not list(out.glob('*.json')) and time.monotonic() < deadline: time.sleep(0.05)   # work has begun
+        os.killpg(procs[1].pid, signal.SIGKILL)                                              # worker w1 dies
+        run.join(timeout=300)
+        assert not run.is_alive()
+        assert len(client.scheduler_info()['workers']) == 1
+    assert got['values'] == serial                                       # identical, in input order
+    written = {int(p.stem): json.loads(p.read_text())['value'] for p in out.glob('*.json')}
+    assert written == dict(enumerate(serial))                            # every item once, complete
+    assert not [p for p in out.iterdir() if p.suffix == '.tmp']          # no torn write left behind
+
+
+def test_local_cluster_equals_the_serial_run():
+    serial = parallel_map(demo_task, range(8), scheduler='sync', seed=1)
+    assert parallel_map(demo_task, range(8), scheduler='local', seed=1) == serial
+
+
+def test_an_unreachable_scheduler_is_a_clear_error():
+    from kelly.core import ConfigError
+    with pytest.raises(ConfigError, match='unreachable'):
+        with dask_client(f'tcp://127.0.0.1:{_free_port()}'): pass

@@ -18,8 +18,9 @@ from .data import AUDIO_FEATURES, EMOTIONS, Catalog
 # %% auto #0
 __all__ = ['GENRES', 'REGIONS', 'EVENT_KINDS', 'VAD', 'GENRE_OFFSETS', 'FEATURE_RULES', 'EMOTION_PROTOTYPES', 'MOOD_QUADRANTS',
            'SECTION_TEMPLATES', 'SECTION_WEIGHTS', 'SECTION_BASIS', 'SECTION_AMPLITUDE', 'SCM', 'ERGM_TERMS',
-           'DEFAULT_CATALOG_ARGS', 'expit', 'section_basis', 'network_stats', 'ergm_sample', 'SimulationTruth',
-           'simulate_catalog', 'write_default_catalog', 'bench_simulate']
+           'SECTION_STATIONARY', 'DEFAULT_CATALOG_ARGS', 'expit', 'section_basis', 'network_stats', 'ergm_sample',
+           'SimulationTruth', 'section_generator', 'ctmc_transition', 'simulate_catalog', 'write_default_catalog',
+           'bench_simulate']
 
 # %% ../nbs/02_simulate.ipynb #f2af0fa5
 GENRES = ('pop', 'rock', 'hiphop', 'electronic', 'folk', 'jazz', 'rnb', 'metal')
@@ -170,6 +171,7 @@ class SimulationTruth:
     networks:list
     periods:pd.DataFrame
     network_stats:pd.DataFrame
+    section_generator:pd.DataFrame=None
 
 # %% ../nbs/02_simulate.ipynb #b61a1d1b
 def _change_points(n, k, min_len, rng):
@@ -341,6 +343,52 @@ def _sections(song_ids, emo, dur_s, rng, noise_sd):
     sec = pd.concat(frames).sort_values(['order', 'index'], kind='stable').drop(columns='order').reset_index(drop=True)
     return sec, A
 
+# %% ../nbs/02_simulate.ipynb #37273137
+# stationary shares of the section-emotion chain, in the order of EMOTIONS
+SECTION_STATIONARY = pd.Series([0.16, 0.14, 0.10, 0.08, 0.08, 0.06, 0.22, 0.16], index=list(EMOTIONS))
+
+def section_generator(rate:float=0.03, # mean rate of leaving the current emotion, per second, under SECTION_STATIONARY
+                      width:float=0.6, # VAD distance scale w of the jump affinities
+                     ) -> pd.DataFrame:
+    "The generator Q (rows: from, columns: to) of the continuous-time Markov chain of section emotions."
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise InputError('rate', rate, 'pass a rate > 0 per second')
+    protos = EMOTION_PROTOTYPES.to_numpy()
+    affinity = np.exp(-((protos[:, None] - protos[None]) ** 2).sum(-1) / (2 * width**2))
+    pi = SECTION_STATIONARY.to_numpy()
+    Q = affinity * np.sqrt(pi[None, :] / pi[:, None])
+    np.fill_diagonal(Q, 0.0)
+    np.fill_diagonal(Q, -Q.sum(1))
+    Q *= rate / float(pi @ -np.diag(Q))
+    return pd.DataFrame(Q, index=list(EMOTIONS), columns=list(EMOTIONS))
+
+def ctmc_transition(Q, # a generator (E x E array or DataFrame) with real eigenvalues, e.g. a reversible one
+                    dt, # gaps in seconds (array of any length)
+                   ) -> np.ndarray:
+    "P(dt) = expm(Q dt) for each gap: an array [len(dt), E, E] of row-stochastic matrices."
+    Q = np.asarray(Q, float)
+    lam, V = np.linalg.eig(Q)
+    Vinv = np.linalg.inv(V)
+    decay = np.exp(np.outer(np.atleast_1d(np.asarray(dt, float)), lam))
+    P = np.einsum('ik,nk,kj->nij', V, decay, Vinv).real
+    return np.clip(P, 0.0, None) / np.clip(P, 0.0, None).sum(-1, keepdims=True)
+
+def _section_emotions(secs, song_ids, p_song, Q, rng):
+    "Each section's emotion index: the first from its song's probabilities, each next one from P(gap)[previous]."
+    song_pos = pd.Index(song_ids).get_indexer(secs.song_id)
+    idx = secs['index'].to_numpy()
+    starts = secs.start.to_numpy()
+    gaps = np.r_[0.0, np.diff(starts)]
+    P = ctmc_transition(Q, np.where(idx > 0, gaps, 0.0))
+    u = rng.random(len(secs))
+    labels = np.zeros(len(secs), int)
+    for k in range(int(idx.max()) + 1 if len(idx) else 0):
+        rows = np.flatnonzero(idx == k)
+        probs = p_song[song_pos[rows]] if k == 0 else P[rows, labels[rows - 1]]
+        labels[rows] = np.minimum((np.cumsum(probs, 1) < u[rows, None]).sum(1), probs.shape[1] - 1)
+    return labels
+
+
 # %% ../nbs/02_simulate.ipynb #3ec54fb5
 def simulate_catalog(n_artists:int=20, # number of artists
                      seed:int=0, # the seed; the same seed gives the same catalog, bit for bit
@@ -364,6 +412,8 @@ def simulate_catalog(n_artists:int=20, # number of artists
                      tergm_theta:dict=None, # temporal ERGM coefficients of later periods
                      network_steps:int=None, # Metropolis-Hastings toggles per period (default max(20000, 200 n))
                      scm:dict=None, # SCM coefficients {(cause, effect): value} overriding `SCM`
+                     section_emotions:bool=False, # add each section's `emotion` (chain: truth.section_generator)
+                     section_rate:float=0.03, # mean rate (per second) of the section-emotion chain leaving its emotion
                     ) -> tuple[Catalog, SimulationTruth]:
     "Simulate a catalog of `n_artists` careers; return `(catalog, truth)`."
     p = dict(locals())
@@ -373,6 +423,8 @@ def simulate_catalog(n_artists:int=20, # number of artists
             raise InputError(k, v, f'pass an integer >= {lo}')
     for k in ('change_rate', 'noise_sd', 'event_rate', 'album_sd', 'section_noise_sd'):
         if not (isinstance(p[k], (int, float)) and math.isfinite(p[k]) and p[k] >= 0): raise InputError(k, p[k], 'pass a number >= 0')
+    if not (isinstance(section_rate, (int, float)) and math.isfinite(section_rate) and section_rate > 0):
+        raise InputError('section_rate', section_rate, 'pass a rate > 0 per second')
     if not (0 < coherence[0] <= coherence[1] < 1): raise InputError('coherence', coherence, 'pass (low, high) with 0 < low <= high < 1')
     coef = {**SCM, **(scm or {})}
     unknown = set(coef) - set(SCM)
@@ -480,6 +532,12 @@ def simulate_catalog(n_artists:int=20, # number of artists
     albums = albums_t[['album_id', 'artist_id', 'title', 'release_date', 'total_tracks']].copy()
     secs, A = (_sections(song_ids, emo, feats['duration_ms'] / 1000, r_sec, section_noise_sd) if sections
                else (None, np.zeros((0, 3, 3))))
+    generator = section_generator(section_rate)
+    if sections and section_emotions:  # its own stream (the 10th child), so the other draws stay as they were
+        r_emo = np.random.default_rng(ss.spawn(1)[0])
+        p_song = songs[[f'p_{e}' for e in EMOTIONS]].to_numpy()
+        codes = _section_emotions(secs, song_ids, p_song, generator.to_numpy(), r_emo)
+        secs['emotion'] = np.asarray(EMOTIONS, object)[codes]
     cat = Catalog(artists, albums, songs, secs, events, collabs if network else None).conform()
 
     ts = pd.DataFrame(dict(song_id=song_ids, artist_id=songs.artist_id, position=np.tile(np.arange(m), n), t=t.ravel(),
@@ -502,7 +560,8 @@ def simulate_catalog(n_artists:int=20, # number of artists
                             change_points=pd.DataFrame(cp_rows, columns=['artist_id', 'position', 'song_id', 'date']),
                             songs=ts, albums=albums_t.drop(columns=['title', 'release_date', 'total_tracks']),
                             section_amplitudes=A, section_noise_sd=section_noise_sd, dag=dag, scm=coef,
-                            ergm_theta=ergm, tergm_theta=tergm, networks=graphs, periods=periods, network_stats=nstats)
+                            ergm_theta=ergm, tergm_theta=tergm, networks=graphs, periods=periods, network_stats=nstats,
+                            section_generator=generator)
     return cat, truth
 
 def _split_cps(rows, ids):

@@ -16,8 +16,9 @@ from torch import nn
 from .core import ConfigError, InputError, atomic_write, progress, seed_everything
 
 # %% auto #0
-__all__ = ['TrainConfig', 'split_indices', 'epoch_batches', 'dist_info', 'init_distributed', 'shard', 'index_batch',
-           'Checkpointed', 'cosine_lr', 'save_weights', 'load_weights', 'Trainer', 'resume', 'fit', 'restore_best']
+__all__ = ['TrainConfig', 'split_indices', 'epoch_batches', 'check_weights', 'weighted_batches', 'dist_info', 'init_distributed',
+           'shard', 'index_batch', 'Checkpointed', 'cosine_lr', 'save_weights', 'load_weights', 'Trainer', 'resume',
+           'fit', 'restore_best']
 
 # %% ../nbs/03_training.ipynb #5d224f32
 @dataclass
@@ -68,6 +69,38 @@ def epoch_batches(train_idx:np.ndarray, # the training rows
     "The global batches of one epoch: lists of row indices."
     order = np.random.default_rng([seed, epoch]).permutation(train_idx) if shuffle else np.asarray(train_idx)
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+# %% ../nbs/03_training.ipynb #b1fba63f
+def check_weights(weights, # one sampling weight per row of the data
+                  n:int, # the number of rows
+                  train_idx=None, # the training rows (their weights must not all be zero)
+                 ) -> np.ndarray:
+    "The weights as a float array, or an InputError naming what is wrong with them."
+    w = np.asarray(weights, dtype=float).ravel() if np.ndim(weights) else np.array([float(weights)])
+    if len(w) != n:
+        raise InputError('sample_weights', f'{len(w)} weights', f'give one weight per row ({n})', 'wrong length')
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if len(bad):
+        raise InputError('sample_weights', f'row {bad[0]}: {w[bad[0]]}', 'use finite weights >= 0', 'bad weight')
+    rows = w if train_idx is None else w[np.asarray(train_idx)]
+    if not rows.sum() > 0: raise InputError('sample_weights', 'all zero', 'give some training row a positive weight')
+    return w
+
+def weighted_batches(train_idx:np.ndarray, # the training rows
+                     weights:np.ndarray, # one weight per training row, in the order of train_idx
+                     batch_size:int, # the global batch size
+                     epoch:int, # the epoch number (seeds the draw)
+                     seed:int=0, # the run's seed
+                    ) -> list[np.ndarray]:
+    "The global batches of one epoch: len(train_idx) rows drawn with replacement in proportion to `weights`."
+    from torch.utils.data import WeightedRandomSampler
+    train_idx = np.asarray(train_idx)
+    gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch]).integers(2**62)))
+    w = torch.as_tensor(weights, dtype=torch.double)
+    sampler = WeightedRandomSampler(w, len(train_idx), replacement=True, generator=gen)
+    order = train_idx[np.fromiter(iter(sampler), dtype=np.int64, count=len(train_idx))]
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
 
 # %% ../nbs/03_training.ipynb #4369b7ae
 def dist_info() -> tuple[int, int]:
@@ -222,7 +255,10 @@ Trainer._prepare, Trainer._forward, Trainer._loss = _prepare, _forward, _loss
 def _train_epoch(self:Trainer, data, train_idx, epoch):
     cfg, total, count = self.config, 0.0, 0
     self.net.train()
-    for batch in epoch_batches(train_idx, cfg.batch_size, epoch, cfg.seed, cfg.shuffle):
+    weights = getattr(self, '_weights', None)
+    if weights is None: batches = epoch_batches(train_idx, cfg.batch_size, epoch, cfg.seed, cfg.shuffle)
+    else: batches = weighted_batches(train_idx, weights[train_idx], cfg.batch_size, epoch, cfg.seed)
+    for batch in batches:
         if len(batch) < self.world: continue  # a batch too small to give every process a row
         mine = shard(batch, self.rank, self.world)
         args, kw, y = index_batch(data, mine, self.device)
@@ -285,12 +321,14 @@ Trainer._save_last, Trainer.resume, Trainer._write_history = _save_last, resume,
 # %% ../nbs/03_training.ipynb #fa5f22dc
 def fit(self:Trainer,
         data, # a tuple (inputs..., target) of tensors or arrays with rows first, or a dict with "target"
+        sample_weights=None, # one weight per row: draw each epoch's training rows with replacement in proportion to it
        ) -> list[dict]:
     "Train with early stopping; return the per-epoch history (and write it, with checkpoints, to `out_dir`)."
     cfg = self.config
     data, n = _as_tensors(data)
     if getattr(self, '_pending', None) is None: seed_everything(cfg.seed)
     train_idx, val_idx = split_indices(n, cfg.val_frac, cfg.seed)
+    self._weights = None if sample_weights is None else check_weights(sample_weights, n, train_idx)
     self._prepare()
     self._bad_epochs = 0
     pending = getattr(self, '_pending', None)

@@ -228,3 +228,31 @@ def test_sections_follow_the_micro_model():
         coef = np.linalg.lstsq(phi[inner], y, rcond=None)[0]
         np.testing.assert_allclose(coef, SECTION_AMPLITUDE[r], atol=0.03)
     assert tr.section_amplitudes.shape == (len(cat.songs), 3, 3)
+
+
+def test_section_emotions_follow_the_continuous_time_chain():
+    "Stays and the first sections' emotions agree with the truth's generator and the songs' probabilities."
+    from kelly.data import EMOTIONS
+    from kelly.simulate import ctmc_transition
+    plain, _ = simulate_catalog(n_artists=20, seed=81, songs_per_artist=30, network=False)
+    cat, tr = simulate_catalog(n_artists=20, seed=81, songs_per_artist=30, network=False, section_emotions=True)
+    pd.testing.assert_frame_equal(cat.sections.drop(columns='emotion'), plain.sections)  # old draws unchanged
+    sec = cat.sections
+    y = pd.Index(EMOTIONS).get_indexer(sec.emotion)
+    assert (y >= 0).all()
+    nxt = (sec['index'].to_numpy()[1:] > 0)
+    gaps = np.diff(sec.start.to_numpy())[nxt]
+    prev, cur = y[:-1][nxt], y[1:][nxt]
+    P = ctmc_transition(tr.section_generator.to_numpy(), gaps)
+    p_stay = P[np.arange(len(gaps)), prev, prev]
+    stay = (prev == cur).astype(float)
+    short = gaps < np.median(gaps)
+    for part in (short, ~short):  # a chain that ignored the gaps would miss one half or the other
+        se = math.sqrt((p_stay[part] * (1 - p_stay[part])).sum()) / part.sum()
+        assert abs(stay[part].mean() - p_stay[part].mean()) < 4 * se
+    assert stay[short].mean() > stay[~short].mean() + 0.05
+    # first sections: the songs' emotion probabilities
+    first = sec['index'].to_numpy() == 0
+    p = cat.songs.set_index('song_id').loc[sec.song_id[first], [f'p_{e}' for e in EMOTIONS]].to_numpy()
+    shares = np.bincount(y[first], minlength=8) / first.sum()
+    np.testing.assert_allclose(shares, p.mean(0), atol=4 * math.sqrt(0.25 / first.sum()))

@@ -40,6 +40,19 @@ def _report_overrides(m, names:list, args) -> dict:
             raise ConfigError(f'-p {k}', overrides[k], fix, 'unknown parameter')
     return {n: {k: v for k, v in overrides.items() if k in declared[n]} for n in names}
 
+def _sweep(m, names:list, overrides:dict, args) -> int:
+    "Run `kelly report NAME --sweep ...`."
+    from kelly.reports import parse_sweep, run_sweep
+    if names != [args.name] or args.name == 'all':
+        raise ConfigError('--sweep', args.name, 'sweep one report at a time: kelly report NAME --sweep KEY=V1,V2')
+    variants = [{**overrides[args.name], **v} for v in parse_sweep(args.sweep)]
+    folder = kelly.core.reports_dir()/'sweeps'/args.name
+    _say(f'project {m.settings.parent}; {len(variants)} runs of {args.name} go to {folder}')
+    summary = run_sweep(args.name, variants, args.quick, args.scheduler, manifest=m)
+    ok = sum(v['status'] == 'ok' for v in summary['variants'])
+    _say(f'{ok} of {len(variants)} runs ok; summary: {folder/"index.html"}')
+    return 0 if ok == len(variants) else 1
+
 def cmd_report(args) -> int:
     "Run `kelly report`."
     from kelly.reports import Manifest, report_status, resolve_parameters, run_reports
@@ -50,6 +63,7 @@ def cmd_report(args) -> int:
     names = m.names if args.name == 'all' else [args.name]
     overrides = _report_overrides(m, names, args)
     params = {n: resolve_parameters(m, n, overrides[n], args.quick) for n in names}   # refuse bad ones before running
+    if args.sweep: return _sweep(m, names, overrides, args)
     if args.status:
         for n in names:
             state, why = report_status(m, n, params[n])
@@ -118,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
         description='Run section notebooks with papermill at the sizes in settings.ini, and publish each into reports/ '
                     'only if every cell succeeds (a failed run leaves the previous report untouched).',
         epilog='examples:\n  kelly report pitch\n  kelly report pitch -p a4 432\n  kelly report all --quick\n  kelly report all --status\n'
-               '  kelly report all -j 2 --force\n  kelly report --list')
+               '  kelly report all -j 2 --force\n  kelly report pitch --sweep a4=432,440,444 --quick\n  kelly report --list')
     r.add_argument('name', nargs='?', help='a report named in settings.ini, or "all"')
     r.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('KEY', 'VALUE'),
                    help='override a parameter (a Python literal, else a string); repeatable')
@@ -126,6 +140,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--list', action='store_true', help='list the reports, their notebooks and parameters')
     r.add_argument('--status', action='store_true', help='say which reports are fresh, and why the others are stale')
     r.add_argument('--force', action='store_true', help='run the reports even if they are fresh')
+    r.add_argument('--sweep', action='append', default=[], metavar='KEY=V1,V2',
+                   help='run the report for each value (each combination, when repeated); published in reports/sweeps/')
+    r.add_argument('--scheduler', default='local', metavar='S',
+                   help='where sweep runs go: "local" (a Dask cluster on this machine, default), "sync" or tcp://HOST:PORT')
     r.add_argument('-j', '--jobs', type=int, default=os.cpu_count() or 1, metavar='N',
                    help='reports run at once (default: the number of cores)')
     r.set_defaults(func=cmd_report)

@@ -17,7 +17,7 @@ from .core import (MATHJAX_CONFIG, MATHJAX_FONTS, ConfigError, InputError, Kelly
 __all__ = ['RESULTS_KEY', 'REPORT_MATHJAX', 'REPORT_PLOTLY', 'READER_CSS', 'ReportError', 'parse_value', 'Manifest',
            'notebook_parameters', 'resolve_parameters', 'git_commit', 'results', 'reader_notebook', 'notebook_html',
            'notebook_title', 'notebook_results', 'kelly_sources', 'report_inputs', 'report_status', 'run_report',
-           'read_index', 'update_index', 'index_html', 'run_reports']
+           'read_index', 'update_index', 'index_html', 'run_reports', 'parse_sweep', 'run_sweep', 'sweep_html']
 
 # %% ../nbs/90_reports.ipynb #729ad5ac
 class ReportError(KellyError, RuntimeError):
@@ -583,7 +583,7 @@ def _write_index(reports:Path, record:dict) -> dict:
     entry['last'] = record
     if record['status'] == 'ok': entry['published'] = record
     with atomic_write(Path(reports)/'index.json') as f: json.dump(index, f, indent=1, sort_keys=True)
-    with atomic_write(Path(reports)/'index.html') as f: f.write(index_html(index))
+    with atomic_write(Path(reports)/'index.html') as f: f.write(index_html(index, _sweeps(reports)))
     return index
 
 def update_index(reports:Path, # the reports folder
@@ -623,7 +623,15 @@ def _index_row(name:str, entry:dict) -> str:
             f'{_e(shown.get("duration_s", ""))} s</td><td>{_e(shown.get("version", ""))}<br>'
             f'<code>{_e(shown.get("commit", ""))}</code></td></tr>')
 
+def _sweep_list(sweeps:list) -> str:
+    "The index's list of published sweeps, each linked to its summary page."
+    if not sweeps: return ''
+    items = ''.join(f'<li><a href="sweeps/{_e(s["name"])}/index.html">{_e(s["title"])}</a>: {len(s["variants"])} runs, '
+                    f'{sum(v["status"] == "ok" for v in s["variants"])} ok, finished {_e(s["finished"])}</li>' for s in sweeps)
+    return f'<h2>Parameter sweeps</h2><ul>{items}</ul>'
+
 def index_html(index:dict, # the report index
+               sweeps:list=(), # summaries of published sweeps (`run_sweep`)
               ) -> str:
     "The index as a standalone HTML page."
     rows = '\n'.join(_index_row(name, index[name]) for name in sorted(index))
@@ -639,7 +647,8 @@ again). A failed run keeps the previously published report, linked here; its err
 <th>date (UTC), duration</th><th>kelly, commit</th></tr></thead>
 <tbody>
 {rows}
-</tbody></table></body></html>
+</tbody></table>
+{_sweep_list(sweeps)}</body></html>
 '''
 
 
@@ -703,4 +712,86 @@ def run_reports(names:list, # the reports to bring up to date, in manifest order
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool: list(pool.map(one, todo))
     return {n: outcome[n] for n in names}
+
+
+# %% ../nbs/90_reports.ipynb #5ff190a6
+def parse_sweep(specs:list, # "KEY=V1,V2,..." texts, one per swept parameter
+               ) -> list[dict]:
+    "Every combination of the swept values, as a list of parameter dicts (values read as Python literals)."
+    import itertools
+    axes = {}
+    for spec in specs:
+        key, sep, values = str(spec).partition('=')
+        if not sep or not key.strip() or not values.strip():
+            raise InputError('--sweep', spec, 'write KEY=V1,V2,... e.g. --sweep a4=432,440,444')
+        if key.strip() in axes: raise InputError('--sweep', spec, f'sweep {key.strip()} once, with all its values')
+        axes[key.strip()] = [parse_value(v) for v in values.split(',') if v.strip()]
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+def _variant_name(params:dict) -> str:
+    "A folder name for one variant of a sweep, e.g. `a4=432,n_notes=1000`."
+    text = ','.join(f'{k}={v!r}' if isinstance(v, str) else f'{k}={v}' for k, v in params.items())
+    return re.sub(r'[^A-Za-z0-9_.,=+-]', '_', text)[:120]
+
+def _run_variant(job:dict) -> dict:
+    "Run one variant of a sweep as `kelly report NAME --force` publishing into its own folder (a task for a worker)."
+    argv = ['report', job['name'], '--force', '-j', '1', *(['--quick'] if job['quick'] else [])]
+    for k, v in job['params'].items(): argv += ['-p', k, repr(v)]
+    env = {**os.environ, 'KELLY_REPORTS': job['folder'], 'KELLY_PROJECT': job['project'], 'KELLY_PROGRESS': '0'}
+    code = 'import sys; from kelly.cli import main; sys.exit(main(sys.argv[1:]))'
+    done = subprocess.run([sys.executable, '-c', code, *argv], cwd=job['project'], env=env, capture_output=True, text=True)
+    record = read_index(Path(job['folder'])).get(job['name'], {}).get('last', {})
+    return dict(params=job['params'], folder=Path(job['folder']).name, status='ok' if done.returncode == 0 else 'failed',
+                duration_s=record.get('duration_s'), results=record.get('results'), error=record.get('error'))
+
+
+# %% ../nbs/90_reports.ipynb #27cef599
+def run_sweep(name:str, # the report to sweep
+              variants:list, # parameter dicts (`parse_sweep`), each overriding the manifest's values
+              quick:bool=False, # start from the notebook's quick defaults instead of the manifest's sizes
+              scheduler:str='local', # where the variants run (`kelly.parallel`): "sync", "local" or an address
+              manifest:Manifest=None, # the manifest (default: the project's)
+              reports:Path=None, # the reports folder (default: `reports_dir()`)
+             ) -> dict:
+    "Run every variant of report `name` (each published into `sweeps/NAME/VARIANT/`) and write the sweep's summary page."
+    from kelly.parallel import parallel_map
+    manifest, reports = manifest or Manifest(), Path(reports or reports_dir())
+    for params in variants: resolve_parameters(manifest, name, params, quick)   # refuse bad values before any run
+    folder = reports/'sweeps'/name
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [dict(name=name, params=p, quick=quick, project=str(manifest.settings.parent),
+                 folder=str(folder/_variant_name(p))) for p in variants]
+    rows = parallel_map(_run_variant, jobs, scheduler=scheduler, keys=[j['folder'] for j in jobs], desc=f'sweep {name}')
+    summary = dict(name=name, quick=quick, variants=rows, **notebook_title(manifest.notebook(name)),
+                   finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
+    with _locked(reports):
+        with atomic_write(folder/'summary.json') as f: json.dump(summary, f, indent=1, default=repr)
+        with atomic_write(folder/'index.html') as f: f.write(sweep_html(summary))
+        with atomic_write(reports/'index.html') as f: f.write(index_html(read_index(reports), _sweeps(reports)))
+    return summary
+
+def _sweeps(reports:Path) -> list:
+    "The summaries of the sweeps published in `reports/sweeps/`."
+    return [json.loads(p.read_text(encoding='utf-8')) for p in sorted(Path(reports).glob('sweeps/*/summary.json'))]
+
+def sweep_html(summary:dict) -> str:
+    "The summary page of a sweep: one row per variant, its parameters, verdicts and headline figures."
+    heads = list(dict.fromkeys(k for v in summary['variants'] for k in ((v.get('results') or {}).get('headline') or {})))
+    keys = list(dict.fromkeys(k for v in summary['variants'] for k in v['params']))
+    fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
+    rows = []
+    for v in summary['variants']:
+        link = f'<a href="{_e(v["folder"])}/{_e(summary["name"])}.html">{_e(v["status"])}</a>' if v['status'] == 'ok' else \
+               f'<span class="kelly-fail">failed</span><br><small>{_e(v.get("error") or "")}</small>'
+        res = v.get('results') or {}
+        verdict = f'{res.get("passed", 0)} of {res.get("passed", 0) + res.get("failed", 0)}' if res else ''
+        cells = [*(fmt(v['params'].get(k, '')) for k in keys), verdict, *(fmt((res.get('headline') or {}).get(h, '')) for h in heads)]
+        rows.append('<tr><td>' + link + '</td>' + ''.join(f'<td>{_e(c)}</td>' for c in cells) + '</tr>')
+    header = ''.join(f'<th>{_e(h)}</th>' for h in ['run', *keys, 'validations passed', *heads])
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sweep of {_e(summary['name'])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .kelly-fail{{color:#b00}}</style></head><body>
+<h1>Sweep of {_e(summary['title'])}</h1><p>{_e(summary['summary'])}</p><p><a href="../../index.html">all reports</a> ·
+finished {_e(summary['finished'])}</p><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>
+"""
 

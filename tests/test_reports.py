@@ -148,3 +148,14 @@ def test_second_run_redoes_only_what_changed_and_runs_in_parallel(demo_project):
     assert '2 ok' in third.stderr and 'runs after demo' in third.stderr, third.stderr   # other reads demo's artifacts
     index = json.loads((demo_project / 'reports' / 'index.json').read_text())
     assert index['demo']['published']['title'] == 'Demo' and index['demo']['published']['summary'] == 'A tiny report'
+
+
+def test_sweep_runs_each_value_on_a_local_dask_cluster(demo_project):
+    res = kelly_cli('report', 'demo', '--sweep', 'x=1,2,3', project=demo_project)
+    assert res.returncode == 0 and '3 of 3 runs ok' in res.stderr, res.stderr
+    sweep = demo_project / 'reports' / 'sweeps' / 'demo'
+    summary = json.loads((sweep / 'summary.json').read_text())
+    assert [v['params'] for v in summary['variants']] == [{'x': 1}, {'x': 2}, {'x': 3}]
+    assert [(sweep / v['folder'] / 'artifacts' / 'demo' / 'y.txt').read_text() for v in summary['variants']] == ['2', '4', '6']
+    bad = kelly_cli('report', 'all', '--sweep', 'x=1,2', project=demo_project)
+    assert bad.returncode == 2 and 'one report at a time' in bad.stderr

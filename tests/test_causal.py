@@ -241,3 +241,13 @@ def test_benchmark_records():
     from kelly.bench import run_benchmarks
     recs = run_benchmarks('causal', size='tiny')
     assert len(recs) == 2 and all(r['unit'] == 's' and r['value'] > 0 for r in recs)
+
+
+def test_pc_defaults_to_causal_learns_level_and_it_scores_better_on_small_samples():
+    from kelly.career.causal import alpha_study
+    d = random_linear_scm(5, seed=0).sample(200, seed=0)
+    assert pc(d).graph['alpha'] == 0.05
+    tab = alpha_study((0.01, 0.05), n_vars=10, ns=(100,), seeds=range(10))
+    by = tab.groupby('alpha').mean(numeric_only=True)
+    assert len(tab) == 20 and by.loc[0.05, 'shd_cpdag'] < by.loc[0.01, 'shd_cpdag']
+    assert by.loc[0.05, 'skeleton_recall'] > by.loc[0.01, 'skeleton_recall']

@@ -221,3 +221,162 @@ def test_coverage_helpers_return_one_row_per_fit_and_term():
     summ = coverage_summary(gw)
     assert list(summ.index.get_level_values('term')) == ['edges', 'mutual', 'nodematch.genre', 'gwesp.fixed.0.5']
     assert summ.coverage.between(0, 1).all()
+
+
+# ---- statnet's covariate and degree terms (issue 21) ----
+from hypothesis import given, settings, strategies as st
+
+from kelly.career.ergm import Term, expand_terms
+
+FLO_WEALTH = dict(Acciaiuoli=10, Albizzi=36, Barbadori=55, Bischeri=44, Castellani=20, Ginori=32, Guadagni=8,
+                  Lamberteschi=42, Medici=103, Pazzi=48, Peruzzi=49, Pucci=3, Ridolfi=27, Salviati=10, Strozzi=146,
+                  Tornabuoni=48)  # statnet's flomarriage %v% 'wealth'
+
+
+def brute_new(A, t, directed, f, x, W):
+    "One new term recounted by loops over pairs, nodes and subsets of neighbours (no matrix algebra)."
+    n = len(A)
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j and (directed or i < j) and A[i, j]]
+    nbrs = [[j for j in range(n) if A[i, j]] for i in range(n)]
+    in_nbrs = [[i for i in range(n) if A[i, j]] for j in range(n)]
+    r = 1 - math.exp(-t.decay)
+    if t.kind == 'nodecov': return sum(x[i] + x[j] for i, j in pairs)
+    if t.kind == 'absdiff': return sum(abs(x[i] - x[j]) for i, j in pairs)
+    if t.kind == 'edgecov': return sum(W[i, j] for i, j in pairs)
+    if t.kind == 'nodefactor': return sum(int(f[i] == t.level) + int(f[j] == t.level) for i, j in pairs)
+    if t.kind == 'nodematch': return sum(f[i] == t.level and f[j] == t.level for i, j in pairs)
+    if t.kind == 'degree': return sum(len(nb) == t.k for nb in nbrs)
+    if t.kind == 'kstar': return sum(len(list(itertools.combinations(nb, t.k))) for nb in nbrs)
+    if t.kind == 'ostar': return sum(len(list(itertools.combinations(nb, t.k))) for nb in nbrs)
+    if t.kind == 'istar': return sum(len(list(itertools.combinations(nb, t.k))) for nb in in_nbrs)
+    if t.kind == 'gwdegree': return sum(math.exp(t.decay) * (1 - r ** len(nb)) for nb in nbrs)
+    if t.kind == 'gwdsp':
+        sp = [len(set(nbrs[i]) & set(nbrs[j])) for i, j in itertools.combinations(range(n), 2)]
+        return sum(math.exp(t.decay) * (1 - r ** s) for s in sp)
+    raise AssertionError(t.kind)
+
+
+def new_terms(directed):
+    common = [Term('nodecov', attr='x'), Term('absdiff', attr='x'), Term('edgecov', attr='w')]
+    common += [Term('nodefactor', attr='f', level=l) for l in (1, 2)]
+    common += [Term('nodematch', attr='f', diff=True, level=l) for l in (0, 1, 2)]
+    if directed: return common + [Term('istar', k=k) for k in (1, 2, 3)] + [Term('ostar', k=k) for k in (1, 2)]
+    return common + [Term('degree', k=k) for k in (0, 1, 2, 3)] + [Term('kstar', k=k) for k in (1, 2, 3)] + [
+        Term('gwdegree', decay=a) for a in (0.0, 0.5, 1.7)] + [Term('gwdsp', decay=a) for a in (0.0, 0.4, 2.0)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 8), p=st.floats(0.05, 0.95), directed=st.booleans())
+def test_new_terms_statistics_and_change_statistics_match_brute_force(seed, n, p, directed):
+    rng = np.random.default_rng(seed)
+    terms = new_terms(directed)
+    A = random_graph(rng, n, p, directed)
+    f, x = rng.integers(0, 3, n), np.round(rng.normal(0, 2, n), 2)
+    W = rng.integers(0, 4, (n, n)).astype(float)
+    if not directed: W = np.triu(W, 1) + np.triu(W, 1).T
+    K = len(terms)
+    attr, cov, WW = np.tile(f, (K, 1)), np.tile(x, (K, 1)), np.tile(W, (K, 1, 1))
+    g = np.array([brute_new(A, t, directed, f, x, W) for t in terms], float)
+    np.testing.assert_allclose(statistics(A, terms, directed, attr, None, cov, WW), g, atol=1e-9)
+    for _ in range(4):
+        i, j = rng.choice(n, 2, replace=False)
+        if not directed and i > j: i, j = j, i
+        B = A.copy(); B[i, j] = 1 - B[i, j]
+        if not directed: B[j, i] = B[i, j]
+        gB = np.array([brute_new(B, t, directed, f, x, W) for t in terms], float)
+        np.testing.assert_allclose(change_statistics(A, terms, directed, i, j, attr, None, cov, WW), gB - g, atol=1e-9)
+
+
+@pytest.mark.parametrize('directed', [True, False])
+def test_chain_keeps_new_statistics_consistent(directed):
+    G = nx.gnp_random_graph(14, 0.2, seed=7, directed=directed)
+    rng = np.random.default_rng(3)
+    nx.set_node_attributes(G, {v: int(rng.integers(0, 3)) for v in G}, 'f')
+    nx.set_node_attributes(G, {v: float(rng.normal()) for v in G}, 'x')
+    W = rng.integers(0, 3, (14, 14)).astype(float)
+    G.graph['w'] = W if directed else np.triu(W, 1) + np.triu(W, 1).T
+    names = ['edges', 'nodecov(x)', 'absdiff(x)', 'edgecov(w)', 'nodefactor(f)', 'nodematch(f, diff=True)']
+    names += ['istar(2)', 'ostar(2)'] if directed else ['degree(1)', 'kstar(2)', 'gwdegree(0.7)', 'gwdsp(0.3)']
+    m = ERGM(names).prepare(G)
+    ch = Chain(m.nets_[0], m.terms_, seed=1)
+    theta = np.random.default_rng(0).normal(0, 0.1, len(m.terms_)); theta[0] = -1.5
+    for _ in range(4):
+        ch.sample(theta, 10, 53, 0)
+        np.testing.assert_allclose(ch.g, statistics(ch.A, m.terms_, directed, ch.attr, ch.prev, ch.cov, ch.W), atol=1e-8)
+
+
+@pytest.mark.parametrize('names,theta', [(['edges', 'gwdegree(0.5)', 'gwdsp(0.5)'], [-0.3, -0.6, 0.2]),
+                                         (['edges', 'kstar(2)', 'degree(1)'], [-0.4, 0.15, 0.5])])
+def test_sampler_matches_exact_enumeration_for_degree_terms(names, theta):
+    terms = parse_terms(names, False)
+    S = np.array([statistics(A, terms, False) for A in all_graphs(5, False)])
+    w = np.exp(S @ theta); w /= w.sum()
+    ch = Chain(as_network(nx.empty_graph(5)), terms, seed=2)
+    draws = ch.sample(theta, 20000, 10, 1000)
+    se = draws.std(0) / math.sqrt(20000) * 3
+    assert np.all(np.abs(draws.mean(0) - w @ S) < 4 * se + 1e-9), (draws.mean(0), w @ S)
+
+
+def test_flomarriage_nodecov_wealth_matches_statnet():
+    G = florentine()
+    nx.set_node_attributes(G, FLO_WEALTH, 'wealth')
+    tab = ERGM(['edges', 'nodecov(wealth)']).fit(G).summary()
+    # statnet's tutorial: edges -2.5949 (0.5361), nodecov.wealth 0.0105 (0.0047); within 0.1 SE
+    assert abs(tab.estimate['edges'] + 2.5949) < 0.1 * 0.5361 and abs(tab.estimate['nodecov.wealth'] - 0.0105) < 0.1 * 0.0047
+    assert tab.std_error['edges'] == pytest.approx(0.5361, abs=1e-3) and tab.std_error['nodecov.wealth'] == pytest.approx(0.0047, abs=1e-4)
+
+
+def test_dyad_independent_covariate_model_is_a_logistic_regression():
+    import statsmodels.api as sm
+    G = florentine()
+    nx.set_node_attributes(G, FLO_WEALTH, 'wealth')
+    nx.set_node_attributes(G, {v: 'rich' if FLO_WEALTH[v] > 40 else 'poor' for v in G}, 'class')
+    rng = np.random.default_rng(0)
+    past = nx.Graph(); past.add_edges_from((u, v) for u, v in itertools.combinations(sorted(G), 2) if rng.random() < 0.2)
+    G.graph['past'] = past
+    X, y = [], []
+    for u, v in itertools.combinations(sorted(G), 2):
+        cu, cv = wealth_class(u), wealth_class(v)
+        X.append([1, abs(FLO_WEALTH[u] - FLO_WEALTH[v]), past.has_edge(u, v), cu == cv == 'poor', cu == cv == 'rich',
+                  (cu == 'rich') + (cv == 'rich')])
+        y.append(G.has_edge(u, v))
+    X, y = np.array(X, float), np.array(y, float)
+    for names, cols in ((['edges', 'absdiff(wealth)', 'edgecov(past)', 'nodematch(class, diff=True)'], [0, 1, 2, 3, 4]),
+                        (['edges', 'absdiff(wealth)', 'nodefactor(class)'], [0, 1, 5])):
+        m = ERGM(names).fit(G)
+        ref = sm.GLM(y, X[:, cols], family=sm.families.Binomial()).fit()
+        np.testing.assert_allclose(m.coef_, ref.params, atol=1e-6)
+        np.testing.assert_allclose(m.stderr_, ref.bse, rtol=1e-4)
+    assert [t.label for t in m.terms_] == ['edges', 'absdiff.wealth', 'nodefactor.class.rich']
+
+
+def wealth_class(v): return 'rich' if FLO_WEALTH[v] > 40 else 'poor'
+
+
+def test_kstar_model_near_statnet_and_gwdegree_near_exact_mle():
+    from scipy.optimize import minimize
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DegeneracyWarning)
+        tab = ERGM(['edges', 'kstar(2)'], seed=1).fit(florentine()).summary()
+    # statnet's tests/estflo.R: MCMC-MLE edges -1.6223, kstar2 0.006467, from the MPLE -1.66463, 0.01181
+    np.testing.assert_allclose(tab.mple, [-1.66463, 0.01181], atol=1e-4)
+    assert abs(tab.estimate['edges'] + 1.6223) < 0.5 * tab.std_error['edges']
+    assert abs(tab.estimate['kstar2'] - 0.006467) < 0.5 * tab.std_error['kstar2']
+    G = nx.Graph([(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (4, 5)])
+    terms = parse_terms(['edges', 'gwdegree(0.5)'], False)
+    obs = statistics(nx.to_numpy_array(G, nodelist=range(6), dtype=int), terms, False)
+    vals, counts = np.unique(np.array([statistics(A, terms, False) for A in all_graphs(6, False)]), axis=0, return_counts=True)
+    exact = minimize(lambda t: -(obs @ t - np.log(counts @ np.exp(vals @ t))), np.zeros(2), method='BFGS').x
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DegeneracyWarning)
+        m = ERGM(['edges', 'gwdegree(0.5)'], seed=0).fit(G)
+    assert np.all(np.abs(m.coef_ - exact) < 0.25 * m.stderr_), (m.coef_, exact, m.stderr_)
+
+
+def test_covariate_errors_name_the_problem():
+    G = nx.florentine_families_graph()
+    with pytest.raises(ValueError, match="'wealth'"): ERGM(['edges', 'nodecov(wealth)']).fit(G)
+    with pytest.raises(ValueError, match='past'): ERGM(['edges', 'edgecov(past)']).fit(G)
+    nx.set_node_attributes(G, 'x', 'same')
+    with pytest.raises(ValueError, match='same'): ERGM(['edges', 'nodefactor(same)']).fit(G)
+    with pytest.raises(ValueError, match='directed'): ERGM(['edges', 'istar(2)']).fit(G)

@@ -209,10 +209,57 @@ def test_counterfactuals_match_closed_forms():
 
 
 def test_bench_explain_tiny_records():
-    recs = ex.bench_explain('tiny', ps=(5,))
+    recs = ex.bench_explain('tiny', ps=(5,), tree_ps=())
     by = {r['metric']: r['value'] for r in recs}
     assert set(by) == {'seconds', 'shap_seconds', 'speedup_vs_shap', 'max_abs_diff_vs_shap'}
     assert by['max_abs_diff_vs_shap'] < 1e-8 and by['seconds'] > 0
+
+@pytest.mark.parametrize('kind', ['gbr', 'forest', 'tree'])
+def test_tree_path_equals_exact_enumeration(kind):
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+    from sklearn.tree import DecisionTreeRegressor
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 8)); y = X[:, 0] * X[:, 1] + np.sin(3 * X[:, 2]) + (X[:, 3] > 0.2) - X[:, 4] ** 2
+    model = dict(gbr=GradientBoostingRegressor(n_estimators=40, max_depth=4, random_state=0),
+                 forest=RandomForestRegressor(15, max_depth=8, random_state=0),
+                 tree=DecisionTreeRegressor(random_state=0))[kind].fit(X, y)
+    B, rows = X[:30], X[200:206]
+    walk = ex.ExactShapley(model, B)
+    assert walk.trees is not None
+    enum = ex.ExactShapley(model, B, fast=False)
+    phi = walk.shap_values(rows)
+    np.testing.assert_allclose(phi, enum.shap_values(rows), atol=1e-9, rtol=0)
+    np.testing.assert_allclose(phi.sum(1), model.predict(rows) - model.predict(B).mean(), atol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        import shap
+        theirs = shap.TreeExplainer(model, data=B, feature_perturbation='interventional').shap_values(rows, check_additivity=False)
+    np.testing.assert_allclose(phi, theirs, atol=1e-6)   # shap walks the trees in float32
+
+
+def test_explaining_a_sklearn_model_never_imports_torch():
+    import subprocess, sys
+    code = ("import sys, numpy as np\n"
+            "from sklearn.ensemble import GradientBoostingRegressor\n"
+            "from sklearn.linear_model import Ridge\n"
+            "from kelly.stats.explain import ExactShapley, PermutationShapley, counterfactual\n"
+            "X = np.random.default_rng(0).normal(size=(80, 4)); y = X[:, 0] - X[:, 1] * X[:, 2]\n"
+            "for m in (GradientBoostingRegressor(n_estimators=5).fit(X, y), Ridge().fit(X, y)):\n"
+            "    ExactShapley(m, X[:10]).shap_values(X[:2]); ExactShapley(m, X[:10], fast=False).shap_values(X[:2])\n"
+            "    PermutationShapley(m, X[:10], n_permutations=4).explain(X[:2]); counterfactual(m, X[0], n_starts=1)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == 'False'
+
+
+def test_bench_trees_tiny_records():
+    recs = ex.bench_trees('tiny', ps=(5,), repeat=1)
+    by = {r['metric']: r['value'] for r in recs}
+    assert set(by) == {'seconds', 'model_seconds', 'overhead_ratio', 'treeshap_seconds', 'treeshap_speedup',
+                       'treeshap_max_abs_diff', 'shap_tree_seconds', 'max_abs_diff_vs_shap_tree'}
+    assert by['treeshap_max_abs_diff'] < 1e-9 and by['max_abs_diff_vs_shap_tree'] < 1e-5
+    assert by['overhead_ratio'] >= 1 and by['model_seconds'] > 0
 
 
 # ---------------------------------------------------------------- optimize

@@ -17,9 +17,9 @@ from ..core import InputError, data_dir, require
 
 # %% auto #0
 __all__ = ['MARKS', 'SIM_TIERS', 'VAR_EXAMPLE', 'SCM', 'random_linear_scm', 'edge_marks', 'plot_graph', 'partial_correlation',
-           'fisher_z', 'pc', 'cpdag', 'compare_graphs', 'song_context', 'dag_frame', 'score_pc_on_simulator', 'granger',
-           'bh_adjust', 'granger_graph', 'simulate_var', 'granger_power', 'career_series', 'granger_pooled',
-           'bench_causal', 'sachs']
+           'fisher_z', 'pc', 'cpdag', 'compare_graphs', 'alpha_study', 'song_context', 'dag_frame',
+           'score_pc_on_simulator', 'granger', 'bh_adjust', 'granger_graph', 'simulate_var', 'granger_power',
+           'career_series', 'granger_pooled', 'bench_causal', 'sachs']
 
 # %% ../../nbs/career/42_causal.ipynb #8a66b830
 class SCM:
@@ -281,7 +281,7 @@ def _to_networkx(M, names):
     return G
 
 def pc(data:pd.DataFrame, # samples, one numeric column per variable
-       alpha:float=0.01, # significance level of the independence tests
+       alpha:float=0.05, # significance level of the independence tests (causal-learn's default; see `alpha_study`)
        indep_test:str='fisherz', # "fisherz" (Gaussian) or "kci" (kernel, nonlinear)
        forbidden=None, # arcs (u, v) that must not appear
        required=None, # arcs (u, v) that must appear
@@ -291,7 +291,8 @@ def pc(data:pd.DataFrame, # samples, one numeric column per variable
       ) -> nx.DiGraph:
     "The CPDAG found by the PC algorithm (causal-learn) as a networkx DiGraph with edge marks."
     X = _check_frame(data, min_rows=5)
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1): raise InputError('alpha', alpha, 'pass a level in (0, 1), e.g. 0.01')
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise InputError('alpha', alpha, 'pass a level in (0, 1), e.g. 0.05')
     if indep_test not in ('fisherz', 'kci'): raise InputError('indep_test', indep_test, 'use "fisherz" or "kci"')
     names = [str(c) for c in data.columns]
     bk = _background(names, forbidden, required, time_order)
@@ -336,6 +337,27 @@ def compare_graphs(found:nx.DiGraph, # the discovered graph (edge marks as from 
     sp, sr, op, orr = ratio(tp, len(F)), ratio(tp, len(T)), ratio(len(fa & ta), len(fa)), ratio(len(fa & ta), len(ta))
     return dict(shd=shd, skeleton_precision=sp, skeleton_recall=sr, skeleton_f1=f1(sp, sr),
                 orientation_precision=op, orientation_recall=orr, n_found=len(F), n_true=len(T))
+
+# %% ../../nbs/career/42_causal.ipynb #d3728870
+def alpha_study(alphas=(0.01, 0.05), # PC's levels to compare
+                n_vars:int=10, # variables of each random DAG
+                ns=(100, 500, 2000), # sample sizes
+                seeds=range(20), # one random DAG (`random_linear_scm`) and sample per seed
+               ) -> pd.DataFrame:
+    """PC at each level on the same random linear-Gaussian DAGs and samples: one row per DAG, sample size and level,
+    with the SHD against the DAG and its CPDAG and the skeleton's precision and recall."""
+    rows = []
+    for n in ns:
+        for s in seeds:
+            m = random_linear_scm(n_vars, seed=int(s))
+            data, true_cp = m.sample(int(n), seed=int(s)), cpdag(m.graph)
+            for a in alphas:
+                G = pc(data, alpha=a)
+                score = compare_graphs(G, m.graph)
+                rows.append(dict(n=int(n), seed=int(s), alpha=a, shd=score['shd'], shd_cpdag=compare_graphs(G, true_cp)['shd'],
+                                 skeleton_precision=score['skeleton_precision'],
+                                 skeleton_recall=score['skeleton_recall']))
+    return pd.DataFrame(rows)
 
 # %% ../../nbs/career/42_causal.ipynb #2e552879
 def _window_sum(song_dates, event_dates, values, first_start):

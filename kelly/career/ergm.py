@@ -25,60 +25,112 @@ except ImportError:  # pragma: no cover - numba is in the venv; the pure-Python 
 _CACHE = '__file__' in globals()  # numba caches compiled kernels beside the module, not for notebook cells
 
 # %% auto #0
-__all__ = ['TERM_CODES', 'DIRECTED_ONLY', 'UNDIRECTED_ONLY', 'TEMPORAL', 'DYAD_INDEPENDENT', 'MAX_COEF', 'STATNET_FLORENTINE',
-           'SIM_TERMS', 'Term', 'edges', 'mutual', 'triangle', 'ttriple', 'nodematch', 'gwesp', 'stability',
-           'formation', 'parse_term', 'parse_terms', 'Network', 'as_network', 'to_graph', 'statistics',
+__all__ = ['TERM_CODES', 'DIRECTED_ONLY', 'UNDIRECTED_ONLY', 'TEMPORAL', 'NODE_FACTOR_TERMS', 'NODE_COVARIATE_TERMS', 'GW_TERMS',
+           'COUNT_TERMS', 'DYAD_INDEPENDENT', 'MAX_COEF', 'STATNET_FLORENTINE', 'STATNET_FLORENTINE_WEALTH',
+           'STATNET_FLORENTINE_KSTAR', 'FLORENTINE_WEALTH', 'SIM_TERMS', 'Term', 'edges', 'mutual', 'triangle',
+           'ttriple', 'nodematch', 'gwesp', 'stability', 'formation', 'nodecov', 'nodefactor', 'absdiff', 'edgecov',
+           'degree', 'kstar', 'istar', 'ostar', 'gwdegree', 'gwdsp', 'parse_term', 'parse_terms', 'node_covariate',
+           'dyad_covariate', 'Network', 'as_network', 'to_graph', 'term_needs', 'expand_terms', 'statistics',
            'change_statistics', 'Chain', 'mple', 'DegenerateModelError', 'DegeneracyWarning', 'ess', 'batch_means_cov',
            'robbins_monro', 'geyer_thompson_step', 'ERGM', 'TERGM', 'snapshot_stats', 'gof_distributions', 'gof_table',
            'plot_gof', 'plot_trace', 'florentine', 'simulator_networks', 'coverage_study', 'gwesp_coverage',
            'coverage_summary', 'directed_benchmark_graph', 'bench_ergm']
 
 # %% ../../nbs/career/43_ergm.ipynb #bf2867cd
-TERM_CODES = dict(edges=0, mutual=1, triangle=2, ttriple=3, nodematch=4, gwesp=5, stability=6, formation=7)
-DIRECTED_ONLY, UNDIRECTED_ONLY = {'mutual', 'ttriple'}, {'triangle'}
+TERM_CODES = dict(edges=0, mutual=1, triangle=2, ttriple=3, nodematch=4, gwesp=5, stability=6, formation=7, nodecov=8,
+                  nodefactor=9, nodematch_diff=10, absdiff=11, edgecov=12, degree=13, gwdegree=14, gwdsp=15, kstar=16,
+                  istar=17, ostar=18)
+DIRECTED_ONLY = {'mutual', 'ttriple', 'istar', 'ostar'}
+UNDIRECTED_ONLY = {'triangle', 'degree', 'gwdegree', 'gwdsp', 'kstar'}
 TEMPORAL = {'stability', 'formation'}
+NODE_FACTOR_TERMS, NODE_COVARIATE_TERMS = {'nodematch', 'nodefactor'}, {'nodecov', 'absdiff'}
+GW_TERMS, COUNT_TERMS = {'gwesp', 'gwdegree', 'gwdsp'}, {'degree', 'kstar', 'istar', 'ostar'}
 
 @dataclass(frozen=True)
 class Term:
-    "One ERGM statistic: its kind, its parameter (GWESP's decay) and its node attribute (nodematch)."
-    kind:str # one of TERM_CODES
-    decay:float = 0.0 # GWESP's decay alpha
-    attr:str = None # nodematch's node attribute
+    "One ERGM statistic: its kind, its decay (GW terms), its node or dyad covariate, its k and its factor level."
+    kind:str # one of TERM_CODES (nodematch with diff=True counts one level)
+    decay:float = 0.0 # the decay alpha of gwesp, gwdegree and gwdsp
+    attr:str = None # the node attribute (nodematch, nodefactor, nodecov, absdiff) or graph attribute (edgecov)
+    k:int = 0 # degree(k), kstar(k), istar(k), ostar(k)
+    diff:bool = False # nodematch: one statistic per level
+    level:int = -1 # nodefactor / nodematch(diff): the level's code; -1 until `expand_terms` splits the term
+    level_name:str = None # the level's value, as the label shows it
     @property
-    def code(self): return TERM_CODES[self.kind]
+    def code(self): return TERM_CODES['nodematch_diff' if self.kind == 'nodematch' and self.diff else self.kind]
     @property
     def label(self):
+        "statnet's coefficient name."
         if self.kind == 'gwesp': return f'gwesp.fixed.{self.decay:g}'
-        if self.kind == 'nodematch': return f'nodematch.{self.attr}'
+        if self.kind == 'gwdegree': return f'gwdeg.fixed.{self.decay:g}'
+        if self.kind == 'gwdsp': return f'gwdsp.fixed.{self.decay:g}'
+        if self.kind in COUNT_TERMS: return f'{self.kind}{self.k}'
+        if self.kind in ('nodefactor', 'nodematch') and self.level >= 0:
+            return f'{self.kind}.{self.attr}.{self.level if self.level_name is None else self.level_name}'
+        if self.kind == 'nodematch' and self.diff: return f'nodematch.{self.attr}.diff'  # until `expand_terms`
+        if self.kind in NODE_FACTOR_TERMS | NODE_COVARIATE_TERMS | {'edgecov'}: return f'{self.kind}.{self.attr}'
         return self.kind
 
 def edges(): return Term('edges')
 def mutual(): return Term('mutual')
 def triangle(): return Term('triangle')
 def ttriple(): return Term('ttriple')
-def nodematch(attr:str='genre'): return Term('nodematch', attr=attr)
+def nodematch(attr:str='genre', diff:bool=False): return Term('nodematch', attr=attr, diff=bool(diff))
 def gwesp(decay:float=0.5): return Term('gwesp', decay=float(decay))
 def stability(): return Term('stability')
 def formation(): return Term('formation')
+def nodecov(attr:str): return Term('nodecov', attr=attr)
+def nodefactor(attr:str): return Term('nodefactor', attr=attr)
+def absdiff(attr:str): return Term('absdiff', attr=attr)
+def edgecov(attr:str): return Term('edgecov', attr=attr)
+def degree(k:int): return Term('degree', k=int(k))
+def kstar(k:int): return Term('kstar', k=int(k))
+def istar(k:int): return Term('istar', k=int(k))
+def ostar(k:int): return Term('ostar', k=int(k))
+def gwdegree(decay:float=0.5): return Term('gwdegree', decay=float(decay))
+def gwdsp(decay:float=0.5): return Term('gwdsp', decay=float(decay))
 
+# %% ../../nbs/career/43_ergm.ipynb #7195c1cb
 _TERM_RE = re.compile(r'^\s*([a-z]+)\s*(?:\(\s*([^)]*?)\s*\))?\s*$')
+_NEEDS_ATTR = NODE_FACTOR_TERMS | NODE_COVARIATE_TERMS | {'edgecov'}
+_TERM_FIX = ("use one of edges, mutual, triangle, ttriple, nodematch(attr[, diff=True]), nodefactor(attr), "
+             "nodecov(attr), absdiff(attr), edgecov(name), degree(k), kstar(k), istar(k), ostar(k), gwesp(a), gwdegree(a), gwdsp(a), "
+             "stability, formation (plus 'homophily')")
+
+def _number(spec, text, integer, fix):
+    "A term's numeric argument, refused unless finite and >= 0 (an integer for k)."
+    try: v = int(text) if integer else float(text)
+    except ValueError: raise InputError('terms', spec, fix, 'bad term argument') from None
+    if not (v >= 0 and math.isfinite(v)): raise InputError('terms', spec, fix, 'bad term argument')
+    return v
 
 def parse_term(spec) -> Term:
-    "A `Term` from a `Term` or a string such as `'edges'`, `'nodematch(genre)'`, `'homophily'` or `'gwesp(0.5)'`."
+    "A `Term` from a `Term` or a string such as `'edges'`, `'nodematch(genre, diff=True)'` or `'gwesp(0.5)'`."
     if isinstance(spec, Term): return spec
     m = _TERM_RE.match(str(spec))
-    fix = f"use one of {sorted(TERM_CODES)} (plus 'homophily'), e.g. 'gwesp(0.5)' or 'nodematch(genre)'"
-    if not m: raise InputError('terms', spec, fix, 'unreadable ERGM term')
+    if not m: raise InputError('terms', spec, _TERM_FIX, 'unreadable ERGM term')
     kind, arg = m.group(1), m.group(2)
-    if kind == 'homophily': kind, arg = 'nodematch', arg or 'genre'
-    if kind not in TERM_CODES: raise InputError('terms', spec, fix, 'unknown ERGM term')
-    if kind == 'gwesp':
-        try: decay = float(arg) if arg else 0.5
-        except ValueError: raise InputError('terms', spec, "give GWESP's decay as a number, e.g. 'gwesp(0.5)'", 'bad GWESP decay') from None
-        if not (decay >= 0 and math.isfinite(decay)): raise InputError('terms', spec, 'use a decay >= 0', 'bad GWESP decay')
-        return Term('gwesp', decay=decay)
-    if kind == 'nodematch': return Term('nodematch', attr=arg or 'genre')
-    if arg: raise InputError('terms', spec, f"'{kind}' takes no argument", 'unexpected argument')
+    args = [a.strip() for a in arg.split(',')] if arg else []
+    if kind == 'homophily': kind, args = 'nodematch', args or ['genre']
+    if kind not in TERM_CODES or kind == 'nodematch_diff':
+        raise InputError('terms', spec, _TERM_FIX, 'unknown ERGM term')
+    if kind in GW_TERMS:
+        fix = f"give {kind}'s decay as a number >= 0, e.g. '{kind}(0.5)'"
+        decay = _number(spec, args[0], False, fix) if args else 0.5
+        return Term(kind, decay=decay)
+    if kind in COUNT_TERMS:
+        if len(args) != 1: raise InputError('terms', spec, f"give k, e.g. '{kind}(2)'", 'missing k')
+        k = _number(spec, args[0], True, f"give k as a whole number, e.g. '{kind}(2)'")
+        if kind != 'degree' and k < 1: raise InputError('terms', spec, f"use k >= 1, e.g. '{kind}(2)'", 'bad k')
+        return Term(kind, k=k)
+    if kind in _NEEDS_ATTR:
+        if kind == 'nodematch' and not args: args = ['genre']
+        diff = kind == 'nodematch' and len(args) == 2 and args[1].replace(' ', '').lower() in ('diff=true', 'diff')
+        if not args or not args[0] or len(args) > 1 + diff:
+            fix = f"name one attribute, e.g. '{kind}(wealth)'" + (" or 'nodematch(genre, diff=True)'" if kind == 'nodematch' else '')
+            raise InputError('terms', spec, fix, 'bad term arguments')
+        return Term(kind, attr=args[0], diff=diff)
+    if args: raise InputError('terms', spec, f"'{kind}' takes no argument", 'unexpected argument')
     return Term(kind)
 
 def parse_terms(terms, directed:bool, temporal:bool=False) -> tuple:
@@ -90,12 +142,59 @@ def parse_terms(terms, directed:bool, temporal:bool=False) -> tuple:
     if len(set(labels)) < len(labels): raise InputError('terms', labels, 'list each term once', 'repeated term')
     for t in out:
         if directed and t.kind in UNDIRECTED_ONLY:
-            raise InputError('terms', t.kind, "use 'ttriple' (transitive triples) on a directed graph", 'term needs an undirected graph')
+            fix = ("use 'ttriple' (transitive triples) on a directed graph" if t.kind == 'triangle'
+                   else "use istar(k)/ostar(k) on a directed graph, or fit an undirected one")
+            raise InputError('terms', t.kind, fix, 'term needs an undirected graph')
         if not directed and t.kind in DIRECTED_ONLY:
             raise InputError('terms', t.kind, "drop it, or fit a directed graph (nx.DiGraph)", 'term needs a directed graph')
         if t.kind in TEMPORAL and not temporal:
             raise InputError('terms', t.kind, 'fit snapshots with TERGM to use stability/formation', 'temporal term in a cross-sectional ERGM')
     return out
+
+# %% ../../nbs/career/43_ergm.ipynb #482b7bd8
+def node_covariate(G, # a networkx graph
+                   name:str, # the numeric node attribute
+                   nodes:list, # the node order
+                  ) -> np.ndarray:
+    "The numeric node attribute `name` as a float vector in `nodes`' order (nodecov, absdiff)."
+    vals = [G.nodes[v].get(name) for v in nodes]
+    missing = [v for v, x in zip(nodes, vals) if x is None]
+    field = f'node attribute {name!r}'
+    if missing: raise InputError(field, missing[:5], f'set G.nodes[v][{name!r}] to a number on every node', 'missing node attribute')
+    try: x = np.array(vals, float)
+    except (TypeError, ValueError):
+        raise InputError(field, vals[:5], 'use numbers (nodefactor/nodematch take categories)', 'not numeric') from None
+    if not np.isfinite(x).all(): raise InputError(field, 'NaN/inf', 'use finite numbers', 'not finite')
+    return x
+
+def dyad_covariate(G, # a networkx graph whose G.graph[name] holds the covariate
+                   name:str, # an (n, n) array in G's node order, a DataFrame indexed by node, or a graph (edge 'weight')
+                   nodes:list, # the node order
+                  ) -> np.ndarray:
+    "The dyadic covariate `G.graph[name]` (e.g. past collaborations) as an (n, n) float matrix in `nodes`' order."
+    field = f'graph attribute {name!r}'
+    fix = f'set G.graph[{name!r}] to an (n, n) array in node order, a DataFrame indexed by node, or a graph on the same nodes'
+    if name not in G.graph: raise InputError(field, 'missing', fix, 'missing dyadic covariate')
+    w, n = G.graph[name], len(nodes)
+    index = {v: k for k, v in enumerate(nodes)}
+    if hasattr(w, 'edges') and hasattr(w, 'nodes'):
+        unknown = sorted(map(str, set(w.nodes()) - set(nodes)))
+        if unknown: raise InputError(field, unknown[:5], fix, 'unknown nodes')
+        W = np.zeros((n, n))
+        for u, v, d in w.edges(data=True):
+            W[index[u], index[v]] = d.get('weight', 1.0)
+            if not w.is_directed(): W[index[v], index[u]] = W[index[u], index[v]]
+    elif isinstance(w, pd.DataFrame): W = w.reindex(index=nodes, columns=nodes).to_numpy(float)
+    else:
+        W = np.asarray(w, float)
+        if W.shape != (n, n): raise InputError(field, W.shape, fix, f'not ({n}, {n})')
+        order = [list(G.nodes()).index(v) for v in nodes]
+        W = W[np.ix_(order, order)]
+    if not np.isfinite(W).all(): raise InputError(field, 'NaN/inf', 'give a finite value for every pair of nodes', 'not finite')
+    if not G.is_directed() and not np.allclose(W, W.T):
+        raise InputError(field, 'asymmetric', 'give an undirected graph a symmetric covariate', 'asymmetric')
+    np.fill_diagonal(W, 0.0)
+    return W
 
 # %% ../../nbs/career/43_ergm.ipynb #32a01928
 @dataclass
@@ -107,13 +206,17 @@ class Network:
     attrs:dict # attribute name -> int codes per node
     levels:dict # attribute name -> the values the codes stand for
     prev:np.ndarray = None # (n, n) int32 adjacency of the previous snapshot (temporal terms)
+    covs:dict = None # numeric node attribute -> float per node (nodecov, absdiff)
+    dyadcovs:dict = None # graph attribute -> (n, n) float matrix (edgecov)
 
 def as_network(G, # a networkx Graph or DiGraph (no self-loops, no multi-edges)
                attrs=(), # node attributes the terms need (nodematch)
                nodes=None, # the node order (default: G's)
                prev=None, # the previous snapshot, a graph on the same nodes
+               covs=(), # numeric node attributes (nodecov, absdiff)
+               dyadcovs=(), # graph attributes holding dyadic covariates (edgecov)
               ) -> Network:
-    "The `Network` of a networkx graph, with the attributes `attrs` coded as integers."
+    "The `Network` of a networkx graph: the factors `attrs` coded as integers, the covariates as floats."
     if not hasattr(G, 'is_directed') or not hasattr(G, 'nodes'):
         raise InputError('graph', type(G).__name__, 'pass a networkx Graph or DiGraph', 'not a graph')
     if G.is_multigraph(): raise InputError('graph', type(G).__name__, 'collapse multi-edges first (nx.Graph(G) or nx.DiGraph(G))', 'multigraph')
@@ -139,7 +242,9 @@ def as_network(G, # a networkx Graph or DiGraph (no self-loops, no multi-edges)
     if prev is not None:
         if prev.is_directed() != G.is_directed(): raise InputError('snapshots', 'mixed', 'make every snapshot directed, or every one undirected', 'mixed graph kinds')
         P = as_network(prev, (), nodes).A
-    return Network(A, G.is_directed(), nodes, codes, levels, P)
+    C = {a: node_covariate(G, a, nodes) for a in covs}
+    W = {w: dyad_covariate(G, w, nodes) for w in dyadcovs}
+    return Network(A, G.is_directed(), nodes, codes, levels, P, C, W)
 
 def to_graph(A:np.ndarray, # (n, n) 0/1 adjacency
              net:Network, # the network whose nodes and attributes the graph takes
@@ -153,41 +258,90 @@ def to_graph(A:np.ndarray, # (n, n) 0/1 adjacency
     return G
 
 # %% ../../nbs/career/43_ergm.ipynb #aadb88a1
+def term_needs(terms) -> tuple:
+    "The node factors, numeric node covariates and dyadic covariates a list of `Term`s reads."
+    factors = sorted({t.attr for t in terms if t.kind in NODE_FACTOR_TERMS})
+    covs = sorted({t.attr for t in terms if t.kind in NODE_COVARIATE_TERMS})
+    return factors, covs, sorted({t.attr for t in terms if t.kind == 'edgecov'})
+
+def expand_terms(terms, # `Term`s from `parse_terms`
+                 net:Network, # the network whose factor levels split nodefactor and nodematch(diff=True)
+                ) -> tuple:
+    "Split `nodefactor(f)` into a term per level but the first (statnet's base=1), `nodematch(f, diff=True)` into one per level."
+    out = []
+    for t in terms:
+        if t.kind not in NODE_FACTOR_TERMS or t.level >= 0 or (t.kind == 'nodematch' and not t.diff):
+            out.append(t)
+            continue
+        levels = net.levels[t.attr]
+        first = 1 if t.kind == 'nodefactor' else 0
+        if len(levels) <= first:
+            raise InputError('terms', t.label, f'drop it: every node has the same {t.attr!r}', 'one level only')
+        out += [Term(t.kind, attr=t.attr, diff=t.diff, level=c, level_name=str(levels[c])) for c in range(first, len(levels))]
+    return tuple(out)
+
+def _kpar(terms):
+    "Per term: its k, or its level's code (nodefactor, nodematch with diff)."
+    return np.array([t.level if t.kind in NODE_FACTOR_TERMS and t.level >= 0 else t.k for t in terms], np.int64)
+
 def _term_arrays(terms, net:Network):
-    "The codes, decays and attribute columns the compiled kernels take."
+    "The codes, decays, factor codes, k / levels, node covariates and dyadic covariates the compiled kernels take."
+    n, K = len(net.nodes), len(terms)
     codes = np.array([t.code for t in terms], np.int64)
     decays = np.array([t.decay for t in terms], np.float64)
-    attr = np.zeros((len(terms), len(net.nodes)), np.int64)
+    attr, cov = np.zeros((K, n), np.int64), np.zeros((K, n))
+    W = np.zeros((K, n, n) if any(t.kind == 'edgecov' for t in terms) else (K, 1, 1))
+    sources = {**dict.fromkeys(NODE_FACTOR_TERMS, net.attrs), **dict.fromkeys(NODE_COVARIATE_TERMS, net.covs or {}),
+               'edgecov': net.dyadcovs or {}}
     for k, t in enumerate(terms):
-        if t.kind == 'nodematch':
-            if t.attr not in net.attrs: raise InputError('terms', t.label, f'give the nodes a {t.attr!r} attribute', 'missing node attribute')
-            attr[k] = net.attrs[t.attr]
-    return codes, decays, attr
+        where = sources.get(t.kind)
+        if where is None: continue
+        if t.attr not in where:
+            raise InputError('terms', t.label, f'give the graph a {t.attr!r} attribute', 'missing node attribute')
+        if t.kind in NODE_FACTOR_TERMS: attr[k] = where[t.attr]
+        elif t.kind == 'edgecov': W[k] = where[t.attr]
+        else: cov[k] = where[t.attr]
+    return codes, decays, attr, _kpar(terms), cov, W
 
+# %% ../../nbs/career/43_ergm.ipynb #aaf41632
 def _gw_weights(sp, decay):
-    "GWESP's weight e^a (1 - (1 - e^-a)^sp) of an edge with `sp` shared partners."
+    "The geometric weight e^a (1 - (1 - e^-a)^sp) of `sp` shared partners (or of degree `sp`)."
     r = 1.0 - math.exp(-decay)
     return math.exp(decay) * (1.0 - r ** np.asarray(sp, float))
 
 def statistics(A:np.ndarray, # (n, n) adjacency
                terms, # `Term`s
                directed:bool, # whether A is a directed graph
-               attr:np.ndarray=None, # (K, n) attribute codes per term (nodematch)
+               attr:np.ndarray=None, # (K, n) factor codes per term (nodematch, nodefactor)
                prev:np.ndarray=None, # previous snapshot's adjacency (stability, formation)
+               cov:np.ndarray=None, # (K, n) numeric node covariate per term (nodecov, absdiff)
+               W:np.ndarray=None, # (K, n, n) dyadic covariate per term (edgecov)
               ) -> np.ndarray:
     "The vector g(y) of the terms' statistics, vectorised (counted once per pair when undirected)."
     A = np.asarray(A, np.int64)
     half = 1 if directed else 2
     T2 = A @ A  # two-paths i->k->j (common neighbours when undirected)
+    dout, din = A.sum(1), A.sum(0)
     out = np.zeros(len(terms))
     for k, t in enumerate(terms):
         c = t.kind
+        if c in NODE_FACTOR_TERMS: is_level = attr[k] == t.level
         if c == 'edges': v = A.sum() / half
         elif c == 'mutual': v = (A * A.T).sum() / 2
         elif c == 'triangle': v = (T2 * A).sum() / 6
         elif c == 'ttriple': v = (T2 * A).sum()
+        elif c == 'nodematch' and t.diff: v = (A * (is_level[:, None] & is_level[None, :])).sum() / half
         elif c == 'nodematch': v = (A * (attr[k][:, None] == attr[k][None, :])).sum() / half
+        elif c == 'nodefactor': v = (A * (is_level[:, None].astype(int) + is_level[None, :])).sum() / half
+        elif c == 'nodecov': v = (A * (cov[k][:, None] + cov[k][None, :])).sum() / half
+        elif c == 'absdiff': v = (A * np.abs(cov[k][:, None] - cov[k][None, :])).sum() / half
+        elif c == 'edgecov': v = (A * W[k]).sum() / half
         elif c == 'gwesp': v = _gw_weights(T2[A > 0], t.decay).sum() / half
+        elif c == 'gwdegree': v = _gw_weights(dout, t.decay).sum()
+        elif c == 'gwdsp': v = _gw_weights(T2[~np.eye(len(A), dtype=bool)], t.decay).sum() / 2
+        elif c == 'degree': v = float((dout == t.k).sum())
+        elif c in ('kstar', 'ostar'): v = float(sum(math.comb(int(d), t.k) for d in dout))
+        elif c == 'istar': v = float(sum(math.comb(int(d), t.k) for d in din))
         elif c == 'stability': v = (A * prev).sum() / half
         elif c == 'formation': v = (A * (1 - prev)).sum() / half
         out[k] = v
@@ -195,10 +349,18 @@ def statistics(A:np.ndarray, # (n, n) adjacency
 
 # %% ../../nbs/career/43_ergm.ipynb #2ddb56c1
 @njit(cache=_CACHE)
-def _change(A, T2, nbr, deg, prev, attr, directed, codes, rpow, i, j, out):
+def _comb(d, k):
+    "The binomial coefficient C(d, k) as a float (0 when d < k)."
+    if k < 0 or d < k: return 0.0
+    v = 1.0
+    for q in range(k): v = v * (d - q) / (q + 1)
+    return v
+
+@njit(cache=_CACHE)
+def _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i, j, out):
     """Change statistics of adding tie (i, j) to y with (i, j) absent (the caller flips the sign for a removal).
     nbr[0, v, :deg[0, v]] lists v's out-neighbours (all neighbours when undirected), nbr[1] the in-neighbours;
-    rpow[t, s] = r^s and rpow[t, n + 1 + s] = GWESP's weight of s shared partners."""
+    rpow[t, s] = r^s and rpow[t, n + 1 + s] = GWESP's weight of s shared partners; kpar[t] is k or a level's code."""
     n = A.shape[0]
     present = A[i, j]
     for t in range(codes.shape[0]):
@@ -228,6 +390,25 @@ def _change(A, T2, nbr, deg, prev, attr, directed, codes, rpow, i, j, out):
                     if A[j, k]: v += rpow[t, T2[i, k] - present] + rpow[t, T2[j, k] - present]
         elif c == 6: v = prev[i, j]
         elif c == 7: v = 1.0 - prev[i, j]
+        elif c == 8: v = cov[t, i] + cov[t, j]
+        elif c == 9: v = (attr[t, i] == kpar[t]) + (attr[t, j] == kpar[t])
+        elif c == 10: v = 1.0 if attr[t, i] == kpar[t] and attr[t, j] == kpar[t] else 0.0
+        elif c == 11: v = abs(cov[t, i] - cov[t, j])
+        elif c == 12: v = W[t, i, j]
+        elif c == 13:  # degree(k): i and j each move from degree d to d + 1
+            di = deg[0, i] - present; dj = deg[0, j] - present
+            v = (di + 1 == kpar[t]) - (di == kpar[t]) + (dj + 1 == kpar[t]) - (dj == kpar[t])
+        elif c == 14: v = rpow[t, deg[0, i] - present] + rpow[t, deg[0, j] - present]  # gwdegree: w(d + 1) - w(d) = r^d
+        elif c == 15:  # gwdsp: pairs (i, k), k a neighbour of j, and (j, k), k a neighbour of i, gain a partner
+            for q in range(deg[0, j]):
+                k = nbr[0, j, q]
+                if k != i: v += rpow[t, T2[i, k] - present]
+            for q in range(deg[0, i]):
+                k = nbr[0, i, q]
+                if k != j: v += rpow[t, T2[j, k] - present]
+        elif c == 16: v = _comb(deg[0, i] - present, kpar[t] - 1) + _comb(deg[0, j] - present, kpar[t] - 1)
+        elif c == 17: v = _comb(deg[1, j] - present, kpar[t] - 1)
+        elif c == 18: v = _comb(deg[0, i] - present, kpar[t] - 1)
         out[t] = v
 
 @njit(cache=_CACHE)
@@ -272,11 +453,11 @@ def _neighbour_lists(A):
     return nbr, deg, npos
 
 def _rpow(terms, n):
-    "Per term: r^s for s = 0..n and GWESP's weight e^a (1 - r^s) of s shared partners (zeros for other terms)."
+    "Per term: r^s for s = 0..n and the GW weight e^a (1 - r^s) of s shared partners (zeros for other terms)."
     out = np.zeros((len(terms), 2 * n + 2))
     s = np.arange(n + 1)
     for k, t in enumerate(terms):
-        if t.kind == 'gwesp':
+        if t.kind in GW_TERMS:
             r = 1.0 - math.exp(-t.decay)
             out[k, :n + 1] = r ** s; out[k, n + 1:] = math.exp(t.decay) * (1.0 - r ** s)
     return out
@@ -287,21 +468,25 @@ def change_statistics(A:np.ndarray, # (n, n) adjacency
                       directed:bool, # whether A is directed
                       i:int, j:int, # the dyad to toggle
                       attr=None, prev=None, # as in `statistics`
+                      cov=None, W=None, # as in `statistics`
                      ) -> np.ndarray:
     "g(y with (i, j) toggled) - g(y), from the compiled kernel (what the sampler uses)."
     A = np.ascontiguousarray(A, np.int32); n = len(A)
     K = len(terms)
     attr = np.zeros((K, n), np.int64) if attr is None else np.asarray(attr, np.int64)
     prev = np.zeros((n, n), np.int32) if prev is None else np.ascontiguousarray(prev, np.int32)
+    cov = np.zeros((K, n)) if cov is None else np.asarray(cov, np.float64)
+    W = np.zeros((K, 1, 1)) if W is None else np.asarray(W, np.float64)
     codes = np.array([t.code for t in terms], np.int64)
     nbr, deg, _ = _neighbour_lists(A)
     out = np.zeros(K)
-    _change(A, (A @ A).astype(np.int32), nbr, deg, prev, attr, directed, codes, _rpow(terms, n), int(i), int(j), out)
+    T2 = (A @ A).astype(np.int32)
+    _change(A, T2, nbr, deg, prev, attr, _kpar(terms), cov, W, directed, codes, _rpow(terms, n), int(i), int(j), out)
     return -out if A[i, j] else out
 
 # %% ../../nbs/career/43_ergm.ipynb #a3936df8
 @njit(cache=_CACHE)
-def _dyad_changes(A, T2, nbr, deg, prev, attr, directed, codes, rpow):
+def _dyad_changes(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow):
     "Change statistics and the observed tie of every dyad (the design of the pseudo-likelihood)."
     n = A.shape[0]
     m = n * (n - 1) if directed else n * (n - 1) // 2
@@ -311,13 +496,13 @@ def _dyad_changes(A, T2, nbr, deg, prev, attr, directed, codes, rpow):
     for i in range(n):
         for j in range(n):
             if i == j or (not directed and j < i): continue
-            _change(A, T2, nbr, deg, prev, attr, directed, codes, rpow, i, j, out)
+            _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i, j, out)
             X[r] = out; y[r] = A[i, j]; r += 1
     return X, y
 
 # %% ../../nbs/career/43_ergm.ipynb #4afaa4b5
 @njit(cache=_CACHE)
-def _sample(A, T2, nbr, deg, npos, prev, attr, directed, codes, rpow, theta, n_samples, interval, burnin, seed, ei, ej, pos, ne):
+def _sample(A, T2, nbr, deg, npos, prev, attr, kpar, cov, W, directed, codes, rpow, theta, n_samples, interval, burnin, seed, ei, ej, pos, ne):
     """Metropolis-Hastings with the tie/no-tie proposal from the state (A, T2, edge list ei/ej/pos, ne[0] edges).
     Returns the statistics of the n_samples draws relative to the start, and the acceptance rate."""
     np.random.seed(seed)
@@ -336,7 +521,7 @@ def _sample(A, T2, nbr, deg, npos, prev, attr, directed, codes, rpow, theta, n_s
             if j >= i: j += 1
             if not directed and j < i: i, j = j, i
         present = A[i, j]
-        _change(A, T2, nbr, deg, prev, attr, directed, codes, rpow, i, j, out)
+        _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i, j, out)
         sign = -1.0 if present else 1.0
         logr = 0.0
         for t in range(K): logr += sign * theta[t] * out[t]
@@ -362,7 +547,7 @@ class Chain:
     "A Markov chain over graphs on `net`'s nodes: its current state, kept between calls so that sampling continues where it stopped."
     def __init__(self, net:Network, terms, A0=None, seed:int=0):
         self.net, self.terms = net, tuple(terms)
-        self.codes, self.decays, self.attr = _term_arrays(self.terms, net)
+        self.codes, self.decays, self.attr, self.kpar, self.cov, self.W = _term_arrays(self.terms, net)
         n = len(net.nodes)
         self.prev = net.prev if net.prev is not None else np.zeros((n, n), np.int32)
         self.A = np.ascontiguousarray(net.A if A0 is None else A0, dtype=np.int32).copy()
@@ -376,7 +561,7 @@ class Chain:
         self.ei[:len(i)], self.ej[:len(i)] = i, j
         self.pos[i, j] = np.arange(len(i))
         self.ne = np.array([len(i)], np.int64)
-        self.g = statistics(self.A, self.terms, net.directed, self.attr, self.prev)
+        self.g = statistics(self.A, self.terms, net.directed, self.attr, self.prev, self.cov, self.W)
         self.rng = np.random.default_rng(seed)
 
     def sample(self, theta, # coefficients, one per term
@@ -386,7 +571,7 @@ class Chain:
               ) -> np.ndarray:
         "Statistics of `n_samples` draws, shape (n_samples, K); the chain ends at the last draw."
         seed = int(self.rng.integers(2**31 - 1))
-        d, self.acceptance = _sample(self.A, self.T2, self.nbr, self.deg, self.npos, self.prev, self.attr, self.net.directed, self.codes, self.rpow,
+        d, self.acceptance = _sample(self.A, self.T2, self.nbr, self.deg, self.npos, self.prev, self.attr, self.kpar, self.cov, self.W, self.net.directed, self.codes, self.rpow,
                                      np.asarray(theta, np.float64), int(n_samples), int(interval), int(burnin), seed,
                                      self.ei, self.ej, self.pos, self.ne)
         d = d + self.g
@@ -402,7 +587,7 @@ class Chain:
         return out
 
 # %% ../../nbs/career/43_ergm.ipynb #b8eed767
-DYAD_INDEPENDENT = {'edges', 'nodematch', 'stability', 'formation'}
+DYAD_INDEPENDENT = {'edges', 'nodematch', 'stability', 'formation', 'nodecov', 'nodefactor', 'absdiff', 'edgecov'}
 
 def mple(nets:list, # `Network`s (one per transition for a temporal model)
          terms, # `Term`s
@@ -412,7 +597,8 @@ def mple(nets:list, # `Network`s (one per transition for a temporal model)
     Xs, ys = [], []
     for net in nets:
         ch = Chain(net, terms)
-        X, y = _dyad_changes(ch.A, ch.T2, ch.nbr, ch.deg, ch.prev, ch.attr, net.directed, ch.codes, ch.rpow)
+        X, y = _dyad_changes(ch.A, ch.T2, ch.nbr, ch.deg, ch.prev, ch.attr, ch.kpar, ch.cov, ch.W, net.directed,
+                             ch.codes, ch.rpow)
         Xs.append(X); ys.append(y)
     X, y = np.vstack(Xs), np.concatenate(ys)
     rows, inv = np.unique(X, axis=0, return_inverse=True)
@@ -547,7 +733,7 @@ def geyer_thompson_step(theta:np.ndarray, # coefficients the draws were made at
 class ERGM:
     "An exponential random graph model P(Y=y) = exp(theta . g(y)) / kappa(theta), fitted by MPLE then MCMC-MLE."
     temporal = False
-    def __init__(self, terms, # term specs: 'edges', 'mutual', 'triangle', 'ttriple', 'nodematch(genre)' ('homophily'), 'gwesp(0.5)', or `Term`s
+    def __init__(self, terms, # specs as `parse_term` reads them ('edges', 'nodecov(wealth)', 'gwesp(0.5)', ...), or `Term`s
                  sample_size:int=1024, # draws per Geyer-Thompson iteration
                  interval:int=None, # toggles between draws (default: 2 x dyads, within [128, 1024])
                  burnin:int=None, # toggles before the first draw (default 16 x interval)
@@ -573,9 +759,11 @@ class ERGM:
         graphs = self._nets(data)
         directed = graphs[0].is_directed()
         self.terms_ = parse_terms(self.terms, directed, self.temporal)
-        attrs = sorted({t.attr for t in self.terms_ if t.kind == 'nodematch'})
-        if self.temporal: nets = [as_network(g, attrs, list(graphs[0].nodes()), prev=p) for p, g in zip(graphs[:-1], graphs[1:])]
-        else: nets = [as_network(graphs[0], attrs)]
+        attrs, covs, dyadcovs = term_needs(self.terms_)
+        nodes = list(graphs[0].nodes())
+        if self.temporal: nets = [as_network(g, attrs, nodes, p, covs, dyadcovs) for p, g in zip(graphs[:-1], graphs[1:])]
+        else: nets = [as_network(graphs[0], attrs, covs=covs, dyadcovs=dyadcovs)]
+        self.terms_ = expand_terms(self.terms_, nets[0])
         self.nets_, self.directed_ = nets, directed
         n = len(nets[0].nodes)
         self.n_dyads_ = n * (n - 1) // (1 if directed else 2)
@@ -730,7 +918,7 @@ def _pinv(M):
 def _check_extremes(g_obs, terms, max_ties):
     "Refuse a statistic at its extreme (no ties of that kind, or every dyad tied): its MLE is infinite."
     for g, t in zip(g_obs, terms):
-        if g <= 0:
+        if g <= 0 and t.kind not in ('nodecov', 'edgecov'):
             raise DegenerateModelError('terms', t.label, f"drop '{t.label}': the observed graph has none of it, so its MLE is minus infinity", 'statistic at its extreme')
         if t.kind == 'edges' and g >= max_ties:
             raise DegenerateModelError('terms', t.label, 'a complete graph has no finite ERGM estimate: check the input', 'statistic at its extreme')
@@ -759,16 +947,17 @@ def snapshot_stats(snapshots:list, # an ordered list of networkx graphs on the s
     if not snapshots: raise InputError('snapshots', snapshots, 'pass at least one graph', 'no snapshots')
     directed = snapshots[0].is_directed()
     ts = parse_terms(terms, directed, temporal=True)
-    attrs = sorted({t.attr for t in ts if t.kind == 'nodematch'})
+    attrs, covs, dyadcovs = term_needs(ts)
     nodes = list(snapshots[0].nodes())
     rows = []
     for k, G in enumerate(snapshots):
-        net = as_network(G, attrs, nodes, prev=snapshots[k - 1] if k else None)
-        _, _, attr = _term_arrays(ts, net)
+        net = as_network(G, attrs, nodes, snapshots[k - 1] if k else None, covs, dyadcovs)
+        ts_k = expand_terms(ts, net)
+        _, _, attr, _, cov, W = _term_arrays(ts_k, net)
         row = {}
-        for t, a in zip(ts, attr):
+        for t, a, x, w in zip(ts_k, attr, cov, W):
             if t.kind in TEMPORAL and net.prev is None: row[t.label] = np.nan; continue
-            row[t.label] = statistics(net.A, (t,), directed, a[None], net.prev)[0]
+            row[t.label] = statistics(net.A, (t,), directed, a[None], net.prev, x[None], w[None])[0]
         rows.append(dict(snapshot=k, **row))
     return pd.DataFrame(rows).set_index('snapshot')
 
@@ -874,12 +1063,22 @@ def plot_trace(model:ERGM, # a fitted MCMC-MLE model
 
 # %% ../../nbs/career/43_ergm.ipynb #79b31180
 STATNET_FLORENTINE = pd.DataFrame(dict(estimate=[-1.69, 0.19], std_error=[0.36, 0.60]), index=pd.Index(['edges', 'triangle'], name='term'))
+# statnet's tutorial, ergm(flomarriage ~ edges + nodecov('wealth')): a logistic regression, so MPLE = MLE
+STATNET_FLORENTINE_WEALTH = pd.DataFrame(dict(estimate=[-2.5949, 0.0105], std_error=[0.5361, 0.0047]),
+                                         index=pd.Index(['edges', 'nodecov.wealth'], name='term'))
+# ergm's tests/estflo.R, ergm(flomarriage ~ edges + kstar(2)): the MCMC-MLE and the MPLE it starts from (no s.e. printed)
+STATNET_FLORENTINE_KSTAR = pd.DataFrame(dict(estimate=[-1.622292, 0.006467], mple=[-1.66463, 0.01181]),
+                                        index=pd.Index(['edges', 'kstar2'], name='term'))
+FLORENTINE_WEALTH = dict(Acciaiuoli=10, Albizzi=36, Barbadori=55, Bischeri=44, Castellani=20, Ginori=32, Guadagni=8,
+                         Lamberteschi=42, Medici=103, Pazzi=48, Peruzzi=49, Pucci=3, Ridolfi=27, Salviati=10, Strozzi=146,
+                         Tornabuoni=48)  # statnet's flomarriage %v% 'wealth'
 
 def florentine():
-    "Padgett's Florentine marriage network as statnet ships it: networkx's 15 families plus the isolate Pucci (16 nodes, 20 edges)."
+    "Padgett's Florentine marriages as statnet ships them: networkx's 15 families, the isolate Pucci, each family's wealth."
     from kelly.data import social_graph
     G = social_graph('florentine').copy()
     G.add_node('Pucci')
+    for v in G: G.nodes[v]['wealth'] = FLORENTINE_WEALTH[v]
     return G
 
 # %% ../../nbs/career/43_ergm.ipynb #bf90f11e

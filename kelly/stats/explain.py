@@ -5,7 +5,7 @@
 # %% ../../nbs/stats/51_explain.ipynb #3a6b80dc
 from __future__ import annotations
 
-import math, time, warnings
+import math, sys, time, warnings
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ from ..core import InputError, require
 
 # %% auto #0
 __all__ = ['as_function', 'coalition_masks', 'shapley_matrix', 'ExactShapley', 'PermutationShapley', 'counterfactual',
-           'bench_explain']
+           'bench_trees', 'bench_explain']
 
 # %% ../../nbs/stats/51_explain.ipynb #9f6e5603
 def _torch_function(module, output):
@@ -32,10 +32,8 @@ def as_function(model, # a callable on arrays, an estimator with predict/predict
                 proba:bool=False, # explain predict_proba[:, output] instead of predict
                ):
     "A function mapping a float array (rows, features) to a float vector: the quantity explained."
-    try:
-        import torch
-        if isinstance(model, torch.nn.Module): return _torch_function(model, output)
-    except ImportError: pass
+    torch = sys.modules.get('torch')  # a torch model means torch is loaded: never import it for anything else
+    if torch is not None and isinstance(model, torch.nn.Module): return _torch_function(model, output)
     names = getattr(model, 'feature_names_in_', None)
     frame = (lambda A: A) if names is None else (lambda A: pd.DataFrame(A, columns=names))
     if proba:
@@ -76,8 +74,8 @@ def shapley_matrix(p:int, # number of features
 # %% ../../nbs/stats/51_explain.ipynb #8a5fb611
 def _affine_split(model):
     "(A, c, rest) when `model` begins with an affine map x -> A x + c, else None; rest maps (rows, H) to outputs."
-    try:
-        import torch
+    torch = sys.modules.get('torch')
+    if torch is not None:
         if isinstance(model, torch.nn.Sequential) and len(model) and isinstance(model[0], torch.nn.Linear):
             first, rest_mod = model[0], model[1:]
             dtype = first.weight.dtype
@@ -87,7 +85,7 @@ def _affine_split(model):
                 with torch.no_grad(): out = rest_mod(torch.as_tensor(H, dtype=dtype)).double().numpy()
                 return out.reshape(len(H), -1)[:, 0]
             return A, c, rest
-    except ImportError: pass
+    if not type(model).__module__.startswith('sklearn.'): return None  # importing sklearn.linear_model costs 0.3 s
     from sklearn.linear_model._base import LinearModel
     if isinstance(model, LinearModel) and np.ndim(getattr(model, 'coef_', None)) == 1:
         return np.asarray(model.coef_, float)[None, :], np.atleast_1d(np.asarray(model.intercept_, float)), lambda H: H[:, 0]
@@ -96,8 +94,8 @@ def _affine_split(model):
 # %% ../../nbs/stats/51_explain.ipynb #c3aee1a8
 def _relu_head(model):
     "(A, c, w, c2) when `model` is Sequential(Linear(p, H), ReLU(), Linear(H, 1)), else None."
-    try: import torch
-    except ImportError: return None
+    torch = sys.modules.get('torch')
+    if torch is None: return None
     if (isinstance(model, torch.nn.Sequential) and len(model) == 3 and isinstance(model[0], torch.nn.Linear)
             and isinstance(model[1], torch.nn.ReLU) and isinstance(model[2], torch.nn.Linear) and model[2].out_features == 1):
         lin1, lin2 = model[0], model[2]
@@ -123,6 +121,113 @@ def _mean_relu(t, # (..., n) first-layer parts from the rows
     suffix = np.concatenate([np.cumsum(qs[..., ::-1], axis=-1)[..., ::-1], np.zeros(q.shape[:-1] + (1,))], axis=-1)
     return ((m - J) * t + np.take_along_axis(suffix, J, axis=-1)) / m
 
+# %% ../../nbs/stats/51_explain.ipynb #6d84b297
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is in the venv; the plain-Python walk is slow but correct
+    def njit(*a, **k): return a[0] if a and callable(a[0]) else (lambda f: f)
+
+def _tree_ensemble(model):
+    """(left, right, feature, threshold, value, roots) of a fitted scikit-learn tree regressor or ensemble, else None;
+    the leaf values are scaled so that their sum over the trees is f minus a constant."""
+    if not type(model).__module__.startswith('sklearn.'): return None
+    from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
+    from sklearn.tree import DecisionTreeRegressor, ExtraTreeRegressor
+    kind = type(model)
+    if kind in (DecisionTreeRegressor, ExtraTreeRegressor) and hasattr(model, 'tree_'):
+        trees, scale = [model], 1.0
+    elif kind in (RandomForestRegressor, ExtraTreesRegressor) and hasattr(model, 'estimators_'):
+        trees, scale = model.estimators_, 1.0 / len(model.estimators_)
+    elif kind is GradientBoostingRegressor and hasattr(model, 'estimators_'):
+        trees, scale = model.estimators_[:, 0], model.learning_rate
+    else: return None
+    if any(t.tree_.n_outputs != 1 for t in trees): return None
+    parts, roots, offset = [], [], 0
+    for t in trees:
+        tr = t.tree_
+        leaf = tr.children_left < 0
+        parts.append((np.where(leaf, -1, tr.children_left + offset), np.where(leaf, -1, tr.children_right + offset),
+                      tr.feature, tr.threshold, tr.value[:, 0, 0] * scale))
+        roots.append(offset); offset += tr.node_count
+    left, right, feature, threshold, value = (np.concatenate(c) for c in zip(*parts))
+    ints = lambda a: a.astype(np.int64)
+    return ints(left), ints(right), ints(feature), threshold.astype(np.float64), value.astype(np.float64), np.array(roots, np.int64)
+
+def _leaf_weights(p):
+    "W[0, a, b] = (a-1)! b! / (a+b)! and W[1, a, b] = a! (b-1)! / (a+b)!: Shapley values of [A in S, B out of S] (or 0)."
+    W = np.zeros((2, p + 1, p + 1))
+    for a in range(p + 1):
+        for b in range(p + 1 - a):
+            if a: W[0, a, b] = math.factorial(a - 1) * math.factorial(b) / math.factorial(a + b)
+            if b: W[1, a, b] = math.factorial(a) * math.factorial(b - 1) / math.factorial(a + b)
+    return W
+
+@njit(cache='__file__' in globals())
+def _tree_shap(left, right, feature, threshold, value, roots, X, B, W):
+    "Interventional Shapley values (rows, p) of the tree ensemble: the leaf games' closed forms, averaged over background rows."
+    n, p, m = X.shape[0], X.shape[1], B.shape[0]
+    phi = np.zeros((n, p))
+    stack_node = np.empty(4096, np.int64)  # the walk's pending nodes, each with the path length and the constraint it adds
+    stack_len = np.empty(4096, np.int64)
+    stack_feat = np.empty(4096, np.int64)
+    stack_side = np.empty(4096, np.int64)
+    path_feat = np.empty(p + 1, np.int64); path_side = np.empty(p + 1, np.int64)
+    for i in range(n):
+        for k in range(m):
+            for r in roots:
+                top = 0
+                stack_node[0] = r; stack_len[0] = 0; stack_feat[0] = -1; stack_side[0] = 0
+                while top >= 0:
+                    node = stack_node[top]; L = stack_len[top]; f_new = stack_feat[top]; s_new = stack_side[top]
+                    top -= 1
+                    if f_new >= 0:
+                        path_feat[L] = f_new; path_side[L] = s_new; L += 1
+                    if left[node] < 0:
+                        a = 0
+                        for q in range(L): a += path_side[q] == 0
+                        b = L - a
+                        for q in range(L):
+                            if path_side[q] == 0: phi[i, path_feat[q]] += value[node] * W[0, a, b]
+                            else: phi[i, path_feat[q]] -= value[node] * W[1, a, b]
+                        continue
+                    j = feature[node]
+                    x_child = left[node] if X[i, j] <= threshold[node] else right[node]
+                    b_child = left[node] if B[k, j] <= threshold[node] else right[node]
+                    side = -1
+                    for q in range(L):
+                        if path_feat[q] == j: side = path_side[q]
+                    if x_child == b_child or side >= 0:  # one way only: they agree, or j is already in A (0) or B (1)
+                        top += 1
+                        stack_node[top] = x_child if side != 1 else b_child
+                        stack_len[top] = L; stack_feat[top] = -1; stack_side[top] = 0
+                    else:
+                        top += 1
+                        stack_node[top] = x_child; stack_len[top] = L; stack_feat[top] = j; stack_side[top] = 0
+                        top += 1
+                        stack_node[top] = b_child; stack_len[top] = L; stack_feat[top] = j; stack_side[top] = 1
+    return phi / m
+
+# %% ../../nbs/stats/51_explain.ipynb #d0804403
+def _composites(masks, # (coalitions, p) boolean
+                X, # (n, p) rows
+                B, # (m, p) background rows
+                step:int, # coalitions per block
+               ):
+    "Yield (start, composite rows (step * n * m, p)) a block at a time; a thread builds the next block while the caller uses this one."
+    from concurrent.futures import ThreadPoolExecutor
+    p = X.shape[1]
+    make = lambda s: np.where(masks[s:s + step, None, None, :], X[None, :, None, :], B[None, None, :, :]).reshape(-1, p)
+    starts = list(range(0, len(masks), step))
+    if len(starts) == 1:
+        yield 0, make(0)
+        return
+    with ThreadPoolExecutor(1) as pool:  # NumPy releases the GIL while it fills the block
+        ahead = pool.submit(make, starts[0])
+        for k, s in enumerate(starts):
+            Z = ahead.result()
+            if k + 1 < len(starts): ahead = pool.submit(make, starts[k + 1])
+            yield s, Z
+
 # %% ../../nbs/stats/51_explain.ipynb #62e23cc2
 class ExactShapley:
     "Exact interventional Shapley values of any model against a background set, by enumerating all 2**p coalitions."
@@ -131,7 +236,7 @@ class ExactShapley:
                  background, # rows (array or DataFrame) that stand for 'feature unknown'
                  output:int=0, # output column to explain for multi-output models
                  proba:bool=False, # explain predict_proba[:, output]
-                 fast:bool=True, # split a leading affine layer from the rest (same values, less work)
+                 fast:bool=True, # same values, less work: the tree walk for tree ensembles, affine split for networks
                  block_elements:int=4_000_000, # floats per model call: larger is faster, smaller uses less memory
                 ):
         self.background = _matrix(background, 'background')
@@ -140,6 +245,7 @@ class ExactShapley:
         self.f = as_function(model, output, proba)
         self.split = _affine_split(model) if fast and not proba and output == 0 else None
         self.relu = _relu_head(model) if fast and not proba and output == 0 else None
+        self.trees = _tree_ensemble(model) if fast and not proba and output == 0 else None
         self.masks, self.W = coalition_masks(self.p), shapley_matrix(self.p)
         self.block_elements = int(block_elements)
         self.base_value = float(self.f(self.background).mean())
@@ -174,17 +280,18 @@ class ExactShapley:
                 pre = (M @ KX.T).reshape(-1, n, 1, H) + ((1 - M) @ KB.T).reshape(-1, 1, m, H) + c
                 V[:, s:s + step] = rest(pre.reshape(-1, H)).reshape(-1, n, m).mean(2).T
             return V
-        step = max(1, self.block_elements // (n * m * p))
-        for s in range(0, 2**p, step):
-            M = self.masks[s:s + step, None, None, :]
-            Z = np.where(M, X[None, :, None, :], B[None, None, :, :])
-            V[:, s:s + step] = self.f(Z.reshape(-1, p)).reshape(-1, n, m).mean(2).T
+        step = max(1, min(self.block_elements, 1_000_000) // (n * m * p))  # small blocks, built while the model runs
+        for s, Z in _composites(self.masks, X, B, step):
+            V[:, s:s + step] = self.f(Z).reshape(-1, n, m).mean(2).T
         return V
 
     def shap_values(self, X, # rows to explain
                    ) -> np.ndarray:
         "Array (rows, p) of Shapley values."
         X = _matrix(X, 'X', self.p)
+        if self.trees is not None:  # scikit-learn compares float32 features with the thresholds
+            f32 = lambda A: A.astype(np.float32).astype(np.float64)
+            return _tree_shap(*self.trees, f32(X), f32(self.background), _leaf_weights(self.p))
         rows = max(1, 2**22 // 2**self.p)      # rows per pass: the table of coalition values stays below 32 MB
         return np.vstack([self.coalition_values(X[i:i + rows]) @ self.W for i in range(0, len(X), rows)])
 
@@ -302,6 +409,59 @@ def counterfactual(model, # a regressor or classifier (estimator, function or to
     out.attrs.update(delta=d, distance=float(np.sqrt(d @ d)), before=f_value(x0), after=f_value(x0 + d), success=success)
     return out
 
+# %% ../../nbs/stats/51_explain.ipynb #ce49fef0
+def _bench_gbr(p, seed=0):
+    "The benchmark's GradientBoostingRegressor (100 trees of depth 3), 500 rows with an interaction, a sine and a step."
+    from sklearn.ensemble import GradientBoostingRegressor
+    rng = np.random.default_rng(seed + p)
+    X = rng.normal(size=(500, p))
+    y = X[:, 0] * X[:, 1] + np.sin(X[:, 2]) + (X[:, 3] > 0) + 0.1 * rng.normal(size=500)
+    return GradientBoostingRegressor(random_state=seed).fit(X, y)
+
+def bench_trees(size:str='full', # "full": 20 rows, 50 background rows; "tiny": 5 rows, 20 background rows
+                ps=(10, 12), # feature counts
+                repeat:int=3, # timed runs of each path
+               ) -> list[dict]:
+    "GradientBoostingRegressor: the enumeration against the time spent inside the model in the same runs; the tree walk against both."
+    n, m = (20, 50) if size == 'full' else (5, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # shap's import warns that ipywidgets is missing
+        shap = require('shap')
+    recs = []
+    for p in ps:
+        gbr = _bench_gbr(p)
+        rng = np.random.default_rng(100 + p)
+        X, B = rng.normal(size=(n, p)), rng.normal(size=(m, p))
+        inside = [0.0]
+        def timed_predict(A):  # the model alone: scikit-learn's predict on the composite rows kelly builds
+            t0 = time.perf_counter(); out = gbr.predict(A); inside[0] += time.perf_counter() - t0
+            return out
+        totals, model_times = [], []
+        for _ in range(repeat):
+            inside[0] = 0.0
+            t0 = time.perf_counter()
+            exact = ExactShapley(timed_predict, B).shap_values(X)
+            totals.append(time.perf_counter() - t0)
+            model_times.append(inside[0])
+        tree = ExactShapley(gbr, B)
+        tree_t = time_call(lambda: tree.shap_values(X), repeat=max(repeat, 5))['median']   # the warm-up compiles the walk
+        peer = shap.TreeExplainer(gbr, data=B, feature_perturbation='interventional')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            shap_t = time_call(lambda: peer.shap_values(X, check_additivity=False), repeat=max(repeat, 5))['median']
+            shap_diff = float(np.abs(tree.shap_values(X) - peer.shap_values(X, check_additivity=False)).max())
+        total, model_t = float(np.median(totals)), float(np.median(model_times))
+        case = f'gbr p={p}'
+        recs += [dict(case=case, metric='seconds', value=total, unit='s'),
+                 dict(case=case, metric='model_seconds', value=model_t, unit='s'),
+                 dict(case=case, metric='overhead_ratio', value=total / model_t, unit='x'),
+                 dict(case=case, metric='treeshap_seconds', value=tree_t, unit='s'),
+                 dict(case=case, metric='treeshap_speedup', value=total / tree_t, unit='x'),
+                 dict(case=case, metric='treeshap_max_abs_diff', value=float(np.abs(tree.shap_values(X) - exact).max()), unit=''),
+                 dict(case=case, metric='shap_tree_seconds', value=shap_t, unit='s'),
+                 dict(case=case, metric='max_abs_diff_vs_shap_tree', value=shap_diff, unit='')]
+    return recs
+
 # %% ../../nbs/stats/51_explain.ipynb #b9ded768
 def _bench_net(p, seed=0):
     import torch
@@ -310,9 +470,10 @@ def _bench_net(p, seed=0):
 
 @benchmark('explain')
 def bench_explain(size:str='full', # "full": 100 rows, 100 background rows; "tiny": 5 rows, 20 background rows
-                  ps=(8, 10, 12), # feature counts
+                  ps=(8, 10, 12), # feature counts of the network cases
+                  tree_ps=(10, 12), # feature counts of the GradientBoostingRegressor cases (`bench_trees`)
                  ) -> list[dict]:
-    "Exact Shapley values, kelly against shap's exact explainer on the same network and background."
+    "Exact Shapley values, kelly against shap's exact explainer on the same network and background; then `bench_trees`."
     import torch
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # shap's import warns that ipywidgets is missing
@@ -337,4 +498,4 @@ def bench_explain(size:str='full', # "full": 100 rows, 100 background rows; "tin
                  dict(case=case, metric='shap_seconds', value=shap_t, unit='s'),
                  dict(case=case, metric='speedup_vs_shap', value=shap_t / kelly_t, unit='x'),
                  dict(case=case, metric='max_abs_diff_vs_shap', value=diff, unit='')]
-    return recs
+    return recs + bench_trees(size, tree_ps, repeat=3 if size == 'full' else 1)

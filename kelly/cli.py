@@ -116,6 +116,7 @@ FORWARDED = {  # command: (module, function, one-line summary)
     'export': ('kelly.music.rtneural', 'export_main', 'export the iDAW networks as RTNeural JSON, ONNX or checkpoints, checked against PyTorch'),
     'index': ('kelly.audio.search', 'index_main', 'build a track index from a folder of audio files, or describe one (kelly index info)'),
     'recommend': ('kelly.audio.search', 'recommend_main', 'recommend the tracks of an index most similar to one of its tracks'),
+    'catalog': ('kelly.data', 'catalog_main', 'check a catalog folder written by hand: every problem at once, with its file and line'),
     'predict-features': ('kelly.predictor', 'predict_features_main', "predict Spotify-style audio features from a catalog's metadata"),
 }
 

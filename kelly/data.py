@@ -5,19 +5,20 @@
 # %% ../nbs/01_data.ipynb #a27dabce
 from __future__ import annotations
 
-import io, json, math, os
+import csv, difflib, io, json, math, os, re, sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import InputError, MissingResourceError, atomic_write, data_dir, require
+from .core import ArgumentParser, InputError, MissingResourceError, atomic_write, data_dir, require
 
 # %% auto #0
-__all__ = ['EMOTIONS', 'AUDIO_FEATURES', 'TABLES', 'REQUIRED_TABLES', 'SCHEMA', 'NRC_AFFECTS', 'CatalogError', 'Catalog',
-           'tiny_catalog', 'default_catalog_dir', 'load_catalog', 'immich_catalog', 'music21_corpus', 'nile', 'co2',
-           'macrodata', 'social_graph', 'nrc_lexicon', 'tokenize', 'nrc_affect', 'minilm_path', 'sentence_encoder']
+__all__ = ['EMOTIONS', 'AUDIO_FEATURES', 'TABLES', 'REQUIRED_TABLES', 'SCHEMA', 'NRC_AFFECTS', 'CatalogError', 'date_fix',
+           'Catalog', 'tiny_catalog', 'detect_delimiter', 'check_catalog', 'format_problem', 'catalog_main',
+           'default_catalog_dir', 'load_catalog', 'immich_catalog', 'music21_corpus', 'nile', 'co2', 'macrodata',
+           'social_graph', 'nrc_lexicon', 'tokenize', 'nrc_affect', 'minilm_path', 'sentence_encoder']
 
 # %% ../nbs/01_data.ipynb #9846dced
 EMOTIONS = ('happy', 'sad', 'angry', 'fearful', 'surprised', 'disgusted', 'neutral', 'excited')
@@ -91,11 +92,70 @@ SCHEMA = pd.DataFrame(_SCHEMA_ROWS)
 
 # %% ../nbs/01_data.ipynb #1a7da6b4
 class CatalogError(InputError):
-    "A catalog that breaks the schema: names the table, column, row, value and the fix."
-    def __init__(self, table:str, column:str, row, value, fix:str, problem:str='invalid value'):
-        self.table, self.column, self.row = table, column, row
-        where = f"{table}.{column}" + ('' if row is None else f"[row {row}]")
+    "A catalog that breaks the schema: where (table and row, or file and line), the column, the value and the fix."
+    def __init__(self, table:str, # the table, e.g. "songs"
+                 column:str, # the column ('' for a whole table or file)
+                 row, # the row's position in the table, counting from 0 (None for a whole column)
+                 value, # the value found there
+                 fix:str, # what to do about it
+                 problem:str='invalid value', # what is wrong, in a few words
+                 file:str=None, # the file the table was read from, if any
+                 line:int=None, # the line of `file`, counted as a spreadsheet does (the header is line 1)
+                 problems:pd.DataFrame=None, # every problem of the catalog, this one first
+                ):
+        self.table, self.column, self.row, self.file, self.line = table, column, row, file, line
+        self.problems = problems
+        if file is None: where = f"{table}.{column}" + ('' if row is None else f"[row {row}]")
+        else: where = file + ('' if line is None else f" line {line}") + (f", {column}" if column else '')
+        more = 0 if problems is None else len(problems) - 1
+        if more > 0:
+            lister = '`kelly catalog check FOLDER`' if file else 'Catalog.problems()'
+            fix = f"{fix} (and {more} more problem{'s' if more > 1 else ''}: {lister} lists them all)"
         super().__init__(where, value, fix, problem)
+
+# %% ../nbs/01_data.ipynb #7feed112
+def _is_number(v): return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+_ISO_DATE = re.compile(r'\d{4}(-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?)?)?')
+
+def _parse_date(v):
+    "A `Timestamp` for a date (a date or time object, or ISO 8601 text without a time zone), else None."
+    if isinstance(v, (bool, np.bool_)) or _is_number(v): return None
+    if isinstance(v, str) and not _ISO_DATE.fullmatch(v): return None
+    try: t = pd.Timestamp(v)
+    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime): return None
+    if t is pd.NaT or t.tzinfo is not None: return None
+    try: t.as_unit('ns')
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime): return None
+    return t
+
+def _calendar_date(year, month, day) -> str|None:
+    "`YYYY-MM-DD` when the three numbers make a real date, else None."
+    try: return pd.Timestamp(int(year), int(month), int(day)).strftime('%Y-%m-%d')
+    except ValueError: return None
+
+def date_fix(value, # a value that is not an ISO 8601 date
+            ) -> str:
+    "How to write `value` as an ISO 8601 date: its ISO form, or both when day and month could be either way round."
+    fix = 'write an ISO 8601 date: YYYY-MM-DD, YYYY-MM or YYYY'
+    text = str(value).strip()
+    if _ISO_DATE.fullmatch(text): return 'use a real calendar date between 1677-09-22 and 2262-04-11, no time zone'
+    dmy = re.fullmatch(r'(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})', text)
+    if dmy:
+        day_first = _calendar_date(dmy[3], dmy[2], dmy[1])
+        month_first = _calendar_date(dmy[3], dmy[1], dmy[2])
+        if day_first and month_first and day_first != month_first:
+            return f'{fix}; {text} is {day_first} if the day comes first, {month_first} if the month does'
+        if day_first or month_first: return f'{fix}: {day_first or month_first}'
+    ymd = re.fullmatch(r'(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})', text)
+    if ymd and _calendar_date(*ymd.groups()): return f'{fix}: {_calendar_date(*ymd.groups())}'
+    return f'{fix}, e.g. 2019-05-01 (no time zone)'
+
+def _number_fix(value) -> str:
+    "How to write `value` as a number: with a decimal point when it has a decimal comma."
+    text = str(value).strip()
+    if re.fullmatch(r'[-+]?\d*,\d+', text): return f'write the number with a decimal point: {text.replace(",", ".")}'
+    return 'write a finite number here'
 
 # %% ../nbs/01_data.ipynb #f10286e4
 def _missing_value(v):
@@ -106,20 +166,8 @@ def _missing(s:pd.Series) -> np.ndarray:
     if s.dtype == object: return np.fromiter((_missing_value(v) for v in s), bool, len(s))
     return s.isna().to_numpy()
 
-def _is_number(v): return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-def _parse_date(v):
-    "A `Timestamp` for a date-like value, else None."
-    if isinstance(v, (bool, np.bool_)) or _is_number(v): return None
-    try: t = pd.Timestamp(v)
-    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime): return None
-    if t is pd.NaT or t.tzinfo is not None: return None
-    try: t.as_unit('ns')
-    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime): return None
-    return t
-
-def _kind_bad(s:pd.Series, kind:str, present:np.ndarray) -> tuple[np.ndarray, str, str]:
-    "Mask of present values of the wrong kind, the problem and the fix."
+def _kind_bad(s:pd.Series, kind:str, present:np.ndarray) -> tuple[np.ndarray, str, object]:
+    "Mask of present values of the wrong kind, the problem and the fix (a text, or a function of the value)."
     n = len(s)
     ok = np.ones(n, bool)
     dt = s.dtype
@@ -137,7 +185,7 @@ def _kind_bad(s:pd.Series, kind:str, present:np.ndarray) -> tuple[np.ndarray, st
             ok = np.fromiter((_is_number(v) and math.isfinite(float(v)) for v in vals), bool, n)
         else:
             ok = np.isfinite(s.to_numpy(float, na_value=np.nan))
-        return present & ~ok, 'not a finite number', 'write a finite number here'
+        return present & ~ok, 'not a finite number', _number_fix
     if kind == 'int':
         if pd.api.types.is_bool_dtype(dt) or not (pd.api.types.is_numeric_dtype(dt) or dt == object):
             return present, 'not an integer', 'write a whole number here'
@@ -153,7 +201,7 @@ def _kind_bad(s:pd.Series, kind:str, present:np.ndarray) -> tuple[np.ndarray, st
     if kind == 'date':
         if pd.api.types.is_datetime64_dtype(dt): return np.zeros(n, bool), '', ''
         ok = np.fromiter((_parse_date(v) is not None for v in s.to_numpy(object)), bool, n)
-        return present & ~ok, 'not a parsable date', 'write a date such as "2019-05-01" (no time zone)'
+        return present & ~ok, 'not an ISO 8601 date', date_fix
     if kind == 'tags':
         ok = np.fromiter((isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1 and all(isinstance(x, str) for x in v)
                           for v in s.to_numpy(object)), bool, n)
@@ -182,7 +230,8 @@ def _column_problems(table, df, spec):
             for i in np.flatnonzero(miss): out.append(_problem(table, c.column, int(i), vals[i], 'missing value',
                                                                f'fill in {c.column}: {c.description}'))
         bad, problem, fix = _kind_bad(s, c.kind, present)
-        for i in np.flatnonzero(bad): out.append(_problem(table, c.column, int(i), vals[i], problem, fix))
+        for i in np.flatnonzero(bad):
+            out.append(_problem(table, c.column, int(i), vals[i], problem, fix(vals[i]) if callable(fix) else fix))
         if c.kind in ('int', 'float') and not (pd.isna(c.lo) and pd.isna(c.hi)):
             good = present & ~bad
             x = np.full(len(s), np.nan)
@@ -316,13 +365,14 @@ class Catalog:
 
     def validate(self, all:bool=False, # return every problem as a DataFrame instead of raising on the first
                 ):
-        "Raise a `CatalogError` for the first problem and return the catalog when it is valid; with `all=True` return `problems()`."
+        "The catalog if valid, else a `CatalogError` (the first problem; all in `.problems`); `all=True`: `problems()`."
         probs = self.problems()
         if all: return probs
         if len(probs):
             p = probs.iloc[0]
             v = p.value.item() if isinstance(p.value, np.generic) else p.value
-            raise CatalogError(p.table, p.column, None if pd.isna(p.row) else int(p.row), v, p.fix, p.problem)
+            row = None if pd.isna(p.row) else int(p.row)
+            raise CatalogError(p.table, p.column, row, v, p.fix, p.problem, problems=probs)
         return self
 
     def conform(self) -> Catalog:
@@ -389,6 +439,16 @@ def _encode_csv(df:pd.DataFrame, spec:pd.DataFrame) -> pd.DataFrame:
             out[c] = np.where(np.isnat(v), '', txt)
     return out
 
+def _tags_text(text:str) -> list:
+    "Tags from CSV text: a JSON list, or names separated by `|` (`pop|rock`)."
+    text = text.strip()
+    if text.startswith('['): return json.loads(text)
+    return [t.strip() for t in text.split('|') if t.strip()]
+
+def _bool_text(text:str):
+    "True or False from CSV text in any case, else the text unchanged (and refused by the check)."
+    return {'true': True, 'false': False}.get(text.strip().lower(), text)
+
 def _decoder(kind):
     def safe(f):
         def g(x):
@@ -397,28 +457,194 @@ def _decoder(kind):
             except (ValueError, TypeError, json.JSONDecodeError): return x
         return g
     if kind == 'float': return safe(float)
-    if kind == 'int': return safe(lambda x: int(x) if str(x).lstrip('-').isdigit() else float(x))
-    if kind == 'bool': return safe(lambda x: {'True': True, 'False': False, 'true': True, 'false': False}[x] if x in
-                                   ('True', 'False', 'true', 'false') else x)
-    if kind == 'tags': return safe(json.loads)
+    if kind == 'int': return safe(lambda x: int(x) if str(x).strip().lstrip('-').isdigit() else float(x))
+    if kind == 'bool': return safe(_bool_text)
+    if kind == 'tags': return safe(_tags_text)
+    if kind == 'date': return safe(str.strip)
     return safe(lambda x: x)
 
-def _read_csv(path:Path, spec:pd.DataFrame) -> pd.DataFrame:
-    cols = list(spec.column)
-    df = pd.read_csv(path, dtype={c: str for c in cols}, keep_default_na=False, na_values=[''])
-    for c, kind in zip(spec.column, spec.kind):
-        if c in df.columns: df[c] = pd.Series([_decoder(kind)(v) for v in df[c].to_numpy(object)], index=df.index, dtype=object)
-    return df
+_DELIMITERS = {',': 'comma', ';': 'semicolon', '\t': 'tab'}
 
-def _read_parquet(path:Path, spec:pd.DataFrame) -> pd.DataFrame:
-    df = pd.read_parquet(path)
+def detect_delimiter(header:str, # line 1 of a CSV file
+                     expected=(), # the column names the file should have (they decide between delimiters)
+                    ) -> str|None:
+    "The delimiter (`,` `;` or tab) that splits `header` into the most expected names, or None when none or two do."
+    scores = {}
+    for d in _DELIMITERS:
+        try: names = [n.strip() for n in next(csv.reader([header], delimiter=d))]
+        except csv.Error: continue  # e.g. a line break in an unquoted field
+        if len(names) > 1: scores[d] = (len(set(names) & set(expected)), len(names))
+    if not scores: return None
+    best = [d for d, score in scores.items() if score == max(scores.values())]
+    return best[0] if len(best) == 1 else None
+
+def _letter(i:int) -> str:
+    "The spreadsheet name of the column at position `i` (0 is A, 25 is Z, 26 is AA)."
+    name = ''
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        name = chr(65 + r) + name
+    return name
+
+# %% ../nbs/01_data.ipynb #b821ce31
+_LOCATED_COLUMNS = ['file', 'line', 'column', 'letter', 'value', 'problem', 'fix', 'table', 'row']
+
+def _located(file, line, column, value, problem, fix, table, letter='', row=None) -> dict:
+    "A problem located in a file: at `line` as a spreadsheet counts it (header = 1), and `row` (from 0) in the table."
+    if isinstance(value, np.generic): value = value.item()
+    return dict(file=file, line=line, column=column, letter=letter, value=value, problem=problem, fix=fix, table=table,
+                row=row)
+
+def _csv_records(path:Path, table:str) -> tuple:
+    "The records of a CSV file and its delimiter, or Nones and the problem that stops reading it."
+    stop = lambda line, value, problem, fix: (None, None, _located(path.name, line, '', value, problem, fix, table))
+    try: raw = path.read_bytes()
+    except OSError as e:
+        return stop(None, type(e).__name__, 'unreadable file', 'make the file readable (permissions, disk)')
+    try: text = raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        return stop(raw[:e.start].count(b'\n') + 1, raw[e.start:e.start + 4], 'not UTF-8 text',
+                    'save the file as UTF-8 text (spreadsheets call it "CSV UTF-8")')
+    header = re.split(r'\r\n|\r|\n', text, maxsplit=1)[0]  # any line ending: LF, CRLF, or CR (old Mac)
+    if not header.strip(): return stop(1, header, 'no header', 'put the column names on line 1')
+    delimiter = detect_delimiter(header, SCHEMA[SCHEMA.table == table].column)
+    if delimiter is None:
+        fix = 'separate the columns with commas, semicolons or tabs, one of them throughout'
+        return stop(1, header, 'delimiter not detected', fix)
+    reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter)
+    try: return list(reader), delimiter, None
+    except csv.Error as e:
+        return stop(reader.line_num, '', f'not CSV ({e})', 'remove the stray quote or control character')
+
+def _read_csv(path:Path, spec:pd.DataFrame) -> tuple:
+    "A CSV table: its DataFrame (None if unreadable), each row's line, each column's letter, and the file's problems."
+    table, name = spec.table.iloc[0], path.name
+    records, delimiter, stop = _csv_records(path, table)
+    if records is None: return None, [], {}, [stop]
+    header = [h.strip() for h in records[0]]
+    if not any(header):
+        fix = 'put the column names on line 1'
+        return None, [], {}, [_located(name, 1, '', delimiter.join(records[0]), 'no header', fix, table)]
+    probs, rows, lines = [], [], []
+    for i, rec in enumerate(records[1:], start=2):
+        if not any(f.strip() for f in rec): continue  # an empty row
+        if len(rec) != len(header):
+            shape = f'{len(rec)} fields where the header has {len(header)}'
+            probs.append(_located(name, i, '', delimiter.join(rec), shape,
+                                  f'give the row one value per column (put a value holding a {_DELIMITERS[delimiter]} '
+                                  'between double quotes)', table))
+        rows.append((rec + [''] * len(header))[:len(header)])
+        lines.append(i)
+    keep = [j for j, h in enumerate(header) if h or any(r[j].strip() for r in rows)]  # drop unnamed empty columns
+    for j in keep:
+        if not header[j]:
+            fix = 'name it on line 1, or delete it'
+            probs.append(_located(name, 1, '', '', 'column without a name', fix, table, _letter(j)))
+        elif header[j] in header[:j]: probs.append(_located(name, 1, header[j], header[j], 'duplicate column',
+                                                            'give each column its own name', table, _letter(j)))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator='\r\n')
+    writer.writerows([[header[j] for j in keep]] + [[r[j] for j in keep] for r in rows])
+    buf.seek(0)
+    df = pd.read_csv(buf, dtype={c: str for c in spec.column}, keep_default_na=False, na_values=[''])
+    for c, kind in zip(spec.column, spec.kind):
+        if c not in df.columns: continue
+        values = [_decoder(kind)(v) for v in df[c].to_numpy(object)]
+        df[c] = pd.Series([[] if kind == 'tags' and v is None else v for v in values], index=df.index, dtype=object)
+    letters = {}
+    for j in keep: letters.setdefault(header[j], _letter(j))
+    return df, lines, letters, probs
+
+# %% ../nbs/01_data.ipynb #0251beae
+_FORMATS = ('parquet', 'csv')
+
+def _read_parquet(path:Path, spec:pd.DataFrame) -> tuple:
+    "A Parquet table as `_read_csv` returns a CSV one; its rows have no lines (problems name the row instead)."
+    try: df = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        fix = 'write it again with Catalog.write, or replace it with a CSV file'
+        problem = _located(path.name, None, '', type(e).__name__, 'not a Parquet file', fix, spec.table.iloc[0])
+        return None, [], {}, [problem]
     for c in spec.column[spec.kind == 'tags']:
         if c in df.columns: df[c] = pd.Series([list(v) if isinstance(v, (np.ndarray, list, tuple)) else v for v in df[c]],
                                               index=df.index, dtype=object)
-    return df
+    return df, [None] * len(df), {}, []
 
-_FORMATS = ('parquet', 'csv')
+def _table_files(folder:Path) -> tuple[dict, list]:
+    "The file of each table (those `catalog.json` names, else the TABLE.csv / TABLE.parquet present) and the problems."
+    manifest = folder/'catalog.json'
+    if manifest.exists():
+        try:
+            m = json.loads(manifest.read_text(encoding='utf-8'))
+            files = {t: folder/f"{t}.{m['format']}" for t in m['tables']}
+            ok = m['format'] in _FORMATS and set(files) <= set(TABLES)
+        except (ValueError, KeyError, TypeError): ok = False
+        if not ok:
+            fix = "repair it, or delete it to read the folder's TABLE.csv / TABLE.parquet files"
+            raise InputError(str(manifest), manifest.read_text(errors='replace'), fix, 'unreadable catalog manifest')
+        return files, []
+    files, probs = {}, []
+    for t in TABLES:
+        found = [folder/f'{t}.{ext}' for ext in _FORMATS if (folder/f'{t}.{ext}').is_file()]
+        if len(found) > 1: probs.append(_located(found[1].name, None, '', None, 'two files for one table',
+                                                 f'keep {found[0].name} or {found[1].name}, not both', t))
+        if found: files[t] = found[0]
+    return files, probs
 
+def _did_you_mean(name:str, candidates) -> str:
+    "A hint naming the candidate closest to `name` (ignoring case) as the one meant, or ''."
+    lower = {c.lower(): c for c in candidates}
+    near = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.75)
+    return f' (is "{lower[near[0]]}" meant? rename it)' if near else ''
+
+# %% ../nbs/01_data.ipynb #367a4466
+def _load(folder) -> tuple[dict, pd.DataFrame]:
+    "The tables read from a catalog folder, and every problem located by file and line (or row), file by file."
+    folder = Path(folder)
+    if not folder.is_dir():
+        fix = 'pass a catalog folder (TABLE.csv or TABLE.parquet files)'
+        raise InputError('folder', str(folder), fix, 'no such folder')
+    files, out = _table_files(folder)
+    others = [p.name for p in folder.iterdir() if p.suffix in ('.csv', '.parquet') and p.stem not in TABLES]
+    tabs, where = {}, {}
+    for t, path in files.items():
+        if not path.is_file():
+            fix = 'write the catalog again, or fix catalog.json'
+            out.append(_located(path.name, None, '', None, 'missing file', fix, t))
+            continue
+        reader = _read_csv if path.suffix == '.csv' else _read_parquet
+        df, lines, letters, probs = reader(path, SCHEMA[SCHEMA.table == t])
+        out += probs
+        if df is not None: tabs[t], where[t] = df, (path.name, lines, letters)
+    for t in REQUIRED_TABLES:
+        if t in files: continue
+        fix = f'add {t}.csv or {t}.parquet (see kelly.data.SCHEMA)' + _did_you_mean(f'{t}.csv', others)
+        out.append(_located(f'{t}.csv', None, '', None, 'missing table', fix, t))
+    ragged = {(p['file'], p['line']) for p in out if 'fields where the header has' in p['problem']}
+    for p in Catalog(**{t: tabs.get(t) for t in TABLES}).problems().to_dict('records'):
+        if p['table'] not in where: continue  # its file could not be read, and a problem above says why
+        name, lines, letters = where[p['table']]
+        row = None if pd.isna(p['row']) else int(p['row'])
+        line = lines[row] if row is not None else (1 if name.endswith('.csv') else None)
+        if (name, line) in ragged: continue  # a row of the wrong shape: its values are not checked again
+        fix = p['fix']
+        if p['problem'] == 'missing column':
+            fix += _did_you_mean(p['column'], set(tabs[p['table']].columns) - set(SCHEMA.column))
+        if p['problem'] == 'not a list of strings' and name.endswith('.csv'):
+            fix = 'write the tags as pop|rock, or as a JSON list such as ["pop", "rock"]'
+        letter = letters.get(p['column'], '')
+        out.append(_located(name, line, p['column'], p['value'], p['problem'], fix, p['table'], letter, row))
+    order = lambda p: (TABLES.index(p['table']), p['file'], p['line'] or 0, -1 if p['row'] is None else p['row'])
+    out = sorted(out, key=order)
+    return tabs, pd.DataFrame(out, columns=_LOCATED_COLUMNS).astype({'line': 'Int64', 'row': 'Int64'})
+
+def check_catalog(folder, # a catalog folder: TABLE.csv or TABLE.parquet files
+                 ) -> pd.DataFrame:
+    "Every problem of the catalog in `folder` at once, located by file, line (header = 1), column and its letter."
+    return _load(folder)[1]
+
+# %% ../nbs/01_data.ipynb #ec9cc231
 def _write(self:Catalog, folder, # the folder to write into (created if missing)
            format:str='parquet', # "parquet" or "csv"
           ) -> Path:
@@ -440,32 +666,81 @@ def _write(self:Catalog, folder, # the folder to write into (created if missing)
     return folder
 
 def _read(cls, folder, # a folder written by `Catalog.write`, or one holding TABLE.csv / TABLE.parquet files
-          validate:bool=True, # validate and conform (False returns the raw tables as read)
+          validate:bool=True, # validate and conform (False returns the tables as read)
          ) -> Catalog:
-    "Read a catalog folder."
-    folder = Path(folder)
-    if not folder.is_dir(): raise InputError('folder', str(folder), 'pass a folder written by Catalog.write', 'no such folder')
-    man = folder/'catalog.json'
-    if man.exists():
-        m = json.loads(man.read_text())
-        files = {t: folder/f"{t}.{m['format']}" for t in m['tables']}
-    else:
-        files = {}
-        for t in TABLES:
-            for ext in _FORMATS:
-                if (folder/f'{t}.{ext}').exists(): files.setdefault(t, folder/f'{t}.{ext}')
-    for t in REQUIRED_TABLES:
-        if t not in files or not files[t].exists():
-            raise InputError('folder', str(folder), f'add {t}.parquet or {t}.csv (see kelly.data.SCHEMA)', f'no {t} table')
-    tabs = {}
-    for t, p in files.items():
-        spec = SCHEMA[SCHEMA.table == t]
-        tabs[t] = _read_parquet(p, spec) if p.suffix == '.parquet' else _read_csv(p, spec)
-    cat = cls(**tabs)
-    return cat.conform() if validate else cat
+    "Read a catalog folder; one with problems raises a `CatalogError` that locates the first and carries them all."
+    tabs, probs = _load(folder)
+    if not validate:
+        if all(t in tabs for t in REQUIRED_TABLES): return cls(**tabs)
+        probs = probs[~probs.table.isin(list(tabs))]
+    if len(probs):
+        p = probs.iloc[0]
+        raise CatalogError(p.table, p.column, None if pd.isna(p.row) else int(p.row), p.value, p.fix, p.problem,
+                           p.file, None if pd.isna(p.line) else int(p.line), probs.reset_index(drop=True))
+    return cls(**tabs).conform()
 
 Catalog.write = _write
 Catalog.read = classmethod(_read)
+
+# %% ../nbs/01_data.ipynb #0a9050bf
+def format_problem(p:dict, # one problem of `check_catalog`, as a dict
+                  ) -> str:
+    "One line for a problem: `songs.csv line 4, column K (energy): not a finite number: '0,3'. Fix: ...`."
+    place = p['file']
+    if not pd.isna(p['line']): place += f" line {p['line']}"
+    elif not pd.isna(p['row']): place += f" row {p['row']} (from 0)"
+    if p['column']: place += f", column {p['letter']} ({p['column']})" if p['letter'] else f", column {p['column']}"
+    text = '' if _missing_value(p['value']) else repr(p['value'])
+    value = f": {text if len(text) <= 60 else text[:57] + '...'}" if text else ''
+    return f"{place}: {p['problem']}{value}. Fix: {p['fix']}"
+
+def _json_value(v):
+    "A value as JSON holds it: None when missing; numbers, text, True/False and lists as they are; the rest as text."
+    if isinstance(v, np.generic): v = v.item()
+    if isinstance(v, (list, tuple)): return [_json_value(x) for x in v]
+    if _missing_value(v): return None
+    if isinstance(v, float) and not math.isfinite(v): return str(v)
+    return v if isinstance(v, (str, int, float, bool)) else str(v)
+
+_SINGULAR = dict(artists='artist', albums='album', songs='song', sections='section', life_events='life event',
+                 collaborations='collaboration')
+
+def _counts(tabs:dict) -> str:
+    "`2 artists, 1 album, 3 songs`: the rows of each table read."
+    return ', '.join(f"{len(tabs[t])} {_SINGULAR[t]}{'' if len(tabs[t]) == 1 else 's'}" for t in TABLES if t in tabs)
+
+def _catalog_parser() -> ArgumentParser:
+    p = ArgumentParser(prog='kelly catalog', description='Check catalog folders, written by hand or by kelly: '
+                       'TABLE.csv or TABLE.parquet files as kelly.data.SCHEMA describes them.')
+    sub = p.add_subparsers(dest='action', metavar='ACTION', required=True)
+    c = sub.add_parser('check', help='list every problem of a catalog folder at once, each at its file and line',
+        description='List every problem of a catalog folder at once, one line each on standard output: the file, '
+                    'the line (as a spreadsheet counts it: the header is line 1), the column, the value and the fix.',
+        epilog='exit status: 0 when the catalog has no problem (a one-line summary is printed), 2 when it has some '
+               '(then a count follows on standard error) or when an argument is wrong.')
+    c.add_argument('folder', help='the catalog folder')
+    c.add_argument('--json', action='store_true', help='print one JSON object instead: folder, ok, counts, problems')
+    return p
+
+def catalog_main(argv:list=None, # the arguments after `kelly catalog`, e.g. ["check", "my_catalog/"]
+                ) -> int:
+    "`kelly catalog check FOLDER [--json]`: every problem of a catalog at once (exit 2), or a summary line (exit 0)."
+    a = _catalog_parser().parse_args(argv)
+    tabs, probs = _load(a.folder)
+    records = probs.to_dict('records')
+    if a.json:
+        counts = {t: len(tabs[t]) for t in TABLES if t in tabs}
+        problems = [{k: _json_value(v) for k, v in p.items()} for p in records]
+        record = dict(folder=str(a.folder), ok=not records, counts=counts, problems=problems)
+        print(json.dumps(record, ensure_ascii=False))
+    else:
+        for p in records: print(format_problem(p))
+        if not records: print(f'{a.folder}: {_counts(tabs)}; no problems')
+    if records:
+        files = ', '.join(dict.fromkeys(p['file'] for p in records))
+        print(f"kelly catalog check: {len(records)} problem{'s' if len(records) > 1 else ''} in {a.folder} ({files})",
+              file=sys.stderr)
+    return 2 if records else 0
 
 # %% ../nbs/01_data.ipynb #70f4c60d
 def default_catalog_dir() -> Path:

@@ -15,19 +15,20 @@ import torch
 from torch import nn
 from sklearn.base import BaseEstimator
 
-from .core import ConfigError, InputError, KellyError, atomic_write, cache_dir, progress, seed_everything
-from .data import AUDIO_FEATURES, Catalog
+from .core import (ArgumentParser, ConfigError, InputError, KellyError, atomic_write, cache_dir, progress, require,
+                        seed_everything)
+from .data import AUDIO_FEATURES, TABLES, Catalog
 from .training import TrainConfig, Trainer
 
 # %% auto #0
 __all__ = ['FEATURES', 'FEATURE_WEIGHTS', 'MSE_THRESHOLDS', 'METADATA_COLUMNS', 'METADATA_DEFAULTS', 'TEMPO_RANGE', 'TEMPO_SCALE',
-           'LEAKAGE_PATTERNS', 'TEXT_DIM', 'SPLITS', 'MSD_COLUMNS', 'MSD_POPULARITY', 'limit_threads', 'LeakageError',
-           'leakage_kind', 'check_no_leakage', 'songs_frame', 'prepare_songs', 'preprocess_text', 'metadata_matrix',
-           'target_matrix', 'hashing_embedding', 'TextEmbedder', 'InputEncoder', 'AudioFeaturePredictor',
-           'as_feature_dict', 'multitask_loss', 'feature_metrics', 'metadata_confidence', 'completeness', 'split_songs',
-           'LRUCache', 'cache_key', 'FeaturePredictor', 'interval_coverage', 'model_size_bytes', 'quantize',
-           'GenreMeanBaseline', 'GradientBoostingBaseline', 'simulated_songs', 'real_songs', 'load_msd_table',
-           'predict_features_main', 'bench_predictor']
+           'LEAKAGE_PATTERNS', 'TEXT_DIM', 'SPLITS', 'MSD_COLUMNS', 'MSD_POPULARITY', 'MIN_TRAINING_SONGS',
+           'limit_threads', 'LeakageError', 'leakage_kind', 'check_no_leakage', 'songs_frame', 'prepare_songs',
+           'preprocess_text', 'metadata_matrix', 'target_matrix', 'hashing_embedding', 'TextEmbedder', 'InputEncoder',
+           'AudioFeaturePredictor', 'as_feature_dict', 'multitask_loss', 'feature_metrics', 'metadata_confidence',
+           'completeness', 'split_songs', 'LRUCache', 'cache_key', 'FeaturePredictor', 'interval_coverage',
+           'model_size_bytes', 'quantize', 'GenreMeanBaseline', 'GradientBoostingBaseline', 'simulated_songs',
+           'real_songs', 'load_msd_table', 'predict_features_main', 'bench_predictor']
 
 # %% ../nbs/30_predictor.ipynb #5f319f2a
 FEATURES = AUDIO_FEATURES
@@ -692,30 +693,63 @@ def quantize(predictor:FeaturePredictor) -> FeaturePredictor:
     q.cache_, q.quantized_ = LRUCache(predictor.cache_size), True
     return q
 
-def _fp_save(self:FeaturePredictor, path, # the file to write (e.g. predictor.pt)
+_MODEL_FORMAT = 'kelly.predictor/1'
+
+def _fp_save(self:FeaturePredictor, path, # the file to write (e.g. predictor.safetensors)
             ) -> Path:
-    "Write the fitted predictor to `path`."
+    "Write the fitted predictor to `path`: the networks' weights as safetensors, everything else as JSON metadata."
     self._check_fitted()
     if self.quantized_: raise InputError('predictor', 'quantized', 'save the float predictor; quantise after loading')
+    st = require('safetensors.torch', 'safetensors')
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
     cal = None if self.calibration_ is None else self.calibration_.reset_index().to_dict('list')
-    state = dict(params=params, encoder=self.encoder_.state(), models=[m.state_dict() for m in self.models_], calibration=cal)
-    with atomic_write(path, 'wb') as f: torch.save(state, f)
+    meta = dict(format=_MODEL_FORMAT, params=params, encoder=self.encoder_.state(), calibration=cal,
+                n_models=len(self.models_))
+    tensors = {f'{k}.{name}': t.detach().contiguous()
+               for k, m in enumerate(self.models_) for name, t in m.state_dict().items()}
+    blob = st.save(tensors, metadata={'kelly': json.dumps(meta)})
+    with atomic_write(path, 'wb') as f: f.write(blob)
     return Path(path)
+
+def _model_file(path:Path) -> tuple[dict, list]:
+    "The settings and each network's state dict in a model file, read without unpickling anything."
+    with open(path, 'rb') as f: zipped = f.read(4) == b'PK\x03\x04'
+    if zipped:  # saved by kelly before safetensors: torch's zip format, read with the restricted unpickler
+        s = torch.load(path, map_location='cpu', weights_only=True)
+        meta = dict(format=_MODEL_FORMAT, params=s['params'], encoder=s['encoder'], calibration=s['calibration'])
+        return meta, s['models']
+    st = require('safetensors', 'safetensors')
+    with st.safe_open(str(path), framework='pt') as f:
+        meta = json.loads((f.metadata() or {})['kelly'])
+        states = [{} for _ in range(meta['n_models'])]
+        for key in f.keys():
+            k, name = key.split('.', 1)
+            states[int(k)][name] = f.get_tensor(key)
+    return meta, states
 
 def _fp_load(cls, path, # a file written by `save`
             ) -> FeaturePredictor:
-    "Read a predictor written by `save`."
+    "Read a predictor written by `save`; any other file is refused with an `InputError` that names it."
     path = Path(path)
-    if not path.is_file(): raise InputError('path', str(path), 'give a file written by FeaturePredictor.save', 'no such file')
-    s = torch.load(path, map_location='cpu', weights_only=True)
-    p = s['params']
-    self = cls(**{**p, 'hidden_dims': tuple(p['hidden_dims']), 'metadata_columns': tuple(p['metadata_columns'])})
-    self.encoder_ = InputEncoder.from_state(s['encoder'], self.disk_cache)
-    self.models_ = []
-    for sd in s['models']:
-        net = self._network(); net.load_state_dict(sd); self.models_.append(net.eval())
-    self.calibration_ = None if s['calibration'] is None else pd.DataFrame(s['calibration']).set_index('feature')
+    fix = 'give a file written by `kelly predict-features ... --save-model FILE` (or FeaturePredictor.save)'
+    if not path.is_file(): raise InputError('model file', str(path), fix, 'no such file')
+    try:
+        meta, states = _model_file(path)
+        if meta.get('format') != _MODEL_FORMAT: raise ValueError(f"unknown format {meta.get('format')!r}")
+        p = meta['params']
+        self = cls(**{**p, 'hidden_dims': tuple(p['hidden_dims']), 'metadata_columns': tuple(p['metadata_columns'])})
+        self.encoder_ = InputEncoder.from_state(meta['encoder'], self.disk_cache)
+        self.models_ = []
+        for sd in states:
+            net = self._network()
+            net.load_state_dict(sd)
+            self.models_.append(net.eval())
+        cal = meta['calibration']
+        self.calibration_ = None if cal is None else pd.DataFrame(cal).set_index('feature')
+    except KellyError: raise
+    except Exception as e:  # a file of any content can fail anywhere in the readers: each failure is the file's
+        raise InputError('model file', str(path), fix, f'not a kelly predictor ({type(e).__name__})') from None
+    if not self.models_: raise InputError('model file', str(path), fix, 'not a kelly predictor (no networks)')
     self.cache_, self.quantized_, self.histories_ = LRUCache(self.cache_size), False, []
     return self
 
@@ -808,13 +842,17 @@ def load_msd_table(path, # a CSV or Parquet file with Million Song Dataset colum
     return out
 
 # %% ../nbs/30_predictor.ipynb #2263e23b
+MIN_TRAINING_SONGS = 10  # songs with all eight features needed to train a predictor in `kelly predict-features`
+
 def _parser():
-    import argparse
-    p = argparse.ArgumentParser(prog='kelly predict-features', description='Predict the eight audio features of every song in a catalog.')
-    p.add_argument('catalog', help='a catalog folder (written by Catalog.write)')
-    p.add_argument('--out', required=True, help='the file to write: .csv or .parquet')
-    p.add_argument('--model', help='a predictor saved with FeaturePredictor.save (default: train one on the catalog)')
-    p.add_argument('--save-model', help='also save the trained predictor to this file')
+    p = ArgumentParser(prog='kelly predict-features',
+                       description='Predict the eight audio features of every song in a catalog.',
+                       epilog='exit status: 0 on success; 2 when an argument, the catalog or the model is refused '
+                              '(nothing is written then).')
+    p.add_argument('catalog', help='a catalog folder (see kelly catalog check)')
+    p.add_argument('--out', required=True, help='the file to write: .csv or .parquet, in a folder that exists')
+    p.add_argument('--model', help='a predictor saved with --save-model (default: train one on the catalog)')
+    p.add_argument('--save-model', help='also save the trained predictor to this file (safetensors), for --model')
     p.add_argument('--epochs', type=int, default=30, help='training epochs when no --model is given (default 30)')
     p.add_argument('--ensemble', type=int, default=1, help='networks in the ensemble when training (default 1); K > 1 adds *_std columns')
     p.add_argument('--text-encoder', default='minilm', choices=['minilm', 'hashing'], help='sentence embeddings (default minilm)')
@@ -822,21 +860,59 @@ def _parser():
     p.add_argument('--seed', type=int, default=0, help='seed of the training (default 0)')
     return p
 
+def _writable(option:str, value:str, suffixes=None) -> Path:
+    "The path given to `option`, refused unless a file can be written there (with one of `suffixes`, if given)."
+    path = Path(value)
+    if path.is_dir(): raise InputError(option, value, 'give a file name, not a folder', 'a folder')
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(option, value, f'end the file name in {" or ".join(suffixes)}', 'unknown file type')
+    if not path.parent.is_dir():
+        raise InputError(option, value, f'create the folder {path.parent} first, or write elsewhere', 'no such folder')
+    return path
+
+def _check_arguments(a):
+    "Refuse any argument that cannot work, before anything is read or written."
+    out = _writable('--out', a.out, ('.csv', '.parquet'))
+    if out.resolve().parent == Path(a.catalog).resolve() and out.stem in TABLES:
+        fix = 'write the features to a file outside the catalog'
+        raise InputError('--out', a.out, fix, "would overwrite the catalog's own table")
+    if a.save_model is not None:
+        if a.model:
+            fix = 'drop it: with --model nothing is trained'
+            raise InputError('--save-model', a.save_model, fix, 'nothing to save')
+        if _writable('--save-model', a.save_model).resolve() == out.resolve():
+            fix = 'give the model and the features two different files'
+            raise InputError('--save-model', a.save_model, fix, 'same as --out')
+    for option, value in (('--epochs', a.epochs), ('--ensemble', a.ensemble)):
+        if value < 1: raise InputError(option, value, 'use a whole number >= 1', 'not positive')
+    if not 0 <= a.seed < 2**32: raise InputError('--seed', a.seed, 'use a whole number in [0, 2**32)', 'out of range')
+
+# %% ../nbs/30_predictor.ipynb #7082f0e2
+def _trained_predictor(a, songs:pd.DataFrame, known:np.ndarray) -> FeaturePredictor:
+    "The predictor `--model` names, or one trained on the songs whose features are all known."
+    if a.model:
+        try: return FeaturePredictor.load(a.model)
+        except InputError as e: raise InputError('--model', a.model, e.fix, e.problem) from None
+    if known.sum() < MIN_TRAINING_SONGS:
+        raise InputError('catalog', a.catalog, f'label at least {MIN_TRAINING_SONGS} songs with all eight features '
+                         f'({", ".join(FEATURES)}), or pass --model FILE, a predictor trained on a larger catalog with '
+                         '`kelly predict-features BIG_CATALOG --out FILE.csv --save-model FILE`',
+                         f'too few songs to train on ({int(known.sum())} with all eight features known, '
+                         f'{MIN_TRAINING_SONGS} needed)')
+    print(f'training on {int(known.sum())} songs with known features '
+          f'({a.ensemble} network(s), {a.epochs} epochs at most)')
+    fp = FeaturePredictor(n_models=a.ensemble, epochs=a.epochs, text_encoder=a.text_encoder, seed=a.seed)
+    return fp.fit(songs[known])
+
 def predict_features_main(argv:list[str]|None=None) -> int:
     "`kelly predict-features CATALOG --out FILE`: predict the audio features of a catalog's songs."
     from kelly.data import load_catalog
     a = _parser().parse_args(argv)
+    _check_arguments(a)
     out = Path(a.out)
-    if out.suffix not in ('.csv', '.parquet'): raise InputError('--out', a.out, 'end the file name in .csv or .parquet')
     songs = prepare_songs(songs_frame(load_catalog(a.catalog)))
     known = np.isfinite(target_matrix(songs)).all(1)
-    if a.model: fp = FeaturePredictor.load(a.model)
-    else:
-        if known.sum() < 10:
-            raise InputError('catalog', f'{int(known.sum())} songs with all features', 'pass --model FILE, a predictor trained elsewhere')
-        print(f'training on {int(known.sum())} songs with known features ({a.ensemble} network(s), {a.epochs} epochs at most)')
-        fp = FeaturePredictor(n_models=a.ensemble, epochs=a.epochs, text_encoder=a.text_encoder, seed=a.seed).fit(songs[known])
-        if a.save_model: print(f'model saved to {fp.save(a.save_model)}')
+    fp = _trained_predictor(a, songs, known)
     todo = np.ones(len(songs), bool) if a.all else ~known
     pred = fp.predict(songs[todo], return_std=len(fp.models_) > 1, desc='predicting features') if todo.any() else None
     res = songs[['song_id'] if 'song_id' in songs.columns else []].copy()
@@ -848,11 +924,11 @@ def predict_features_main(argv:list[str]|None=None) -> int:
             if c == 'predicted': continue
             if c not in res.columns: res[c] = np.nan
             res.loc[todo, c] = pred[c].to_numpy()
-    with atomic_write(out, 'wb') as f:
-        buf = io.BytesIO()
-        if out.suffix == '.csv': buf.write(res.to_csv(index=False).encode('utf-8'))
-        else: res.to_parquet(buf, index=False)
-        f.write(buf.getvalue())
+    buf = io.BytesIO()
+    if out.suffix.lower() == '.csv': buf.write(res.to_csv(index=False).encode('utf-8'))
+    else: res.to_parquet(buf, index=False)
+    if a.save_model: print(f'model saved to {fp.save(a.save_model)}')
+    with atomic_write(out, 'wb') as f: f.write(buf.getvalue())
     print(f'{int(todo.sum())} of {len(res)} songs predicted; written to {out}')
     return 0
 

@@ -86,6 +86,9 @@ CASES = [
     (['predict-features', str(CATALOG), '--out', 'f.txt'], ['--out', 'f.txt']),
     (['predict-features', str(CATALOG), '--out', 'f.csv', '--epochs', '0'], ['epochs', '0']),
     (['predict-features', str(CATALOG), '--out', 'a_folder'], ['--out', 'a_folder']),
+    (['catalog', 'check', 'no_such_folder'], ['no_such_folder']),
+    (['catalog', 'check'], ['folder']),
+    (['catalog', 'verify', '.'], ['verify']),
 ]
 
 

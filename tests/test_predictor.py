@@ -1,5 +1,5 @@
 "Tests of kelly.predictor: the network, the loss, leakage refusal, the splits, serving, the loaders and the command."
-import math
+import math, os
 
 import numpy as np
 import pandas as pd
@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from kelly.core import InputError
 from kelly import predictor as P
 from kelly.simulate import simulate_catalog
+from conftest import kelly_cli
 
 
 @pytest.fixture(scope='module')
@@ -43,6 +44,7 @@ def test_network_shapes_and_bounded_heads():
 
 
 def test_genre_branch_mean_pools_over_present_tags_only():
+    torch.manual_seed(0)
     net = P.AudioFeaturePredictor(num_genres=4, num_moods=2)
     e = net.genre_embedding.weight
     pooled = net._pool(net.genre_embedding, torch.tensor([[1, 3, 0, 0, 0]]))
@@ -211,6 +213,24 @@ def test_save_and_load_round_trip(tmp_path, songs, fitted):
     te = songs.iloc[sp['test']]
     pd.testing.assert_frame_equal(fp.predict(te, return_std=True), fp2.predict(te, return_std=True), atol=1e-5)
     with pytest.raises(InputError): P.FeaturePredictor.load(tmp_path/'missing.pt')
+    with open(tmp_path/'p.pt', 'rb') as f: assert f.read(4) != b'PK\x03\x04'  # safetensors, not a pickle in a zip
+
+
+class _RunsCode:
+    "Unpickling this runs a shell command: what a predictor file must never be able to do."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (os.system, (f'touch {self.marker}',))
+
+
+def test_model_files_are_never_unpickled(tmp_path, fitted):
+    torch.save(dict(params=_RunsCode(tmp_path/'ran'), models=[]), tmp_path/'evil.pt')
+    with pytest.raises(InputError, match='not a kelly predictor') as e: P.FeaturePredictor.load(tmp_path/'evil.pt')
+    assert not (tmp_path/'ran').exists() and 'weights_only' not in str(e.value)
+    legacy = fitted[0]  # a file saved by kelly before safetensors (torch's zip) is still read, safely
+    state = dict(params={k: (list(v) if isinstance(v, tuple) else v) for k, v in legacy.get_params().items()},
+                 encoder=legacy.encoder_.state(), models=[m.state_dict() for m in legacy.models_], calibration=None)
+    torch.save(state, tmp_path/'old.pt')
+    assert len(P.FeaturePredictor.load(tmp_path/'old.pt').models_) == 3
 
 
 def test_unfitted_and_tiny_inputs_are_refused(songs):
@@ -298,3 +318,62 @@ def test_benchmark_runs_tiny():
     cases = {(r['case'].split(',')[-1].strip(), r['metric']) for r in recs}
     assert ('text cold', 'throughput') in cases and ('single track cached', 'latency') in cases
     assert all(r['value'] > 0 for r in recs)
+
+
+@settings(max_examples=30, deadline=None)
+@given(at=st.integers(0, 10**6), cut=st.integers(0, 8), insert=st.binary(max_size=8), in_header=st.booleans())
+def test_a_damaged_model_file_is_refused_by_name(fitted, at, cut, insert, in_header):
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        good = fitted[0].save(Path(d) / 'm.safetensors').read_bytes()
+        header = int.from_bytes(good[:8], 'little')
+        at = 8 + at % header if in_header else at % len(good)
+        (Path(d) / 'x').write_bytes(good[:at] + insert + good[at + cut:])
+        try: P.FeaturePredictor.load(Path(d) / 'x')
+        except InputError as e: assert str(Path(d) / 'x') in str(e) and 'weights_only' not in str(e)
+
+
+@pytest.fixture(scope='module')
+def bad_input_folder(tmp_path_factory):
+    "A folder with a catalog, a too small catalog and model files that are not predictors."
+    d = tmp_path_factory.mktemp('bad_input')
+    simulate_catalog(n_artists=3, seed=2, songs_per_artist=6, sections=False, network=False)[0].write(d/'cat')
+    simulate_catalog(n_artists=2, seed=2, songs_per_artist=4, sections=False, network=False)[0].write(d/'small')
+    (d/'corrupt.pt').write_bytes(np.random.default_rng(0).bytes(4096))
+    torch.save(dict(params=_RunsCode(d/'ran')), d/'evil.pt')
+    from safetensors.torch import save_file
+    save_file({'w': torch.zeros(2)}, str(d/'other.safetensors'))
+    (d/'sub').mkdir()
+    return d
+
+
+BAD_PREDICT = [  # (arguments after the catalog, the argument the error must name)
+    (['--out', 'f.txt'], '--out'), (['--out', 'sub'], '--out'), (['--out', 'none/f.csv'], '--out'),
+    (['--out', 'f.csv', '--epochs', '0'], '--epochs'), (['--out', 'f.csv', '--epochs', 'abc'], '--epochs'),
+    (['--out', 'f.csv', '--ensemble', '0'], '--ensemble'), (['--out', 'f.csv', '--seed', '-1'], '--seed'),
+    (['--out', 'f.csv', '--model', 'corrupt.pt'], '--model'), (['--out', 'f.csv', '--model', 'evil.pt'], '--model'),
+    (['--out', 'f.csv', '--model', 'other.safetensors'], '--model'), (['--out', 'f.csv', '--model', 'none.pt'], '--model'),
+    (['--out', 'f.csv', '--save-model', 'none/m.safetensors'], '--save-model'),
+    (['--out', 'f.csv', '--model', 'corrupt.pt', '--save-model', 'm.safetensors'], '--save-model'),
+    (['--out', 'f.csv', '--save-model', 'f.csv'], '--save-model'), (['--out', 'cat/songs.csv'], '--out'),
+]
+
+
+@pytest.mark.parametrize('args, names', BAD_PREDICT, ids=[' '.join(a) for a, _ in BAD_PREDICT])
+def test_predict_features_refuses_bad_input_in_one_line(bad_input_folder, args, names):
+    d = bad_input_folder
+    before = sorted((p, p.stat().st_mtime_ns) for p in d.rglob('*'))
+    res = kelly_cli('predict-features', str(d/'cat'), *[str(d/a) if a.endswith(('.txt', '.csv', '.pt', '.safetensors', 'sub'))
+                                                        else a for a in args])
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert names in res.stderr and 'Fix:' in res.stderr and 'Traceback' not in res.stderr and 'weights_only' not in res.stderr
+    assert sorted((p, p.stat().st_mtime_ns) for p in d.rglob('*')) == before and not (d/'ran').exists()
+
+
+def test_too_small_catalog_says_how_many_songs_and_how_to_bring_a_model(bad_input_folder):
+    d = bad_input_folder
+    res = kelly_cli('predict-features', str(d/'small'), '--out', str(d/'f.csv'))
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1 and not (d/'f.csv').exists()
+    assert f'(8 with all eight features known, {P.MIN_TRAINING_SONGS} needed)' in res.stderr
+    assert '--save-model' in res.stderr and '--model FILE' in res.stderr

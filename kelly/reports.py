@@ -582,7 +582,7 @@ def _write_index(reports:Path, record:dict) -> dict:
     entry = index.setdefault(record['name'], {})
     entry['last'] = record
     if record['status'] == 'ok': entry['published'] = record
-    with atomic_write(Path(reports)/'index.json') as f: json.dump(index, f, indent=1, sort_keys=True)
+    with atomic_write(Path(reports)/'index.json') as f: json.dump(index, f, indent=1)   # headlines keep their order
     with atomic_write(Path(reports)/'index.html') as f: f.write(index_html(index, _sweeps(reports)))
     return index
 

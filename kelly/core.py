@@ -14,8 +14,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['MATHJAX_CONFIG', 'MATHJAX_FONTS', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require',
            'ArgumentParser', 'project_root', 'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything',
-           'get_device', 'atomic_write', 'file_sha256', 'progress_enabled', 'progress', 'use_offline_plotly',
-           'plotlyjs', 'mathjax_dir']
+           'get_device', 'atomic_write', 'file_sha256', 'ConvergenceWarning', 'sampler_diagnostics', 'progress_enabled',
+           'progress', 'use_offline_plotly', 'plotlyjs', 'mathjax_dir']
 
 # %% ../nbs/00_core.ipynb #006b25e3
 _short = reprlib.Repr()
@@ -217,6 +217,30 @@ def file_sha256(path, # a file
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(chunk), b''): h.update(block)
     return h.hexdigest()
+
+# %% ../nbs/00_core.ipynb #e24f442b
+import warnings
+
+class ConvergenceWarning(UserWarning):
+    "A sampler's R-hat or effective sample size says that its draws cannot be trusted yet."
+
+def sampler_diagnostics(idata, # arviz InferenceData with a posterior group
+                        var_names:list, # the variables to check
+                        max_rhat:float=1.01, # largest acceptable rank-normalised split R-hat (Vehtari et al. 2021)
+                        min_ess_per_chain:float=100, # smallest acceptable bulk ESS per chain (ibid.)
+                        label:str='sampler', # who the warning is about
+                       ) -> pd.DataFrame:
+    "arviz's R-hat and bulk/tail ESS per variable; a `ConvergenceWarning` when any is poor (NaN, a constant, passes)."
+    az = require('arviz')
+    table = az.summary(idata, var_names=var_names, kind='diagnostics')[['r_hat', 'ess_bulk', 'ess_tail']]
+    min_ess = min_ess_per_chain*idata.posterior.sizes['chain']
+    poor = table[(table['r_hat'] > max_rhat) | (table['ess_bulk'] < min_ess)]
+    if len(poor):
+        names = ', '.join(map(str, poor.index[:5]))
+        warnings.warn(f"{label}: poor convergence of {names} (R-hat up to {poor['r_hat'].max():.3f}, bulk ESS down to "
+                      f"{poor['ess_bulk'].min():.0f}; want R-hat <= {max_rhat} and ESS >= {min_ess:g}): "
+                      'run more iterations or chains', ConvergenceWarning, stacklevel=2)
+    return table
 
 # %% ../nbs/00_core.ipynb #c7753ec7
 def progress_enabled(stream=None, # the stream the bar would draw on (default: stderr)

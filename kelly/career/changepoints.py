@@ -17,16 +17,16 @@ from fastcore.basics import patch
 from ..core import InputError, require
 
 # %% auto #0
-__all__ = ['SEGMENT_MODELS', 'NOISE_GRID', 'SHAPE_GRID', 'COAL_MINING_DISASTERS', 'COAL_MASKED_YEARS', 'EMOTION_COLUMNS',
-           'check_series', 'NIWPrior', 'robust_noise_cov', 'default_prior', 'niw_segment_loglik', 'niw_loglik_chain',
-           'poisson_segment_loglik', 'gaussian_segment_loglik', 'log_n_configurations', 'log_prior_K', 'ExactPosterior',
+__all__ = ['SEGMENT_MODELS', 'AUTO_MODELS', 'STUDENT_NU', 'NOISE_GRID', 'SHAPE_GRID', 'COAL_MINING_DISASTERS',
+           'COAL_MASKED_YEARS', 'EMOTION_COLUMNS', 'check_series', 'NIWPrior', 'robust_noise_cov', 'default_prior',
+           'niw_segment_loglik', 'niw_loglik_chain', 'poisson_segment_loglik', 'gaussian_segment_loglik',
+           'student_t_grid', 'student_t_segment_loglik', 'log_n_configurations', 'log_prior_K', 'ExactPosterior',
            'viterbi', 'exact_posterior', 'brute_force_posterior', 'series_log_evidence', 'empirical_bayes_segments',
            'select_segment_model', 'simulate_changepoint_series', 'rjmcmc_chain', 'run_rjmcmc', 'mc_standard_error',
-           'ConvergenceWarning', 'sampler_diagnostics', 'pymc_fixed_k', 'waic_table', 'BayesianChangePoints',
-           'coal_mining_disasters', 'true_positives', 'f_measure', 'partition_from_cps', 'cover_single', 'covering',
-           'hausdorff', 'peer_change_points', 'real_annotated_series', 'simulate_regime_series', 'evaluate_collection',
-           'Career', 'simulated_careers', 'drop_small_changes', 'score_change_points', 'career_benchmark',
-           'bench_changepoints']
+           'pymc_fixed_k', 'waic_table', 'BayesianChangePoints', 'coal_mining_disasters', 'true_positives', 'f_measure',
+           'partition_from_cps', 'cover_single', 'covering', 'hausdorff', 'peer_change_points', 'real_annotated_series',
+           'simulate_regime_series', 'evaluate_collection', 'Career', 'simulated_careers', 'drop_small_changes',
+           'score_change_points', 'career_benchmark', 'bench_changepoints']
 
 # %% ../../nbs/career/41_changepoints.ipynb #173b9e3a
 def check_series(Y, # a 1-d series of length T, or an array / DataFrame of shape (T, d)
@@ -251,6 +251,79 @@ def gaussian_segment_loglik(y, # a univariate series, shape (T,) or (T, 1); NaN 
             L[s, t] = -n/2*np.log(2*np.pi) + log_det_ratio/2 + a0*np.log(b0) - an*np.log(bn) + gammaln(an) - gammaln(a0)
     return L
 
+# %% ../../nbs/career/41_changepoints.ipynb #43f9da95
+def _log_t(z, # standardised residuals
+           nu:float, # degrees of freedom
+          ):
+    "log density of the standard Student t with `nu` degrees of freedom."
+    return gammaln((nu + 1)/2) - gammaln(nu/2) - 0.5*np.log(nu*np.pi) - (nu + 1)/2*np.log1p(z*z/nu)
+
+def student_t_grid(y, # a univariate series (NaN missing)
+                   mu_step:float=1/6, # spacing of the μ grid, in units of the robust scale s
+                   n_sigma:int=20, # cells of the log σ grid
+                   sigma_range:tuple=(0.25, 8.0), # σ from s·lo to s·hi, log-uniform
+                   max_mu:int=160, # the most μ points (the step widens beyond)
+                  ) -> dict:
+    "The quadrature grid G of the Student-t segment model: μ_g, log σ_g, log prior weights log w_g and the priors."
+    y = np.asarray(y, float).reshape(-1); observed = y[np.isfinite(y)]
+    s = float(np.sqrt(robust_noise_cov(observed[:, None])[0, 0]))
+    m0 = float(np.median(observed))
+    q_lo, q_hi = np.quantile(observed, [0.01, 0.99])
+    lo, hi = q_lo - 3*s, q_hi + 3*s
+    tau = hi - lo                                                    # prior sd of μ: the width of the data's bulk
+    n_mu = int(min(max_mu, np.ceil((hi - lo)/(mu_step*s)) + 1))
+    mu = np.linspace(lo, hi, n_mu)
+    edges = np.linspace(np.log(sigma_range[0]*s), np.log(sigma_range[1]*s), n_sigma + 1)
+    M, LS = np.meshgrid(mu, (edges[:-1] + edges[1:])/2, indexing='ij')
+    log_w = -0.5*((M - m0)/tau)**2 - np.log(tau*np.sqrt(2*np.pi)) + np.log(mu[1] - mu[0]) - np.log(n_sigma)
+    return dict(mu=M.ravel(), log_sigma=LS.ravel(), log_w=log_w.ravel(), m0=m0, tau=float(tau), s=s,
+                sigma_lo=sigma_range[0]*s, sigma_hi=sigma_range[1]*s)
+
+def _student_t_prefix(y, grid, nu):
+    "C[t, g] = Σ_{s<t} log t_ν((y_s - μ_g)/σ_g) - log σ_g over observed y_s, shape (T+1, |G|)."
+    observed = np.isfinite(y)
+    Z = (np.where(observed, y, 0.0)[:, None] - grid['mu'])/np.exp(grid['log_sigma'])
+    return _cumsum0(np.where(observed[:, None], _log_t(Z, nu) - grid['log_sigma'], 0.0))
+
+def student_t_segment_loglik(y, # a univariate series, shape (T,) or (T, 1); NaN is missing
+                             nu:float=4.0, # degrees of freedom of the noise
+                             min_size:int=2, # the shortest segment allowed
+                             grid:dict=None, # the quadrature grid (default: `student_t_grid(y)`)
+                            ) -> np.ndarray:
+    "L[s, t] = log p(y[s:t]) under Student-t noise, (μ, σ) integrated on the grid; -inf where t - s < min_size."
+    if not nu > 0: raise InputError('nu', nu, 'use degrees of freedom > 0, e.g. 4')
+    y = check_series(y, 1, 'y', allow_missing=True)
+    if y.shape[1] != 1:
+        raise InputError('y.shape', y.shape, 'pass one column; use niw_segment_loglik for several', 'not univariate')
+    y = y[:, 0]; T = len(y); _check_size(T)
+    grid = student_t_grid(y) if grid is None else grid
+    C = _student_t_prefix(y, grid, nu)
+    L = np.full((T + 1, T + 1), -np.inf); m = max(int(min_size), 1)
+    for s in range(T + 1 - m):                                        # all segments starting at s at once
+        L[s, s + m:] = _lse(C[s + m:] - C[s] + grid['log_w'], 1)
+    return L
+
+# %% ../../nbs/career/41_changepoints.ipynb #c11c236a
+AUTO_MODELS = (*SEGMENT_MODELS, 'student_t')   # the univariate models `segment_model="auto"` compares (exact route)
+STUDENT_NU = 4.0                                # degrees of freedom of the "student_t" model's noise
+
+class _StudentTRegimes:
+    "Exact draws of a regime's (μ, σ) from its grid posterior under the Student-t model (the exact route only)."
+    def __init__(self, y, grid, nu=STUDENT_NU):
+        self.grid, self.nu, self.d = grid, nu, 1
+        self.C = _student_t_prefix(np.asarray(y, float).reshape(-1), grid, nu)
+
+    def grid_posterior(self, s, t):
+        "Posterior probabilities of the grid points given the segment y[s:t]."
+        lp = self.grid['log_w'] + self.C[t] - self.C[s]
+        p = np.exp(lp - lp.max()); return p/p.sum()
+
+    def draw_exact(self, s, t, rng):
+        g = rng.choice(len(self.grid['mu']), p=self.grid_posterior(s, t))
+        return self.grid['mu'][g], float(np.exp(self.grid['log_sigma'][g]))
+
+    def mean(self, theta): return np.array([theta[0]])
+
 # %% ../../nbs/career/41_changepoints.ipynb #57e6dbbe
 def log_n_configurations(T:int, # series length
                          K, # number(s) of change points
@@ -407,7 +480,7 @@ NOISE_GRID = np.logspace(-5, 0.5, 12)     # s² / Var(y) tried by empirical Baye
 SHAPE_GRID = np.logspace(-1, 2, 10)       # Gamma shapes a tried for counts
 
 def empirical_bayes_segments(y, # a univariate series (NaN missing); counts for "poisson"
-                             model:str, # one of SEGMENT_MODELS, or "poisson"
+                             model:str, # one of SEGMENT_MODELS, "student_t", or "poisson"
                              lam:float=2.0, # Poisson prior mean of K
                              max_changes:int=30, # truncation of the prior on K
                              min_size:int=5, # the shortest segment
@@ -416,6 +489,11 @@ def empirical_bayes_segments(y, # a univariate series (NaN missing); counts for 
     "The segment matrix L at the hyper-parameters that maximise the marginal likelihood of the series, with them."
     y = check_series(y, min_size, 'y', allow_missing=True)[:, 0]
     best = None
+    if model == 'student_t':                                         # (μ, σ) integrated on its grid: nothing to tune
+        grid = student_t_grid(y)
+        L = student_t_segment_loglik(y, STUDENT_NU, min_size, grid)
+        return dict(model=model, log_evidence=series_log_evidence(L, lam, max_changes, min_size, stop_below=40.0),
+                    noise_var=grid['s']**2, kappa0=np.nan, m0=grid['m0'], nu=STUDENT_NU, grid=grid, L=L)
     if model == 'poisson':
         mean = max(np.nanmean(y), 1e-3)
         for a in SHAPE_GRID:
@@ -436,7 +514,7 @@ def empirical_bayes_segments(y, # a univariate series (NaN missing); counts for 
     return max([best, *near], key=lambda f: f['log_evidence'])
 
 def select_segment_model(y, # a univariate series (NaN missing)
-                         models:tuple=SEGMENT_MODELS, # the candidate segment models
+                         models:tuple=AUTO_MODELS, # the candidate segment models
                          lam:float=2.0, # Poisson prior mean of K
                          max_changes:int=30, # truncation of the prior on K
                          min_size:int=5, # the shortest segment
@@ -663,26 +741,7 @@ def mc_standard_error(x:np.ndarray, # draws, shape (chains, draws, ...)
     return bm.std(0, ddof=1)/np.sqrt(c*n_batches)
 
 # %% ../../nbs/career/41_changepoints.ipynb #162c4f4e
-class ConvergenceWarning(UserWarning):
-    "A sampler's R-hat or effective sample size says that its draws cannot be trusted yet."
-
-def sampler_diagnostics(idata, # arviz InferenceData with a posterior group
-                        var_names:list, # the variables to check
-                        max_rhat:float=1.01, # largest acceptable rank-normalised split R-hat (Vehtari et al. 2021)
-                        min_ess_per_chain:float=100, # smallest acceptable bulk ESS per chain (ibid.)
-                        label:str='sampler', # who the warning is about
-                       ) -> pd.DataFrame:
-    "arviz's R-hat and bulk/tail ESS per variable; a `ConvergenceWarning` when any is poor (NaN, a constant, passes)."
-    az = require('arviz')
-    table = az.summary(idata, var_names=var_names, kind='diagnostics')[['r_hat', 'ess_bulk', 'ess_tail']]
-    min_ess = min_ess_per_chain*idata.posterior.sizes['chain']
-    poor = table[(table['r_hat'] > max_rhat) | (table['ess_bulk'] < min_ess)]
-    if len(poor):
-        names = ', '.join(map(str, poor.index[:5]))
-        warnings.warn(f"{label}: poor convergence of {names} (R-hat up to {poor['r_hat'].max():.3f}, bulk ESS down to "
-                      f"{poor['ess_bulk'].min():.0f}; want R-hat <= {max_rhat} and ESS >= {min_ess:g}): "
-                      'run more iterations or chains', ConvergenceWarning, stacklevel=2)
-    return table
+from ..core import ConvergenceWarning, sampler_diagnostics   # one check for every sampler of kelly (kelly.core)
 
 # %% ../../nbs/career/41_changepoints.ipynb #f342db6b
 def pymc_fixed_k(Y:np.ndarray, # the series, shape (T, d)
@@ -757,16 +816,16 @@ class BayesianChangePoints(BaseEstimator):
                  n_draws:int=1000, # exact posterior draws stored in posterior_ ("exact"); draws per chain ("pymc")
                  pymc_max_changes:int=3, # "pymc" fits K = 0..pymc_max_changes
                  seed:int=0, # random seed
-                 segment_model:str='auto', # 1-d: "auto" (best by marginal likelihood), one of SEGMENT_MODELS, or "niw"
+                 segment_model:str='auto', # 1-d: "auto" (best by marginal likelihood), one of AUTO_MODELS, or "niw"
                 ):
         if method not in ('exact', 'gibbs', 'pymc'): raise InputError('method', method, 'use "exact", "gibbs" or "pymc"')
         if likelihood not in ('normal', 'poisson'): raise InputError('likelihood', likelihood, 'use "normal" or "poisson"')
         if likelihood == 'poisson' and method == 'pymc': raise InputError('method', method, 'use "exact" or "gibbs" for counts')
         if not 0 < ci < 1: raise InputError('ci', ci, 'use a level between 0 and 1, e.g. 0.95')
         if int(min_size) < 1: raise InputError('min_size', min_size, 'use a positive integer')
-        if segment_model not in ('auto', 'niw', *SEGMENT_MODELS):
-            raise InputError('segment_model', segment_model, f'use "auto", "niw" or one of {SEGMENT_MODELS}')
-        if method != 'exact' and segment_model in ('mean', 'trend', 'ar1'):
+        if segment_model not in ('auto', 'niw', *AUTO_MODELS):
+            raise InputError('segment_model', segment_model, f'use "auto", "niw" or one of {AUTO_MODELS}')
+        if method != 'exact' and segment_model in ('mean', 'trend', 'ar1', 'student_t'):
             raise InputError('segment_model', segment_model, f'use method="exact" for it, or segment_model="meanvar" '
                              f'with method="{method}"', 'no sampler for this model')
         self.method, self.likelihood, self.lam, self.min_size, self.max_changes = method, likelihood, lam, int(min_size), max_changes
@@ -840,6 +899,12 @@ class BayesianChangePoints(BaseEstimator):
         b = [0, *self.positions_, len(self.Y_)]; q = (1 - self.ci)/2; rows = []
         for r in range(len(b) - 1):
             s, t = b[r], b[r + 1]
+            if self.segment_model_ == 'student_t':                # μ | y on the grid, σ summed out
+                p = regimes.grid_posterior(s, t); mu = regimes.grid['mu']
+                order = np.argsort(mu, kind='stable'); cdf = np.cumsum(p[order])
+                lower, upper = mu[order][np.searchsorted(cdf, [q, 1 - q])]
+                rows.append(dict(regime=r, start=s, end=t, dim=0, mean=float(p @ mu), lower=lower, upper=upper))
+                continue
             if self.likelihood == 'poisson':
                 a, bb = self.prior_
                 post = stats.gamma(a + regimes.C[t] - regimes.C[s], scale=1/(bb + regimes.N[t] - regimes.N[s]))
@@ -909,9 +974,12 @@ def _setup(self:BayesianChangePoints, Y):
         self.evidence_ = pd.DataFrame([dict(model='niw', log_evidence=np.nan)])   # filled in by fit
         return Y, L, _NIWRegimes(Y, prior)
     models = (self.segment_model,)
-    if self.segment_model == 'auto': models = SEGMENT_MODELS if self.method == 'exact' else ('meanvar',)
+    if self.segment_model == 'auto': models = AUTO_MODELS if self.method == 'exact' else ('meanvar',)
     best, self.evidence_ = select_segment_model(Y, models, self.lam, self.max_changes, self.min_size)
     self.segment_model_ = best['model']
+    if best['model'] == 'student_t':
+        self.prior_ = best['grid']
+        return Y, best['L'], _StudentTRegimes(Y[:, 0], best['grid'], best['nu'])
     b0 = (best['a0'] - 1)*best['noise_var']    # the mean + variance (NIW, d = 1) prior at the learned noise scale
     self.prior_ = NIWPrior(m0=[best['m0']], kappa0=best['kappa0'], nu0=2*best['a0'], psi0=[[2*b0]])
     return Y, best['L'], _NIWRegimes(Y, self.prior_)
@@ -1078,12 +1146,12 @@ def real_annotated_series() -> list:
 
 # %% ../../nbs/career/41_changepoints.ipynb #c7bff04b
 def simulate_regime_series(T:int=200, # series length
-                           kind:str='trend', # "trend": level and slope per regime; "ar": levels with AR(1) noise
+                           kind:str='trend', # "trend" (level, slope), "ar" (AR(1) noise) or "heavy" (t(2) noise)
                            seed:int=0, # random seed
                            min_size:int=15, # the shortest regime
                           ) -> tuple:
-    "(y, change points): K ~ Uniform{0..3} changes; jumps of 2-5 (trend) or 2-4 (AR) noise standard deviations."
-    if kind not in ('trend', 'ar'): raise InputError('kind', kind, 'use "trend" or "ar"')
+    "(y, change points): K ~ Uniform{0..3}; jumps of 2-5 (trend), 2-4 (AR) noise sds, 3-6 t(2) scales (heavy)."
+    if kind not in ('trend', 'ar', 'heavy'): raise InputError('kind', kind, 'use "trend", "ar" or "heavy"')
     rng = np.random.default_rng(seed)
     K = int(rng.integers(0, 4))
     cps = np.array(_random_init(T, min_size, K, rng), int)
@@ -1091,10 +1159,15 @@ def simulate_regime_series(T:int=200, # series length
     phi = rng.uniform(0.3, 0.7) if kind == 'ar' else 0.0
     noise_sd = 1/np.sqrt(1 - phi**2)                      # the AR(1) noise's marginal standard deviation
     for s, t in zip(bounds[:-1], bounds[1:]):
-        level += rng.choice([-1, 1])*(rng.uniform(2, 5) if kind == 'trend' else rng.uniform(2, 4)*noise_sd)
+        sign = rng.choice([-1, 1])                      # drawn first, so "trend" and "ar" keep their old draws
+        if kind == 'trend': jump = rng.uniform(2, 5)
+        elif kind == 'ar': jump = rng.uniform(2, 4)*noise_sd
+        else: jump = rng.uniform(3, 6)
+        level += sign*jump
         slope = rng.normal(0, 0.03) if kind == 'trend' else 0.0
         y[s:t] = level + slope*np.arange(t - s)
-    shocks = rng.normal(size=T); noise = np.zeros(T)
+    shocks = rng.standard_t(2, size=T) if kind == 'heavy' else rng.normal(size=T)     # t(2): no finite variance
+    noise = np.zeros(T)
     for i in range(T): noise[i] = (phi*noise[i - 1] if i else 0.0) + shocks[i]
     return y + noise, cps
 

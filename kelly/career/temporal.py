@@ -13,7 +13,7 @@ from scipy import optimize
 from scipy.stats import norm
 from sklearn.base import BaseEstimator
 
-from ..core import InputError, require
+from ..core import InputError, require, sampler_diagnostics
 from ..data import Catalog
 from ..simulate import SECTION_BASIS, section_basis
 
@@ -604,7 +604,7 @@ class HierarchicalCareerGP(BaseEstimator):
         self.sampler_ = 'nutpie' if self.sampler == 'nutpie' or (self.sampler == 'auto' and _has_nutpie()) else 'pymc'
         t0 = time.perf_counter()
         with model, warnings.catch_warnings():
-            warnings.simplefilter('ignore')
+            warnings.filterwarnings('ignore', category=FutureWarning)   # library deprecations, not about this fit
             if self.method == 'nuts':
                 kw = dict(nuts_sampler='nutpie', nuts_sampler_kwargs=dict(cores=self.cores)) if self.sampler_ == 'nutpie' else dict(cores=self.cores)
                 idata = pm.sample(draws=self.draws, tune=self.draws if self.tune is None else self.tune, chains=self.chains,
@@ -616,6 +616,8 @@ class HierarchicalCareerGP(BaseEstimator):
                 self.advi_loss_ = np.asarray(approx.hist)
         self.fit_seconds_ = time.perf_counter() - t0
         self.idata_, self.model_ = idata, model
+        if self.method == 'nuts':
+            self.diagnostics_ = sampler_diagnostics(idata, list(HYPER), label='hierarchical career GP (NUTS)')
         post = idata.posterior
         a = (1 - self.level) / 2
         rows = {'artist_id': self.artists_}

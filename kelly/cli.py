@@ -112,6 +112,7 @@ def cmd_info(args) -> int:
 
 # %% ../nbs/91_cli.ipynb #908cc851
 FORWARDED = {  # command: (module, function, one-line summary)
+    'emotion': ('kelly.music.emotion', 'emotion_main', 'print the 8 emotion probabilities and valence/arousal/dominance of texts and audio files'),
     'compose': ('kelly.music.idaw', 'compose_main', 'write a MIDI file for an emotion with the five iDAW networks'),
     'export': ('kelly.music.rtneural', 'export_main', 'export the iDAW networks as RTNeural JSON, ONNX or checkpoints, checked against PyTorch'),
     'index': ('kelly.audio.search', 'index_main', 'build a track index from a folder of audio files, or describe one (kelly index info)'),

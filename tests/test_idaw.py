@@ -7,6 +7,7 @@ import torch
 
 from kelly.music import idaw
 from kelly.music.idaw import MODELS, IDAWPipeline, compose, compose_main, emotion_code
+from conftest import kelly_cli
 
 SPEC = dict(EmotionRecognizer=403_264, MelodyTransformer=641_664, HarmonyPredictor=74_176, DynamicsEngine=13_520, GroovePredictor=18_656)
 
@@ -84,7 +85,7 @@ def test_compose_main_help_and_run(tmp_path):
     r = subprocess.run([sys.executable, '-c', 'from kelly.music.idaw import compose_main; compose_main(["--help"])'], capture_output=True, text=True)
     assert r.returncode == 0 and '--emotion' in r.stdout and '--valence' in r.stdout
     out = tmp_path / 'x.mid'
-    assert compose_main(['--emotion', 'happy', '--bars', '1', '--weights', str(tmp_path / 'none'), '--out', str(out)]) == 0
+    assert compose_main(['--emotion', 'happy', '--bars', '1', '--out', str(out)]) == 0
     assert out.stat().st_size > 0
     with pytest.raises(SystemExit):
         compose_main(['--emotion', 'happy', '--valence', '0.3', '--out', str(out)])  # mutually exclusive
@@ -96,3 +97,46 @@ def test_bench_tiny_records():
     assert ('pipeline batch=1 threads=1', 'latency_p50') in cases and ('pipeline batch=1 threads=1', 'latency_p99') in cases
     assert ('pipeline batch=256 threads=1', 'throughput') in cases
     assert all(np.isfinite(r['value']) and r['value'] > 0 for r in recs)
+
+
+BAD_COMPOSE = [  # (arguments, the argument the one-line error must name)
+    (['--emotion', 'happy', '--tonic', '12'], 'tonic'),
+    (['--emotion', 'happy', '--tonic', '3.7'], 'tonic'),
+    (['--emotion', 'happy', '--bars', '0'], 'bars'),
+    (['--emotion', 'happy', '--seed', '-1'], 'seed'),
+    (['--emotion', 'bored'], 'emotion'),
+    (['--valence', '2'], 'valence'),
+    (['--valence', 'nan'], 'valence'),
+    (['--emotion', 'happy', '--weights', '/nonexistent'], 'weights'),
+    (['--emotion', 'happy', '--out', '{dir}'], 'out'),
+    (['--emotion', 'happy', '--out', '{dir}/a.wav'], 'out'),
+    (['--emotion', 'happy', '--out', '{dir}/file.mid/x.mid'], 'out'),
+]
+
+
+@pytest.mark.parametrize('args, field', BAD_COMPOSE, ids=[' '.join(a) for a, _ in BAD_COMPOSE])
+def test_compose_refuses_bad_input_in_one_line(tmp_path, args, field):
+    (tmp_path / 'file.mid').write_bytes(b'not a folder')
+    before = sorted(p.name for p in tmp_path.rglob('*'))
+    args = [a.replace('{dir}', str(tmp_path)) for a in args]
+    if '--out' not in args: args += ['--out', str(tmp_path / 'song.mid')]
+    r = kelly_cli('compose', *args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr
+    assert field in lines[0] and 'Fix' in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.rglob('*')) == before  # nothing written
+
+
+def test_compose_weights_must_be_complete(tmp_path):
+    d = idaw.save_models({k: v() for k, v in MODELS.items()}, tmp_path / 'w')
+    (d / 'GroovePredictor.safetensors').unlink()
+    with pytest.raises(idaw.InputError, match='GroovePredictor'):
+        compose_main(['--emotion', 'calm', '--weights', str(d), '--out', str(tmp_path / 'x.mid')])
+    assert not (tmp_path / 'x.mid').exists()
+
+
+def test_compose_mood_words_and_text(tmp_path):
+    models = {k: v().eval() for k, v in MODELS.items()}
+    _, calm = compose('calm', bars=1, seed=0, models=models)
+    _, txt = compose(text='I am so sad and lonely', bars=1, seed=0, models=models)
+    assert calm['arousal'] < 0 < calm['valence'] and txt['valence'] < 0 and not txt['major']

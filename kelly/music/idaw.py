@@ -19,12 +19,12 @@ from ..core import InputError, seed_everything
 from .theory import (N_CHORDS, QUALITIES, SPECIALS, chord_chroma_matrix, chord_pitch_classes)
 
 # %% auto #0
-__all__ = ['MODELS', 'SPEC', 'EMOTION_DIM', 'STATE_DIM', 'EMOTIONS', 'HarmonyPredictor', 'DynamicsEngine', 'GroovePredictor',
+__all__ = ['MODELS', 'SPEC', 'EMOTION_DIM', 'STATE_DIM', 'HarmonyPredictor', 'DynamicsEngine', 'GroovePredictor',
            'EmotionRecognizer', 'MelodyTransformer', 'emotion_code', 'note_state', 'key_vector', 'note_summary',
            'harmony_context', 'compact_context', 'IDAWPipeline', 'step', 'run', 'latency_table', 'throughput',
            'bench_idaw', 'piece_tensors', 'training_tensors', 'render_audio', 'mel_frames', 'Logits', 'train_idaw',
            'MelodyMarkov', 'harmony_scores', 'melody_scores', 'weights_dir', 'save_models', 'load_models',
-           'text_emotion', 'compose', 'compose_main']
+           'check_midi_path', 'emotion_vad', 'compose', 'compose_main']
 
 # %% ../../nbs/music/21_idaw.ipynb #fa15c49b
 class _IDAWNet(nn.Module):
@@ -539,27 +539,56 @@ def load_models(folder=None, # a folder written by `save_models` (default: the r
     return models, missing
 
 # %% ../../nbs/music/21_idaw.ipynb #d971bbaa
-EMOTIONS = {'happy': (0.8, 0.5, 0.4), 'sad': (-0.7, -0.4, -0.4), 'calm': (0.5, -0.6, 0.0), 'tender': (0.6, -0.3, -0.2),
-            'angry': (-0.6, 0.8, 0.6), 'fearful': (-0.6, 0.6, -0.6), 'triumphant': (0.8, 0.7, 0.8), 'melancholic': (-0.5, -0.2, -0.3)}
-
-def text_emotion(text:str) -> tuple[float, float, float]:
-    "Valence, arousal, dominance of a text: a named emotion it contains, else VADER's compound score as valence."
-    words = text.lower()
-    for name, vad in EMOTIONS.items():
-        if name in words: return vad
-    from kelly.core import require
-    vs = require('vaderSentiment.vaderSentiment', 'vadersentiment').SentimentIntensityAnalyzer().polarity_scores(text)
-    return (float(vs['compound']), min(1.0, text.count('!') * 0.3) - 0.1, 0.0)
-
 def _fits_key(tonic, major):
     from kelly.music.theory import scale_pitch_classes
     scale = set(scale_pitch_classes(tonic, 'major' if major else 'minor')) | ({(tonic + 11) % 12} if not major else set())
     return torch.tensor([0 < len(chord_pitch_classes(i, tonic)) and set(chord_pitch_classes(i, tonic)) <= scale for i in range(N_CHORDS)])
 
+def _whole(name, value, lo, hi, fix):
+    "`value` as an int in [lo, hi] (an integral float is accepted), or an InputError naming `name`."
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok and isinstance(value, (float, np.floating)) and float(value).is_integer(): value, ok = int(value), True
+    if not ok or not lo <= int(value) <= hi: raise InputError(name, value, fix)
+    return int(value)
+
+def check_midi_path(out, # the file `compose` should write
+                   ):
+    "`out` as a Path to a .mid/.midi file that can be written, or an InputError naming `out`."
+    from pathlib import Path
+    path = Path(out)
+    if path.suffix.lower() not in ('.mid', '.midi'):
+        raise InputError('out', str(out), 'give a file name ending in .mid (kelly compose writes MIDI)', 'not a MIDI file name')
+    if path.is_dir(): raise InputError('out', str(out), 'give a file name, not a folder, e.g. out/song.mid', 'is a folder')
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir(): raise InputError('out', str(out), f'{parent} is a file: choose a path inside a folder', 'parent is not a folder')
+            break
+    return path
+
+def emotion_vad(emotion:str=None, # a mood or emotion word (`kelly.music.emotion.MOOD_VAD`)
+                valence:float=None, arousal:float=0.0, dominance:float=0.0, # explicit emotion, each in [-1, 1]
+                text:str=None, # or a text (`kelly.music.emotion.emotion_from_text`)
+               ) -> tuple[float, float, float]:
+    "Valence, arousal and dominance of one of the three ways `compose` takes an emotion."
+    from kelly.music import emotion as E
+    given = [k for k, x in (('emotion', emotion), ('valence', valence), ('text', text)) if x is not None]
+    if len(given) != 1: raise InputError('emotion', given or None, 'give exactly one of an emotion word, a valence (with arousal, dominance) or a text')
+    if emotion is not None: vad = E.mood_vad(emotion)
+    elif text is not None:
+        if not str(text).strip(): raise InputError('text', text, 'give a non-empty text')
+        vad = E.emotion_from_text([str(text)])[list(E.VAD_COLUMNS)].to_numpy()[0]
+    else:
+        vad = []
+        for k, x in (('valence', valence), ('arousal', arousal), ('dominance', dominance)):
+            if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not -1 <= float(x) <= 1:
+                raise InputError(k, x, 'give a value between -1 and 1')
+            vad.append(float(x))
+    return tuple(float(x) for x in vad)
+
 # %% ../../nbs/music/21_idaw.ipynb #808fd3ee
-def compose(emotion:str=None, # a name in EMOTIONS
+def compose(emotion:str=None, # a mood or emotion word (`kelly.music.emotion.MOOD_VAD`)
             valence:float=None, arousal:float=0.0, dominance:float=0.0, # explicit emotion, each in [-1, 1]
-            text:str=None, # or a text (see `text_emotion`)
+            text:str=None, # or a text (`kelly.music.emotion.emotion_from_text`)
             bars:int=8, # length in 4/4 bars
             seed:int=0, # seeds the key and the melody's sampling
             tonic:int=None, # the key's tonic (default: drawn from the seed)
@@ -568,18 +597,13 @@ def compose(emotion:str=None, # a name in EMOTIONS
            ) -> tuple[pd.DataFrame, dict]:
     "A piece for an emotion: its note table and a summary (key, mode, tempo, checks); writes MIDI to `out`."
     from kelly.music.theory import key_name, render_piece, theory_checks, write_midi, decode_expression
-    if emotion is not None:
-        if emotion not in EMOTIONS: raise InputError('emotion', emotion, f'use one of {", ".join(EMOTIONS)}, or --valence/--arousal')
-        vad = EMOTIONS[emotion]
-    elif text is not None: vad = text_emotion(text)
-    elif valence is not None: vad = (valence, arousal, dominance)
-    else: raise InputError('emotion', None, 'give an emotion name, a valence (with arousal, dominance) or a text')
-    for k, v in zip(('valence', 'arousal', 'dominance'), vad):
-        if not -1 <= v <= 1: raise InputError(k, v, 'give a value between -1 and 1')
-    if bars < 1: raise InputError('bars', bars, 'compose at least one bar')
-    v, a, d = map(float, vad)
+    bars = _whole('bars', bars, 1, 1000, 'compose a whole number of bars between 1 and 1000')
+    seed = _whole('seed', seed, 0, 2**32 - 1, 'use a whole number between 0 and 2**32 - 1')
+    if tonic is not None: tonic = _whole('tonic', tonic, 0, 11, 'give a pitch class 0..11 (0 = C, 1 = C#, ..., 11 = B)')
+    if out is not None: out = check_midi_path(out)
+    v, a, d = emotion_vad(emotion, valence, arousal, dominance, text)
     rng = np.random.default_rng(seed)
-    tonic = int(rng.integers(12)) if tonic is None else int(tonic)
+    tonic = int(rng.integers(12)) if tonic is None else tonic
     major, tempo, density = v >= 0, 90 + 40 * a, 1.2 + 0.4 * a
     models = models or load_models()[0]
     pipe = IDAWPipeline(models).reset(1, tonic, major, tempo, density)
@@ -611,27 +635,44 @@ def compose(emotion:str=None, # a name in EMOTIONS
     return piece, summary
 
 # %% ../../nbs/music/21_idaw.ipynb #1b39a0a5
+def _check_weights(folder):
+    "The five networks from `folder`; a folder that is missing or lacks any of them is an InputError."
+    from pathlib import Path
+    if not Path(folder).is_dir(): raise InputError('weights', str(folder), 'give the folder that `kelly report idaw` saved, or leave --weights out', 'no such folder')
+    models, missing = load_models(folder)
+    if missing: raise InputError('weights', str(folder), f'the folder lacks {", ".join(f"{m}.safetensors" for m in missing)}: '
+                                 'give a folder written by save_models, or leave --weights out', 'incomplete weights')
+    return models
+
 def compose_main(argv:list=None, # command-line arguments (default: sys.argv[1:])
                 ) -> int:
     "kelly compose: write a MIDI file for an emotion."
-    import argparse, json
-    ap = argparse.ArgumentParser(prog='kelly compose', description='Compose a MIDI file for an emotion with the five iDAW networks.')
+    import json, sys
+    from kelly.core import ArgumentParser
+    from kelly.music.emotion import MOOD_VAD
+    ap = ArgumentParser(prog='kelly compose', description='Compose a MIDI file for an emotion with the five iDAW networks.',
+                        epilog=f'emotion words: {", ".join(MOOD_VAD.index)}')
     g = ap.add_mutually_exclusive_group(required=True)
-    g.add_argument('--emotion', choices=sorted(EMOTIONS), help='a named emotion')
+    g.add_argument('--emotion', help='an emotion or mood word (listed below), e.g. happy, calm, nostalgic')
     g.add_argument('--valence', type=float, help='valence in [-1, 1] (with --arousal, --dominance)')
-    g.add_argument('--text', help='a text whose emotion to express')
+    g.add_argument('--text', help='a text whose emotion to express (kelly emotion TEXT shows what is read from it)')
     ap.add_argument('--arousal', type=float, default=0.0, help='arousal in [-1, 1] (default 0)')
     ap.add_argument('--dominance', type=float, default=0.0, help='dominance in [-1, 1] (default 0)')
-    ap.add_argument('--bars', type=int, default=8, help='length in 4/4 bars (default 8)')
+    ap.add_argument('--bars', type=int, default=8, help='length in 4/4 bars, 1..1000 (default 8)')
     ap.add_argument('--seed', type=int, default=0, help='seed of the key and the sampling (default 0)')
     ap.add_argument('--tonic', type=int, default=None, help='the key\'s tonic pitch class 0..11 (default: from the seed)')
     ap.add_argument('--weights', default=None, help='folder of trained networks (default: the idaw report\'s)')
     ap.add_argument('--out', required=True, help='the .mid file to write')
     args = ap.parse_args(argv)
-    models, missing = load_models(args.weights)
-    if missing:
-        import sys
-        print(f'warning: untrained networks (run `kelly report idaw` to train them): {", ".join(missing)}', file=sys.stderr)
+    check_midi_path(args.out)  # everything is checked before the networks load or a file is written
+    _whole('bars', args.bars, 1, 1000, 'compose a whole number of bars between 1 and 1000')
+    _whole('seed', args.seed, 0, 2**32 - 1, 'use a whole number between 0 and 2**32 - 1')
+    if args.tonic is not None: _whole('tonic', args.tonic, 0, 11, 'give a pitch class 0..11 (0 = C, 1 = C#, ..., 11 = B)')
+    if args.emotion is not None or args.valence is not None: emotion_vad(args.emotion, args.valence, args.arousal, args.dominance)
+    if args.weights is not None: models = _check_weights(args.weights)
+    else:
+        models, missing = load_models()
+        if missing: print(f'warning: untrained networks (run `kelly report idaw` to train them): {", ".join(missing)}', file=sys.stderr)
     _, summary = compose(args.emotion, args.valence, args.arousal, args.dominance, args.text, args.bars, args.seed, args.tonic, models, args.out)
     print(json.dumps(dict(out=str(args.out), **summary), indent=1))
     return 0

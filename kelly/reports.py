@@ -172,23 +172,24 @@ RESULTS_KEY = 'kelly_results'   # the output metadata that marks a report's "Res
 
 def _verdict(ok:bool) -> str: return '<span class="kelly-pass">pass</span>' if ok else '<span class="kelly-fail">fail</span>'
 
-def results(headline:dict, # label -> a figure (a number, or a text with its unit)
+def results(headline:dict, # label -> a figure (a number, or a text with its unit), in reading order
             checks:dict=None, # validation -> whether it passed (computed by the notebook, never typed in)
            ) -> dict:
     "Show a report's Results block (its headline figures and each validation's verdict); the reader's page opens on it."
     from IPython.display import display
     e = lambda v: html.escape(str(v))
     fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
-    checks = {str(k): bool(v) for k, v in (checks or {}).items()}
-    payload = dict(headline={str(k): (v if isinstance(v, (int, float, str)) else str(v)) for k, v in headline.items()},
-                   checks=checks, passed=sum(checks.values()), failed=len(checks) - sum(checks.values()))
-    rows = ''.join(f'<tr><th>{e(k)}</th><td>{e(fmt(v))}</td></tr>' for k, v in payload['headline'].items())
-    verdicts = ''.join(f'<li>{_verdict(ok)} {e(k)}</li>' for k, ok in checks.items())
+    # pairs, not dicts: nbformat sorts the keys of output metadata, and the reading order is the notebook's
+    checks = [[str(k), bool(v)] for k, v in (checks or {}).items()]
+    figures = [[str(k), v if isinstance(v, (int, float, str)) else str(v)] for k, v in headline.items()]
+    passed = sum(ok for _, ok in checks)
+    payload = dict(headline=figures, checks=checks, passed=passed, failed=len(checks) - passed)
+    rows = ''.join(f'<tr><th>{e(k)}</th><td>{e(fmt(v))}</td></tr>' for k, v in figures)
+    verdicts = ''.join(f'<li>{_verdict(ok)} {e(k)}</li>' for k, ok in checks)
     block = (f'<div class="kelly-results"><h2>Results</h2><table>{rows}</table>'
              + (f'<h3>Validation: {payload["passed"]} of {len(checks)} passed</h3><ul>{verdicts}</ul>' if checks else '')
              + '</div>')
-    text = '\n'.join([*(f'{k}: {fmt(v)}' for k, v in payload['headline'].items()),
-                      *(f'[{"pass" if ok else "FAIL"}] {k}' for k, ok in checks.items())])
+    text = '\n'.join([*(f'{k}: {fmt(v)}' for k, v in figures), *(f'[{"pass" if ok else "FAIL"}] {k}' for k, ok in checks)])
     display({'text/html': block, 'text/plain': text}, raw=True, metadata={RESULTS_KEY: payload})
     return payload
 
@@ -596,11 +597,15 @@ def update_index(reports:Path, # the reports folder
 # %% ../nbs/90_reports.ipynb #54c96a35
 def _e(v) -> str: return html.escape(str(v))
 
+def _pairs(figures) -> list:
+    "Headline figures as [label, value] pairs (indexes written before they were pairs hold a dict)."
+    return list(figures.items()) if isinstance(figures, dict) else [tuple(p) for p in figures]
+
 def _figures(results:dict, most:int=4) -> str:
     "A report's first headline figures and its validation count, as HTML."
     if not results: return '<span class="muted">no Results block</span>'
     fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
-    shown = ''.join(f'<li>{_e(k)}: <b>{_e(fmt(v))}</b></li>' for k, v in list(results['headline'].items())[:most])
+    shown = ''.join(f'<li>{_e(k)}: <b>{_e(fmt(v))}</b></li>' for k, v in _pairs(results['headline'])[:most])
     n = results['passed'] + results['failed']
     verdict = (f'<span class="{"kelly-fail" if results["failed"] else "kelly-pass"}">{results["passed"]} of {n} '
                'validations passed</span>') if n else ''
@@ -776,16 +781,17 @@ def _sweeps(reports:Path) -> list:
 
 def sweep_html(summary:dict) -> str:
     "The summary page of a sweep: one row per variant, its parameters, verdicts and headline figures."
-    heads = list(dict.fromkeys(k for v in summary['variants'] for k in ((v.get('results') or {}).get('headline') or {})))
+    figures = [dict(_pairs((v.get('results') or {}).get('headline') or [])) for v in summary['variants']]
+    heads = list(dict.fromkeys(k for f in figures for k in f))
     keys = list(dict.fromkeys(k for v in summary['variants'] for k in v['params']))
     fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
     rows = []
-    for v in summary['variants']:
+    for v, shown in zip(summary['variants'], figures):
         link = f'<a href="{_e(v["folder"])}/{_e(summary["name"])}.html">{_e(v["status"])}</a>' if v['status'] == 'ok' else \
                f'<span class="kelly-fail">failed</span><br><small>{_e(v.get("error") or "")}</small>'
         res = v.get('results') or {}
         verdict = f'{res.get("passed", 0)} of {res.get("passed", 0) + res.get("failed", 0)}' if res else ''
-        cells = [*(fmt(v['params'].get(k, '')) for k in keys), verdict, *(fmt((res.get('headline') or {}).get(h, '')) for h in heads)]
+        cells = [*(fmt(v['params'].get(k, '')) for k in keys), verdict, *(fmt(shown.get(h, '')) for h in heads)]
         rows.append('<tr><td>' + link + '</td>' + ''.join(f'<td>{_e(c)}</td>' for c in cells) + '</tr>')
     header = ''.join(f'<th>{_e(h)}</th>' for h in ['run', *keys, 'validations passed', *heads])
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sweep of {_e(summary['name'])}</title>

@@ -313,3 +313,65 @@ def test_simulated_trend_and_ar_collections():
         assert kelly['f1'] >= mean.loc['ruptures BinSeg (BIC)', 'f1'], (kind, mean)
         assert kelly['covering'] >= mean.loc['ruptures BinSeg (BIC)', 'covering'] - slack, (kind, mean)
         assert (kelly >= mean.loc['no change'] + 0.2).all(), (kind, mean)
+
+
+def test_student_t_grid_marginal_matches_dblquad():
+    """The Student-t segment marginal on its (mu, sigma) grid equals scipy's adaptive 2-d quadrature of the same
+    model (mu ~ N(m0, tau^2) over the whole line, log sigma uniform) to 0.01 nats, with Cauchy noise."""
+    from scipy import integrate
+    rng = np.random.default_rng(11)
+    y = np.r_[rng.standard_cauchy(40), 5 + rng.standard_cauchy(40)]
+    g = cp.student_t_grid(y); L = cp.student_t_segment_loglik(y, 4.0, 2, g)
+    lo, hi = np.log(g['sigma_lo']), np.log(g['sigma_hi']); norm = np.log(g['tau']*np.sqrt(2*np.pi)) + np.log(hi - lo)
+    for a, b in [(0, 7), (45, 80)]:
+        seg, ref = y[a:b], L[a, b] + norm
+        f = lambda ls, mu: np.exp(cp._log_t((seg - mu)/np.exp(ls), 4.0).sum() - len(seg)*ls
+                                  - 0.5*((mu - g['m0'])/g['tau'])**2 - ref)
+        val, _ = integrate.dblquad(f, -np.inf, np.inf, lo, hi, epsabs=0, epsrel=1e-8)
+        assert np.log(val) + ref - norm == pytest.approx(L[a, b], abs=0.01)
+
+
+def test_student_t_model_finds_changes_under_heavy_tails():
+    """Level shifts under t(2) noise (simulate_regime_series kind "heavy"), 4 seeds, F1 and covering at margin 5:
+    the Student-t model finds the true changes where ruptures' BIC-penalised PELT and BinSeg add spurious changes at
+    the outliers, and scores above them and above the Gaussian mean-shift model (whose learned noise, inflated by
+    the outliers, also misses changes)."""
+    import warnings
+    import ruptures as rpt
+    scores = {k: [] for k in ('student_t', 'mean', 'PELT', 'BinSeg')}
+    n_found = {k: 0 for k in scores}; n_true = 0
+    for seed in range(4):
+        y, c = cp.simulate_regime_series(120, 'heavy', seed=seed); T = len(y); n_true += len(c)
+        found = {m: cp.BayesianChangePoints(segment_model=m).fit(y).positions_ for m in ('student_t', 'mean')}
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            for name, algo in [('PELT', rpt.Pelt), ('BinSeg', rpt.Binseg)]:
+                found[name] = algo(model='normal', min_size=5, jump=1).fit(y[:, None]).predict(pen=3*np.log(T))[:-1]
+        for k, v in found.items():
+            scores[k].append((cp.f_measure(list(c), list(v), 5), cp.covering(list(c), list(v), T)))
+            n_found[k] += len(v)
+    mean = {k: np.mean(v, 0) for k, v in scores.items()}
+    assert (mean['student_t'] >= 0.95).all(), mean
+    for other in ('mean', 'PELT', 'BinSeg'):
+        assert mean['student_t'][0] > mean[other][0] and mean['student_t'][1] >= mean[other][1], (other, mean)
+    for peer in ('PELT', 'BinSeg'): assert n_found[peer] > n_found['student_t'] + 3, (peer, n_found)   # over-segment
+    assert abs(n_found['student_t'] - n_true) <= 1, (n_found, n_true)
+
+
+def test_auto_picks_student_t_on_heavy_tails_only_and_nan_is_missing():
+    rng = np.random.default_rng(3)
+    heavy = np.r_[rng.standard_t(2, 70), 6 + rng.standard_t(2, 70)]
+    gauss = np.r_[rng.normal(0, 1, 70), 3 + rng.normal(0, 1, 70)]
+    fit = cp.BayesianChangePoints().fit(heavy)
+    assert fit.segment_model_ == 'student_t' and list(fit.positions_) == [70]
+    assert fit.evidence_['model'].iloc[0] == 'student_t' and len(fit.evidence_) == len(cp.AUTO_MODELS)
+    assert abs(fit.regime_means_['mean'].iloc[1] - 6) < 1
+    assert cp.BayesianChangePoints().fit(gauss).segment_model_ != 'student_t'
+    gap = heavy.copy(); gap[[5, 40, 100, 130]] = np.nan
+    fit_gap = cp.BayesianChangePoints(segment_model='student_t').fit(gap)
+    assert list(fit_gap.positions_) == [70]
+    L_gap = cp.student_t_segment_loglik(gap, 4.0, 1, fit_gap.prior_)
+    L_drop = cp.student_t_segment_loglik(np.delete(heavy, 100), 4.0, 1, fit_gap.prior_)
+    assert L_gap[72, 120] == pytest.approx(L_drop[72, 119], abs=1e-10)   # the NaN at 100 adds nothing
+    with pytest.raises(InputError, match='no sampler for this model'):
+        cp.BayesianChangePoints('gibbs', segment_model='student_t')

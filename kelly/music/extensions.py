@@ -21,9 +21,10 @@ from ..training import Trainer
 
 # %% auto #0
 __all__ = ['UNKNOWN', 'OUTPUT_SCALES', 'CATEGORIES', 'EmotionTransitionModel', 'section_sequences', 'TransitionObjective',
-           'objective_loss', 'fit_transition_model', 'empirical_transitions', 'transition_recovery',
-           'ContextVocabulary', 'bounded_range', 'CulturalContextAdapter', 'context_ids', 'DynamicEmotionToMusicMapper',
-           'ExtendedEmotionModel', 'read_manifest', 'entropy', 'DatasetDiversityManager', 'minority_recall']
+           'objective_loss', 'fit_transition_model', 'empirical_transitions', 'transition_recovery', 'audio_sequences',
+           'held_out_nll', 'ContextVocabulary', 'bounded_range', 'CulturalContextAdapter', 'context_ids',
+           'DynamicEmotionToMusicMapper', 'ExtendedEmotionModel', 'read_manifest', 'entropy', 'DatasetDiversityManager',
+           'minority_recall']
 
 # %% ../../nbs/music/24_extensions.ipynb #0d135a28
 def _gaps(timestamps, mask, shape, device):
@@ -211,6 +212,42 @@ def transition_recovery(model:EmotionTransitionModel, # a trained model
     out = pd.DataFrame(tv, index=[f'dt={d:.1f} s' for d in dts]).T
     out['mean'] = out.mean(axis=1)
     return out
+
+# %% ../../nbs/music/24_extensions.ipynb #6caf943a
+def audio_sequences(tracks:pd.DataFrame, # audio tracks: a `path` column, e.g. kelly.music.emotion.mood_tracks()
+                    net:nn.Module=None, # a MultiScaleEmotionNet (default: kelly's trained one, trained at first use)
+                    window_s:float=4.0, # seconds per window
+                    hop_s:float=2.0, # seconds between window starts
+                   ) -> dict:
+    "Each track's emotion trajectory over windows, laid out like `section_sequences` (soft emotions, argmax labels)."
+    from kelly.audio.signal import load_24k
+    from kelly.music.emotion import audio_crops, audio_model, multiscale_logmel
+    net = (net or audio_model()).eval()
+    probs = []
+    for path in tracks['path']:
+        crops = audio_crops(load_24k(path), window_s, hop_s)
+        with torch.no_grad(): z = net(*[torch.as_tensor(m) for m in multiscale_logmel(crops)])
+        probs.append(F.softmax(z[:, :len(EMOTIONS)], -1))
+    T = max(len(p) for p in probs)
+    emotions, mask = torch.zeros(len(probs), T, len(EMOTIONS)), torch.zeros(len(probs), T, dtype=torch.bool)
+    for i, p in enumerate(probs):
+        emotions[i, :len(p)], mask[i, :len(p)] = p, True
+    timestamps = torch.arange(T, dtype=torch.float32).expand(len(probs), T) * float(hop_s)
+    return dict(emotions=emotions, labels=emotions.argmax(-1) * mask, timestamps=timestamps.clone(), mask=mask,
+                song_ids=list(tracks.index))
+
+def held_out_nll(model:EmotionTransitionModel, # a chain fitted on `train`
+                 train:dict, test:dict, # sequences (`section_sequences` or `audio_sequences` layout)
+                ) -> dict:
+    "Mean negative log-likelihood of each next state of `test`: the fitted chain, the count matrix of `train`, uniform."
+    obj = TransitionObjective(model, context_weight=0.0).eval()
+    with torch.no_grad(): out = obj(test['emotions'], test['timestamps'], test['mask'], test['labels'])
+    pairs = test['mask'][:, 1:] & test['mask'][:, :-1]
+    counts = torch.as_tensor(empirical_transitions(train), dtype=torch.float32)
+    y = test['labels']
+    count_nll = -torch.log(counts[y[:, :-1], y[:, 1:]])[pairs].mean()
+    return dict(chain=float(out[:, 0].sum() / pairs.sum()), counts=float(count_nll),
+                uniform=math.log(test['emotions'].shape[-1]), pairs=int(pairs.sum()))
 
 # %% ../../nbs/music/24_extensions.ipynb #a4c973f3
 UNKNOWN = '<unknown>'

@@ -229,7 +229,7 @@ def sampler_diagnostics(idata, # arviz InferenceData with a posterior group
                         max_rhat:float=1.01, # largest acceptable rank-normalised split R-hat (Vehtari et al. 2021)
                         min_ess_per_chain:float=100, # smallest acceptable bulk ESS per chain (ibid.)
                         label:str='sampler', # who the warning is about
-                       ) -> pd.DataFrame:
+                       ): # -> a pandas DataFrame: r_hat, ess_bulk, ess_tail per variable
     "arviz's R-hat and bulk/tail ESS per variable; a `ConvergenceWarning` when any is poor (NaN, a constant, passes)."
     az = require('arviz')
     table = az.summary(idata, var_names=var_names, kind='diagnostics')[['r_hat', 'ess_bulk', 'ess_tail']]

@@ -304,6 +304,18 @@ def _stage_pages(stage:Path, nbs:Path, notebooks:list, execute:bool=False, say=p
     return pages
 
 # %% ../nbs/92_docs.ipynb #7d478cc6
+def _sphinx_cause(log:str) -> str:
+    "The notebook, the cell and the error that stopped a Sphinx build (from its log and the traceback file it saved)."
+    saved = re.search(r'saved in:\s*(\S+\.log)', log)
+    text = log + (Path(saved.group(1)).read_text(errors='replace') if saved and Path(saved.group(1)).is_file() else '')
+    text = re.sub(r'\x1b\[[0-9;]*m', '', text)
+    notebook = re.findall(r'ExecutionError: (\S+\.ipynb)', text)
+    cell = re.search(r'An error occurred while executing the following cell:\s*\n\s*-+\n(.*?)\n\s*-+\n', text, re.S)
+    error = re.findall(r'^\s*(\w+(?:Error|Exception|Exit)\b.*)$', text, re.M)
+    said = [f'notebook {Path(notebook[-1]).stem}' if notebook else '', f'cell `{cell.group(1).strip()[:200]}`' if cell else '',
+            error[-1].strip()[:300] if error else text[-1500:]]
+    return '; '.join(s for s in said if s)
+
 def _build(stage, out, execute, nbs, notebooks, say):
     "Stage the site's sources in `stage`, run Sphinx, and swap the result into `out`."
     import kelly
@@ -316,10 +328,8 @@ def _build(stage, out, execute, nbs, notebooks, say):
     say(f'docs: {len(pages)} pages' + (', executing each notebook' if execute else ' (not executed)'))
     html_dir = stage/'_build'/'html'  # myst-nb keeps executed notebooks beside it, in _build/jupyter_execute
     code, log = _sphinx(stage, html_dir, say)
-    if code:
-        cause = '\n'.join(l for l in log.splitlines() if re.search(r'Error|Exception|Executing notebook|Traceback|^\s+File', l))
-        raise ConfigError('docs build', str(out), 'fix the notebook named above; the previous site is unchanged',
-                          f'sphinx failed:\n{cause[-3000:] or log[-3000:]}')
+    if code: raise ConfigError('docs build', str(out), 'fix that cell; the previous site is unchanged',
+                               f'sphinx failed: {_sphinx_cause(log)}')
     tmp_out = out.with_name(f'.{out.name}.building')
     if tmp_out.exists(): shutil.rmtree(tmp_out)
     shutil.copytree(html_dir, tmp_out)

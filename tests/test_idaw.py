@@ -8,6 +8,7 @@ import torch
 from kelly.music import idaw
 from kelly.music.idaw import MODELS, IDAWPipeline, compose, compose_main, emotion_code
 from conftest import kelly_cli
+from kelly.core import InputError, MissingResourceError
 
 SPEC = dict(EmotionRecognizer=403_264, MelodyTransformer=641_664, HarmonyPredictor=74_176, DynamicsEngine=13_520, GroovePredictor=18_656)
 
@@ -81,11 +82,12 @@ def test_compose_writes_playable_midi(tmp_path):
     assert not info['major']
 
 
-def test_compose_main_help_and_run(tmp_path):
+def test_compose_main_help_and_run(tmp_path, places, capsys):
     r = subprocess.run([sys.executable, '-c', 'from kelly.music.idaw import compose_main; compose_main(["--help"])'], capture_output=True, text=True)
     assert r.returncode == 0 and '--emotion' in r.stdout and '--valence' in r.stdout
     out = tmp_path / 'x.mid'
-    assert compose_main(['--emotion', 'happy', '--bars', '1', '--out', str(out)]) == 0
+    assert compose_main(['--emotion', 'happy', '--bars', '1', '--allow-untrained', '--out', str(out)]) == 0
+    assert 'kelly compose: warning: untrained' in capsys.readouterr().err  # the library's warning, as one line
     assert out.stat().st_size > 0
     with pytest.raises(SystemExit):
         compose_main(['--emotion', 'happy', '--valence', '0.3', '--out', str(out)])  # mutually exclusive
@@ -140,3 +142,86 @@ def test_compose_mood_words_and_text(tmp_path):
     _, calm = compose('calm', bars=1, seed=0, models=models)
     _, txt = compose(text='I am so sad and lonely', bars=1, seed=0, models=models)
     assert calm['arousal'] < 0 < calm['valence'] and txt['valence'] < 0 and not txt['major']
+
+
+# --- trained by default: one place resolves the weights (issue 20, point 1)
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    "Empty stand-ins for the published reports and the user cache; returns `weight_places()`."
+    monkeypatch.setenv('KELLY_REPORTS', str(tmp_path / 'reports'))
+    monkeypatch.setenv('KELLY_CACHE', str(tmp_path / 'cache'))
+    return idaw.weight_places()
+
+
+def _seeded(seed):
+    torch.manual_seed(seed)
+    return {k: v().eval() for k, v in MODELS.items()}
+
+
+def _same(a, b): return all(torch.equal(x, y) for x, y in zip(a['MelodyTransformer'].state_dict().values(), b['MelodyTransformer'].state_dict().values()))
+
+
+def test_resolve_weights_order(tmp_path, places):
+    assert places['report'] == tmp_path / 'reports' / 'artifacts' / 'idaw' / 'weights' and places['cache'] == tmp_path / 'cache' / 'idaw' / 'weights'
+    nets = {s: _seeded(s) for s in (11, 12, 13)}
+    with pytest.raises(MissingResourceError, match='kelly report idaw'): idaw.resolve_weights()
+    idaw.save_models(nets[11], places['cache'])
+    got, where = idaw.resolve_weights()
+    assert where == dict(folder=str(places['cache']), source='cache', untrained=[]) and _same(got, nets[11])
+    idaw.save_models(nets[12], places['report'])
+    got, where = idaw.resolve_weights()
+    assert where['source'] == 'report' and _same(got, nets[12]) and not _same(got, nets[11])
+    mine = idaw.save_models(nets[13], tmp_path / 'mine')
+    got, where = idaw.resolve_weights(mine)
+    assert where == dict(folder=str(mine), source='weights', untrained=[]) and _same(got, nets[13])
+    (places['report'] / 'GroovePredictor.safetensors').unlink()  # an incomplete default place is passed over
+    assert idaw.resolve_weights()[1]['source'] == 'cache'
+
+
+def test_resolve_weights_refuses_misspelled_or_incomplete_folder(tmp_path, places):
+    d = idaw.save_models(_seeded(1), tmp_path / 'weights')
+    with pytest.raises(InputError, match='wieghts'): idaw.resolve_weights(tmp_path / 'wieghts')
+    with pytest.raises(InputError, match='wieghts'): idaw.load_models(tmp_path / 'wieghts')
+    (d / 'GroovePredictor.safetensors').unlink(); (d / 'DynamicsEngine.safetensors').unlink()
+    with pytest.raises(InputError, match=r'lacks DynamicsEngine\.safetensors, GroovePredictor\.safetensors'): idaw.resolve_weights(d)
+
+
+def test_untrained_only_when_asked_and_with_a_warning(places):
+    with pytest.raises(MissingResourceError, match='allow-untrained'): compose('happy', bars=1)
+    with pytest.warns(UserWarning, match='untrained'):
+        models, where = idaw.resolve_weights(allow_untrained=True)
+    assert where == dict(folder=None, source='untrained', untrained=list(MODELS)) and _same(models, idaw.untrained_models())
+    with pytest.warns(UserWarning, match='untrained'):
+        _, info = compose('happy', bars=1, allow_untrained=True)
+    assert info['bars'] == 1
+
+
+def test_never_reads_the_shared_tmp_artifacts(tmp_path, places, monkeypatch):
+    import tempfile
+    from kelly.core import artifacts_dir
+    from kelly.music.rtneural import idaw_weights
+    monkeypatch.delenv('KELLY_ARTIFACTS', raising=False)
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # /tmp/kelly-artifacts becomes tmp_path/kelly-artifacts
+    shared = idaw.save_models(_seeded(2), artifacts_dir('idaw') / 'weights')
+    assert shared == tmp_path / 'kelly-artifacts' / 'idaw' / 'weights' and not idaw.missing_weights(shared)
+    with pytest.raises(MissingResourceError): idaw.resolve_weights()
+    with pytest.raises(MissingResourceError): idaw_weights()
+    monkeypatch.setenv('KELLY_ARTIFACTS', str(tmp_path / 'kelly-artifacts'))  # nor an unpublished artifacts folder
+    with pytest.raises(MissingResourceError): idaw.resolve_weights()
+
+
+def test_compose_cli_weights(tmp_path):
+    env = {'KELLY_REPORTS': str(tmp_path / 'reports'), 'KELLY_CACHE': str(tmp_path / 'cache')}
+    out = tmp_path / 'song.mid'
+    r = kelly_cli('compose', '--emotion', 'calm', '--bars', '1', '--out', str(out), env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and 'kelly report idaw' in lines[0] and '--allow-untrained' in lines[0], r.stderr
+    assert not out.exists()
+    r = kelly_cli('compose', '--emotion', 'calm', '--bars', '1', '--allow-untrained', '--out', str(out), env=env)
+    assert r.returncode == 0 and 'warning: untrained' in r.stderr and json.loads(r.stdout)['weights_source'] == 'untrained', r.stderr
+    published = idaw.save_models(_seeded(3), tmp_path / 'reports' / 'artifacts' / 'idaw' / 'weights')
+    r = kelly_cli('compose', '--emotion', 'calm', '--bars', '1', '--out', str(out), env=env)
+    summary = json.loads(r.stdout)
+    assert r.returncode == 0 and summary['weights'] == str(published) and summary['weights_source'] == 'report', r.stderr
+    assert str(published) in r.stderr and 'untrained' not in r.stderr

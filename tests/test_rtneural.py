@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from kelly.core import InputError, KellyError
+from kelly.core import InputError, KellyError, MissingResourceError
 from kelly.music.idaw import MODELS, IDAWPipeline
 from kelly.music.rtneural import (RTNeuralModel, check_onnx, check_pipeline_rtneural, check_rtneural, export_main, load_checkpoints,
                                   load_rtneural, rtneural_layers, save_checkpoints, save_onnx, save_rtneural, training_data_sha256)
@@ -191,16 +191,33 @@ def test_training_data_hash_depends_on_data():
     assert training_data_sha256([f, g]) != training_data_sha256([g, f])
 
 
-def test_export_main(tmp_path):
-    seeds = tmp_path/'none'; seeds.mkdir()  # an empty weights folder: seeded random initialisation
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = export_main(['--format', 'rtneural', '--format', 'checkpoint', '--out', str(tmp_path/'out'), '--weights', str(seeds), '--frames', '5'])
+def test_export_main(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('KELLY_REPORTS', str(tmp_path/'reports'))  # no published weights, no cached ones
+    monkeypatch.setenv('KELLY_CACHE', str(tmp_path/'cache'))
+    with pytest.raises(MissingResourceError, match='allow-untrained'): export_main(['--format', 'rtneural', '--out', str(tmp_path/'out')])
+    assert not (tmp_path/'out').exists()
+    rc = export_main(['--format', 'rtneural', '--format', 'checkpoint', '--out', str(tmp_path/'out'), '--allow-untrained', '--frames', '5'])
     assert rc == 0
-    out = buf.getvalue()
-    assert 'largest difference' in out and 'untrained' in out
+    captured = capsys.readouterr()
+    assert 'largest difference' in captured.out and 'untrained' in captured.out and 'warning: untrained' in captured.err
     assert sorted(p.name for p in (tmp_path/'out'/'rtneural').iterdir()) == sorted(f'{n}.json' for n in MODELS)
     man = json.loads((tmp_path/'out'/'checkpoints'/'manifest.json').read_text())
     assert man['training_data']['trained'] is False
     with pytest.raises(SystemExit): export_main(['--format', 'tflite', '--out', str(tmp_path)])
     with pytest.raises(KellyError): export_main(['--format', 'onnx', '--out', str(tmp_path), '--weights', str(tmp_path/'absent')])
+    empty = tmp_path/'empty'; empty.mkdir()
+    with pytest.raises(InputError, match='EmotionRecognizer.safetensors'): export_main(['--format', 'onnx', '--out', str(tmp_path/'o2'), '--weights', str(empty)])
+
+
+def test_export_finds_published_weights(tmp_path, monkeypatch):
+    from kelly.music.idaw import save_models
+    from kelly.music.rtneural import idaw_weights
+    monkeypatch.setenv('KELLY_REPORTS', str(tmp_path/'reports'))
+    monkeypatch.setenv('KELLY_CACHE', str(tmp_path/'cache'))
+    torch.manual_seed(5)
+    trained = {k: v().eval() for k, v in MODELS.items()}
+    folder = save_models(trained, tmp_path/'reports'/'artifacts'/'idaw'/'weights')
+    (folder.parent/'scores.json').write_text(json.dumps(dict(n_train=3, n_test=1)))
+    got, src = idaw_weights()
+    assert src == dict(folder=str(folder), source='report', untrained=[], scores=dict(n_train=3, n_test=1))
+    assert torch.equal(got['EmotionRecognizer'].fc1.weight, trained['EmotionRecognizer'].fc1.weight)

@@ -19,12 +19,13 @@ from ..core import InputError, seed_everything
 from .theory import (N_CHORDS, QUALITIES, SPECIALS, chord_chroma_matrix, chord_pitch_classes)
 
 # %% auto #0
-__all__ = ['MODELS', 'SPEC', 'EMOTION_DIM', 'STATE_DIM', 'HarmonyPredictor', 'DynamicsEngine', 'GroovePredictor',
+__all__ = ['MODELS', 'SPEC', 'EMOTION_DIM', 'STATE_DIM', 'WEIGHT_FILES', 'HarmonyPredictor', 'DynamicsEngine', 'GroovePredictor',
            'EmotionRecognizer', 'MelodyTransformer', 'emotion_code', 'note_state', 'key_vector', 'note_summary',
            'harmony_context', 'compact_context', 'IDAWPipeline', 'step', 'run', 'latency_table', 'throughput',
            'bench_idaw', 'piece_tensors', 'training_tensors', 'render_audio', 'mel_frames', 'Logits', 'train_idaw',
-           'MelodyMarkov', 'harmony_scores', 'melody_scores', 'weights_dir', 'save_models', 'load_models',
-           'check_midi_path', 'emotion_vad', 'compose', 'compose_main']
+           'MelodyMarkov', 'harmony_scores', 'melody_scores', 'weights_dir', 'save_models', 'untrained_models',
+           'load_models', 'weight_places', 'missing_weights', 'resolve_weights', 'check_midi_path', 'emotion_vad',
+           'compose', 'compose_main']
 
 # %% ../../nbs/music/21_idaw.ipynb #fa15c49b
 class _IDAWNet(nn.Module):
@@ -524,19 +525,74 @@ def save_models(models:dict, folder=None):
     for name, m in models.items(): save_weights(m, folder/f'{name}.safetensors')
     return folder
 
-def load_models(folder=None, # a folder written by `save_models` (default: the report's)
+def untrained_models() -> dict:
+    "The five networks, freshly initialised (network i of `MODELS` with `torch.manual_seed(i)`)."
+    models = {}
+    for i, (name, cls) in enumerate(MODELS.items()):
+        torch.manual_seed(i)
+        models[name] = cls().eval()
+    return models
+
+def load_models(folder, # a folder written by `save_models`
                ) -> tuple[dict, list]:
     "The five networks with the weights found in `folder`, and the names of those left untrained."
     from pathlib import Path
     from kelly.training import load_weights
-    folder = Path(folder or weights_dir())
-    models, missing = {}, []
-    for i, (name, cls) in enumerate(MODELS.items()):
-        torch.manual_seed(i); models[name] = cls().eval()
-        path = folder/f'{name}.safetensors'
-        if path.is_file(): load_weights(models[name], path)
+    if not Path(folder).is_dir():
+        fix = 'give a folder written by save_models (kelly report idaw publishes one)'
+        raise InputError('weights', str(folder), fix, 'no such folder')
+    models, missing = untrained_models(), []
+    for name, model in models.items():
+        path = Path(folder)/f'{name}.safetensors'
+        if path.is_file(): load_weights(model, path)
         else: missing.append(name)
     return models, missing
+
+
+# %% ../../nbs/music/21_idaw.ipynb #8aac1992
+WEIGHT_FILES = tuple(f'{name}.safetensors' for name in MODELS)
+
+def weight_places() -> dict:
+    "Where `resolve_weights` looks without a folder, in order: the published report artifacts, then the user cache."
+    from kelly.core import cache_dir, reports_dir
+    return dict(report=reports_dir()/'artifacts'/'idaw'/'weights', cache=cache_dir()/'idaw'/'weights')
+
+def missing_weights(folder, # a folder that should hold the five `{name}.safetensors`
+                   ) -> list:
+    "The files of `WEIGHT_FILES` that `folder` lacks."
+    from pathlib import Path
+    return [f for f in WEIGHT_FILES if not (Path(folder)/f).is_file()]
+
+def resolve_weights(weights=None, # a folder of the five `{name}.safetensors` (None: look in `weight_places()`)
+                    allow_untrained:bool=False, # if none are found, untrained networks (with a warning), not an error
+                   ) -> tuple[dict, dict]:
+    "The five networks and where they came from: `folder`, `source` (weights, report, cache, untrained), `untrained`."
+    import warnings
+    from pathlib import Path
+    from kelly.core import MissingResourceError
+    if weights is not None:
+        folder = Path(weights).expanduser()
+        if not folder.is_dir():
+            fix = 'give the folder `kelly report idaw` published (reports/artifacts/idaw/weights), or leave --weights out'
+            raise InputError('weights', str(weights), fix, 'no such folder')
+        lacking = missing_weights(folder)
+        if lacking:
+            fix = f'the folder lacks {", ".join(lacking)}: give a folder written by save_models'
+            raise InputError('weights', str(weights), fix, 'incomplete weights')
+        return load_models(folder)[0], dict(folder=str(folder), source='weights', untrained=[])
+    places = weight_places()
+    for source, folder in places.items():
+        if folder.is_dir() and not missing_weights(folder):
+            return load_models(folder)[0], dict(folder=str(folder), source=source, untrained=[])
+    looked = ' or '.join(str(d) for d in places.values())
+    if not allow_untrained:
+        fix = ('run `kelly report idaw` to train and publish them, pass --weights FOLDER, '
+               'or allow untrained networks (--allow-untrained, allow_untrained=True)')
+        raise MissingResourceError('weights', looked, fix, 'no trained iDAW networks found')
+    warnings.warn(f'untrained iDAW networks (seeded random initialisation): no trained weights in {looked}; '
+                  'run `kelly report idaw` to train them', UserWarning, stacklevel=2)
+    return untrained_models(), dict(folder=None, source='untrained', untrained=list(MODELS))
+
 
 # %% ../../nbs/music/21_idaw.ipynb #d971bbaa
 def _fits_key(tonic, major):
@@ -592,8 +648,10 @@ def compose(emotion:str=None, # a mood or emotion word (`kelly.music.emotion.MOO
             bars:int=8, # length in 4/4 bars
             seed:int=0, # seeds the key and the melody's sampling
             tonic:int=None, # the key's tonic (default: drawn from the seed)
-            models:dict=None, # trained networks (default: `load_models()`)
+            models:dict=None, # the five networks (default: `resolve_weights(weights, allow_untrained)`)
             out=None, # a .mid path to write (None: do not write)
+            weights=None, # without `models`: a folder of trained networks (None: `resolve_weights` looks for them)
+            allow_untrained:bool=False, # with no trained networks found, compose with untrained ones (and a warning)
            ) -> tuple[pd.DataFrame, dict]:
     "A piece for an emotion: its note table and a summary (key, mode, tempo, checks); writes MIDI to `out`."
     from kelly.music.theory import key_name, render_piece, theory_checks, write_midi, decode_expression
@@ -605,7 +663,7 @@ def compose(emotion:str=None, # a mood or emotion word (`kelly.music.emotion.MOO
     rng = np.random.default_rng(seed)
     tonic = int(rng.integers(12)) if tonic is None else tonic
     major, tempo, density = v >= 0, 90 + 40 * a, 1.2 + 0.4 * a
-    models = models or load_models()[0]
+    models = models or resolve_weights(weights, allow_untrained)[0]
     pipe = IDAWPipeline(models).reset(1, tonic, major, tempo, density)
     from kelly.music.theory import scale_pitch_classes
     scale = scale_pitch_classes(tonic, 'major' if major else 'minor')
@@ -635,19 +693,10 @@ def compose(emotion:str=None, # a mood or emotion word (`kelly.music.emotion.MOO
     return piece, summary
 
 # %% ../../nbs/music/21_idaw.ipynb #1b39a0a5
-def _check_weights(folder):
-    "The five networks from `folder`; a folder that is missing or lacks any of them is an InputError."
-    from pathlib import Path
-    if not Path(folder).is_dir(): raise InputError('weights', str(folder), 'give the folder that `kelly report idaw` saved, or leave --weights out', 'no such folder')
-    models, missing = load_models(folder)
-    if missing: raise InputError('weights', str(folder), f'the folder lacks {", ".join(f"{m}.safetensors" for m in missing)}: '
-                                 'give a folder written by save_models, or leave --weights out', 'incomplete weights')
-    return models
-
 def compose_main(argv:list=None, # command-line arguments (default: sys.argv[1:])
                 ) -> int:
     "kelly compose: write a MIDI file for an emotion."
-    import json, sys
+    import json, sys, warnings
     from kelly.core import ArgumentParser
     from kelly.music.emotion import MOOD_VAD
     ap = ArgumentParser(prog='kelly compose', description='Compose a MIDI file for an emotion with the five iDAW networks.',
@@ -661,7 +710,10 @@ def compose_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
     ap.add_argument('--bars', type=int, default=8, help='length in 4/4 bars, 1..1000 (default 8)')
     ap.add_argument('--seed', type=int, default=0, help='seed of the key and the sampling (default 0)')
     ap.add_argument('--tonic', type=int, default=None, help='the key\'s tonic pitch class 0..11 (default: from the seed)')
-    ap.add_argument('--weights', default=None, help='folder of trained networks (default: the idaw report\'s)')
+    ap.add_argument('--weights', default=None, help='folder of the five trained networks (default: the published `kelly report idaw` '
+                    'weights, reports/artifacts/idaw/weights, else ~/.cache/kelly/idaw/weights)')
+    ap.add_argument('--allow-untrained', action='store_true',
+                    help='compose with untrained (seeded random) networks when no trained ones are found')
     ap.add_argument('--out', required=True, help='the .mid file to write')
     args = ap.parse_args(argv)
     check_midi_path(args.out)  # everything is checked before the networks load or a file is written
@@ -669,10 +721,12 @@ def compose_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
     _whole('seed', args.seed, 0, 2**32 - 1, 'use a whole number between 0 and 2**32 - 1')
     if args.tonic is not None: _whole('tonic', args.tonic, 0, 11, 'give a pitch class 0..11 (0 = C, 1 = C#, ..., 11 = B)')
     if args.emotion is not None or args.valence is not None: emotion_vad(args.emotion, args.valence, args.arousal, args.dominance)
-    if args.weights is not None: models = _check_weights(args.weights)
-    else:
-        models, missing = load_models()
-        if missing: print(f'warning: untrained networks (run `kelly report idaw` to train them): {", ".join(missing)}', file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        models, source = resolve_weights(args.weights, args.allow_untrained)
     _, summary = compose(args.emotion, args.valence, args.arousal, args.dominance, args.text, args.bars, args.seed, args.tonic, models, args.out)
-    print(json.dumps(dict(out=str(args.out), **summary), indent=1))
+    for w in caught: print(f'kelly compose: warning: {w.message}', file=sys.stderr)
+    print(f"kelly compose: weights: {source['folder'] or 'untrained networks'} ({source['source']})", file=sys.stderr)
+    summary = dict(out=str(args.out), weights=source['folder'], weights_source=source['source'], **summary)
+    print(json.dumps(summary, indent=1))
     return 0

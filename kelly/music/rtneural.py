@@ -503,22 +503,14 @@ def load_checkpoints(folder, # written by `save_checkpoints`
 SPEC_JSON = pd.DataFrame(dict(model=list(MODELS), spec_size=['13 MB', '21 MB', '2.3 MB', '421 KB', '586 KB'],
                               spec_bytes=[13e6, 21e6, 2.3e6, 421e3, 586e3])).set_index('model')
 
-def idaw_weights(folder=None, # a folder of `{name}.safetensors` (None: the idaw report's, if any)
+def idaw_weights(folder=None, # a folder of the five `{name}.safetensors` (None: `idaw.resolve_weights` looks)
+                 allow_untrained:bool=False, # with none found, seeded random initialisations (and a warning), not an error
                 ) -> tuple[dict, dict]:
-    "The five networks (trained where weights are found, else seeded random initialisation) and where they came from."
-    from kelly.core import reports_dir
-    if folder is None:
-        root = Path(os.environ.get('KELLY_ARTIFACTS') or Path(tempfile.gettempdir())/'kelly-artifacts')
-        found = [d for d in (reports_dir()/'artifacts'/'idaw'/'weights', root/'idaw'/'weights') if d.is_dir() and any(d.glob('*.safetensors'))]
-        folder = found[0] if found else None
-    if folder is not None and not Path(folder).is_dir():
-        raise InputError('weights', str(folder), 'give a folder of {name}.safetensors files (the idaw report writes one)', 'no such folder')
-    if folder is None:
-        models, missing = idaw.load_models(Path(tempfile.gettempdir())/'kelly-no-weights-here')
-    else: models, missing = idaw.load_models(folder)
-    scores = None
-    if folder is not None and (Path(folder).parent/'scores.json').is_file(): scores = json.loads((Path(folder).parent/'scores.json').read_text())
-    return models, dict(folder=None if folder is None else str(folder), untrained=missing, scores=scores)
+    "The five networks from `idaw.resolve_weights`, where they came from, and the idaw report's scores beside them."
+    models, source = idaw.resolve_weights(folder, allow_untrained)
+    scores_file = Path(source['folder']).parent/'scores.json' if source['folder'] else None
+    scores = json.loads(scores_file.read_text()) if scores_file and scores_file.is_file() else None
+    return models, dict(source, scores=scores)
 
 def _fmt_bytes(n): return f'{n / 1e6:.2f} MB' if n >= 1e6 else f'{n / 1e3:.0f} KB'
 
@@ -579,24 +571,31 @@ def _check_export_args(args):
 def export_main(argv:list=None, # command-line arguments (default: sys.argv[1:])
                ) -> int:
     "kelly export: write the iDAW networks as RTNeural JSON, ONNX and/or checkpoints, each checked against PyTorch."
+    import sys, warnings
     from kelly.core import ArgumentParser
     ap = ArgumentParser(prog='kelly export', description='Export the five iDAW networks (and the pipeline) as RTNeural JSON, ONNX or safetensors checkpoints, '
                                  'and check every file against PyTorch.')
     ap.add_argument('--format', action='append', choices=['rtneural', 'onnx', 'checkpoint', 'all'], required=True,
                     help='what to write: rtneural (JSON for RTNeural::json_parser::parseJson), onnx (dynamic batch), checkpoint (safetensors + manifest.json), or all; repeatable')
     ap.add_argument('--out', required=True, help='the folder to write into (subfolders rtneural/, onnx/, checkpoints/)')
-    ap.add_argument('--weights', default=None, help="folder of trained {name}.safetensors (default: the idaw report's; untrained networks are seeded random initialisations)")
+    ap.add_argument('--weights', default=None, help="folder of the five trained {name}.safetensors (default: the published idaw report's, "
+                    "reports/artifacts/idaw/weights, else ~/.cache/kelly/idaw/weights)")
+    ap.add_argument('--allow-untrained', action='store_true',
+                    help='with no trained networks found, export seeded random initialisations (with a warning)')
     ap.add_argument('--frames', type=int, default=100, help='stateful frames per equality check (default 100)')
     ap.add_argument('--seed', type=int, default=0, help="seed of the check frames and the idaw report's split, for the training-data hash (default 0)")
     args = ap.parse_args(argv)
     _check_export_args(args)
     formats = ('rtneural', 'onnx', 'checkpoint') if 'all' in args.format else tuple(dict.fromkeys(args.format))
-    models, src = idaw_weights(args.weights)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        models, src = idaw_weights(args.weights, args.allow_untrained)
+    for w in caught: print(f'kelly export: warning: {w.message}', file=sys.stderr)
     data = None
     if 'checkpoint' in formats and not src['untrained'] and src['scores']:
         data = idaw_training_data(seed=args.seed, scores=src['scores'])
     table = export_all(models, args.out, formats, frames=args.frames, training_data=data, seed=args.seed)
-    print(f"weights: {src['folder'] or 'none found'}" + (f"; untrained (seeded random): {', '.join(src['untrained'])}" if src['untrained'] else ''))
+    print(f"weights: {src['folder'] or 'none found'} ({src['source']})" + (f"; untrained (seeded random): {', '.join(src['untrained'])}" if src['untrained'] else ''))
     with pd.option_context('display.width', 200, 'display.max_colwidth', 60):
         print(table[['format', 'model', 'file', 'size', 'spec_size', 'max_abs_diff', 'notes']].to_string(index=False))
     worst = table.max_abs_diff.max()

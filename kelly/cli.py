@@ -13,7 +13,8 @@ from .bench import benchmark
 from .core import ArgumentParser, ConfigError, KellyError
 
 # %% auto #0
-__all__ = ['FORWARDED', 'STARTUP_GOALS', 'cmd_report', 'cmd_bench', 'cmd_docs', 'cmd_info', 'parser', 'main', 'bench_startup']
+__all__ = ['FORWARDED', 'STARTUP_GOALS', 'cmd_report', 'cmd_bench', 'cmd_docs', 'cmd_info', 'parser', 'main', 'entry',
+           'bench_startup']
 
 # %% ../nbs/91_cli.ipynb #e35e90a1
 def _say(*a): print(*a, file=sys.stderr, flush=True)
@@ -197,6 +198,19 @@ def main(argv:list=None, # the arguments (default: the command line)
         return _guarded(lambda: getattr(importlib.import_module(module), func)(argv[1:]))
     args = parser().parse_args(argv)
     return _guarded(lambda: args.func(args))
+
+def entry(argv:list=None, # the arguments (default: the command line)
+         ):
+    "The `kelly` console script: `main`, then leave at once with its status, output flushed (see below)."
+    try: code = main(argv)
+    except SystemExit as stop:   # argparse's --help, --version and usage errors
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if isinstance(stop.code, str): _say(stop.code)
+    for stream in (sys.stdout, sys.stderr):
+        try: stream.flush()
+        except (OSError, ValueError): pass   # a reader that left (`kelly ... | head`), or a closed stream
+    os._exit(code)
+
 
 # %% ../nbs/91_cli.ipynb #06510aad
 STARTUP_GOALS = {'kelly --help': 0.5, 'kelly --version': 0.5, 'import kelly.core': 0.3, 'kelly recommend (30 tracks)': 1.5}

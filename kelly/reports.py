@@ -662,7 +662,7 @@ def _child_run(name:str, params_given:dict, quick:bool, manifest:Manifest, repor
     "Run one report in a child process (`kelly report NAME --force`); whether it succeeded, and what it said."
     argv = ['report', name, '--force', '-j', '1', *(['--quick'] if quick else [])]
     for k, v in params_given.items(): argv += ['-p', k, repr(v)]
-    code = 'import sys; from kelly.cli import main; sys.exit(main(sys.argv[1:]))'
+    code = 'import sys; from kelly.cli import entry; entry(sys.argv[1:])'
     env = {**os.environ, 'KELLY_REPORTS': str(reports), 'KELLY_PROJECT': str(manifest.settings.parent), 'KELLY_PROGRESS': '0'}
     done = subprocess.run([sys.executable, '-c', code, *argv], cwd=manifest.settings.parent, env=env,
                           capture_output=True, text=True)
@@ -743,7 +743,7 @@ def _run_variant(job:dict) -> dict:
     argv = ['report', job['name'], '--force', '-j', '1', *(['--quick'] if job['quick'] else [])]
     for k, v in job['params'].items(): argv += ['-p', k, repr(v)]
     env = {**os.environ, 'KELLY_REPORTS': job['folder'], 'KELLY_PROJECT': job['project'], 'KELLY_PROGRESS': '0'}
-    code = 'import sys; from kelly.cli import main; sys.exit(main(sys.argv[1:]))'
+    code = 'import sys; from kelly.cli import entry; entry(sys.argv[1:])'
     done = subprocess.run([sys.executable, '-c', code, *argv], cwd=job['project'], env=env, capture_output=True, text=True)
     record = read_index(Path(job['folder'])).get(job['name'], {}).get('last', {})
     return dict(params=job['params'], folder=Path(job['folder']).name, status='ok' if done.returncode == 0 else 'failed',

@@ -27,6 +27,16 @@ def _seeded():
     yield
 
 
+@pytest.fixture(scope='module')
+def torch_one_thread():
+    "Tiny networks on a shared two-core machine run fastest on one thread; the setting is restored afterwards."
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def root():
     return ROOT

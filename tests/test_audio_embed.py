@@ -21,13 +21,7 @@ def music(seconds, seed=0):
     return E._music(seconds, seed)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    "The tiny models are too small to gain from threads, and lose much to them on a busy machine."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -18,13 +18,7 @@ from kelly.music.extensions import (ContextVocabulary, CulturalContextAdapter, D
 from kelly.simulate import ctmc_transition, simulate_catalog
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Small networks on a shared machine run fastest on one thread; restore the setting afterwards."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 def _small_model(seed=0):

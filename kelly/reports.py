@@ -402,6 +402,8 @@ def _module_imports(path:Path, module:str) -> set[str]:
     "The kelly modules that the source file `path` of `module` imports, relative imports resolved."
     import ast
     tree = ast.parse(path.read_text(encoding='utf-8'))
+    if path.name == '__init__.py': tree = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
+                                                     type_ignores=[])   # a package's lazy attributes are not its imports
     found = _kelly_imports(tree)
     package = module.split('.')[:-1] if path.name != '__init__.py' else module.split('.')
     for node in ast.walk(tree):

@@ -36,11 +36,15 @@ def time_call(fn:Callable, # the function to time, called with no arguments
               warmup:int=1, # untimed calls first (imports, caches, JIT)
              ) -> dict:
     "Median and minimum wall time of `fn()` in seconds, over `repeat` calls after `warmup` calls."
-    if repeat < 1: raise InputError('repeat', repeat, 'time at least one call')
-    for _ in range(warmup): fn()
+    if repeat < 1:
+        raise InputError('repeat', repeat, 'time at least one call')
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
     return dict(median=statistics.median(times), min=min(times), repeat=repeat)
 
 # %% ../nbs/04_bench.ipynb #f949cb97
@@ -49,7 +53,8 @@ def discover(package_dir:Path=None, # the kelly package folder (default: this on
     "Import every kelly module that registers a benchmark; return the registry."
     root = Path(package_dir or Path(importlib.import_module('kelly').__file__).parent)
     for f in sorted(root.rglob('*.py')):
-        if f.name == 'bench.py' or '@benchmark(' not in f.read_text(encoding='utf-8'): continue
+        if f.name == 'bench.py' or '@benchmark(' not in f.read_text(encoding='utf-8'):
+            continue
         mod = '.'.join((root.name,) + f.relative_to(root).with_suffix('').parts)
         importlib.import_module(mod)
     return BENCHMARKS
@@ -69,10 +74,12 @@ def run_benchmarks(names='all', # a name, a list of names, or "all"
                    size:str='full', # "full" for the issue's figures, "tiny" for a quick check
                   ) -> list[dict]:
     "Run benchmarks and return their records, each with its `bench` name."
-    if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
+    if size not in ('full', 'tiny'):
+        raise InputError('size', size, 'use "full" or "tiny"')
     names = 'all' if names == 'all' else [names] if isinstance(names, str) else list(names)
     known = BENCHMARKS if names != 'all' and set(names) <= set(BENCHMARKS) else discover()
-    if names == 'all': names = sorted(known)
+    if names == 'all':
+        names = sorted(known)
     for n in names:
         if n not in known:
             raise ConfigError('bench', n, f'choose one of: {", ".join(sorted(known)) or "(none)"}, or "all"', 'unknown benchmark')

@@ -33,7 +33,8 @@ def _report_overrides(m, names:list, args) -> dict:
     "The `-p` overrides of each report; with `all`, each goes to the reports that declare it."
     from kelly.reports import notebook_parameters, parse_value
     overrides = {k: parse_value(v) for k, v in args.parameter}
-    if args.name != 'all': return {names[0]: overrides}
+    if args.name != 'all':
+        return {names[0]: overrides}
     declared = {n: notebook_parameters(m.notebook(n)) for n in names}
     for k in overrides:
         if not any(k in d for d in declared.values()):
@@ -58,13 +59,17 @@ def cmd_report(args) -> int:
     "Run `kelly report`."
     from kelly.reports import Manifest, report_status, resolve_parameters, run_reports
     m = Manifest()
-    if args.list or not args.name: return _list_reports(m)
-    if args.jobs < 1: raise ConfigError('-j', args.jobs, 'run at least one report at a time')
-    if args.name != 'all': m.notebook(args.name)   # refuses a report the manifest does not name
+    if args.list or not args.name:
+        return _list_reports(m)
+    if args.jobs < 1:
+        raise ConfigError('-j', args.jobs, 'run at least one report at a time')
+    if args.name != 'all':
+        m.notebook(args.name)   # refuses a report the manifest does not name
     names = m.names if args.name == 'all' else [args.name]
     overrides = _report_overrides(m, names, args)
     params = {n: resolve_parameters(m, n, overrides[n], args.quick) for n in names}   # refuse bad ones before running
-    if args.sweep: return _sweep(m, names, overrides, args)
+    if args.sweep:
+        return _sweep(m, names, overrides, args)
     if args.status:
         for n in names:
             state, why = report_status(m, n, params[n])
@@ -84,9 +89,11 @@ def cmd_bench(args) -> int:
     "Run `kelly bench`."
     from kelly.bench import run_benchmarks
     recs = run_benchmarks(args.name, size='tiny' if args.tiny else 'full')
-    if args.json: print(json.dumps(recs))
+    if args.json:
+        print(json.dumps(recs))
     else:
-        for r in recs: print(f'{r["bench"]:<14} {r["case"]:<36} {r["metric"]:<22} {r["value"]:>14.6g} {r["unit"]}')
+        for r in recs:
+            print(f'{r["bench"]:<14} {r["case"]:<36} {r["metric"]:<22} {r["value"]:>14.6g} {r["unit"]}')
     return 0
 
 def cmd_docs(args) -> int:
@@ -174,7 +181,8 @@ def parser() -> argparse.ArgumentParser:
 def _guarded(run) -> int:
     "Call `run()`; a KellyError or OSError becomes one line on stderr and an exit status."
     from kelly.core import _short
-    try: return run()
+    try:
+        return run()
     except BrokenPipeError:   # `kelly ... | head`: the reader left; say nothing more (Python's advice for SIGPIPE)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -202,13 +210,17 @@ def main(argv:list=None, # the arguments (default: the command line)
 def entry(argv:list=None, # the arguments (default: the command line)
          ):
     "The `kelly` console script: `main`, then leave at once with its status, output flushed (see below)."
-    try: code = main(argv)
+    try:
+        code = main(argv)
     except SystemExit as stop:   # argparse's --help, --version and usage errors
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        if isinstance(stop.code, str): _say(stop.code)
+        if isinstance(stop.code, str):
+            _say(stop.code)
     for stream in (sys.stdout, sys.stderr):
-        try: stream.flush()
-        except (OSError, ValueError): pass   # a reader that left (`kelly ... | head`), or a closed stream
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass   # a reader that left (`kelly ... | head`), or a closed stream
     os._exit(code)
 
 
@@ -223,7 +235,8 @@ def _median_start(cmd:list, repeat:int, cwd) -> float:
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, 'KELLY_PROGRESS': '0'})
         times.append(time.perf_counter() - t0)
-        if done.returncode: raise RuntimeError(f'{" ".join(map(str, cmd))} failed: {done.stderr.strip()[-300:]}')
+        if done.returncode:
+            raise RuntimeError(f'{" ".join(map(str, cmd))} failed: {done.stderr.strip()[-300:]}')
     return statistics.median(times)
 
 

@@ -46,7 +46,8 @@ def require(module:str, # the module to import, e.g. `"faiss"`
            ):
     "Import `module`, or raise a `MissingResourceError` naming the package to install."
     import importlib
-    try: return importlib.import_module(module)
+    try:
+        return importlib.import_module(module)
     except ImportError as e:
         raise MissingResourceError('package', package or module, f"pip install {package or module}",
                                    f'optional package not installed ({e})') from None
@@ -66,7 +67,8 @@ def _project_above(start:Path):
     "The nearest folder at or above `start` that holds a kelly project, or None."
     start = start.resolve()
     for d in (start, *start.parents):
-        if _is_project(d): return d
+        if _is_project(d):
+            return d
     return None
 
 def _installed_project():
@@ -78,7 +80,8 @@ def _installed_project():
 def project_root() -> Path:
     "The project: the one the working directory is in, else `$KELLY_PROJECT`, else the checkout holding kelly."
     found = _project_above(Path.cwd())
-    if found: return found
+    if found:
+        return found
     if os.environ.get('KELLY_PROJECT'):
         p = Path(os.environ['KELLY_PROJECT']).expanduser().resolve()
         if not _is_project(p):
@@ -89,7 +92,8 @@ def project_root() -> Path:
 
 def _env_dir(var, default):
     v = os.environ.get(var)
-    if v is None or not v.strip(): return default
+    if v is None or not v.strip():
+        return default
     p = Path(v).expanduser()
     if p.exists() and not p.is_dir():
         raise ConfigError(var, v, f'point {var} at a folder, or unset it to use {default}', 'not a folder')
@@ -134,7 +138,8 @@ def seed_everything(seed:int=0, # a non-negative integer below 2**32
     if 'torch' in sys.modules or _has_torch():
         import torch
         torch.manual_seed(seed)
-        if deterministic: torch.use_deterministic_algorithms(True, warn_only=True)
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
     return np.random.default_rng(seed)
 
 def _has_torch():
@@ -147,13 +152,18 @@ def get_device(prefer:str='auto', # "auto", "cpu", "cuda", "cuda:N" or "mps"
     "The `torch.device` to run on."
     import torch
     want = str(prefer).strip().lower()
-    if want == 'auto': want = os.environ.get('KELLY_DEVICE', 'auto').strip().lower() or 'auto'
     if want == 'auto':
-        if torch.cuda.is_available(): return torch.device('cuda')
-        if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
+        want = os.environ.get('KELLY_DEVICE', 'auto').strip().lower() or 'auto'
+    if want == 'auto':
+        if torch.cuda.is_available():
+            return torch.device('cuda')
+        if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available():
+            return torch.device('mps')
         return torch.device('cpu')
-    try: dev = torch.device(want)
-    except RuntimeError: raise ConfigError('device', prefer, 'use "auto", "cpu", "cuda", "cuda:N" or "mps"') from None
+    try:
+        dev = torch.device(want)
+    except RuntimeError:
+        raise ConfigError('device', prefer, 'use "auto", "cpu", "cuda", "cuda:N" or "mps"') from None
     if dev.type == 'cuda' and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
         raise ConfigError('device', prefer, 'use "auto" or "cpu": no such CUDA device here', 'device not available')
     if dev.type == 'mps' and not torch.backends.mps.is_available():
@@ -164,24 +174,34 @@ def get_device(prefer:str='auto', # "auto", "cpu", "cuda", "cuda:N" or "mps"
 
 # %% ../nbs/00_core.ipynb #6024e18b
 def _umask():
-    m = os.umask(0); os.umask(m)
+    m = os.umask(0)
+    os.umask(m)
     return m
 
 def _fsync_dir(d):
-    try: fd = os.open(d, os.O_RDONLY)
-    except OSError: return  # e.g. Windows: folders cannot be opened
-    try: os.fsync(fd)
-    except OSError: pass
-    finally: os.close(fd)
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: folders cannot be opened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 def _sweep_stale_temps(path:Path):
     "Remove the temporary files that writers of `path` killed mid-write left behind (their process is gone)."
     for tmp in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
         pid = tmp.name[len(path.name) + 2:].split('.')[0]
-        if not pid.isdigit(): continue
-        try: os.kill(int(pid), 0)
-        except ProcessLookupError: tmp.unlink(missing_ok=True)
-        except (PermissionError, OverflowError): pass
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass
 
 @contextmanager
 def atomic_write(path, # the file to write
@@ -189,7 +209,8 @@ def atomic_write(path, # the file to write
                  encoding:str='utf-8', # text encoding (ignored for bytes)
                 ):
     "Context manager that yields a file object whose contents replace `path` atomically on success."
-    if mode not in ('w', 'wb'): raise InputError('mode', mode, 'use "w" for text or "wb" for bytes')
+    if mode not in ('w', 'wb'):
+        raise InputError('mode', mode, 'use "w" for text or "wb" for bytes')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp')
@@ -215,7 +236,8 @@ def file_sha256(path, # a file
     "SHA-256 of the file's bytes, as hex."
     h = hashlib.sha256()
     with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''): h.update(block)
+        for block in iter(lambda: f.read(chunk), b''):
+            h.update(block)
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #e24f442b
@@ -247,12 +269,17 @@ def progress_enabled(stream=None, # the stream the bar would draw on (default: s
                     ) -> bool:
     "Whether progress bars are drawn: `$KELLY_PROGRESS` if set, else whether `stream` is a terminal."
     v = os.environ.get('KELLY_PROGRESS', '').strip().lower()
-    if v in ('1', 'true', 'yes', 'on'): return True
-    if v in ('0', 'false', 'no', 'off'): return False
-    if v: raise ConfigError('KELLY_PROGRESS', v, 'set it to 1 or 0, or unset it')
+    if v in ('1', 'true', 'yes', 'on'):
+        return True
+    if v in ('0', 'false', 'no', 'off'):
+        return False
+    if v:
+        raise ConfigError('KELLY_PROGRESS', v, 'set it to 1 or 0, or unset it')
     stream = stream or sys.stderr
-    try: return stream.isatty()
-    except (AttributeError, ValueError): return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 def progress(iterable=None, # what to loop over (or None, and call `.update` yourself)
              desc:str=None, # what the bar is counting
@@ -300,4 +327,5 @@ def _in_kernel() -> bool:
     ipython = sys.modules.get('IPython')
     return ipython is not None and ipython.get_ipython() is not None
 
-if _in_kernel() and not os.environ.get('PLOTLY_RENDERER'): use_offline_plotly()
+if _in_kernel() and not os.environ.get('PLOTLY_RENDERER'):
+    use_offline_plotly()

@@ -105,8 +105,10 @@ class CatalogError(InputError):
                 ):
         self.table, self.column, self.row, self.file, self.line = table, column, row, file, line
         self.problems = problems
-        if file is None: where = f"{table}.{column}" + ('' if row is None else f"[row {row}]")
-        else: where = file + ('' if line is None else f" line {line}") + (f", {column}" if column else '')
+        if file is None:
+            where = f"{table}.{column}" + ('' if row is None else f"[row {row}]")
+        else:
+            where = file + ('' if line is None else f" line {line}") + (f", {column}" if column else '')
         more = 0 if problems is None else len(problems) - 1
         if more > 0:
             lister = '`kelly catalog check FOLDER`' if file else 'Catalog.problems()'
@@ -120,50 +122,65 @@ _ISO_DATE = re.compile(r'\d{4}(-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)
 
 def _parse_date(v):
     "A `Timestamp` for a date (a date or time object, or ISO 8601 text without a time zone), else None."
-    if isinstance(v, (bool, np.bool_)) or _is_number(v): return None
-    if isinstance(v, str) and not _ISO_DATE.fullmatch(v): return None
-    try: t = pd.Timestamp(v)
-    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime): return None
-    if t is pd.NaT or t.tzinfo is not None: return None
-    try: t.as_unit('ns')
-    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime): return None
+    if isinstance(v, (bool, np.bool_)) or _is_number(v):
+        return None
+    if isinstance(v, str) and not _ISO_DATE.fullmatch(v):
+        return None
+    try:
+        t = pd.Timestamp(v)
+    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        return None
+    if t is pd.NaT or t.tzinfo is not None:
+        return None
+    try:
+        t.as_unit('ns')
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        return None
     return t
 
 def _calendar_date(year, month, day) -> str|None:
     "`YYYY-MM-DD` when the three numbers make a real date, else None."
-    try: return pd.Timestamp(int(year), int(month), int(day)).strftime('%Y-%m-%d')
-    except ValueError: return None
+    try:
+        return pd.Timestamp(int(year), int(month), int(day)).strftime('%Y-%m-%d')
+    except ValueError:
+        return None
 
 def date_fix(value, # a value that is not an ISO 8601 date
             ) -> str:
     "How to write `value` as an ISO 8601 date: its ISO form, or both when day and month could be either way round."
     fix = 'write an ISO 8601 date: YYYY-MM-DD, YYYY-MM or YYYY'
     text = str(value).strip()
-    if _ISO_DATE.fullmatch(text): return 'use a real calendar date between 1677-09-22 and 2262-04-11, no time zone'
+    if _ISO_DATE.fullmatch(text):
+        return 'use a real calendar date between 1677-09-22 and 2262-04-11, no time zone'
     dmy = re.fullmatch(r'(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})', text)
     if dmy:
         day_first = _calendar_date(dmy[3], dmy[2], dmy[1])
         month_first = _calendar_date(dmy[3], dmy[1], dmy[2])
         if day_first and month_first and day_first != month_first:
             return f'{fix}; {text} is {day_first} if the day comes first, {month_first} if the month does'
-        if day_first or month_first: return f'{fix}: {day_first or month_first}'
+        if day_first or month_first:
+            return f'{fix}: {day_first or month_first}'
     ymd = re.fullmatch(r'(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})', text)
-    if ymd and _calendar_date(*ymd.groups()): return f'{fix}: {_calendar_date(*ymd.groups())}'
+    if ymd and _calendar_date(*ymd.groups()):
+        return f'{fix}: {_calendar_date(*ymd.groups())}'
     return f'{fix}, e.g. 2019-05-01 (no time zone)'
 
 def _number_fix(value) -> str:
     "How to write `value` as a number: with a decimal point when it has a decimal comma."
     text = str(value).strip()
-    if re.fullmatch(r'[-+]?\d*,\d+', text): return f'write the number with a decimal point: {text.replace(",", ".")}'
+    if re.fullmatch(r'[-+]?\d*,\d+', text):
+        return f'write the number with a decimal point: {text.replace(",", ".")}'
     return 'write a finite number here'
 
 # %% ../nbs/01_data.ipynb #f10286e4
 def _missing_value(v):
-    if v is None or v is pd.NA or v is pd.NaT: return True
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
     return isinstance(v, (float, np.floating)) and v != v
 
 def _missing(s:pd.Series) -> np.ndarray:
-    if s.dtype == object: return np.fromiter((_missing_value(v) for v in s), bool, len(s))
+    if s.dtype == object:
+        return np.fromiter((_missing_value(v) for v in s), bool, len(s))
     return s.isna().to_numpy()
 
 def _kind_bad(s:pd.Series, kind:str, present:np.ndarray) -> tuple[np.ndarray, str, object]:
@@ -189,17 +206,20 @@ def _kind_bad(s:pd.Series, kind:str, present:np.ndarray) -> tuple[np.ndarray, st
     if kind == 'int':
         if pd.api.types.is_bool_dtype(dt) or not (pd.api.types.is_numeric_dtype(dt) or dt == object):
             return present, 'not an integer', 'write a whole number here'
-        if pd.api.types.is_integer_dtype(dt): return np.zeros(n, bool), '', ''
+        if pd.api.types.is_integer_dtype(dt):
+            return np.zeros(n, bool), '', ''
         vals = s.to_numpy(object)
         ok = np.fromiter((_is_number(v) and math.isfinite(float(v)) and float(v) == int(v) and abs(v) < 2**63
                           for v in vals), bool, n)
         return present & ~ok, 'not an integer', 'write a whole number here'
     if kind == 'bool':
-        if pd.api.types.is_bool_dtype(dt): return np.zeros(n, bool), '', ''
+        if pd.api.types.is_bool_dtype(dt):
+            return np.zeros(n, bool), '', ''
         ok = np.fromiter((isinstance(v, (bool, np.bool_)) for v in s.to_numpy(object)), bool, n)
         return present & ~ok, 'not True/False', 'write True or False here'
     if kind == 'date':
-        if pd.api.types.is_datetime64_dtype(dt): return np.zeros(n, bool), '', ''
+        if pd.api.types.is_datetime64_dtype(dt):
+            return np.zeros(n, bool), '', ''
         ok = np.fromiter((_parse_date(v) is not None for v in s.to_numpy(object)), bool, n)
         return present & ~ok, 'not an ISO 8601 date', date_fix
     if kind == 'tags':
@@ -212,14 +232,16 @@ def _kind_bad(s:pd.Series, kind:str, present:np.ndarray) -> tuple[np.ndarray, st
 _KEYS = {'artists': 'artist_id', 'albums': 'album_id', 'songs': 'song_id'}
 
 def _problem(table, column, row, value, problem, fix):
-    if isinstance(value, np.generic): value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
     return dict(table=table, column=column, row=row, value=value, problem=problem, fix=fix)
 
 def _column_problems(table, df, spec):
     out = []
     for c in spec.itertuples():
         if c.column not in df.columns:
-            if c.required: out.append(_problem(table, c.column, None, None, 'missing column',
+            if c.required:
+                out.append(_problem(table, c.column, None, None, 'missing column',
                                                f'add the column "{c.column}" ({c.kind}): {c.description}'))
             continue
         s = df[c.column]
@@ -227,7 +249,8 @@ def _column_problems(table, df, spec):
         present = ~miss
         vals = s.to_numpy(object)
         if not c.nullable:
-            for i in np.flatnonzero(miss): out.append(_problem(table, c.column, int(i), vals[i], 'missing value',
+            for i in np.flatnonzero(miss):
+                out.append(_problem(table, c.column, int(i), vals[i], 'missing value',
                                                                f'fill in {c.column}: {c.description}'))
         bad, problem, fix = _kind_bad(s, c.kind, present)
         for i in np.flatnonzero(bad):
@@ -246,7 +269,8 @@ def _column_problems(table, df, spec):
 
 def _usable(df, col):
     "Values of `col` that are present and strings (so ids can be compared)."
-    if col not in df.columns: return None
+    if col not in df.columns:
+        return None
     return pd.Series([v if isinstance(v, str) and v else None for v in df[col].to_numpy(object)], index=df.index, dtype=object)
 
 def _relation_problems(tables):
@@ -254,7 +278,8 @@ def _relation_problems(tables):
     ids = {}
     for t, key in _KEYS.items():
         df = tables.get(t)
-        if df is None or key not in df.columns: continue
+        if df is None or key not in df.columns:
+            continue
         k = _usable(df, key)
         dup = k.notna() & k.duplicated(keep='first')
         for i in np.flatnonzero(dup.to_numpy()):
@@ -262,7 +287,8 @@ def _relation_problems(tables):
         ids[f'{t}.{key}'] = set(k.dropna())
     for c in SCHEMA[SCHEMA.ref.notna()].itertuples():
         df = tables.get(c.table)
-        if df is None or c.column not in df.columns or c.ref not in ids: continue
+        if df is None or c.column not in df.columns or c.ref not in ids:
+            continue
         k = _usable(df, c.column)
         dangling = k.notna() & ~k.isin(ids[c.ref])
         for i in np.flatnonzero(dangling.to_numpy()):
@@ -271,7 +297,8 @@ def _relation_problems(tables):
     return out
 
 def _num(df, col):
-    if col not in df.columns: return pd.Series(np.nan, index=df.index)
+    if col not in df.columns:
+        return pd.Series(np.nan, index=df.index)
     return pd.to_numeric(df[col].map(lambda v: v if _is_number(v) else np.nan), errors='coerce')
 
 def _consistency_problems(tables):
@@ -322,15 +349,21 @@ def _consistency_problems(tables):
 _PROBLEM_COLUMNS = ['table', 'column', 'row', 'value', 'problem', 'fix']
 
 def _conform_column(s, kind):
-    if kind in ('id', 'text'): return s.astype('string')
-    if kind == 'float': return pd.Series([float(v) if not _missing_value(v) else np.nan for v in s], index=s.index, dtype='float64') \
+    if kind in ('id', 'text'):
+        return s.astype('string')
+    if kind == 'float':
+        return pd.Series([float(v) if not _missing_value(v) else np.nan for v in s], index=s.index, dtype='float64') \
                         if s.dtype == object else s.astype('float64')
-    if kind == 'int': return pd.Series([int(v) for v in s], index=s.index, dtype='int64') if s.dtype == object else s.astype('int64')
-    if kind == 'bool': return s.astype(bool)
+    if kind == 'int':
+        return pd.Series([int(v) for v in s], index=s.index, dtype='int64') if s.dtype == object else s.astype('int64')
+    if kind == 'bool':
+        return s.astype(bool)
     if kind == 'date':
-        if pd.api.types.is_datetime64_dtype(s.dtype): return s.astype('datetime64[ns]')
+        if pd.api.types.is_datetime64_dtype(s.dtype):
+            return s.astype('datetime64[ns]')
         return pd.Series([pd.NaT if _missing_value(v) else _parse_date(v) for v in s], index=s.index, dtype='datetime64[ns]')
-    if kind == 'tags': return pd.Series([list(v) for v in s], index=s.index, dtype=object)
+    if kind == 'tags':
+        return pd.Series([list(v) for v in s], index=s.index, dtype=object)
     raise ValueError(kind)
 
 @dataclass(eq=False)
@@ -353,7 +386,8 @@ class Catalog:
         for t in TABLES:
             df = getattr(self, t)
             if df is None:
-                if t in REQUIRED_TABLES: out.append(_problem(t, '', None, None, 'missing table', f'pass a DataFrame as {t}='))
+                if t in REQUIRED_TABLES:
+                    out.append(_problem(t, '', None, None, 'missing table', f'pass a DataFrame as {t}='))
                 continue
             if not isinstance(df, pd.DataFrame):
                 out.append(_problem(t, '', None, type(df).__name__, 'not a DataFrame', f'pass a pandas DataFrame as {t}='))
@@ -367,7 +401,8 @@ class Catalog:
                 ):
         "The catalog if valid, else a `CatalogError` (the first problem; all in `.problems`); `all=True`: `problems()`."
         probs = self.problems()
-        if all: return probs
+        if all:
+            return probs
         if len(probs):
             p = probs.iloc[0]
             v = p.value.item() if isinstance(p.value, np.generic) else p.value
@@ -390,10 +425,13 @@ class Catalog:
     def equals(self, other:Catalog) -> bool:
         "Whether both catalogs hold the same tables with the same values and dtypes."
         a, b = self.tables(), other.tables()
-        if a.keys() != b.keys(): return False
+        if a.keys() != b.keys():
+            return False
         for t in a:
-            try: pd.testing.assert_frame_equal(a[t], b[t], check_exact=True)
-            except AssertionError: return False
+            try:
+                pd.testing.assert_frame_equal(a[t], b[t], check_exact=True)
+            except AssertionError:
+                return False
         return True
 
     def summary(self) -> pd.DataFrame:
@@ -428,10 +466,13 @@ def tiny_catalog() -> Catalog:
 def _encode_csv(df:pd.DataFrame, spec:pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c, kind in zip(spec.column, spec.kind):
-        if c not in out.columns: continue
+        if c not in out.columns:
+            continue
         s = out[c]
-        if kind == 'tags': out[c] = [json.dumps(list(v), ensure_ascii=False) for v in s]
-        elif kind == 'float': out[c] = [repr(float(v)) if v == v else '' for v in s]
+        if kind == 'tags':
+            out[c] = [json.dumps(list(v), ensure_ascii=False) for v in s]
+        elif kind == 'float':
+            out[c] = [repr(float(v)) if v == v else '' for v in s]
         elif kind == 'date':
             v = s.to_numpy('datetime64[ns]')
             whole_days = bool(np.all(np.isnat(v) | (v == v.astype('datetime64[D]'))))
@@ -442,7 +483,8 @@ def _encode_csv(df:pd.DataFrame, spec:pd.DataFrame) -> pd.DataFrame:
 def _tags_text(text:str) -> list:
     "Tags from CSV text: a JSON list, or names separated by `|` (`pop|rock`)."
     text = text.strip()
-    if text.startswith('['): return json.loads(text)
+    if text.startswith('['):
+        return json.loads(text)
     return [t.strip() for t in text.split('|') if t.strip()]
 
 def _bool_text(text:str):
@@ -452,15 +494,23 @@ def _bool_text(text:str):
 def _decoder(kind):
     def safe(f):
         def g(x):
-            if x == '' or x is None or (isinstance(x, float) and x != x): return None
-            try: return f(x)
-            except (ValueError, TypeError, json.JSONDecodeError): return x
+            if x == '' or x is None or (isinstance(x, float) and x != x):
+                return None
+            try:
+                return f(x)
+            except (ValueError, TypeError, json.JSONDecodeError):
+                return x
         return g
-    if kind == 'float': return safe(float)
-    if kind == 'int': return safe(lambda x: int(x) if str(x).strip().lstrip('-').isdigit() else float(x))
-    if kind == 'bool': return safe(_bool_text)
-    if kind == 'tags': return safe(_tags_text)
-    if kind == 'date': return safe(str.strip)
+    if kind == 'float':
+        return safe(float)
+    if kind == 'int':
+        return safe(lambda x: int(x) if str(x).strip().lstrip('-').isdigit() else float(x))
+    if kind == 'bool':
+        return safe(_bool_text)
+    if kind == 'tags':
+        return safe(_tags_text)
+    if kind == 'date':
+        return safe(str.strip)
     return safe(lambda x: x)
 
 _DELIMITERS = {',': 'comma', ';': 'semicolon', '\t': 'tab'}
@@ -471,10 +521,14 @@ def detect_delimiter(header:str, # line 1 of a CSV file
     "The delimiter (`,` `;` or tab) that splits `header` into the most expected names, or None when none or two do."
     scores = {}
     for d in _DELIMITERS:
-        try: names = [n.strip() for n in next(csv.reader([header], delimiter=d))]
-        except csv.Error: continue  # e.g. a line break in an unquoted field
-        if len(names) > 1: scores[d] = (len(set(names) & set(expected)), len(names))
-    if not scores: return None
+        try:
+            names = [n.strip() for n in next(csv.reader([header], delimiter=d))]
+        except csv.Error:
+            continue  # e.g. a line break in an unquoted field
+        if len(names) > 1:
+            scores[d] = (len(set(names) & set(expected)), len(names))
+    if not scores:
+        return None
     best = [d for d, score in scores.items() if score == max(scores.values())]
     return best[0] if len(best) == 1 else None
 
@@ -492,28 +546,33 @@ _LOCATED_COLUMNS = ['file', 'line', 'column', 'letter', 'value', 'problem', 'fix
 
 def _located(file, line, column, value, problem, fix, table, letter='', row=None) -> dict:
     "A problem located in a file: at `line` as a spreadsheet counts it (header = 1), and `row` (from 0) in the table."
-    if isinstance(value, np.generic): value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
     return dict(file=file, line=line, column=column, letter=letter, value=value, problem=problem, fix=fix, table=table,
                 row=row)
 
 def _csv_records(path:Path, table:str) -> tuple:
     "The records of a CSV file and its delimiter, or Nones and the problem that stops reading it."
     stop = lambda line, value, problem, fix: (None, None, _located(path.name, line, '', value, problem, fix, table))
-    try: raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
     except OSError as e:
         return stop(None, type(e).__name__, 'unreadable file', 'make the file readable (permissions, disk)')
-    try: text = raw.decode('utf-8-sig')
+    try:
+        text = raw.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         return stop(raw[:e.start].count(b'\n') + 1, raw[e.start:e.start + 4], 'not UTF-8 text',
                     'save the file as UTF-8 text (spreadsheets call it "CSV UTF-8")')
     header = re.split(r'\r\n|\r|\n', text, maxsplit=1)[0]  # any line ending: LF, CRLF, or CR (old Mac)
-    if not header.strip(): return stop(1, header, 'no header', 'put the column names on line 1')
+    if not header.strip():
+        return stop(1, header, 'no header', 'put the column names on line 1')
     delimiter = detect_delimiter(header, SCHEMA[SCHEMA.table == table].column)
     if delimiter is None:
         fix = 'separate the columns with commas, semicolons or tabs, one of them throughout'
         return stop(1, header, 'delimiter not detected', fix)
     reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter)
-    try: return list(reader), delimiter, None
+    try:
+        return list(reader), delimiter, None
     except csv.Error as e:
         return stop(reader.line_num, '', f'not CSV ({e})', 'remove the stray quote or control character')
 
@@ -521,14 +580,16 @@ def _read_csv(path:Path, spec:pd.DataFrame) -> tuple:
     "A CSV table: its DataFrame (None if unreadable), each row's line, each column's letter, and the file's problems."
     table, name = spec.table.iloc[0], path.name
     records, delimiter, stop = _csv_records(path, table)
-    if records is None: return None, [], {}, [stop]
+    if records is None:
+        return None, [], {}, [stop]
     header = [h.strip() for h in records[0]]
     if not any(header):
         fix = 'put the column names on line 1'
         return None, [], {}, [_located(name, 1, '', delimiter.join(records[0]), 'no header', fix, table)]
     probs, rows, lines = [], [], []
     for i, rec in enumerate(records[1:], start=2):
-        if not any(f.strip() for f in rec): continue  # an empty row
+        if not any(f.strip() for f in rec):
+            continue  # an empty row
         if len(rec) != len(header):
             shape = f'{len(rec)} fields where the header has {len(header)}'
             probs.append(_located(name, i, '', delimiter.join(rec), shape,
@@ -541,7 +602,8 @@ def _read_csv(path:Path, spec:pd.DataFrame) -> tuple:
         if not header[j]:
             fix = 'name it on line 1, or delete it'
             probs.append(_located(name, 1, '', '', 'column without a name', fix, table, _letter(j)))
-        elif header[j] in header[:j]: probs.append(_located(name, 1, header[j], header[j], 'duplicate column',
+        elif header[j] in header[:j]:
+            probs.append(_located(name, 1, header[j], header[j], 'duplicate column',
                                                             'give each column its own name', table, _letter(j)))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator='\r\n')
@@ -549,11 +611,13 @@ def _read_csv(path:Path, spec:pd.DataFrame) -> tuple:
     buf.seek(0)
     df = pd.read_csv(buf, dtype={c: str for c in spec.column}, keep_default_na=False, na_values=[''])
     for c, kind in zip(spec.column, spec.kind):
-        if c not in df.columns: continue
+        if c not in df.columns:
+            continue
         values = [_decoder(kind)(v) for v in df[c].to_numpy(object)]
         df[c] = pd.Series([[] if kind == 'tags' and v is None else v for v in values], index=df.index, dtype=object)
     letters = {}
-    for j in keep: letters.setdefault(header[j], _letter(j))
+    for j in keep:
+        letters.setdefault(header[j], _letter(j))
     return df, lines, letters, probs
 
 # %% ../nbs/01_data.ipynb #0251beae
@@ -561,13 +625,15 @@ _FORMATS = ('parquet', 'csv')
 
 def _read_parquet(path:Path, spec:pd.DataFrame) -> tuple:
     "A Parquet table as `_read_csv` returns a CSV one; its rows have no lines (problems name the row instead)."
-    try: df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
     except (OSError, ValueError) as e:
         fix = 'write it again with Catalog.write, or replace it with a CSV file'
         problem = _located(path.name, None, '', type(e).__name__, 'not a Parquet file', fix, spec.table.iloc[0])
         return None, [], {}, [problem]
     for c in spec.column[spec.kind == 'tags']:
-        if c in df.columns: df[c] = pd.Series([list(v) if isinstance(v, (np.ndarray, list, tuple)) else v for v in df[c]],
+        if c in df.columns:
+            df[c] = pd.Series([list(v) if isinstance(v, (np.ndarray, list, tuple)) else v for v in df[c]],
                                               index=df.index, dtype=object)
     return df, [None] * len(df), {}, []
 
@@ -579,7 +645,8 @@ def _table_files(folder:Path) -> tuple[dict, list]:
             m = json.loads(manifest.read_text(encoding='utf-8'))
             files = {t: folder/f"{t}.{m['format']}" for t in m['tables']}
             ok = m['format'] in _FORMATS and set(files) <= set(TABLES)
-        except (ValueError, KeyError, TypeError): ok = False
+        except (ValueError, KeyError, TypeError):
+            ok = False
         if not ok:
             fix = "repair it, or delete it to read the folder's TABLE.csv / TABLE.parquet files"
             raise InputError(str(manifest), manifest.read_text(errors='replace'), fix, 'unreadable catalog manifest')
@@ -587,9 +654,11 @@ def _table_files(folder:Path) -> tuple[dict, list]:
     files, probs = {}, []
     for t in TABLES:
         found = [folder/f'{t}.{ext}' for ext in _FORMATS if (folder/f'{t}.{ext}').is_file()]
-        if len(found) > 1: probs.append(_located(found[1].name, None, '', None, 'two files for one table',
+        if len(found) > 1:
+            probs.append(_located(found[1].name, None, '', None, 'two files for one table',
                                                  f'keep {found[0].name} or {found[1].name}, not both', t))
-        if found: files[t] = found[0]
+        if found:
+            files[t] = found[0]
     return files, probs
 
 def _did_you_mean(name:str, candidates) -> str:
@@ -616,18 +685,22 @@ def _load(folder) -> tuple[dict, pd.DataFrame]:
         reader = _read_csv if path.suffix == '.csv' else _read_parquet
         df, lines, letters, probs = reader(path, SCHEMA[SCHEMA.table == t])
         out += probs
-        if df is not None: tabs[t], where[t] = df, (path.name, lines, letters)
+        if df is not None:
+            tabs[t], where[t] = df, (path.name, lines, letters)
     for t in REQUIRED_TABLES:
-        if t in files: continue
+        if t in files:
+            continue
         fix = f'add {t}.csv or {t}.parquet (see kelly.data.SCHEMA)' + _did_you_mean(f'{t}.csv', others)
         out.append(_located(f'{t}.csv', None, '', None, 'missing table', fix, t))
     ragged = {(p['file'], p['line']) for p in out if 'fields where the header has' in p['problem']}
     for p in Catalog(**{t: tabs.get(t) for t in TABLES}).problems().to_dict('records'):
-        if p['table'] not in where: continue  # its file could not be read, and a problem above says why
+        if p['table'] not in where:
+            continue  # its file could not be read, and a problem above says why
         name, lines, letters = where[p['table']]
         row = None if pd.isna(p['row']) else int(p['row'])
         line = lines[row] if row is not None else (1 if name.endswith('.csv') else None)
-        if (name, line) in ragged: continue  # a row of the wrong shape: its values are not checked again
+        if (name, line) in ragged:
+            continue  # a row of the wrong shape: its values are not checked again
         fix = p['fix']
         if p['problem'] == 'missing column':
             fix += _did_you_mean(p['column'], set(tabs[p['table']].columns) - set(SCHEMA.column))
@@ -649,20 +722,25 @@ def _write(self:Catalog, folder, # the folder to write into (created if missing)
            format:str='parquet', # "parquet" or "csv"
           ) -> Path:
     "Validate the catalog and write it into `folder`, one file per table plus a `catalog.json` manifest."
-    if format not in _FORMATS: raise InputError('format', format, 'use "parquet" or "csv"')
+    if format not in _FORMATS:
+        raise InputError('format', format, 'use "parquet" or "csv"')
     cat = self.conform()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     blobs = {}  # encode every table before touching the folder, so an encoding error changes nothing
     for t, df in cat.tables().items():
         buf = io.BytesIO()
-        if format == 'parquet': df.to_parquet(buf, index=False)
-        else: buf.write(_encode_csv(df, SCHEMA[SCHEMA.table == t]).to_csv(index=False, lineterminator='\r\n').encode('utf-8'))
+        if format == 'parquet':
+            df.to_parquet(buf, index=False)
+        else:
+            buf.write(_encode_csv(df, SCHEMA[SCHEMA.table == t]).to_csv(index=False, lineterminator='\r\n').encode('utf-8'))
         blobs[t] = buf.getvalue()
     for t, b in blobs.items():
-        with atomic_write(folder/f'{t}.{format}', 'wb') as f: f.write(b)
+        with atomic_write(folder/f'{t}.{format}', 'wb') as f:
+            f.write(b)
     manifest = dict(format=format, tables=list(cat.tables()))
-    with atomic_write(folder/'catalog.json') as f: f.write(json.dumps(manifest, indent=1) + '\n')
+    with atomic_write(folder/'catalog.json') as f:
+        f.write(json.dumps(manifest, indent=1) + '\n')
     return folder
 
 def _read(cls, folder, # a folder written by `Catalog.write`, or one holding TABLE.csv / TABLE.parquet files
@@ -671,7 +749,8 @@ def _read(cls, folder, # a folder written by `Catalog.write`, or one holding TAB
     "Read a catalog folder; one with problems raises a `CatalogError` that locates the first and carries them all."
     tabs, probs = _load(folder)
     if not validate:
-        if all(t in tabs for t in REQUIRED_TABLES): return cls(**tabs)
+        if all(t in tabs for t in REQUIRED_TABLES):
+            return cls(**tabs)
         probs = probs[~probs.table.isin(list(tabs))]
     if len(probs):
         p = probs.iloc[0]
@@ -687,19 +766,26 @@ def format_problem(p:dict, # one problem of `check_catalog`, as a dict
                   ) -> str:
     "One line for a problem: `songs.csv line 4, column K (energy): not a finite number: '0,3'. Fix: ...`."
     place = p['file']
-    if not pd.isna(p['line']): place += f" line {p['line']}"
-    elif not pd.isna(p['row']): place += f" row {p['row']} (from 0)"
-    if p['column']: place += f", column {p['letter']} ({p['column']})" if p['letter'] else f", column {p['column']}"
+    if not pd.isna(p['line']):
+        place += f" line {p['line']}"
+    elif not pd.isna(p['row']):
+        place += f" row {p['row']} (from 0)"
+    if p['column']:
+        place += f", column {p['letter']} ({p['column']})" if p['letter'] else f", column {p['column']}"
     text = '' if _missing_value(p['value']) else repr(p['value'])
     value = f": {text if len(text) <= 60 else text[:57] + '...'}" if text else ''
     return f"{place}: {p['problem']}{value}. Fix: {p['fix']}"
 
 def _json_value(v):
     "A value as JSON holds it: None when missing; numbers, text, True/False and lists as they are; the rest as text."
-    if isinstance(v, np.generic): v = v.item()
-    if isinstance(v, (list, tuple)): return [_json_value(x) for x in v]
-    if _missing_value(v): return None
-    if isinstance(v, float) and not math.isfinite(v): return str(v)
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if _missing_value(v):
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
     return v if isinstance(v, (str, int, float, bool)) else str(v)
 
 _SINGULAR = dict(artists='artist', albums='album', songs='song', sections='section', life_events='life event',
@@ -734,8 +820,10 @@ def catalog_main(argv:list=None, # the arguments after `kelly catalog`, e.g. ["c
         record = dict(folder=str(a.folder), ok=not records, counts=counts, problems=problems)
         print(json.dumps(record, ensure_ascii=False))
     else:
-        for p in records: print(format_problem(p))
-        if not records: print(f'{a.folder}: {_counts(tabs)}; no problems')
+        for p in records:
+            print(format_problem(p))
+        if not records:
+            print(f'{a.folder}: {_counts(tabs)}; no problems')
     if records:
         files = ', '.join(dict.fromkeys(p['file'] for p in records))
         print(f"kelly catalog check: {len(records)} problem{'s' if len(records) > 1 else ''} in {a.folder} ({files})",
@@ -774,11 +862,13 @@ def immich_catalog() -> Catalog:
     import importlib.metadata as md
     dist = md.distribution('immich-memories-music')
     lic = next((f for f in dist.files or [] if f.name == 'LICENSE-MUSIC'), None)
-    if lic is None: raise MissingResourceError('LICENSE-MUSIC', 'immich-memories-music', 'reinstall immich-memories-music',
+    if lic is None:
+        raise MissingResourceError('LICENSE-MUSIC', 'immich-memories-music', 'reinstall immich-memories-music',
                                                'the track listing is missing')
     listing = _immich_listing(Path(dist.locate_file(lic)).read_text(encoding='utf-8')).set_index('file')
     paths = sorted(Path(mod.tracks_dir()).glob('*/*.opus'))
-    if not paths: raise MissingResourceError('tracks', str(mod.tracks_dir()), 'reinstall immich-memories-music', 'no tracks found')
+    if not paths:
+        raise MissingResourceError('tracks', str(mod.tracks_dir()), 'reinstall immich-memories-music', 'no tracks found')
     rows = []
     for p in paths:
         if p.name not in listing.index:
@@ -791,7 +881,8 @@ def immich_catalog() -> Catalog:
                          audio_path=str(p), seed=int(info['seed'])))
     songs = pd.DataFrame(rows)
     songs['track_number'] = songs.groupby('album_id').cumcount() + 1
-    for f in AUDIO_FEATURES[:-1]: songs[f] = np.nan
+    for f in AUDIO_FEATURES[:-1]:
+        songs[f] = np.nan
     albums = songs.groupby('album_id').agg(total_tracks=('song_id', 'size')).reset_index()
     albums = albums.assign(artist_id='ace-step', title=albums.album_id.str.removeprefix('immich-'), release_date=pd.NaT)
     artists = pd.DataFrame(dict(artist_id=['ace-step'], name=['ACE-Step 1.5 (immich-memories-music)'], genre=['instrumental']))
@@ -845,7 +936,8 @@ def social_graph(name:str, # one of "florentine", "karate", "les_miserables", "d
                 ):
     "One of networkx's bundled social networks."
     nx = require('networkx')
-    if name not in _GRAPHS: raise InputError('name', name, f'use one of {list(_GRAPHS)}', 'unknown graph')
+    if name not in _GRAPHS:
+        raise InputError('name', name, f'use one of {list(_GRAPHS)}', 'unknown graph')
     return getattr(nx, _GRAPHS[name])()
 
 # %% ../nbs/01_data.ipynb #c7f790bd
@@ -868,7 +960,8 @@ def tokenize(text:str) -> list[str]:
 def nrc_affect(tokens, # a list of word tokens, or a string (tokenised with `tokenize`)
               ) -> pd.Series:
     "Relative frequency of each NRC affect among the affect words of `tokens` (zeros when none)."
-    if isinstance(tokens, str): tokens = tokenize(tokens)
+    if isinstance(tokens, str):
+        tokens = tokenize(tokens)
     lex = _nrc()
     lex.load_token_list(list(tokens))
     return pd.Series({a: float(lex.affect_frequencies.get(a, 0.0)) for a in NRC_AFFECTS}, name='affect')

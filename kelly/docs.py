@@ -30,12 +30,15 @@ def show_doc(obj, # a function or a class
     import inspect
     from nbdev.showdoc import BasicMarkdownRenderer
     text = BasicMarkdownRenderer(obj)._repr_markdown_()
-    if not inspect.isclass(obj): return _Markdown(text)
+    if not inspect.isclass(obj):
+        return _Markdown(text)
     text = text.replace(f'def {obj.__name__}(', f'class {obj.__name__}(', 1)
     bases = [b for b in obj.__bases__ if b is not object]
-    if bases: text += '\n\nBased on ' + ', '.join(f'`{b.__module__}.{b.__qualname__}`' for b in bases) + '.'
+    if bases:
+        text += '\n\nBased on ' + ', '.join(f'`{b.__module__}.{b.__qualname__}`' for b in bases) + '.'
     methods = _methods(obj)
-    if methods: text += '\n\nMethods: ' + ', '.join(f'`{m}`' for m in methods) + '.'
+    if methods:
+        text += '\n\nMethods: ' + ', '.join(f'`{m}`' for m in methods) + '.'
     return _Markdown(text)
 
 # %% ../nbs/92_docs.ipynb #0746b8c9
@@ -44,19 +47,26 @@ _skipped = {'notest', 'slow'}
 
 def _tags_for(directives:dict, is_show_doc:bool) -> set:
     tags = set()
-    if directives.keys() & _hidden: tags.add('remove-cell')
-    if directives.keys() & _skipped or str(directives.get('eval', '')).lower() == 'false': tags.add('skip-execution')
-    if is_show_doc or str(directives.get('echo', '')).lower() == 'false': tags.add('remove-input')
-    if str(directives.get('output', '')).lower() == 'false': tags.add('remove-output')
+    if directives.keys() & _hidden:
+        tags.add('remove-cell')
+    if directives.keys() & _skipped or str(directives.get('eval', '')).lower() == 'false':
+        tags.add('skip-execution')
+    if is_show_doc or str(directives.get('echo', '')).lower() == 'false':
+        tags.add('remove-input')
+    if str(directives.get('output', '')).lower() == 'false':
+        tags.add('remove-output')
     return tags
 
 def _check_tags(source:str) -> set:
     "A check cell (asserts, `test_*` calls) is hidden; if it ends on an expression, only its code is."
     import ast
-    try: body = ast.parse(source).body
-    except SyntaxError: return set()
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return set()
     is_test = lambda n: isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id.startswith('test_')
-    if not any(isinstance(n, ast.Assert) or is_test(n) for stmt in body for n in ast.walk(stmt)): return set()
+    if not any(isinstance(n, ast.Assert) or is_test(n) for stmt in body for n in ast.walk(stmt)):
+        return set()
     shows = bool(body) and isinstance(body[-1], ast.Expr) and not is_test(body[-1].value)
     return {'remove-input'} if shows else {'remove-cell'}
 
@@ -67,9 +77,13 @@ def _in_definition_order(cells):
     "nbdev inserts a cell's `show_doc`s last-first; put each run of them back in definition order."
     out, run = [], []
     for c in cells + [None]:
-        if c is not None and getattr(c, 'has_sd', False): run.append(c); continue
-        out += run[::-1]; run = []
-        if c is not None: out.append(c)
+        if c is not None and getattr(c, 'has_sd', False):
+            run.append(c)
+            continue
+        out += run[::-1]
+        run = []
+        if c is not None:
+            out.append(c)
     return out
 
 def docs_notebook(path:Path, # a notebook under nbs/
@@ -82,15 +96,18 @@ def docs_notebook(path:Path, # a notebook under nbs/
     cells, documented = [], []
     for i, c in enumerate(_in_definition_order(list(proc.nb.cells))):
         is_sd = bool(getattr(c, 'has_sd', False))
-        if is_sd: documented.append(re.fullmatch(r'show_doc\((.+)\)', c.source.strip()).group(1))
+        if is_sd:
+            documented.append(re.fullmatch(r'show_doc\((.+)\)', c.source.strip()).group(1))
         tags = set(c.get('metadata', {}).get('tags', []))
         if c.cell_type == 'code':
             tags |= _tags_for(dict(c.directives_ or {}), is_sd)
-            if not is_sd and not tags & {'remove-cell', 'parameters'}: tags |= _check_tags(_strip_directives(c.source))
+            if not is_sd and not tags & {'remove-cell', 'parameters'}:
+                tags |= _check_tags(_strip_directives(c.source))
         tags = sorted(tags)
         cell = dict(cell_type=c.cell_type, id=c.get('id') or f'cell-{i}', metadata=dict(tags=tags) if tags else {},
                     source=_strip_directives(c.source) if c.cell_type == 'code' else c.source)
-        if c.cell_type == 'code': cell.update(outputs=[], execution_count=None)
+        if c.cell_type == 'code':
+            cell.update(outputs=[], execution_count=None)
         cells.append(cell)
     if documented:
         cells.insert(0, dict(cell_type='code', id='kelly-docs-setup', metadata=dict(tags=['remove-cell']),
@@ -122,7 +139,8 @@ def api_page(entries:dict, # page -> (title, [documented names])
     "The API index page in MyST markdown."
     lines = ['# API index', '', 'Every public name of kelly, by module, linked to its documentation.', '']
     for page, (title, names) in entries.items():
-        if not names: continue
+        if not names:
+            continue
         lines += [f'## {title}', '']
         lines += [f'- [`{n}`]({page}.ipynb#{_slug(n)})' for n in names]
         lines.append('')
@@ -162,7 +180,8 @@ suppress_warnings = ["myst.header", "myst.xref_missing", "misc.highlighting_fail
 def _title(nb:dict, fallback:str) -> str:
     for c in nb['cells']:
         m = re.match(r'#\s+(.+)', c['source']) if c['cell_type'] == 'markdown' else None
-        if m: return m.group(1).strip()
+        if m:
+            return m.group(1).strip()
     return fallback
 
 def _is_site(folder:Path) -> bool:
@@ -212,8 +231,10 @@ def page_area(page:str, # a page name, e.g. "audio/signal" or "core"
              ) -> str:
     "The area (a key of `AREAS`) that a page belongs to."
     head = page.split('/')[0]
-    if '/' in page and head in AREAS: return head
-    if page in _TOOLS: return 'tools'
+    if '/' in page and head in AREAS:
+        return head
+    if page in _TOOLS:
+        return 'tools'
     return page if page in AREAS else 'foundation'
 
 def area_pages(pages:list, # page names
@@ -233,7 +254,8 @@ def _module_of(nb:dict):
     for c in nb['cells']:
         source = c['source'] if isinstance(c['source'], str) else ''.join(c['source'])
         m = re.search(r'^#\|\s*default_exp\s+(\S+)', source, re.M)
-        if m: return importlib.import_module(f'kelly.{m.group(1)}')
+        if m:
+            return importlib.import_module(f'kelly.{m.group(1)}')
     return None
 
 def _fresh_report_outputs(path:Path, nbs:Path) -> dict:
@@ -242,12 +264,15 @@ def _fresh_report_outputs(path:Path, nbs:Path) -> dict:
     from kelly.reports import Manifest, _notebook_stem, read_index, report_status
     settings = nbs.parent/'settings.ini'
     name = _notebook_stem(path)
-    if not settings.is_file(): return None
+    if not settings.is_file():
+        return None
     manifest = Manifest(settings, nbs)
     published = read_index().get(name, {}).get('published') if name in manifest.names else None
     executed = reports_dir()/f'{name}.ipynb'
-    if not published or not executed.is_file(): return None
-    if report_status(manifest, name, published['parameters'])[0] != 'fresh': return None
+    if not published or not executed.is_file():
+        return None
+    if report_status(manifest, name, published['parameters'])[0] != 'fresh':
+        return None
     cells = json.loads(executed.read_text(encoding='utf-8'))['cells']
     return {c.get('id'): c.get('outputs', []) for c in cells if c['cell_type'] == 'code'}
 
@@ -255,12 +280,16 @@ def _with_report_outputs(nb:dict, raw:dict, outputs:dict) -> dict:
     "The prepared notebook `nb` (from source notebook `raw`) filled with a fresh report's outputs, not to be executed."
     module = _module_of(raw)
     for c in nb['cells']:
-        if c['cell_type'] != 'code': continue
+        if c['cell_type'] != 'code':
+            continue
         if c['source'].startswith('show_doc('):
-            try: entry = show_doc(eval(c['source'][9:-1], vars(module)))._repr_markdown_()
-            except Exception: continue   # an entry that cannot be rendered here is left empty, not guessed
+            try:
+                entry = show_doc(eval(c['source'][9:-1], vars(module)))._repr_markdown_()
+            except Exception:
+                continue   # an entry that cannot be rendered here is left empty, not guessed
             c['outputs'] = [dict(output_type='display_data', data={'text/markdown': entry}, metadata={})]
-        else: c['outputs'] = outputs.get(c['id'], [])
+        else:
+            c['outputs'] = outputs.get(c['id'], [])
     nb['metadata']['mystnb'] = dict(execution_mode='off')
     return nb
 
@@ -275,7 +304,8 @@ def _sphinx(stage:Path, html_dir:Path, say) -> tuple[int, str]:
     log = []
     for line in proc.stdout:
         log.append(line)
-        if _PROGRESS.search(line): say('  ' + re.sub(r'\x1b\[[0-9;]*m', '', line.strip())[:160])
+        if _PROGRESS.search(line):
+            say('  ' + re.sub(r'\x1b\[[0-9;]*m', '', line.strip())[:160])
     return proc.wait(), ''.join(log)
 
 def _stage_pages(stage:Path, nbs:Path, notebooks:list, execute:bool=False, say=print) -> list:
@@ -290,12 +320,14 @@ def _stage_pages(stage:Path, nbs:Path, notebooks:list, execute:bool=False, say=p
             say(f'  {page}: outputs of its fresh report')
         (stage/page).parent.mkdir(parents=True, exist_ok=True)
         (stage/f'{page}.ipynb').write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
-        if page == 'index': continue
+        if page == 'index':
+            continue
         pages.append(page)
         entries[page] = (_title(nb, page), names)
     (stage/'api.md').write_text(api_page(entries), encoding='utf-8')
     areas = area_pages(pages)
-    for name, text in areas.items(): (stage/f'{name}.md').write_text(text, encoding='utf-8')
+    for name, text in areas.items():
+        (stage/f'{name}.md').write_text(text, encoding='utf-8')
     index = json.loads((stage/'index.ipynb').read_text(encoding='utf-8'))
     toc = '```{toctree}\n:maxdepth: 2\n:hidden:\n\n' + '\n'.join([*areas, 'api']) + '\n```'
     listing = '\n'.join(f'- [{AREAS[a[5:]][0]}]({a}.md): {AREAS[a[5:]][1]}' for a in areas) + '\n- [API index](api.md)'
@@ -328,14 +360,18 @@ def _build(stage, out, execute, nbs, notebooks, say):
     say(f'docs: {len(pages)} pages' + (', executing each notebook' if execute else ' (not executed)'))
     html_dir = stage/'_build'/'html'  # myst-nb keeps executed notebooks beside it, in _build/jupyter_execute
     code, log = _sphinx(stage, html_dir, say)
-    if code: raise ConfigError('docs build', str(out), 'fix that cell; the previous site is unchanged',
+    if code:
+        raise ConfigError('docs build', str(out), 'fix that cell; the previous site is unchanged',
                                f'sphinx failed: {_sphinx_cause(log)}')
     tmp_out = out.with_name(f'.{out.name}.building')
-    if tmp_out.exists(): shutil.rmtree(tmp_out)
+    if tmp_out.exists():
+        shutil.rmtree(tmp_out)
     shutil.copytree(html_dir, tmp_out)
     old = out.with_name(f'.{out.name}.old')
-    if old.exists(): shutil.rmtree(old)
-    if out.exists(): out.rename(old)
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
     tmp_out.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
@@ -348,7 +384,8 @@ def readme_text(index:Path=None, # the README notebook (default: nbs/index.ipynb
     index = Path(index or project_root()/'nbs'/'index.ipynb')
     parts = []
     for c in nbformat.read(index, as_version=4).cells:
-        if c.cell_type == 'markdown': parts.append(c.source.strip())
+        if c.cell_type == 'markdown':
+            parts.append(c.source.strip())
         elif c.cell_type == 'code' and not re.search(r'^\s*#\|\s*hide', c.source, re.M):
             parts.append('```python\n' + _strip_directives(c.source) + '\n```')
     return '\n\n'.join(p for p in parts if p) + '\n'
@@ -358,5 +395,6 @@ def write_readme(index:Path=None, # the README notebook (default: nbs/index.ipyn
                 ) -> Path:
     "Write README.md from the README notebook, atomically."
     readme = Path(readme or project_root()/'README.md')
-    with atomic_write(readme) as f: f.write(readme_text(index))
+    with atomic_write(readme) as f:
+        f.write(readme_text(index))
     return readme

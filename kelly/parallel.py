@@ -30,7 +30,8 @@ SCHEDULERS = ('sync', 'local', 'tcp://HOST:PORT')
 def _check_scheduler(scheduler:str) -> str:
     "`scheduler` as given, or an InputError that lists the choices."
     name = 'local' if scheduler is None else str(scheduler).strip()
-    if name in ('sync', 'local') or name.startswith(('tcp://', 'tls://', 'inproc://')): return name
+    if name in ('sync', 'local') or name.startswith(('tcp://', 'tls://', 'inproc://')):
+        return name
     raise InputError('scheduler', scheduler, 'use "sync" (this process), "local" (a cluster on this machine) or the '
                      'address of a running scheduler, e.g. tcp://127.0.0.1:8786')
 
@@ -47,13 +48,17 @@ def dask_client(scheduler:str='local', # "sync", "local" or an address such as "
     if name == 'local':
         n = workers or os.cpu_count() or 1
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-             Client(cluster) as client: yield client
+             Client(cluster) as client:
+                 yield client
         return
-    try: client = Client(name, timeout='10s')
+    try:
+        client = Client(name, timeout='10s')
     except (OSError, TimeoutError) as e:
         raise ConfigError('scheduler', name, 'start it (`dask scheduler`) or give the address it prints', f'unreachable ({e})') from None
-    try: yield client
-    finally: client.close()
+    try:
+        yield client
+    finally:
+        client.close()
 
 # %% ../nbs/06_parallel.ipynb #fd4c3279
 def _call(fn, item, seed):
@@ -70,13 +75,17 @@ def parallel_map(fn:Callable, # called as fn(item), or fn(item, seed=...) when `
     "`[fn(item) for item in items]`, run where `scheduler` says, in input order."
     items = list(items)
     keys = [repr(i) for i in items] if keys is None else [str(k) for k in keys]
-    if len(keys) != len(items): raise InputError('keys', len(keys), f'give one key per item ({len(items)})')
-    if len(set(keys)) != len(keys): raise InputError('keys', 'duplicates', 'give every item its own key')
+    if len(keys) != len(items):
+        raise InputError('keys', len(keys), f'give one key per item ({len(items)})')
+    if len(set(keys)) != len(keys):
+        raise InputError('keys', 'duplicates', 'give every item its own key')
     seeds = [None if seed is None else item_seed(seed, k) for k in keys]
     if not hasattr(scheduler, 'submit') and _check_scheduler(scheduler) == 'sync':
         return [_call(fn, item, s) for item, s in progress(list(zip(items, seeds)), desc)]
-    if hasattr(scheduler, 'submit'): return _gather(scheduler, fn, items, seeds, keys, retries, desc)
-    with dask_client(scheduler) as client: return _gather(client, fn, items, seeds, keys, retries, desc)
+    if hasattr(scheduler, 'submit'):
+        return _gather(scheduler, fn, items, seeds, keys, retries, desc)
+    with dask_client(scheduler) as client:
+        return _gather(client, fn, items, seeds, keys, retries, desc)
 
 def _gather(client, fn, items, seeds, keys, retries, desc):
     "Submit one task per item and collect the results in input order, with a progress bar."
@@ -85,7 +94,8 @@ def _gather(client, fn, items, seeds, keys, retries, desc):
     futures = [client.submit(_call, fn, item, s, key=f'kelly-{stamp}-{k}', retries=retries, pure=False)
                for item, s, k in zip(items, seeds, keys)]
     with progress(total=len(futures), desc=desc) as bar:
-        for _ in as_completed(futures): bar.update()
+        for _ in as_completed(futures):
+            bar.update()
     return client.gather(futures)
 
 # %% ../nbs/06_parallel.ipynb #3dd40770
@@ -98,10 +108,12 @@ def demo_task(item, # an int
     import json, numpy as np
     from pathlib import Path
     from kelly.core import atomic_write
-    if pause: time.sleep(pause)
+    if pause:
+        time.sleep(pause)
     value = float(np.random.default_rng(seed).random(1000).mean() + item)
     if out is not None:
-        with atomic_write(Path(out)/f'{item}.json') as f: json.dump(dict(item=item, value=value), f)
+        with atomic_write(Path(out)/f'{item}.json') as f:
+            json.dump(dict(item=item, value=value), f)
     return value
 
 # %% ../nbs/06_parallel.ipynb #e7b2195b

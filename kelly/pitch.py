@@ -15,7 +15,8 @@ __all__ = ['NOTE_NAMES', 'midi_to_hz', 'hz_to_midi', 'note_name', 'bench_pitch']
 
 # %% ../nbs/05_pitch.ipynb #2d05a51b
 def _check_a4(a4):
-    if not np.isfinite(a4) or a4 <= 0: raise InputError('a4', a4, 'give the frequency of A4 in Hz, e.g. 440.0')
+    if not np.isfinite(a4) or a4 <= 0:
+        raise InputError('a4', a4, 'give the frequency of A4 in Hz, e.g. 440.0')
 
 def midi_to_hz(note, # MIDI note number(s); fractional numbers are microtonal
                a4:float=440.0, # frequency of A4 (note 69) in Hz
@@ -30,7 +31,8 @@ def hz_to_midi(freq, # frequency or frequencies in Hz, all positive
     "Fractional MIDI note number(s) of `freq` in equal temperament tuned to `a4`."
     _check_a4(a4)
     f = np.asarray(freq, dtype=float)
-    if np.any(~(f > 0)): raise InputError('freq', freq, 'give positive frequencies in Hz')
+    if np.any(~(f > 0)):
+        raise InputError('freq', freq, 'give positive frequencies in Hz')
     return 69 + 12 * np.log2(f / a4)
 
 # %% ../nbs/05_pitch.ipynb #2ae3f1b4
@@ -39,7 +41,8 @@ NOTE_NAMES = ('C', 'C#', 'D', 'D#', 'E', 'F', 'F#', 'G', 'G#', 'A', 'A#', 'B')
 def note_name(note:float, # a MIDI note number, possibly fractional
              ) -> tuple[str, float]:
     "Name of the nearest equal-tempered note in scientific pitch notation, and the offset from it in cents."
-    if not np.isfinite(note): raise InputError('note', note, 'give a finite MIDI note number')
+    if not np.isfinite(note):
+        raise InputError('note', note, 'give a finite MIDI note number')
     nearest = int(np.round(note))
     return f'{NOTE_NAMES[nearest % 12]}{nearest // 12 - 1}', float(100 * (note - nearest))
 

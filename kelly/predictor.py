@@ -48,13 +48,17 @@ from contextlib import contextmanager
 def limit_threads(n:int=1, # threads for torch and the BLAS/OpenMP pools (None: leave them alone)
                  ):
     "Run a block with at most `n` threads in torch, BLAS and OpenMP."
-    if n is None: yield; return
+    if n is None:
+        yield
+        return
     from threadpoolctl import threadpool_limits
     old = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:
-        with threadpool_limits(int(n)): yield
-    finally: torch.set_num_threads(old)
+        with threadpool_limits(int(n)):
+            yield
+    finally:
+        torch.set_num_threads(old)
 
 # %% ../nbs/30_predictor.ipynb #9b6f413a
 class LeakageError(InputError):
@@ -74,7 +78,8 @@ def leakage_kind(name:str, # an input's name, e.g. "artist_followers"
     "Which forbidden kind of information the input `name` carries, or None."
     n = re.sub(r'[^a-z0-9]+', '_', str(name).lower())
     for kind, pat in LEAKAGE_PATTERNS.items():
-        if re.search(pat, n): return kind
+        if re.search(pat, n):
+            return kind
     return None
 
 def check_no_leakage(names, # input names (a list, or a dict whose keys are names)
@@ -84,7 +89,8 @@ def check_no_leakage(names, # input names (a list, or a dict whose keys are name
     names = list(names.keys()) if isinstance(names, dict) else [names] if isinstance(names, str) else list(names)
     for n in names:
         kind = leakage_kind(n)
-        if kind: raise LeakageError(field, n, f'drop "{n}": the predictor uses only intrinsic track properties '
+        if kind:
+            raise LeakageError(field, n, f'drop "{n}": the predictor uses only intrinsic track properties '
                                     f'({", ".join(METADATA_COLUMNS)})', f'input carries {kind} (data leakage)')
     return names
 
@@ -101,23 +107,29 @@ def songs_frame(catalog:Catalog, # a catalog
     return s
 
 def _tags(v):
-    if isinstance(v, str): return [v] if v else []
-    if isinstance(v, (list, tuple, np.ndarray)): return [str(x) for x in v if isinstance(x, str) and x]
+    if isinstance(v, str):
+        return [v] if v else []
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [str(x) for x in v if isinstance(x, str) and x]
     return []
 
 def prepare_songs(songs, # a song table (DataFrame) or a Catalog
                  ) -> pd.DataFrame:
     "A copy of `songs` with the columns every predictor reads: title, artist, genres, moods, release_year."
-    if isinstance(songs, Catalog): songs = songs_frame(songs)
+    if isinstance(songs, Catalog):
+        songs = songs_frame(songs)
     if not isinstance(songs, pd.DataFrame):
         raise InputError('songs', type(songs).__name__, 'pass a DataFrame of songs or a kelly.data.Catalog')
     df = songs.copy()
     if 'artist' not in df.columns:
         src = next((c for c in ('artist_name', 'artist_id') if c in df.columns), None)
         df['artist'] = df[src].astype(object) if src else ''
-    if 'title' not in df.columns: df['title'] = ''
-    for c in ('artist', 'title'): df[c] = ['' if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[c]]
-    for c in ('genres', 'moods'): df[c] = [_tags(v) for v in df[c]] if c in df.columns else [[] for _ in range(len(df))]
+    if 'title' not in df.columns:
+        df['title'] = ''
+    for c in ('artist', 'title'):
+        df[c] = ['' if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[c]]
+    for c in ('genres', 'moods'):
+        df[c] = [_tags(v) for v in df[c]] if c in df.columns else [[] for _ in range(len(df))]
     if 'release_year' not in df.columns:
         df['release_year'] = pd.to_datetime(df['release_date']).dt.year.astype(float) if 'release_date' in df.columns else np.nan
     return df
@@ -131,8 +143,10 @@ def preprocess_text(artist:str, # the artist's name
     return f'{clean(artist)} - {clean(title)}'
 
 def _number(v):
-    if isinstance(v, (bool, np.bool_)): return float(v)
-    if isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v)): return float(v)
+    if isinstance(v, (bool, np.bool_)):
+        return float(v)
+    if isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v)):
+        return float(v)
     return np.nan
 
 def metadata_matrix(songs:pd.DataFrame, # a prepared song table
@@ -143,13 +157,17 @@ def metadata_matrix(songs:pd.DataFrame, # a prepared song table
     year = np.where(np.isfinite(year), year, METADATA_DEFAULTS['release_year'])
     cols = []
     for c in columns:
-        if c == 'decade': x = (year // 10) * 10
-        elif c == 'release_year': x = year
+        if c == 'decade':
+            x = (year // 10) * 10
+        elif c == 'release_year':
+            x = year
         elif c in songs.columns:
             x = np.array([_number(v) for v in songs[c]], float)
             x = np.where(np.isfinite(x), x, METADATA_DEFAULTS.get(c, 0.0))
-        elif c in METADATA_DEFAULTS: x = np.full(len(songs), METADATA_DEFAULTS[c])
-        else: raise InputError('songs', c, f'add the column "{c}" or drop it from metadata_columns', 'missing metadata column')
+        elif c in METADATA_DEFAULTS:
+            x = np.full(len(songs), METADATA_DEFAULTS[c])
+        else:
+            raise InputError('songs', c, f'add the column "{c}" or drop it from metadata_columns', 'missing metadata column')
         cols.append(x)
     return np.column_stack(cols).astype(np.float32) if cols else np.zeros((len(songs), 0), np.float32)
 
@@ -185,42 +203,55 @@ class TextEmbedder:
     def __init__(self, kind:str='minilm', # "minilm" or "hashing"
                  disk_cache:bool=True, # also keep MiniLM vectors under kelly.core.cache_dir()
                  batch_size:int=128): # encoder batch size
-        if kind not in ('minilm', 'hashing'): raise ConfigError('text_encoder', kind, 'use "minilm" or "hashing"')
+        if kind not in ('minilm', 'hashing'):
+            raise ConfigError('text_encoder', kind, 'use "minilm" or "hashing"')
         self.kind, self.disk_cache, self.batch_size = kind, disk_cache, batch_size
 
     @property
     def memory(self) -> dict: return _TEXT_MEMORY.setdefault(self.kind, {})
 
     def _disk_path(self):
-        try: return cache_dir()/'predictor'/f'{self.kind}.npz'
-        except (KellyError, OSError): return None
+        try:
+            return cache_dir()/'predictor'/f'{self.kind}.npz'
+        except (KellyError, OSError):
+            return None
 
     def _load_disk(self):
         p = self._disk_path() if self.disk_cache and self.kind == 'minilm' else None
-        if p is None or str(p) in _DISK_LOADED: return
+        if p is None or str(p) in _DISK_LOADED:
+            return
         _DISK_LOADED.add(str(p))
         if p.is_file():
             try:
                 z = np.load(p)
-                for k, v in zip(z['keys'], z['vectors']): self.memory.setdefault(str(k), v)
-            except (OSError, ValueError, KeyError): pass  # a damaged cache is only a cache
+                for k, v in zip(z['keys'], z['vectors']):
+                    self.memory.setdefault(str(k), v)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache is only a cache
 
     def _save_disk(self, new:dict):
         p = self._disk_path() if self.disk_cache and self.kind == 'minilm' else None
-        if p is None or not new: return
+        if p is None or not new:
+            return
         old = {}
         if p.is_file():
-            try: z = np.load(p); old = dict(zip(map(str, z['keys']), z['vectors']))
-            except (OSError, ValueError, KeyError): old = {}
+            try:
+                z = np.load(p)
+                old = dict(zip(map(str, z['keys']), z['vectors']))
+            except (OSError, ValueError, KeyError):
+                old = {}
         old.update(new)
         buf = io.BytesIO()
         np.savez(buf, keys=np.array(list(old)), vectors=np.stack(list(old.values())).astype(np.float32))
         try:
-            with atomic_write(p, 'wb') as f: f.write(buf.getvalue())
-        except OSError: pass
+            with atomic_write(p, 'wb') as f:
+                f.write(buf.getvalue())
+        except OSError:
+            pass
 
     def _encode(self, texts):
-        if self.kind == 'hashing': return np.stack([hashing_embedding(t) for t in texts])
+        if self.kind == 'hashing':
+            return np.stack([hashing_embedding(t) for t in texts])
         if 'minilm' not in _ENCODERS:
             from kelly.data import sentence_encoder
             _ENCODERS['minilm'] = sentence_encoder('cpu')
@@ -329,11 +360,13 @@ class AudioFeaturePredictor(nn.Module):
         self.metadata_layer = nn.Linear(n_metadata, metadata_dim)
         dims = [embedding_dim + genre_dim + mood_dim + metadata_dim, *hidden_dims]
         layers = []
-        for a, b in zip(dims[:-1], dims[1:]): layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
         self.fusion_layers = nn.Sequential(*layers)
         self.prediction_heads = nn.ModuleDict({f: nn.Linear(dims[-1], 1) for f in FEATURES})
         lo, hi = map(float, tempo_range)
-        if not 0 <= lo < hi: raise ConfigError('tempo_range', tempo_range, 'use (low, high) with 0 <= low < high BPM')
+        if not 0 <= lo < hi:
+            raise ConfigError('tempo_range', tempo_range, 'use (low, high) with 0 <= low < high BPM')
         self.register_buffer('tempo_bounds', torch.tensor([lo, hi]))
         with torch.no_grad():  # start the tempo head at 120 BPM
             p = (120.0 - lo) / (hi - lo) if lo < 120 < hi else 0.5
@@ -400,8 +433,10 @@ def feature_metrics(y_true, # (n, 8) array or DataFrame with the feature columns
 
 # %% ../nbs/30_predictor.ipynb #e9ce8d84
 def _present(v):
-    if v is None or isinstance(v, bool) and not v: return False
-    if isinstance(v, (float, np.floating)) and not math.isfinite(v): return False
+    if v is None or isinstance(v, bool) and not v:
+        return False
+    if isinstance(v, (float, np.floating)) and not math.isfinite(v):
+        return False
     return bool(v)
 
 def metadata_confidence(title:str, artist:str, # the text
@@ -410,13 +445,18 @@ def metadata_confidence(title:str, artist:str, # the text
                        ) -> float:
     "Confidence in [0, 1] from how complete the inputs are (0.4 text, up to 0.3 genres, up to 0.2 moods, 0.1 metadata)."
     confidence = 0.0
-    if title and str(title).strip(): confidence += 0.2
-    if artist and str(artist).strip(): confidence += 0.2
+    if title and str(title).strip():
+        confidence += 0.2
+    if artist and str(artist).strip():
+        confidence += 0.2
     genres, moods, metadata = list(genres or []), list(moods or []), dict(metadata or {})
-    if genres: confidence += 0.15 + min(len(genres) * 0.05, 0.15)
-    if moods: confidence += 0.1 + min(len(moods) * 0.05, 0.1)
+    if genres:
+        confidence += 0.15 + min(len(genres) * 0.05, 0.15)
+    if moods:
+        confidence += 0.1 + min(len(moods) * 0.05, 0.1)
     for k, w in (('duration_ms', 0.03), ('release_year', 0.03), ('album_total_tracks', 0.02), ('track_number', 0.02)):
-        if _present(metadata.get(k)): confidence += w
+        if _present(metadata.get(k)):
+            confidence += w
     return min(confidence, 1.0)
 
 def completeness(songs:pd.DataFrame, # a prepared song table
@@ -437,7 +477,8 @@ def split_songs(songs:pd.DataFrame, # a prepared song table
                 cutoffs:tuple=None, # temporal only: (first validation year, first test year)
                ) -> dict:
     "Positional indices of the train, validation and test songs."
-    if how not in SPLITS: raise InputError('how', how, f'use one of {SPLITS}')
+    if how not in SPLITS:
+        raise InputError('how', how, f'use one of {SPLITS}')
     if not (0 < val_frac and 0 < test_frac and val_frac + test_frac < 1):
         raise InputError('val_frac, test_frac', (val_frac, test_frac), 'use positive shares that sum to less than 1')
     n, rng = len(songs), np.random.default_rng(seed)
@@ -445,7 +486,8 @@ def split_songs(songs:pd.DataFrame, # a prepared song table
         year = np.array([_number(v) for v in songs.release_year])
         known = year[np.isfinite(year)]
         if cutoffs is None:
-            if not len(known): raise InputError('songs.release_year', 'all missing', 'give release years, or use how="artist"')
+            if not len(known):
+                raise InputError('songs.release_year', 'all missing', 'give release years, or use how="artist"')
             cutoffs = (np.quantile(known, 1 - val_frac - test_frac), np.quantile(known, 1 - test_frac))
             cutoffs = (math.ceil(cutoffs[0]), math.ceil(cutoffs[1]))
         y1, y2 = cutoffs
@@ -456,7 +498,8 @@ def split_songs(songs:pd.DataFrame, # a prepared song table
         for g in sorted(set(primary)):
             idx = rng.permutation(np.flatnonzero(primary == g))
             k_test, k_val = int(round(len(idx) * test_frac)), int(round(len(idx) * val_frac))
-            part[idx[:k_test]] = 2; part[idx[k_test:k_test + k_val]] = 1
+            part[idx[:k_test]] = 2
+            part[idx[k_test:k_test + k_val]] = 1
     else:
         artists = songs.artist_id if 'artist_id' in songs.columns else songs.artist
         artists = np.asarray(artists, object)
@@ -474,16 +517,24 @@ def split_songs(songs:pd.DataFrame, # a prepared song table
 class LRUCache:
     "A least-recently-used map of at most `max_size` entries, counting hits and misses."
     def __init__(self, max_size:int=10_000):
-        if max_size < 1: raise ConfigError('cache_size', max_size, 'use a positive size')
+        if max_size < 1:
+            raise ConfigError('cache_size', max_size, 'use a positive size')
         self.max_size, self.data, self.hits, self.misses = max_size, OrderedDict(), 0, 0
     def get(self, key):
         if key in self.data:
-            self.hits += 1; self.data.move_to_end(key); return self.data[key]
-        self.misses += 1; return None
+            self.hits += 1
+            self.data.move_to_end(key)
+            return self.data[key]
+        self.misses += 1
+        return None
     def put(self, key, value):
-        self.data[key] = value; self.data.move_to_end(key)
-        while len(self.data) > self.max_size: self.data.popitem(last=False)
-    def clear(self): self.data.clear(); self.hits = self.misses = 0
+        self.data[key] = value
+        self.data.move_to_end(key)
+        while len(self.data) > self.max_size:
+            self.data.popitem(last=False)
+    def clear(self):
+        self.data.clear()
+        self.hits = self.misses = 0
     def __len__(self): return len(self.data)
     def __contains__(self, key): return key in self.data
 
@@ -524,19 +575,22 @@ class FeaturePredictor(BaseEstimator):
                                      dropout=self.dropout)
 
     def _check_fitted(self):
-        if not hasattr(self, 'models_'): raise InputError('predictor', 'not fitted', 'call fit(songs) first', 'not fitted')
+        if not hasattr(self, 'models_'):
+            raise InputError('predictor', 'not fitted', 'call fit(songs) first', 'not fitted')
 
 # %% ../nbs/30_predictor.ipynb #55b16b51
 def _fp_fit(self:FeaturePredictor, songs, # the training songs (DataFrame or Catalog) with their features
             calibration_songs=None, # songs to calibrate the uncertainty on (e.g. the validation split)
            ) -> FeaturePredictor:
     "Fit the encoder on `songs` and train the K networks."
-    if not isinstance(self.n_models, int) or self.n_models < 1: raise ConfigError('n_models', self.n_models, 'use K >= 1')
+    if not isinstance(self.n_models, int) or self.n_models < 1:
+        raise ConfigError('n_models', self.n_models, 'use K >= 1')
     self.encoder_ = InputEncoder(self.metadata_columns, text_encoder=self.text_encoder, disk_cache=self.disk_cache)
     songs = prepare_songs(songs)
     Y = target_matrix(songs)
     keep = np.isfinite(Y).any(1)
-    if keep.sum() < 4: raise InputError('songs', f'{int(keep.sum())} rows with targets', 'give at least 4 songs with known features')
+    if keep.sum() < 4:
+        raise InputError('songs', f'{int(keep.sum())} rows with targets', 'give at least 4 songs with known features')
     songs, Y = songs[keep], Y[keep]
     self.encoder_.fit(songs)
     data = dict(self.encoder_.transform(songs), target=torch.from_numpy(Y))
@@ -549,7 +603,8 @@ def _fp_fit(self:FeaturePredictor, songs, # the training songs (DataFrame or Cat
             self.histories_.append(tr.fit(data))
             self.models_.append(tr.restore_best().eval())
     self.cache_, self.calibration_, self.quantized_ = LRUCache(self.cache_size), None, False
-    if calibration_songs is not None: self.calibrate(calibration_songs)
+    if calibration_songs is not None:
+        self.calibrate(calibration_songs)
     return self
 
 FeaturePredictor.fit = _fp_fit
@@ -562,14 +617,16 @@ def _fp_raw(self:FeaturePredictor, songs:pd.DataFrame, batch_size:int=1000, desc
     means, sds = np.zeros((n, 8), np.float32), np.zeros((n, 8), np.float32)
     for i in progress(range(0, n, batch_size), desc=desc, total=math.ceil(n / batch_size)) if desc else range(0, n, batch_size):
         x = self.encoder_.transform(songs.iloc[i:i + batch_size])
-        with limit_threads(self.n_threads): outs = torch.stack([m(**x) for m in self.models_])
+        with limit_threads(self.n_threads):
+            outs = torch.stack([m(**x) for m in self.models_])
         means[i:i + batch_size] = outs.mean(0).numpy()
         sds[i:i + batch_size] = (outs.std(0) if len(self.models_) > 1 else torch.zeros_like(outs[0])).numpy()
     return means, sds
 
 def _fp_std(self:FeaturePredictor, sd:np.ndarray) -> np.ndarray:
     "Calibrated standard deviations: scale * sqrt(sd^2 + tau^2), per feature (the raw spread before calibration)."
-    if self.calibration_ is None: return sd
+    if self.calibration_ is None:
+        return sd
     c = self.calibration_.loc[list(FEATURES)]
     return c.scale.to_numpy() * np.sqrt(sd**2 + c.tau.to_numpy()**2)
 
@@ -584,7 +641,8 @@ def _fp_predict(self:FeaturePredictor, songs, # songs (DataFrame or Catalog)
     out = pd.DataFrame(mean.astype(float), columns=list(FEATURES), index=songs.index)
     if return_std:
         std = self._std(sd.astype(float))
-        for j, f in enumerate(FEATURES): out[f'{f}_std'] = std[:, j]
+        for j, f in enumerate(FEATURES):
+            out[f'{f}_std'] = std[:, j]
     out['predicted'] = True
     out['confidence'] = completeness(songs)
     return out
@@ -596,14 +654,17 @@ def _fp_calibrate(self:FeaturePredictor, songs, # held-out songs with known feat
                   level:float=0.95, # the ±2σ band should cover this share
                  ) -> pd.DataFrame:
     "Fit the per-feature residual sd tau and the scale of the uncertainty on `songs`; return them."
-    if not 0 < level < 1: raise InputError('level', level, 'use a share strictly between 0 and 1')
+    if not 0 < level < 1:
+        raise InputError('level', level, 'use a share strictly between 0 and 1')
     songs = prepare_songs(songs)
     mean, sd = self._raw(songs)
     Y = target_matrix(songs)
     rows = []
     for j, f in enumerate(FEATURES):
         ok = np.isfinite(Y[:, j])
-        if ok.sum() < 2: rows.append(dict(feature=f, tau=0.0, scale=1.0, n=int(ok.sum()))); continue
+        if ok.sum() < 2:
+            rows.append(dict(feature=f, tau=0.0, scale=1.0, n=int(ok.sum())))
+            continue
         err, s = (Y[ok, j] - mean[ok, j]).astype(float), sd[ok, j].astype(float)
         tau = math.sqrt(max(float(np.mean(err**2) - np.mean(s**2)), 0.0))
         tot = np.sqrt(s**2 + tau**2)
@@ -637,7 +698,8 @@ def _fp_predict_one(self:FeaturePredictor, title:str, artist:str, # the text
     check_no_leakage(metadata, 'metadata')
     key = cache_key(artist, title, metadata.get('release_year'))
     hit = self.cache_.get(key)
-    if hit is not None: return dict(hit)
+    if hit is not None:
+        return dict(hit)
     row = pd.DataFrame([dict(title=title, artist=artist, genres=list(genres), moods=list(moods), **metadata)])
     p = self.predict(row).iloc[0]
     out = {f: float(p[f]) for f in FEATURES}
@@ -654,25 +716,30 @@ def _fp_continual(self:FeaturePredictor, songs, # new songs with known features
                  ) -> list:
     "Fine-tune the heads of every network on `songs`; return the training histories."
     self._check_fitted()
-    if self.quantized_: raise InputError('predictor', 'quantized', 'update the float model, then quantise again')
+    if self.quantized_:
+        raise InputError('predictor', 'quantized', 'update the float model, then quantise again')
     songs = prepare_songs(songs)
     Y = target_matrix(songs)
     keep = np.isfinite(Y).any(1)
-    if keep.sum() < 2: raise InputError('songs', int(keep.sum()), 'give at least 2 songs with known features')
+    if keep.sum() < 2:
+        raise InputError('songs', int(keep.sum()), 'give at least 2 songs with known features')
     data = dict(self.encoder_.transform(songs[keep]), target=torch.from_numpy(Y[keep]))
     hist = []
-    with limit_threads(self.n_threads): hist = self._update_heads(data, lr, epochs)
+    with limit_threads(self.n_threads):
+        hist = self._update_heads(data, lr, epochs)
     self.cache_.clear()
     return hist
 
 def _fp_update_heads(self:FeaturePredictor, data, lr, epochs):
     hist = []
     for k, net in enumerate(self.models_):
-        for name, p in net.named_parameters(): p.requires_grad = name.startswith('prediction_heads')
+        for name, p in net.named_parameters():
+            p.requires_grad = name.startswith('prediction_heads')
         tr = Trainer(net, self._loss(), self._config(k, epochs=epochs, lr=lr, min_lr=lr, patience=epochs), name=f'continual{k}')
         hist.append(tr.fit(data))
         tr.restore_best().eval()
-        for p in net.parameters(): p.requires_grad = True
+        for p in net.parameters():
+            p.requires_grad = True
     return hist
 
 FeaturePredictor.continual_update, FeaturePredictor._update_heads = _fp_continual, _fp_update_heads
@@ -680,7 +747,8 @@ FeaturePredictor.continual_update, FeaturePredictor._update_heads = _fp_continua
 # %% ../nbs/30_predictor.ipynb #4617f517
 def model_size_bytes(model:nn.Module) -> int:
     "Bytes of the model's state dict as `torch.save` writes it."
-    buf = io.BytesIO(); torch.save(model.state_dict(), buf)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
 
 def quantize(predictor:FeaturePredictor) -> FeaturePredictor:
@@ -699,7 +767,8 @@ def _fp_save(self:FeaturePredictor, path, # the file to write (e.g. predictor.sa
             ) -> Path:
     "Write the fitted predictor to `path`: the networks' weights as safetensors, everything else as JSON metadata."
     self._check_fitted()
-    if self.quantized_: raise InputError('predictor', 'quantized', 'save the float predictor; quantise after loading')
+    if self.quantized_:
+        raise InputError('predictor', 'quantized', 'save the float predictor; quantise after loading')
     st = require('safetensors.torch', 'safetensors')
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
     cal = None if self.calibration_ is None else self.calibration_.reset_index().to_dict('list')
@@ -708,12 +777,14 @@ def _fp_save(self:FeaturePredictor, path, # the file to write (e.g. predictor.sa
     tensors = {f'{k}.{name}': t.detach().contiguous()
                for k, m in enumerate(self.models_) for name, t in m.state_dict().items()}
     blob = st.save(tensors, metadata={'kelly': json.dumps(meta)})
-    with atomic_write(path, 'wb') as f: f.write(blob)
+    with atomic_write(path, 'wb') as f:
+        f.write(blob)
     return Path(path)
 
 def _model_file(path:Path) -> tuple[dict, list]:
     "The settings and each network's state dict in a model file, read without unpickling anything."
-    with open(path, 'rb') as f: zipped = f.read(4) == b'PK\x03\x04'
+    with open(path, 'rb') as f:
+        zipped = f.read(4) == b'PK\x03\x04'
     if zipped:  # saved by kelly before safetensors: torch's zip format, read with the restricted unpickler
         s = torch.load(path, map_location='cpu', weights_only=True)
         meta = dict(format=_MODEL_FORMAT, params=s['params'], encoder=s['encoder'], calibration=s['calibration'])
@@ -732,10 +803,12 @@ def _fp_load(cls, path, # a file written by `save`
     "Read a predictor written by `save`; any other file is refused with an `InputError` that names it."
     path = Path(path)
     fix = 'give a file written by `kelly predict-features ... --save-model FILE` (or FeaturePredictor.save)'
-    if not path.is_file(): raise InputError('model file', str(path), fix, 'no such file')
+    if not path.is_file():
+        raise InputError('model file', str(path), fix, 'no such file')
     try:
         meta, states = _model_file(path)
-        if meta.get('format') != _MODEL_FORMAT: raise ValueError(f"unknown format {meta.get('format')!r}")
+        if meta.get('format') != _MODEL_FORMAT:
+            raise ValueError(f"unknown format {meta.get('format')!r}")
         p = meta['params']
         self = cls(**{**p, 'hidden_dims': tuple(p['hidden_dims']), 'metadata_columns': tuple(p['metadata_columns'])})
         self.encoder_ = InputEncoder.from_state(meta['encoder'], self.disk_cache)
@@ -746,10 +819,12 @@ def _fp_load(cls, path, # a file written by `save`
             self.models_.append(net.eval())
         cal = meta['calibration']
         self.calibration_ = None if cal is None else pd.DataFrame(cal).set_index('feature')
-    except KellyError: raise
+    except KellyError:
+        raise
     except Exception as e:  # a file of any content can fail anywhere in the readers: each failure is the file's
         raise InputError('model file', str(path), fix, f'not a kelly predictor ({type(e).__name__})') from None
-    if not self.models_: raise InputError('model file', str(path), fix, 'not a kelly predictor (no networks)')
+    if not self.models_:
+        raise InputError('model file', str(path), fix, 'not a kelly predictor (no networks)')
     self.cache_, self.quantized_, self.histories_ = LRUCache(self.cache_size), False, []
     return self
 
@@ -782,7 +857,9 @@ class GradientBoostingBaseline(BaseEstimator):
         self.models_ = {}
         for j, f in enumerate(FEATURES):
             ok = np.isfinite(Y[:, j])
-            if ok.sum() < 4: self.models_[f] = float(np.nanmean(Y[:, j])) if ok.any() else np.nan; continue
+            if ok.sum() < 4:
+                self.models_[f] = float(np.nanmean(Y[:, j])) if ok.any() else np.nan
+                continue
             with limit_threads(self.n_threads):
                 self.models_[f] = HistGradientBoostingRegressor(max_iter=self.max_iter, learning_rate=self.learning_rate,
                                                                 early_stopping=ok.sum() >= 50, random_state=self.seed).fit(X[ok], Y[ok, j])
@@ -812,12 +889,16 @@ MSD_COLUMNS = ('track_id', 'title', 'artist_name', 'release', 'year', 'duration'
 MSD_POPULARITY = ('song_hotttnesss', 'artist_hotttnesss', 'artist_familiarity')
 
 def _split_terms(v, sep):
-    if isinstance(v, (list, tuple, np.ndarray)): return [str(x) for x in v]
-    if not isinstance(v, str) or not v.strip(): return []
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [str(x) for x in v]
+    if not isinstance(v, str) or not v.strip():
+        return []
     v = v.strip()
     if v.startswith('['):
-        try: return [str(x) for x in json.loads(v)]
-        except json.JSONDecodeError: pass
+        try:
+            return [str(x) for x in json.loads(v)]
+        except json.JSONDecodeError:
+            pass
     return [t.strip() for t in v.split(sep) if t.strip()]
 
 def load_msd_table(path, # a CSV or Parquet file with Million Song Dataset column names
@@ -825,20 +906,25 @@ def load_msd_table(path, # a CSV or Parquet file with Million Song Dataset colum
                   ) -> pd.DataFrame:
     "A song table from an MSD-style file: text, year, duration, genres from artist_terms, moods from tags, Echo Nest targets."
     path = Path(path)
-    if not path.is_file(): raise InputError('path', str(path), 'give a CSV or Parquet file of MSD tracks', 'no such file')
+    if not path.is_file():
+        raise InputError('path', str(path), 'give a CSV or Parquet file of MSD tracks', 'no such file')
     df = pd.read_parquet(path) if path.suffix == '.parquet' else pd.read_csv(path)
     missing = [c for c in ('track_id', 'title', 'artist_name') if c not in df.columns]
-    if missing: raise InputError('columns', missing, f'use the MSD column names ({", ".join(MSD_COLUMNS[:6])}, ...)', 'missing MSD columns')
+    if missing:
+        raise InputError('columns', missing, f'use the MSD column names ({", ".join(MSD_COLUMNS[:6])}, ...)', 'missing MSD columns')
     df = df.drop(columns=[c for c in df.columns if leakage_kind(c)])
     year = pd.to_numeric(df.get('year'), errors='coerce') if 'year' in df else pd.Series(np.nan, index=df.index)
     out = pd.DataFrame(dict(song_id=df.track_id.astype(str), title=df.title.fillna('').astype(str),
                             artist=df.artist_name.fillna('').astype(str), album=df.get('release'),
                             release_year=year.where(year > 0).astype(float)))
-    if 'duration' in df: out['duration_ms'] = pd.to_numeric(df.duration, errors='coerce') * 1000
+    if 'duration' in df:
+        out['duration_ms'] = pd.to_numeric(df.duration, errors='coerce') * 1000
     out['genres'] = [_split_terms(v, sep) for v in df['artist_terms']] if 'artist_terms' in df else [[] for _ in range(len(df))]
     out['moods'] = [_split_terms(v, sep) for v in df['tags']] if 'tags' in df else [[] for _ in range(len(df))]
-    for f in FEATURES: out[f] = pd.to_numeric(df[f], errors='coerce') if f in df else np.nan
-    for f in FEATURES[:7]: out[f] = out[f].where((out[f] >= 0) & (out[f] <= 1))
+    for f in FEATURES:
+        out[f] = pd.to_numeric(df[f], errors='coerce') if f in df else np.nan
+    for f in FEATURES[:7]:
+        out[f] = out[f].where((out[f] >= 0) & (out[f] <= 1))
     return out
 
 # %% ../nbs/30_predictor.ipynb #2263e23b
@@ -863,7 +949,8 @@ def _parser():
 def _writable(option:str, value:str, suffixes=None) -> Path:
     "The path given to `option`, refused unless a file can be written there (with one of `suffixes`, if given)."
     path = Path(value)
-    if path.is_dir(): raise InputError(option, value, 'give a file name, not a folder', 'a folder')
+    if path.is_dir():
+        raise InputError(option, value, 'give a file name, not a folder', 'a folder')
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(option, value, f'end the file name in {" or ".join(suffixes)}', 'unknown file type')
     if not path.parent.is_dir():
@@ -884,15 +971,19 @@ def _check_arguments(a):
             fix = 'give the model and the features two different files'
             raise InputError('--save-model', a.save_model, fix, 'same as --out')
     for option, value in (('--epochs', a.epochs), ('--ensemble', a.ensemble)):
-        if value < 1: raise InputError(option, value, 'use a whole number >= 1', 'not positive')
-    if not 0 <= a.seed < 2**32: raise InputError('--seed', a.seed, 'use a whole number in [0, 2**32)', 'out of range')
+        if value < 1:
+            raise InputError(option, value, 'use a whole number >= 1', 'not positive')
+    if not 0 <= a.seed < 2**32:
+        raise InputError('--seed', a.seed, 'use a whole number in [0, 2**32)', 'out of range')
 
 # %% ../nbs/30_predictor.ipynb #7082f0e2
 def _trained_predictor(a, songs:pd.DataFrame, known:np.ndarray) -> FeaturePredictor:
     "The predictor `--model` names, or one trained on the songs whose features are all known."
     if a.model:
-        try: return FeaturePredictor.load(a.model)
-        except InputError as e: raise InputError('--model', a.model, e.fix, e.problem) from None
+        try:
+            return FeaturePredictor.load(a.model)
+        except InputError as e:
+            raise InputError('--model', a.model, e.fix, e.problem) from None
     if known.sum() < MIN_TRAINING_SONGS:
         raise InputError('catalog', a.catalog, f'label at least {MIN_TRAINING_SONGS} songs with all eight features '
                          f'({", ".join(FEATURES)}), or pass --model FILE, a predictor trained on a larger catalog with '
@@ -916,19 +1007,26 @@ def predict_features_main(argv:list[str]|None=None) -> int:
     todo = np.ones(len(songs), bool) if a.all else ~known
     pred = fp.predict(songs[todo], return_std=len(fp.models_) > 1, desc='predicting features') if todo.any() else None
     res = songs[['song_id'] if 'song_id' in songs.columns else []].copy()
-    for f in FEATURES: res[f] = songs[f].astype(float) if f in songs.columns else np.nan
+    for f in FEATURES:
+        res[f] = songs[f].astype(float) if f in songs.columns else np.nan
     res['predicted'] = todo
     res['confidence'] = 1.0
     if pred is not None:
         for c in pred.columns:
-            if c == 'predicted': continue
-            if c not in res.columns: res[c] = np.nan
+            if c == 'predicted':
+                continue
+            if c not in res.columns:
+                res[c] = np.nan
             res.loc[todo, c] = pred[c].to_numpy()
     buf = io.BytesIO()
-    if out.suffix.lower() == '.csv': buf.write(res.to_csv(index=False).encode('utf-8'))
-    else: res.to_parquet(buf, index=False)
-    if a.save_model: print(f'model saved to {fp.save(a.save_model)}')
-    with atomic_write(out, 'wb') as f: f.write(buf.getvalue())
+    if out.suffix.lower() == '.csv':
+        buf.write(res.to_csv(index=False).encode('utf-8'))
+    else:
+        res.to_parquet(buf, index=False)
+    if a.save_model:
+        print(f'model saved to {fp.save(a.save_model)}')
+    with atomic_write(out, 'wb') as f:
+        f.write(buf.getvalue())
     print(f'{int(todo.sum())} of {len(res)} songs predicted; written to {out}')
     return 0
 
@@ -944,11 +1042,14 @@ def bench_predictor(size:str='full', # "full" (5000 tracks) or "tiny" (80 tracks
     fp = FeaturePredictor(epochs=epochs, text_encoder='minilm', disk_cache=False).fit(songs)
     n = len(songs)
     fresh = songs.assign(title=[f'{t} {time.time_ns()}' for t in songs.title])
-    t0 = time.perf_counter(); fp.predict(fresh); cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fp.predict(fresh)
+    cold = time.perf_counter() - t0
     warm = time_call(lambda: fp.predict(fresh), repeat=3, warmup=0)['median']
     lat_cold = []
     for i in range(n_single):
-        t0 = time.perf_counter(); fp.predict_one(f'never seen {i} {time.time_ns()}', 'Bench Artist', ['pop'], ['happy'], dict(release_year=2001))
+        t0 = time.perf_counter()
+        fp.predict_one(f'never seen {i} {time.time_ns()}', 'Bench Artist', ['pop'], ['happy'], dict(release_year=2001))
         lat_cold.append(time.perf_counter() - t0)
     fp.predict_one('Cached Song', 'Bench Artist', ['pop'], ['happy'], dict(release_year=2001))
     lat_hit = time_call(lambda: fp.predict_one('Cached Song', 'Bench Artist', ['pop'], ['happy'], dict(release_year=2001)),

@@ -30,8 +30,10 @@ class ReportError(KellyError, RuntimeError):
 def parse_value(text:str, # a value as written in settings.ini or after -p
                ):
     "The Python value `text` denotes: a literal if it parses as one, else the string itself."
-    try: return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): return text.strip()
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text.strip()
 
 # %% ../nbs/90_reports.ipynb #fbf29d04
 def _notebook_stem(p): return re.sub(r'^\d+_', '', p.stem)
@@ -48,7 +50,8 @@ class Manifest:
         self.nbs = Path(nbs or self.settings.parent/'nbs')
         self.parser = configparser.ConfigParser(interpolation=None)
         self.parser.optionxform = str  # parameter names are case-sensitive
-        try: self.parser.read(self.settings, encoding='utf-8')
+        try:
+            self.parser.read(self.settings, encoding='utf-8')
         except configparser.Error as e:
             raise ConfigError('settings', str(self.settings), f'correct the file: {e}', 'unreadable manifest') from None
 
@@ -104,14 +107,17 @@ _KINDS = ((bool, (bool,), 'True or False'), (int, (int,), 'a whole number (write
 def _kind_of(default):
     "The types a parameter whose default is `default` accepts, and how to say so (None: any)."
     for kind, accepted, said in _KINDS:
-        if isinstance(default, kind): return accepted, said
+        if isinstance(default, kind):
+            return accepted, said
     return None
 
 def _same_kind(default, value):
     "Whether `value` may replace `default`: the same kind (an int for an int, any number for a float), or None."
     kind = _kind_of(default)
-    if value is None or default is None or kind is None: return True
-    if isinstance(value, bool) and bool not in kind[0]: return False
+    if value is None or default is None or kind is None:
+        return True
+    if isinstance(value, bool) and bool not in kind[0]:
+        return False
     return isinstance(value, kind[0])
 
 def resolve_parameters(manifest:Manifest, # the report manifest
@@ -162,10 +168,12 @@ def git_commit(root:Path=None, # a folder inside the repository
     try:
         run = lambda *a: subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=10)
         head = run('rev-parse', '--short', 'HEAD')
-        if head.returncode: return 'unknown'
+        if head.returncode:
+            return 'unknown'
         dirty = run('status', '--porcelain', '--untracked-files=no').stdout.strip()
         return head.stdout.strip() + ('+dirty' if dirty else '')
-    except (OSError, subprocess.SubprocessError): return 'unknown'
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown'
 
 # %% ../nbs/90_reports.ipynb #7e22e3f5
 RESULTS_KEY = 'kelly_results'   # the output metadata that marks a report's "Results" block
@@ -230,12 +238,16 @@ def reader_notebook(nb, # an executed notebook (nbformat node); not changed
     cells, results_cells = [], []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == 'markdown':
-            if not _introduces_hidden(nb.cells, i): cells.append(copy.deepcopy(cell))
+            if not _introduces_hidden(nb.cells, i):
+                cells.append(copy.deepcopy(cell))
             continue
-        if cell.cell_type != 'code' or not _kept(cell): continue
+        if cell.cell_type != 'code' or not _kept(cell):
+            continue
         shown = copy.deepcopy(cell)
-        if any(RESULTS_KEY in o.get('metadata', {}) for o in cell.get('outputs', [])): results_cells.append(shown)
-        else: cells += [_folded(cell.source), shown]
+        if any(RESULTS_KEY in o.get('metadata', {}) for o in cell.get('outputs', [])):
+            results_cells.append(shown)
+        else:
+            cells += [_folded(cell.source), shown]
     title = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown' and c.source.lstrip().startswith('# ')), -1)
     out = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata))
     out.cells = cells[:title + 1] + results_cells + cells[title + 1:]
@@ -268,14 +280,16 @@ def notebook_html(path:Path, # an executed notebook
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(path, as_version=4)
-    if reader: nb = reader_notebook(nb)
+    if reader:
+        nb = reader_notebook(nb)
     exporter = HTMLExporter(template_name='lab', mathjax_url=mathjax_url, exclude_input=reader,
                             exclude_input_prompt=reader, exclude_output_prompt=reader)
     body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r'<script src="[^"]*require(\.min)?\.js"></script>', '', body)
     body = _unescape_folds(body)
     head = f'<head>\n<meta charset="utf-8">\n<style>{READER_CSS}</style>\n<script>window.MathJax = {json.dumps(MATHJAX_FONTS)};</script>'
-    if 'Plotly.newPlot' in body: head += f'\n<script type="text/javascript" src="{plotly_url}"></script>'
+    if 'Plotly.newPlot' in body:
+        head += f'\n<script type="text/javascript" src="{plotly_url}"></script>'
     return body.replace('<head>', head, 1)
 
 
@@ -283,12 +297,15 @@ def notebook_html(path:Path, # an executed notebook
 def _publish_dir(src:Path, dst:Path):
     "Replace folder `dst` by `src` (or remove it when `src` is missing), swapping by renames."
     old = dst.with_name(f'.{dst.name}.old')
-    if old.exists(): shutil.rmtree(old)
-    if dst.exists(): os.replace(dst, old)
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
     if src.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dst)
-    if old.exists(): shutil.rmtree(old)
+    if old.exists():
+        shutil.rmtree(old)
 
 @contextmanager
 def _locked(reports:Path):
@@ -297,8 +314,10 @@ def _locked(reports:Path):
     reports.mkdir(parents=True, exist_ok=True)
     with open(reports/'.lock', 'w') as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 def _publish_assets(reports:Path):
     "Copy MathJax and plotly.js beside the reports once (staged, swapped in by a rename), for every page to share."
@@ -308,7 +327,8 @@ def _publish_assets(reports:Path):
         try:
             shutil.copytree(mathjax_dir(), stage/'mathjax')
             _publish_dir(stage/'mathjax', reports/'mathjax')
-        finally: shutil.rmtree(stage, ignore_errors=True)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     marker = reports/'plotly'/f'plotly-{plotly.__version__}'
     if not marker.exists():
         stage = Path(tempfile.mkdtemp(prefix='.plotly-', dir=reports))
@@ -317,7 +337,8 @@ def _publish_assets(reports:Path):
             (stage/'plotly'/'plotly.min.js').write_text(plotlyjs(), encoding='utf-8')
             (stage/'plotly'/marker.name).write_text('')
             _publish_dir(stage/'plotly', reports/'plotly')
-        finally: shutil.rmtree(stage, ignore_errors=True)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 # %% ../nbs/90_reports.ipynb #12399b03
@@ -332,13 +353,16 @@ def _execute(notebook, output, params, cwd, show_progress):
                                    extra_arguments=['--IPKernelApp.log_level=CRITICAL'])  # the kernel's own chatter is not the report's
     finally:
         for k, v in env_before.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 def _source_cell(err, notebook:Path, injected:bool):
     "1-based position in the source `notebook` of the cell that raised `err` (papermill counts the cell it injects)."
     i = getattr(err, 'cell_index', None)
-    if i is None: return None
+    if i is None:
+        return None
     import nbformat
     cells = nbformat.read(notebook, as_version=4).cells
     params = next(j for j, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', []))
@@ -347,11 +371,16 @@ def _source_cell(err, notebook:Path, injected:bool):
 def _sweep_dead_runs(reports:Path):
     "Remove the work folders (`.run-*`) of report runs whose process is gone: a run killed outright cannot clean up after itself."
     for d in Path(reports).glob('.run-*'):
-        try: pid = int((d/'pid').read_text())
-        except (OSError, ValueError): continue   # no pid yet, or not a folder of ours: leave it
-        try: os.kill(pid, 0)
-        except ProcessLookupError: shutil.rmtree(d, ignore_errors=True)
-        except PermissionError: pass              # alive, under another user
+        try:
+            pid = int((d/'pid').read_text())
+        except (OSError, ValueError):
+            continue   # no pid yet, or not a folder of ours: leave it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass              # alive, under another user
 
 
 # %% ../nbs/90_reports.ipynb #43649d38
@@ -372,7 +401,8 @@ def notebook_results(path:Path, # an executed notebook
     import nbformat
     for cell in nbformat.read(path, as_version=4).cells:
         for out in cell.get('outputs', []):
-            if RESULTS_KEY in out.get('metadata', {}): return out['metadata'][RESULTS_KEY]
+            if RESULTS_KEY in out.get('metadata', {}):
+                return out['metadata'][RESULTS_KEY]
     return None
 
 
@@ -382,7 +412,8 @@ def _kelly_imports(tree) -> set[str]:
     import ast
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import): found |= {a.name for a in node.names if a.name.split('.')[0] == 'kelly'}
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split('.')[0] == 'kelly'}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split('.')[0] == 'kelly':
             found.add(node.module)
             found |= {f'{node.module}.{a.name}' for a in node.names}
@@ -391,7 +422,8 @@ def _kelly_imports(tree) -> set[str]:
 def _code_imports(code:str) -> set[str]:
     "The kelly modules that notebook code imports; cells that are not plain Python (magics) are read with a pattern."
     import ast
-    try: return _kelly_imports(ast.parse(code))
+    try:
+        return _kelly_imports(ast.parse(code))
     except SyntaxError:
         found = set()
         for frm, names, imp in re.findall(r'^\s*(?:from\s+(kelly[\w.]*)\s+import\s+([\w, ()]+)|import\s+(kelly[\w.]*))', code, re.M):
@@ -402,7 +434,8 @@ def _module_imports(path:Path, module:str) -> set[str]:
     "The kelly modules that the source file `path` of `module` imports, relative imports resolved."
     import ast
     tree = ast.parse(path.read_text(encoding='utf-8'))
-    if path.name == '__init__.py': tree = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
+    if path.name == '__init__.py':
+        tree = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
                                                      type_ignores=[])   # a package's lazy attributes are not its imports
     found = _kelly_imports(tree)
     package = module.split('.')[:-1] if path.name != '__init__.py' else module.split('.')
@@ -424,15 +457,18 @@ def kelly_sources(code:str, # Python source (a notebook's code cells, joined)
         candidates = [package/'__init__.py'] if not parts else [package.joinpath(*parts[:-1], parts[-1] + '.py'),
                                                                 package.joinpath(*parts, '__init__.py')]
         for p in candidates:
-            if p.is_file(): return p
+            if p.is_file():
+                return p
         return None
     todo, seen, files = _code_imports(code) | {'kelly'}, set(), set()
     while todo:
         name = todo.pop()
-        if name in seen: continue
+        if name in seen:
+            continue
         seen.add(name)
         p = source(name)
-        if p is None: continue
+        if p is None:
+            continue
         files.add(p)
         todo |= _module_imports(p, name) - seen
     return sorted(files)
@@ -447,8 +483,10 @@ def _dependency_versions() -> dict:
     found = {'python': platform.python_version()}
     for req in md.requires('kelly') or []:
         name = re.split(r'[\s;<>=!~\[]', req, maxsplit=1)[0]
-        try: found[name] = md.version(name)
-        except md.PackageNotFoundError: pass
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
     return found
 
 def report_inputs(manifest:Manifest, # the report manifest
@@ -477,12 +515,15 @@ def _changes(old:dict, new:dict) -> list[str]:
     "What differs between two `report_inputs`, in words."
     said = []
     for part in ('notebook', 'parameters', 'data', 'dependencies'):
-        if old.get(part) != new.get(part): said.append(f'{part} changed')
+        if old.get(part) != new.get(part):
+            said.append(f'{part} changed')
     changed = sorted(k for k in set(old.get('sources', {})) | set(new.get('sources', {}))
                      if old.get('sources', {}).get(k) != new.get('sources', {}).get(k))
-    if changed: said.append('kelly sources changed: ' + ', '.join(changed[:4]) + (' …' if len(changed) > 4 else ''))
+    if changed:
+        said.append('kelly sources changed: ' + ', '.join(changed[:4]) + (' …' if len(changed) > 4 else ''))
     for up, when in new.get('upstream', {}).items():
-        if old.get('upstream', {}).get(up) != when: said.append(f'report {up} was re-published')
+        if old.get('upstream', {}).get(up) != when:
+            said.append(f'report {up} was re-published')
     return said
 
 def report_status(manifest:Manifest, # the report manifest
@@ -493,8 +534,10 @@ def report_status(manifest:Manifest, # the report manifest
     "Whether report `name` is `fresh` (published from the same inputs) or `stale`, and why."
     entry = read_index(reports).get(name, {})
     published, last = entry.get('published'), entry.get('last', {})
-    if not published: return 'stale', ['never published']
-    if 'inputs' not in published: return 'stale', ['published before kelly recorded its inputs']
+    if not published:
+        return 'stale', ['never published']
+    if 'inputs' not in published:
+        return 'stale', ['published before kelly recorded its inputs']
     why = _changes(published['inputs'], report_inputs(manifest, name, params, reports))
     if last.get('status') == 'failed' and last.get('started', '') > published.get('started', ''):
         why.append('the last run failed')
@@ -508,7 +551,8 @@ def _failure(e, name:str, notebook:Path, executed:Path, record:dict, reports:Pat
     what = f'{e.ename}: {e.evalue}' if hasattr(e, 'ename') else f'{type(e).__name__}: {e}'
     first_line = (getattr(e, 'source', '') or '').strip().splitlines()[:1]
     where = record['notebook']
-    if cell: where = f'cell {cell} of {where}' + (f' (`{first_line[0][:60]}`)' if first_line else '')
+    if cell:
+        where = f'cell {cell} of {where}' + (f' (`{first_line[0][:60]}`)' if first_line else '')
     record['error'] = f'{where}: {what}'
     failed_copy = reports/'_failed'/f'{name}.ipynb'
     with _locked(reports):
@@ -557,11 +601,13 @@ def run_report(name:str, # the report, a section of the manifest
     t0 = time.perf_counter()
     try:
         executed = work/f'{name}.ipynb'
-        try: _execute(notebook, executed, params, manifest.nbs, show_progress)
+        try:
+            _execute(notebook, executed, params, manifest.nbs, show_progress)
         except Exception as e:
             record.update(status='failed', duration_s=round(time.perf_counter() - t0, 2))
             raise _failure(e, name, notebook, executed, record, reports, injected=bool(params)) from None
-        with atomic_write(work/f'{name}.html') as f: f.write(notebook_html(executed))
+        with atomic_write(work/f'{name}.html') as f:
+            f.write(notebook_html(executed))
         record.update(status='ok', duration_s=round(time.perf_counter() - t0, 2), results=notebook_results(executed))
         _publish(name, work, record, reports)
         return record
@@ -574,8 +620,10 @@ def read_index(reports:Path=None, # the reports folder
               ) -> dict:
     "The report index: for each report name, its `last` run and its `published` run."
     p = Path(reports or reports_dir())/'index.json'
-    if not p.exists(): return {}
-    try: return json.loads(p.read_text(encoding='utf-8'))
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e:
         raise ConfigError('reports/index.json', str(p), 'delete it; the next report run writes a new one', f'unreadable index ({e})') from None
 
@@ -584,16 +632,20 @@ def _write_index(reports:Path, record:dict) -> dict:
     index = read_index(reports)
     entry = index.setdefault(record['name'], {})
     entry['last'] = record
-    if record['status'] == 'ok': entry['published'] = record
-    with atomic_write(Path(reports)/'index.json') as f: json.dump(index, f, indent=1)   # headlines keep their order
-    with atomic_write(Path(reports)/'index.html') as f: f.write(index_html(index, _sweeps(reports)))
+    if record['status'] == 'ok':
+        entry['published'] = record
+    with atomic_write(Path(reports)/'index.json') as f:
+        json.dump(index, f, indent=1)   # headlines keep their order
+    with atomic_write(Path(reports)/'index.html') as f:
+        f.write(index_html(index, _sweeps(reports)))
     return index
 
 def update_index(reports:Path, # the reports folder
                  record:dict, # the record of the run that just ended
                 ) -> dict:
     "Add `record` to the index and rewrite index.json and index.html."
-    with _locked(Path(reports)): return _write_index(Path(reports), record)
+    with _locked(Path(reports)):
+        return _write_index(Path(reports), record)
 
 
 # %% ../nbs/90_reports.ipynb #54c96a35
@@ -605,7 +657,8 @@ def _pairs(figures) -> list:
 
 def _figures(results:dict, most:int=4) -> str:
     "A report's first headline figures and its validation count, as HTML."
-    if not results: return '<span class="muted">no Results block</span>'
+    if not results:
+        return '<span class="muted">no Results block</span>'
     fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
     shown = ''.join(f'<li>{_e(k)}: <b>{_e(fmt(v))}</b></li>' for k, v in _pairs(results['headline'])[:most])
     n = results['passed'] + results['failed']
@@ -632,7 +685,8 @@ def _index_row(name:str, entry:dict) -> str:
 
 def _sweep_list(sweeps:list) -> str:
     "The index's list of published sweeps, each linked to its summary page."
-    if not sweeps: return ''
+    if not sweeps:
+        return ''
     items = ''.join(f'<li><a href="sweeps/{_e(s["name"])}/index.html">{_e(s["title"])}</a>: {len(s["variants"])} runs, '
                     f'{sum(v["status"] == "ok" for v in s["variants"])} ok, finished {_e(s["finished"])}</li>' for s in sweeps)
     return f'<h2>Parameter sweeps</h2><ul>{items}</ul>'
@@ -663,7 +717,8 @@ again). A failed run keeps the previously published report, linked here; its err
 def _child_run(name:str, params_given:dict, quick:bool, manifest:Manifest, reports:Path) -> tuple[bool, str]:
     "Run one report in a child process (`kelly report NAME --force`); whether it succeeded, and what it said."
     argv = ['report', name, '--force', '-j', '1', *(['--quick'] if quick else [])]
-    for k, v in params_given.items(): argv += ['-p', k, repr(v)]
+    for k, v in params_given.items():
+        argv += ['-p', k, repr(v)]
     code = 'import sys; from kelly.cli import entry; entry(sys.argv[1:])'
     env = {**os.environ, 'KELLY_REPORTS': str(reports), 'KELLY_PROJECT': str(manifest.settings.parent), 'KELLY_PROGRESS': '0'}
     done = subprocess.run([sys.executable, '-c', code, *argv], cwd=manifest.settings.parent, env=env,
@@ -703,21 +758,28 @@ def run_reports(names:list, # the reports to bring up to date, in manifest order
     jobs = min(jobs, len(todo))
     def one(n):
         for u in manifest.after(n):
-            if u in finished: finished[u].wait()
+            if u in finished:
+                finished[u].wait()
         t0 = time.perf_counter()
         try:
-            if jobs > 1: ok, said = _child_run(n, overrides[n], quick, manifest, reports)
+            if jobs > 1:
+                ok, said = _child_run(n, overrides[n], quick, manifest, reports)
             else:
-                try: ok, said = True, str(run_report(n, overrides[n], quick, manifest=manifest, reports=reports)['status'])
-                except ReportError as e: ok, said = False, str(e)
+                try:
+                    ok, said = True, str(run_report(n, overrides[n], quick, manifest=manifest, reports=reports)['status'])
+                except ReportError as e:
+                    ok, said = False, str(e)
             outcome[n] = 'ok' if ok else 'failed'
             said = said.removeprefix(f'{n}: FAILED: ')
             say(f'{n}: ok in {time.perf_counter() - t0:.0f} s' if ok else f'{n}: FAILED: {said}')
-        finally: finished[n].set()
+        finally:
+            finished[n].set()
     if jobs <= 1:
-        for n in todo: one(n)   # in this process, on its main thread (the kernel manager wants it)
+        for n in todo:
+            one(n)   # in this process, on its main thread (the kernel manager wants it)
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool: list(pool.map(one, todo))
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, todo))
     return {n: outcome[n] for n in names}
 
 
@@ -731,7 +793,8 @@ def parse_sweep(specs:list, # "KEY=V1,V2,..." texts, one per swept parameter
         key, sep, values = str(spec).partition('=')
         if not sep or not key.strip() or not values.strip():
             raise InputError('--sweep', spec, 'write KEY=V1,V2,... e.g. --sweep a4=432,440,444')
-        if key.strip() in axes: raise InputError('--sweep', spec, f'sweep {key.strip()} once, with all its values')
+        if key.strip() in axes:
+            raise InputError('--sweep', spec, f'sweep {key.strip()} once, with all its values')
         axes[key.strip()] = [parse_value(v) for v in values.split(',') if v.strip()]
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
@@ -743,7 +806,8 @@ def _variant_name(params:dict) -> str:
 def _run_variant(job:dict) -> dict:
     "Run one variant of a sweep as `kelly report NAME --force` publishing into its own folder (a task for a worker)."
     argv = ['report', job['name'], '--force', '-j', '1', *(['--quick'] if job['quick'] else [])]
-    for k, v in job['params'].items(): argv += ['-p', k, repr(v)]
+    for k, v in job['params'].items():
+        argv += ['-p', k, repr(v)]
     env = {**os.environ, 'KELLY_REPORTS': job['folder'], 'KELLY_PROJECT': job['project'], 'KELLY_PROGRESS': '0'}
     code = 'import sys; from kelly.cli import entry; entry(sys.argv[1:])'
     done = subprocess.run([sys.executable, '-c', code, *argv], cwd=job['project'], env=env, capture_output=True, text=True)
@@ -763,7 +827,8 @@ def run_sweep(name:str, # the report to sweep
     "Run every variant of report `name` (each published into `sweeps/NAME/VARIANT/`) and write the sweep's summary page."
     from kelly.parallel import parallel_map
     manifest, reports = manifest or Manifest(), Path(reports or reports_dir())
-    for params in variants: resolve_parameters(manifest, name, params, quick)   # refuse bad values before any run
+    for params in variants:
+        resolve_parameters(manifest, name, params, quick)   # refuse bad values before any run
     folder = reports/'sweeps'/name
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [dict(name=name, params=p, quick=quick, project=str(manifest.settings.parent),
@@ -772,9 +837,12 @@ def run_sweep(name:str, # the report to sweep
     summary = dict(name=name, quick=quick, variants=rows, **notebook_title(manifest.notebook(name)),
                    finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
     with _locked(reports):
-        with atomic_write(folder/'summary.json') as f: json.dump(summary, f, indent=1, default=repr)
-        with atomic_write(folder/'index.html') as f: f.write(sweep_html(summary))
-        with atomic_write(reports/'index.html') as f: f.write(index_html(read_index(reports), _sweeps(reports)))
+        with atomic_write(folder/'summary.json') as f:
+            json.dump(summary, f, indent=1, default=repr)
+        with atomic_write(folder/'index.html') as f:
+            f.write(sweep_html(summary))
+        with atomic_write(reports/'index.html') as f:
+            f.write(index_html(read_index(reports), _sweeps(reports)))
     return summary
 
 def _sweeps(reports:Path) -> list:

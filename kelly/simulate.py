@@ -114,17 +114,22 @@ def ergm_sample(n:int, # number of nodes
                ) -> set:
     "Arcs (i, j) of a directed graph drawn from the ERGM with coefficients `theta`."
     unknown = set(theta) - set(ERGM_TERMS)
-    if unknown: raise InputError('theta', sorted(unknown), f'use terms among {ERGM_TERMS}', 'unknown ERGM term')
+    if unknown:
+        raise InputError('theta', sorted(unknown), f'use terms among {ERGM_TERMS}', 'unknown ERGM term')
     if ('stability' in theta or 'formation' in theta) and prev is None:
         raise InputError('prev', None, 'pass the previous period\'s arcs to use stability/formation', 'missing previous network')
     te, tm, tt, th = (float(theta.get(k, 0.0)) for k in ('edges', 'mutual', 'ttriple', 'homophily'))
     ts, tf = float(theta.get('stability', 0.0)), float(theta.get('formation', 0.0))
     genre = [int(g) for g in genre]
-    if n < 2: return set()  # no pairs to tie
+    if n < 2:
+        return set()  # no pairs to tie
     prev = set() if prev is None else set(prev)
     arcs = list(init if init is not None else prev)
-    succ = [set() for _ in range(n)]; pred = [set() for _ in range(n)]
-    for i, j in arcs: succ[i].add(j); pred[j].add(i)
+    succ = [set() for _ in range(n)]
+    pred = [set() for _ in range(n)]
+    for i, j in arcs:
+        succ[i].add(j)
+        pred[j].add(i)
     pos = {a: k for k, a in enumerate(arcs)}
     D = n * (n - 1)
     branch, u1, u2, u3, acc = (rng.random(steps) for _ in range(5))
@@ -133,7 +138,9 @@ def ergm_sample(n:int, # number of nodes
         if branch[s] < 0.5 and E:
             i, j = arcs[int(u1[s] * E)]
         else:
-            i = int(u1[s] * n); j = int(u2[s] * (n - 1)); j += j >= i
+            i = int(u1[s] * n)
+            j = int(u2[s] * (n - 1))
+            j += j >= i
         present = j in succ[i]
         sign = -1.0 if present else 1.0
         dt = len(succ[i] & succ[j]) + len(pred[i] & pred[j]) + len(succ[i] & pred[j])
@@ -145,11 +152,18 @@ def ergm_sample(n:int, # number of nodes
         logr += math.log(q_rev) - math.log(q_fwd)
         if logr >= 0 or acc[s] < math.exp(logr):
             if present:
-                succ[i].discard(j); pred[j].discard(i)
-                k = pos.pop((i, j)); last = arcs.pop()
-                if k < len(arcs): arcs[k] = last; pos[last] = k
+                succ[i].discard(j)
+                pred[j].discard(i)
+                k = pos.pop((i, j))
+                last = arcs.pop()
+                if k < len(arcs):
+                    arcs[k] = last
+                    pos[last] = k
             else:
-                succ[i].add(j); pred[j].add(i); pos[(i, j)] = len(arcs); arcs.append((i, j))
+                succ[i].add(j)
+                pred[j].add(i)
+                pos[(i, j)] = len(arcs)
+                arcs.append((i, j))
     return set(arcs)
 
 # %% ../nbs/02_simulate.ipynb #9819e950
@@ -177,7 +191,8 @@ class SimulationTruth:
 def _change_points(n, k, min_len, rng):
     "k sorted positions in 1..n-1 with every segment at least min_len long (uniform over such placements)."
     slack = n - (k + 1) * min_len
-    if k == 0 or slack < 0: return np.array([], int)
+    if k == 0 or slack < 0:
+        return np.array([], int)
     # stars and bars: choose k cut points among slack + k slots
     bars = np.sort(rng.choice(slack + k, size=k, replace=False))
     extra = bars - np.arange(k)  # free songs before each cut
@@ -202,7 +217,8 @@ def _default_ergm(n):
 
 def _lognormal(spec, rng, size):
     med, sd = spec
-    if med <= 0 or sd < 0: raise InputError('gp hyper-prior', spec, 'use (median > 0, log-sd >= 0)')
+    if med <= 0 or sd < 0:
+        raise InputError('gp hyper-prior', spec, 'use (median > 0, log-sd >= 0)')
     return med * np.exp(sd * rng.standard_normal(size))
 
 # %% ../nbs/02_simulate.ipynb #dc89b359
@@ -312,8 +328,10 @@ def _features(emo, genre_idx, rng):
     out['explicit'] = rng.random(n) < pe
     dist2 = ((emo[:, None, :] - EMOTION_PROTOTYPES.to_numpy()[None]) ** 2).sum(-1)
     logit = -dist2 / (2 * 0.35**2)
-    pr = np.exp(logit - logit.max(1, keepdims=True)); pr /= pr.sum(1, keepdims=True)
-    for k, e in enumerate(EMOTIONS): out[f'p_{e}'] = pr[:, k]
+    pr = np.exp(logit - logit.max(1, keepdims=True))
+    pr /= pr.sum(1, keepdims=True)
+    for k, e in enumerate(EMOTIONS):
+        out[f'p_{e}'] = pr[:, k]
     strong = np.hypot(v, a) > 0.5
     out['moods'] = [list(MOOD_QUADRANTS[(bool(vi > 0), bool(ai > 0))][:2 if s else 1]) for vi, ai, s in zip(v, a, strong)]
     return out
@@ -326,7 +344,8 @@ def _sections(song_ids, emo, dur_s, rng, noise_sd):
     frames = []
     for k, kinds in enumerate(SECTION_TEMPLATES):
         idx = np.flatnonzero(tmpl == k)
-        if not len(idx): continue
+        if not len(idx):
+            continue
         K = len(kinds)
         w = np.array([SECTION_WEIGHTS[c] for c in kinds]) * rng.gamma(20.0, 1 / 20.0, (len(idx), K))
         frac = np.cumsum(w, 1) / w.sum(1, keepdims=True)
@@ -422,13 +441,16 @@ def simulate_catalog(n_artists:int=20, # number of artists
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise InputError(k, v, f'pass an integer >= {lo}')
     for k in ('change_rate', 'noise_sd', 'event_rate', 'album_sd', 'section_noise_sd'):
-        if not (isinstance(p[k], (int, float)) and math.isfinite(p[k]) and p[k] >= 0): raise InputError(k, p[k], 'pass a number >= 0')
+        if not (isinstance(p[k], (int, float)) and math.isfinite(p[k]) and p[k] >= 0):
+            raise InputError(k, p[k], 'pass a number >= 0')
     if not (isinstance(section_rate, (int, float)) and math.isfinite(section_rate) and section_rate > 0):
         raise InputError('section_rate', section_rate, 'pass a rate > 0 per second')
-    if not (0 < coherence[0] <= coherence[1] < 1): raise InputError('coherence', coherence, 'pass (low, high) with 0 < low <= high < 1')
+    if not (0 < coherence[0] <= coherence[1] < 1):
+        raise InputError('coherence', coherence, 'pass (low, high) with 0 < low <= high < 1')
     coef = {**SCM, **(scm or {})}
     unknown = set(coef) - set(SCM)
-    if unknown: raise InputError('scm', sorted(unknown), f'use keys among {list(SCM)}', 'unknown SCM edge')
+    if unknown:
+        raise InputError('scm', sorted(unknown), f'use keys among {list(SCM)}', 'unknown SCM edge')
     ss = np.random.SeedSequence(int(seed) if not isinstance(seed, bool) and isinstance(seed, (int, np.integer)) and seed >= 0
                                 else _bad_seed(seed))
     r_art, r_time, r_cp, r_gp, r_ev, r_net, r_alb, r_feat, r_sec = (np.random.default_rng(s) for s in ss.spawn(9))
@@ -437,7 +459,8 @@ def simulate_catalog(n_artists:int=20, # number of artists
     artists, atruth = _draw_artists(n, r_art, p)
     dates, t = _song_times(atruth, m, r_time)
     events = _life_events(atruth, r_ev, event_rate)
-    if network: collabs, graphs, periods, nstats, ergm, tergm = _draw_network(atruth, r_net, p)
+    if network:
+        collabs, graphs, periods, nstats, ergm, tergm = _draw_network(atruth, r_net, p)
     else:
         collabs = pd.DataFrame(columns=['artist_a', 'artist_b', 'date', 'weight'])
         graphs, periods, nstats, ergm, tergm = [], pd.DataFrame(columns=['period', 'start', 'end']), pd.DataFrame(), {}, {}
@@ -464,7 +487,8 @@ def simulate_catalog(n_artists:int=20, # number of artists
         mu = np.clip(r_cp.normal(0, 0.3, 3), -0.5, 0.5)
         for k in range(len(bounds) - 1):
             if k:
-                u = r_cp.standard_normal(3); u /= np.linalg.norm(u)
+                u = r_cp.standard_normal(3)
+                u /= np.linalg.norm(u)
                 mu = np.clip(mu + u * r_cp.uniform(0.5, 0.9), -0.8, 0.8)
             S = _inv_wishart(nu, noise_sd**2 * (nu - 4) * np.eye(3), r_cp) if noise_sd > 0 else np.zeros((3, 3))
             sl = slice(bounds[k], bounds[k + 1])
@@ -474,17 +498,20 @@ def simulate_catalog(n_artists:int=20, # number of artists
             regime_rows.append(dict(artist_id=a.artist_id, regime=k, first_song=int(bounds[k]), n_songs=int(bounds[k + 1] - bounds[k]),
                                     start_date=pd.Timestamp(dates[i, bounds[k]]), mean_valence=mu[0], mean_arousal=mu[1],
                                     mean_dominance=mu[2], cov=S.tolist()))
-            if k: cp_rows.append(dict(artist_id=a.artist_id, position=int(bounds[k]), song_id=f'{a.artist_id}_s{bounds[k]:03d}',
+            if k:
+                cp_rows.append(dict(artist_id=a.artist_id, position=int(bounds[k]), song_id=f'{a.artist_id}_s{bounds[k]:03d}',
                                       date=pd.Timestamp(dates[i, bounds[k]])))
         # GP
         comps['gp'][i] = _gp_draw(t[i], a.gp_sigma, a.gp_lengthscale, r_gp)
         # causal context
         first = dates[i, 0] - np.timedelta64(365, 'D')
         ev = ev_by.get(a.artist_id)
-        if ev is not None: ctx[i, :, 0] = _window_sums(dates[i], ev.date.to_numpy('datetime64[ns]'), ev.magnitude.to_numpy(), first)
+        if ev is not None:
+            ctx[i, :, 0] = _window_sums(dates[i], ev.date.to_numpy('datetime64[ns]'), ev.magnitude.to_numpy(), first)
         ctx[i, 1:, 1] = ctx[i, :-1, 0]
         cd = col_dates.get(a.artist_id)
-        if cd is not None: ctx[i, :, 2] = _window_sums(dates[i], cd, np.ones(len(cd)), first)
+        if cd is not None:
+            ctx[i, :, 2] = _window_sums(dates[i], cd, np.ones(len(cd)), first)
         # albums: factor model with exact coherence
         n_alb = math.ceil(m / songs_per_album)
         for b in range(n_alb):
@@ -544,14 +571,17 @@ def simulate_catalog(n_artists:int=20, # number of artists
                            regime=regime.ravel(), album_id=album_of.ravel(), life_event=le.ravel(),
                            life_event_lag1=le1.ravel(), collaboration=co.ravel()))
     for k, arr in list(comps.items()) + [('eta', eta)]:
-        for d, name in enumerate(VAD): ts[f'{k}_{name}'] = arr[..., d].ravel()
+        for d, name in enumerate(VAD):
+            ts[f'{k}_{name}'] = arr[..., d].ravel()
     nxm = __import__('networkx')
     dag = nxm.DiGraph()
-    for (cause, eff), w in coef.items(): dag.add_edge(cause, f'emo_{eff}', weight=w, lag=1 if cause.endswith('lag1') else 0, link='linear')
+    for (cause, eff), w in coef.items():
+        dag.add_edge(cause, f'emo_{eff}', weight=w, lag=1 if cause.endswith('lag1') else 0, link='linear')
     for fname, r in FEATURE_RULES.items():
         node = {'duration_s': 'duration_ms'}.get(fname, fname)
         for v in VAD:
-            if r.get(v): dag.add_edge(f'emo_{v}', node, weight=r[v], lag=0, link='linear' if fname in ('tempo', 'duration_s') else 'logistic')
+            if r.get(v):
+                dag.add_edge(f'emo_{v}', node, weight=r[v], lag=0, link='linear' if fname in ('tempo', 'duration_s') else 'logistic')
     p['ergm_theta'], p['tergm_theta'] = ergm, tergm
     p['scm'] = coef
     truth = SimulationTruth(params=p, artists=atruth.drop(columns='genre_index').assign(
@@ -566,7 +596,8 @@ def simulate_catalog(n_artists:int=20, # number of artists
 
 def _split_cps(rows, ids):
     by = {}
-    for r in rows: by.setdefault(r['artist_id'], []).append(r['position'])
+    for r in rows:
+        by.setdefault(r['artist_id'], []).append(r['position'])
     return [by.get(a, []) for a in ids]
 
 def _bad_seed(seed):
@@ -581,7 +612,8 @@ def write_default_catalog(folder=None, # where to write (default: data/catalog)
     cat, _ = simulate_catalog(**DEFAULT_CATALOG_ARGS)
     return cat.write(Path(folder) if folder else data_dir()/'catalog', 'parquet')
 
-if __name__ == '__main__': print(write_default_catalog())
+if __name__ == '__main__':
+    print(write_default_catalog())
 
 # %% ../nbs/02_simulate.ipynb #ba92960e
 from .bench import benchmark, time_call

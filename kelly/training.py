@@ -47,7 +47,8 @@ class TrainConfig:
                   ('patience', self.patience >= 0, 'use a non-negative patience'),
                   ('clip_norm', self.clip_norm is None or self.clip_norm > 0, 'use a positive norm, or None')]
         for name, ok, fix in checks:
-            if not ok: raise ConfigError(name, getattr(self, name), fix)
+            if not ok:
+                raise ConfigError(name, getattr(self, name), fix)
 
 # %% ../nbs/03_training.ipynb #b13f6cf8
 def split_indices(n:int, # number of rows
@@ -55,7 +56,8 @@ def split_indices(n:int, # number of rows
                   seed:int=0, # seeds the permutation
                  ) -> tuple[np.ndarray, np.ndarray]:
     "Seeded train and validation row indices (each sorted), at least one row in each."
-    if n < 2: raise InputError('n', n, 'give at least two rows: one to train on and one to validate on')
+    if n < 2:
+        raise InputError('n', n, 'give at least two rows: one to train on and one to validate on')
     perm = np.random.default_rng(seed).permutation(n)
     n_val = min(max(1, int(round(n * val_frac))), n - 1)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
@@ -83,7 +85,8 @@ def check_weights(weights, # one sampling weight per row of the data
     if len(bad):
         raise InputError('sample_weights', f'row {bad[0]}: {w[bad[0]]}', 'use finite weights >= 0', 'bad weight')
     rows = w if train_idx is None else w[np.asarray(train_idx)]
-    if not rows.sum() > 0: raise InputError('sample_weights', 'all zero', 'give some training row a positive weight')
+    if not rows.sum() > 0:
+        raise InputError('sample_weights', 'all zero', 'give some training row a positive weight')
     return w
 
 def weighted_batches(train_idx:np.ndarray, # the training rows
@@ -106,14 +109,16 @@ def weighted_batches(train_idx:np.ndarray, # the training rows
 def dist_info() -> tuple[int, int]:
     "This process's rank and the world size (0 and 1 outside torchrun)."
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
 
 def init_distributed(backend:str=None, # "gloo" or "nccl"; default: nccl on CUDA, else gloo
                     ) -> bool:
     "Join the torchrun process group if this process was started by torchrun; return whether it is distributed."
     import torch.distributed as dist
-    if int(os.environ.get('WORLD_SIZE', 1)) <= 1: return False
+    if int(os.environ.get('WORLD_SIZE', 1)) <= 1:
+        return False
     if not dist.is_initialized():
         dist.init_process_group(backend or ('nccl' if torch.cuda.is_available() else 'gloo'))
     return True
@@ -127,9 +132,11 @@ def shard(batch:np.ndarray, # a global batch of row indices
 
 # %% ../nbs/03_training.ipynb #5c86cb50
 def _as_tensors(data):
-    if isinstance(data, torch.utils.data.TensorDataset): data = data.tensors
+    if isinstance(data, torch.utils.data.TensorDataset):
+        data = data.tensors
     if isinstance(data, dict):
-        if 'target' not in data: raise InputError('data', list(data), 'put the target under the key "target"')
+        if 'target' not in data:
+            raise InputError('data', list(data), 'put the target under the key "target"')
         data = {k: torch.as_tensor(v) for k, v in data.items()}
         n = {len(v) for v in data.values()}
     else:
@@ -137,7 +144,8 @@ def _as_tensors(data):
             raise InputError('data', type(data).__name__, 'pass a tuple (inputs..., target) of tensors with rows first')
         data = tuple(torch.as_tensor(v) for v in data)
         n = {len(v) for v in data}
-    if len(n) != 1: raise InputError('data', sorted(n), 'give every tensor the same number of rows')
+    if len(n) != 1:
+        raise InputError('data', sorted(n), 'give every tensor the same number of rows')
     return data, n.pop()
 
 def index_batch(data, # a tuple (inputs..., target) or a dict with "target"
@@ -154,7 +162,9 @@ def index_batch(data, # a tuple (inputs..., target) or a dict with "target"
 # %% ../nbs/03_training.ipynb #75a3d3a4
 class Checkpointed(nn.Module):
     "Wraps a module so that its activations are recomputed in the backward pass while training."
-    def __init__(self, module:nn.Module): super().__init__(); self.module = module
+    def __init__(self, module:nn.Module):
+        super().__init__()
+        self.module = module
     def forward(self, *args, **kwargs):
         if self.training and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
@@ -168,7 +178,8 @@ def cosine_lr(epoch:int, # the epoch, from 0
               min_lr:float=1e-4, # the last epoch's learning rate
              ) -> float:
     "The learning rate of `epoch` under cosine annealing from `lr` to `min_lr` over `epochs` epochs."
-    if epochs <= 1: return lr
+    if epochs <= 1:
+        return lr
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(epoch, epochs - 1) / (epochs - 1)))
 
 # %% ../nbs/03_training.ipynb #babe0377
@@ -183,7 +194,8 @@ def save_weights(model:nn.Module, # the model (DDP and Checkpointed wrappers are
     "Write the model's weights with safetensors, atomically."
     from safetensors.torch import save
     state = _cpu_state(model)
-    with atomic_write(path, 'wb') as f: f.write(save(state))
+    with atomic_write(path, 'wb') as f:
+        f.write(save(state))
 
 def load_weights(model:nn.Module, # the model to fill
                  path, # a .safetensors file written by `save_weights`
@@ -191,7 +203,8 @@ def load_weights(model:nn.Module, # the model to fill
     "Load weights written by `save_weights` into `model` (strictly: every tensor must match)."
     from safetensors.torch import load_file
     path = Path(path)
-    if not path.is_file(): raise InputError('path', str(path), 'give a .safetensors file written by save_weights', 'no such file')
+    if not path.is_file():
+        raise InputError('path', str(path), 'give a .safetensors file written by save_weights', 'no such file')
     _unwrap(model).load_state_dict(load_file(str(path)), strict=True)
     return model
 
@@ -210,7 +223,8 @@ class Trainer:
         self.config = config or TrainConfig()
         if overrides:
             bad = set(overrides) - set(TrainConfig.__dataclass_fields__)
-            if bad: raise ConfigError('overrides', sorted(bad), f'use fields of TrainConfig: {", ".join(TrainConfig.__dataclass_fields__)}', 'unknown setting')
+            if bad:
+                raise ConfigError('overrides', sorted(bad), f'use fields of TrainConfig: {", ".join(TrainConfig.__dataclass_fields__)}', 'unknown setting')
             self.config = TrainConfig(**{**asdict(self.config), **overrides})
         self.model, self.loss_fn, self.metrics, self.name = model, loss_fn, dict(metrics or {}), name
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -234,8 +248,10 @@ def _prepare(self:Trainer):
         self.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     model = self.model.to(self.device)
     if cfg.grad_checkpoint:
-        if hasattr(model, 'gradient_checkpointing'): model.gradient_checkpointing(True)
-        else: model = Checkpointed(model)
+        if hasattr(model, 'gradient_checkpointing'):
+            model.gradient_checkpointing(True)
+        else:
+            model = Checkpointed(model)
     self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if self.distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
@@ -256,23 +272,29 @@ def _train_epoch(self:Trainer, data, train_idx, epoch):
     cfg, total, count = self.config, 0.0, 0
     self.net.train()
     weights = getattr(self, '_weights', None)
-    if weights is None: batches = epoch_batches(train_idx, cfg.batch_size, epoch, cfg.seed, cfg.shuffle)
-    else: batches = weighted_batches(train_idx, weights[train_idx], cfg.batch_size, epoch, cfg.seed)
+    if weights is None:
+        batches = epoch_batches(train_idx, cfg.batch_size, epoch, cfg.seed, cfg.shuffle)
+    else:
+        batches = weighted_batches(train_idx, weights[train_idx], cfg.batch_size, epoch, cfg.seed)
     for batch in batches:
-        if len(batch) < self.world: continue  # a batch too small to give every process a row
+        if len(batch) < self.world:
+            continue  # a batch too small to give every process a row
         mine = shard(batch, self.rank, self.world)
         args, kw, y = index_batch(data, mine, self.device)
         loss = self._loss(self._forward(args, kw), y)
         scale = len(mine) * self.world / len(batch)
         self.optimizer.zero_grad(set_to_none=True)
         (loss * scale).backward()
-        if cfg.clip_norm: nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        if cfg.clip_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
         self.optimizer.step()
-        total += float(loss.detach()) * len(mine); count += len(mine)
+        total += float(loss.detach()) * len(mine)
+        count += len(mine)
     if self.distributed:
         import torch.distributed as dist
         t = torch.tensor([total, count], dtype=torch.float64)
-        dist.all_reduce(t); total, count = t.tolist()
+        dist.all_reduce(t)
+        total, count = t.tolist()
     return total / max(count, 1)
 
 @torch.no_grad()
@@ -284,10 +306,12 @@ def _validate(self:Trainer, data, val_idx, batch_size=1024):
         model = _unwrap(self.net)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
             out = model(*args, **kw)
-        outs.append(out.float()); ys.append(y)
+        outs.append(out.float())
+        ys.append(y)
     out, y = torch.cat(outs), torch.cat(ys)
     row = dict(val_loss=float(self.loss_fn(out, y)))
-    for k, f in self.metrics.items(): row[k] = float(f(out, y))
+    for k, f in self.metrics.items():
+        row[k] = float(f(out, y))
     return row
 
 Trainer._train_epoch, Trainer._validate = _train_epoch, _validate
@@ -297,14 +321,16 @@ def _save_last(self:Trainer, epoch):
     state = dict(model=_cpu_state(self.model), optimizer=self.optimizer.state_dict(),
                  epoch=epoch, best_loss=self.best_loss, best_epoch=self.best_epoch, history=json.dumps(self.history),
                  rng=torch.get_rng_state(), bad_epochs=self._bad_epochs)
-    with atomic_write(self.last_path, 'wb') as f: torch.save(state, f)
+    with atomic_write(self.last_path, 'wb') as f:
+        torch.save(state, f)
 
 def resume(self:Trainer,
            path=None, # a `{name}_last.pt` written by a previous run (default: this trainer's)
           ) -> Trainer:
     "Restore weights, optimiser, schedule, epoch and history from a resume checkpoint; `fit` then carries on."
     path = Path(path or self.last_path or '')
-    if not path.is_file(): raise InputError('path', str(path), 'give the _last.pt file of an earlier run with the same out_dir', 'no such checkpoint')
+    if not path.is_file():
+        raise InputError('path', str(path), 'give the _last.pt file of an earlier run with the same out_dir', 'no such checkpoint')
     state = torch.load(path, map_location='cpu', weights_only=True)
     self._pending = state
     _unwrap(self.model).load_state_dict(state['model'])
@@ -314,7 +340,8 @@ def resume(self:Trainer,
     return self
 
 def _write_history(self:Trainer):
-    with atomic_write(self.history_path) as f: json.dump(self.history, f, indent=1)
+    with atomic_write(self.history_path) as f:
+        json.dump(self.history, f, indent=1)
 
 Trainer._save_last, Trainer.resume, Trainer._write_history = _save_last, resume, _write_history
 
@@ -326,7 +353,8 @@ def fit(self:Trainer,
     "Train with early stopping; return the per-epoch history (and write it, with checkpoints, to `out_dir`)."
     cfg = self.config
     data, n = _as_tensors(data)
-    if getattr(self, '_pending', None) is None: seed_everything(cfg.seed)
+    if getattr(self, '_pending', None) is None:
+        seed_everything(cfg.seed)
     train_idx, val_idx = split_indices(n, cfg.val_frac, cfg.seed)
     self._weights = None if sample_weights is None else check_weights(sample_weights, n, train_idx)
     self._prepare()
@@ -334,33 +362,42 @@ def fit(self:Trainer,
     pending = getattr(self, '_pending', None)
     if pending is not None:
         self.optimizer.load_state_dict(pending['optimizer'])
-        self._bad_epochs = pending['bad_epochs']; self._pending = None
+        self._bad_epochs = pending['bad_epochs']
+        self._pending = None
     writer = self.rank == 0 and self.out_dir is not None
     bar = progress(range(self.start_epoch, cfg.epochs), desc=f'training {self.name}')
     for epoch in bar:
         t0 = time.perf_counter()
         lr = cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.min_lr)
-        for group in self.optimizer.param_groups: group['lr'] = lr
+        for group in self.optimizer.param_groups:
+            group['lr'] = lr
         train_loss = self._train_epoch(data, train_idx, epoch)
         row = dict(epoch=epoch, train_loss=train_loss, **self._validate(data, val_idx), lr=lr)
         improved = row['val_loss'] < self.best_loss - cfg.min_delta
         if improved:
             self.best_loss, self.best_epoch, self._bad_epochs = row['val_loss'], epoch, 0
             self.best_state = _cpu_state(self.model)
-            if writer: save_weights(self.model, self.best_path)
-        else: self._bad_epochs += 1
+            if writer:
+                save_weights(self.model, self.best_path)
+        else:
+            self._bad_epochs += 1
         row.update(best=improved, seconds=time.perf_counter() - t0)
         self.history.append(row)
         bar.set_postfix(train=f'{train_loss:.4f}', val=f'{row["val_loss"]:.4f}')
-        if writer: self._write_history(); self._save_last(epoch)
-        if self._bad_epochs > cfg.patience: break
+        if writer:
+            self._write_history()
+            self._save_last(epoch)
+        if self._bad_epochs > cfg.patience:
+            break
     self.start_epoch = len(self.history)
     return self.history
 
 def restore_best(self:Trainer) -> nn.Module:
     "Load the best validation weights seen into the model and return it."
-    if self.best_state is not None: _unwrap(self.model).load_state_dict(self.best_state)
-    elif self.best_path and self.best_path.is_file(): load_weights(self.model, self.best_path)
+    if self.best_state is not None:
+        _unwrap(self.model).load_state_dict(self.best_state)
+    elif self.best_path and self.best_path.is_file():
+        load_weights(self.model, self.best_path)
     return _unwrap(self.model)
 
 Trainer.fit, Trainer.restore_best = fit, restore_best

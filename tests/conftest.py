@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, settings
 # and applies no timing checks, so a test that passes once passes every time. Elsewhere it explores as usual.
 settings.register_profile('ci', derandomize=True, database=None, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
-if os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no'): settings.load_profile('ci')
+if os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no'):
+    settings.load_profile('ci')
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -23,7 +24,8 @@ def _seeded():
     import numpy as np
     random.seed(0)
     np.random.seed(0)
-    if 'torch' in sys.modules: sys.modules['torch'].manual_seed(0)
+    if 'torch' in sys.modules:
+        sys.modules['torch'].manual_seed(0)
     yield
 
 
@@ -53,6 +55,7 @@ def demo_project(tmp_path):
 def kelly_cli(*args, project=None, env=None, timeout=300, cwd=None):
     "Run the installed `kelly` command (in `project` when given, the project one stands in); return the CompletedProcess."
     e = {**os.environ, 'KELLY_PROGRESS': '0', **(env or {})}
-    if project is not None: e.update(KELLY_PROJECT=str(project), KELLY_REPORTS=str(Path(project) / 'reports'))
+    if project is not None:
+        e.update(KELLY_PROJECT=str(project), KELLY_REPORTS=str(Path(project) / 'reports'))
     where = cwd or project or ROOT
     return subprocess.run([str(BIN / 'kelly'), *args], capture_output=True, text=True, env=e, timeout=timeout, cwd=where)

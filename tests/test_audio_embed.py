@@ -100,7 +100,8 @@ def test_inputs_paths_rates_and_errors(tmp_path):
     np.testing.assert_allclose(toy.layer_features(str(tmp_path / 'a.wav')), toy.layer_features(x), rtol=1e-5)
     with pytest.raises(InputError, match='sr'):
         toy.embed(tmp_path / 'a.wav', sr=SR)
-    bad = x.copy(); bad[5] = np.nan
+    bad = x.copy()
+    bad[5] = np.nan
     with pytest.raises(InputError, match='NaN'):
         toy.embed(bad)
     with pytest.raises(InputError, match='empty audio'):
@@ -257,7 +258,8 @@ class Counting(E.LogMelExtractor):
         super().__init__(**kw)
         self.calls, self.fail_on = [], fail_on
     def embed(self, audio, *a, **k):
-        if self.fail_on and str(audio).endswith(self.fail_on): raise KeyboardInterrupt
+        if self.fail_on and str(audio).endswith(self.fail_on):
+            raise KeyboardInterrupt
         self.calls.append(str(audio))
         return super().embed(audio, *a, **k)
 

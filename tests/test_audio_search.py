@@ -28,44 +28,61 @@ def flat():
 
 
 def test_dimension_error(flat):
-    with pytest.raises(DimensionError, match='mismatched dimension'): flat.add(['x'], unit(1, 11))
-    with pytest.raises(DimensionError): flat.search(unit(2, 13), 3)
-    with pytest.raises(DimensionError): flat.search(np.zeros((2, 3, 12)), 3)
+    with pytest.raises(DimensionError, match='mismatched dimension'):
+        flat.add(['x'], unit(1, 11))
+    with pytest.raises(DimensionError):
+        flat.search(unit(2, 13), 3)
+    with pytest.raises(DimensionError):
+        flat.search(np.zeros((2, 3, 12)), 3)
 
 
 def test_non_finite_error(flat):
-    bad = unit(3, 12); bad[1, 4] = np.inf
-    with pytest.raises(NonFiniteError, match=r'vectors\[1\]'): flat.add(['a', 'b', 'c'], bad)
+    bad = unit(3, 12)
+    bad[1, 4] = np.inf
+    with pytest.raises(NonFiniteError, match=r'vectors\[1\]'):
+        flat.add(['a', 'b', 'c'], bad)
     bad[1, 4] = np.nan
-    with pytest.raises(NonFiniteError): flat.search(bad, 2)
+    with pytest.raises(NonFiniteError):
+        flat.search(bad, 2)
     assert len(flat) == 30  # nothing was added
 
 
 def test_unknown_ids(flat):
-    with pytest.raises(UnknownTrackError) as e: flat.recommend('nope', 3)
+    with pytest.raises(UnknownTrackError) as e:
+        flat.recommend('nope', 3)
     assert isinstance(e.value, LookupError) and isinstance(e.value, KellyError)
-    with pytest.raises(UnknownTrackError): flat.remove(['t001', 'nope'])
+    with pytest.raises(UnknownTrackError):
+        flat.remove(['t001', 'nope'])
     assert 't001' in flat  # a failed remove removes nothing
-    with pytest.raises(UnknownTrackError): flat.vector('nope')
+    with pytest.raises(UnknownTrackError):
+        flat.vector('nope')
 
 
 def test_duplicate_ids(flat):
-    with pytest.raises(DuplicateTrackError, match='already in the index'): flat.add(['t005'], unit(1, 12))
-    with pytest.raises(DuplicateTrackError, match='duplicate'): flat.add(['a', 'a'], unit(2, 12))
-    flat.remove(['t005']); flat.add(['t005'], unit(1, 12, seed=3))  # a removed id may come back
+    with pytest.raises(DuplicateTrackError, match='already in the index'):
+        flat.add(['t005'], unit(1, 12))
+    with pytest.raises(DuplicateTrackError, match='duplicate'):
+        flat.add(['a', 'a'], unit(2, 12))
+    flat.remove(['t005'])
+    flat.add(['t005'], unit(1, 12, seed=3))  # a removed id may come back
     assert len(flat) == 30
 
 
 def test_k_larger_than_index(flat):
-    with pytest.raises(IndexSizeError, match='at most 30'): flat.search(unit(1, 12), 31)
-    with pytest.raises(IndexSizeError, match='at most 29'): flat.recommend('t000', 30)
-    with pytest.raises(InputError): flat.search(unit(1, 12), 0)
+    with pytest.raises(IndexSizeError, match='at most 30'):
+        flat.search(unit(1, 12), 31)
+    with pytest.raises(IndexSizeError, match='at most 29'):
+        flat.recommend('t000', 30)
+    with pytest.raises(InputError):
+        flat.search(unit(1, 12), 0)
     assert len(flat.recommend('t000', 29)) == 29
-    with pytest.raises(IndexSizeError): TrackIndex(12).search(unit(1, 12), 1)
+    with pytest.raises(IndexSizeError):
+        TrackIndex(12).search(unit(1, 12), 1)
 
 
 def test_search_is_exact_and_batched(flat):
-    X = unit(30, 12); Q = unit(7, 12, seed=9)
+    X = unit(30, 12)
+    Q = unit(7, 12, seed=9)
     got, scores = flat.search(Q, 5)
     S = Q @ X.T
     order = np.argsort(-S, 1)[:, :5]
@@ -81,7 +98,8 @@ def test_search_is_exact_and_batched(flat):
 @pytest.mark.parametrize('kind', list(KINDS))
 def test_every_kind(kind, rerank, tmp_path):
     C = unit(10, 48, seed=1)
-    X = np.repeat(C, 40, 0) + 0.05 * unit(400, 48, seed=2); X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X = np.repeat(C, 40, 0) + 0.05 * unit(400, 48, seed=2)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
     names = ids(400)
     given = {k: v for k, v in dict(reduce=24, nbits=4, rerank=rerank).items() if k in APPLIES[kind]}
     ix = TrackIndex(48, kind, extractor={'name': 'logmel'}, **given).add(names, X)
@@ -105,25 +123,35 @@ def test_integrity(tmp_path):
     assert set(m['files']) == {'index.faiss', 'tracks.parquet'} and m['extractor']['n_mels'] == 64
     assert not list((tmp_path/'a').glob('.*.tmp'))  # atomic writes leave no temporaries
     b = tmp_path/'a'/'index.faiss'
-    data = bytearray(b.read_bytes()); data[-5] ^= 0xFF; b.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match='checksum mismatch'): TrackIndex.load(tmp_path/'a')
+    data = bytearray(b.read_bytes())
+    data[-5] ^= 0xFF
+    b.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match='checksum mismatch'):
+        TrackIndex.load(tmp_path/'a')
     ix.save(tmp_path/'a')  # saving again repairs it
     assert TrackIndex.load(tmp_path/'a').metadata.loc['t003', 'mood'] == 'calm'
     (tmp_path/'a'/'tracks.parquet').unlink()
-    with pytest.raises(IntegrityError, match='file missing'): TrackIndex.load(tmp_path/'a')
-    with pytest.raises(KellyError, match='no such folder'): TrackIndex.load(tmp_path/'nowhere')
+    with pytest.raises(IntegrityError, match='file missing'):
+        TrackIndex.load(tmp_path/'a')
+    with pytest.raises(KellyError, match='no such folder'):
+        TrackIndex.load(tmp_path/'nowhere')
     (tmp_path/'empty').mkdir()
-    with pytest.raises(KellyError, match='no manifest'): TrackIndex.load(tmp_path/'empty')
-    (tmp_path/'b').mkdir(); (tmp_path/'b'/'manifest.json').write_text('{"format": "other"}')
-    with pytest.raises(IntegrityError, match='not a kelly track index'): TrackIndex.load(tmp_path/'b')
+    with pytest.raises(KellyError, match='no manifest'):
+        TrackIndex.load(tmp_path/'empty')
+    (tmp_path/'b').mkdir()
+    (tmp_path/'b'/'manifest.json').write_text('{"format": "other"}')
+    with pytest.raises(IntegrityError, match='not a kelly track index'):
+        TrackIndex.load(tmp_path/'b')
 
 
 def test_metric_learning_and_fusion():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 8)
-    X = rng.standard_normal((24, 40)).astype(np.float32); X[:, :3] += 2.5 * np.eye(3)[y]
+    X = rng.standard_normal((24, 40)).astype(np.float32)
+    X[:, :3] += 2.5 * np.eye(3)[y]
     Z = MetricLearner(dim_out=3, epochs=8).fit_transform(X, y)
-    S = Z @ Z.T; np.fill_diagonal(S, -np.inf)
+    S = Z @ Z.T
+    np.fill_diagonal(S, -np.inf)
     assert np.mean(y[S.argmax(1)] == y) > 0.8
     X2 = X / np.linalg.norm(X, axis=1, keepdims=True)
     ix = TrackIndex(40).add(ids(24), X2, pd.DataFrame({'group': y.astype(str)}))
@@ -134,7 +162,8 @@ def test_metric_learning_and_fusion():
 
 def write_wavs(folder):
     folder.mkdir()
-    sr = 24_000; t = np.arange(int(2.0 * sr)) / sr
+    sr = 24_000
+    t = np.arange(int(2.0 * sr)) / sr
     for name, f0 in [('low_a', 220), ('low_b', 231), ('high_a', 1760), ('high_b', 1800), ('mid', 600)]:
         sf.write(folder/f'{name}.wav', (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), sr)
 
@@ -158,9 +187,12 @@ def test_commands(tmp_path, capsys):
     sf.write(tmp_path/'outside.wav', sf.read(tmp_path/'audio'/'high_a.wav')[0] * 0.5, 24_000)  # another file: embedded
     assert recommend_main([str(tmp_path/'ix'), str(tmp_path/'outside.wav'), '-k', '2']) == 0
     assert capsys.readouterr().out.splitlines()[3].split()[1:3] == ['high_a', '1.0000']
-    with pytest.raises(UnknownTrackError): recommend_main([str(tmp_path/'ix'), 'nope'])
-    with pytest.raises(SystemExit): index_main([])
-    with pytest.raises(SystemExit): recommend_main(['--help'])
+    with pytest.raises(UnknownTrackError):
+        recommend_main([str(tmp_path/'ix'), 'nope'])
+    with pytest.raises(SystemExit):
+        index_main([])
+    with pytest.raises(SystemExit):
+        recommend_main(['--help'])
 
 
 def test_large_run_truth_is_exact():
@@ -200,7 +232,8 @@ def refused(res, *expected):
     "A refusal as the CLI contract says: exit 2, nothing on stdout, one line on stderr naming the problem, no traceback."
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
     assert 'Traceback' not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    for e in expected: assert e in res.stderr, (e, res.stderr)
+    for e in expected:
+        assert e in res.stderr, (e, res.stderr)
 
 
 @pytest.fixture(scope='module')
@@ -235,7 +268,8 @@ def test_formats_in_any_case_are_indexed_and_bad_files_listed(music):
 
 def test_an_mp3_only_folder_and_a_folder_of_bad_files(tmp_path):
     (tmp_path/'mp3').mkdir()
-    for i in range(2): sf.write(tmp_path/'mp3'/f'song{i}.MP3', tone(300 + 200 * i), 24_000, format='MP3')
+    for i in range(2):
+        sf.write(tmp_path/'mp3'/f'song{i}.MP3', tone(300 + 200 * i), 24_000, format='MP3')
     res = kelly_cli('index', 'build', str(tmp_path/'mp3'), '--out', str(tmp_path/'ix'), '--no-cache')
     assert res.returncode == 0 and res.stdout.startswith('indexed 2 tracks'), res.stderr
     (tmp_path/'bad').mkdir()
@@ -268,13 +302,15 @@ def test_bad_index_settings_are_refused_before_any_work(tmp_path, extra, expecte
 @given(st.sampled_from(list(KINDS)), st.sampled_from(list(SETTINGS)),
        st.one_of(st.integers(-10, 10 ** 6), st.floats(allow_nan=True), st.text(max_size=5), st.none(), st.booleans()))
 def test_check_params_accepts_only_whole_numbers_in_range(kind, key, value):
-    try: got = check_params(kind, {key: value})
+    try:
+        got = check_params(kind, {key: value})
     except InputError as e:
         assert e.field == key and 'Fix:' in str(e)
         return
     what, low, high, none_ok = SETTINGS[key]
     assert key in APPLIES[kind]
-    if value is None: assert none_ok and got == {key: None}
+    if value is None:
+        assert none_ok and got == {key: None}
     else:
         assert not isinstance(value, bool) and isinstance(value, int) and low <= value and (high is None or value <= high)
 
@@ -298,14 +334,17 @@ def test_recommend_bad_input(music, tmp_path):
     refused(kelly_cli('recommend', str(tmp_path/'nowhere'), first), 'no such folder')
     refused(kelly_cli('recommend', str(root/'ix'), 'no/such/track'), "unknown track: TRACK='no/such/track'")
     for args, expected in [(['-k', '-3'], '-k=-3'), (['-k', '7'], 'k larger than the index')]:  # the same errors, in-process
-        with pytest.raises(InputError, match=expected): recommend_main([str(root/'ix'), first, *args])
+        with pytest.raises(InputError, match=expected):
+            recommend_main([str(root/'ix'), first, *args])
     bad = tmp_path/'bad'
     bad.mkdir()
-    for name in ('manifest.json', 'index.faiss', 'tracks.parquet'): (bad/name).write_bytes((root/'ix'/name).read_bytes())
+    for name in ('manifest.json', 'index.faiss', 'tracks.parquet'):
+        (bad/name).write_bytes((root/'ix'/name).read_bytes())
     (bad/'manifest.json').write_text('{"format": "kelly.TrackIndex"}')
     refused(kelly_cli('recommend', str(bad), first), 'damaged manifest')
     (bad/'manifest.json').write_text('{"format": "kelly.Track')
-    with pytest.raises(IntegrityError, match='unreadable manifest'): recommend_main([str(bad), first])
+    with pytest.raises(IntegrityError, match='unreadable manifest'):
+        recommend_main([str(bad), first])
 
 
 def test_recommend_leaves_an_indexed_file_out(music, tmp_path):

@@ -25,7 +25,8 @@ def dominant_hz(x, sr):
                                                    ('.MP3', 'MP3', 'MPEG_LAYER_III', 24_000), ('.aiff', 'AIFF', 'PCM_16', 44_100),
                                                    ('.AIF', 'AIFF', 'PCM_24', 22_050), ('.WAV', 'WAV', 'PCM_16', 8_000)])
 def test_formats_round_trip(tmp_path, suffix, fmt, subtype, sr):
-    if fmt not in sf.available_formats(): pytest.skip(f'this libsndfile cannot write {fmt}')  # MP3 needs libsndfile >= 1.1
+    if fmt not in sf.available_formats():
+        pytest.skip(f'this libsndfile cannot write {fmt}')  # MP3 needs libsndfile >= 1.1
     x = np.stack([tone(440, 1.0, sr), tone(440, 1.0, sr)], axis=1)
     p = tmp_path / f'a{suffix}'
     sf.write(p, x, sr, format=fmt, subtype=subtype)

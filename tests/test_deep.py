@@ -55,7 +55,8 @@ def test_windows_never_hold_test_artists(catalog):
     songs.loc[rows, ['emo_valence', 'energy']] = np.random.default_rng(0).uniform(0, 1, (rows.sum(), 2))
     other = type(catalog)(**{**{k: getattr(catalog, k) for k in catalog.__dataclass_fields__}, 'songs': songs})
     w2 = next_release_windows(release_modalities(other), train, max_len=6)
-    for k in ('audio', 'context', 'target', 'times'): np.testing.assert_array_equal(w[k], w2[k])
+    for k in ('audio', 'context', 'target', 'times'):
+        np.testing.assert_array_equal(w[k], w2[k])
 
 
 def _answer_windows(n, L, rng):
@@ -84,7 +85,8 @@ def test_training_is_deterministic():
     w = _answer_windows(64, 3, np.random.default_rng(1))
     a, _ = fit_transformer(w, epochs=2, d_model=8, n_heads=2, seed=3)
     b, _ = fit_transformer(w, epochs=2, d_model=8, n_heads=2, seed=3)
-    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()): assert torch.equal(x, y), k
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), k
 
 
 @settings(max_examples=10, deadline=None)
@@ -95,7 +97,8 @@ def test_sparse_gcn_equals_dense(n, m, seed):
     e = torch.randint(0, n, (2, m), generator=g)
     e = torch.unique(e[:, e[0] != e[1]], dim=1)
     w = torch.rand(e.shape[1], generator=g) + 0.1
-    dense = torch.zeros(n, n); dense[e[0], e[1]] = w
+    dense = torch.zeros(n, n)
+    dense[e[0], e[1]] = w
     torch.manual_seed(seed)
     layer, h = GCNLayer(3, 2), torch.randn(n, 3, generator=g)
     assert torch.allclose(sparse_gcn_layer(layer, h, sparse_gcn_norm(e, n, w)), layer(h, gcn_norm(dense)), atol=1e-5)
@@ -116,8 +119,10 @@ def test_plant_unusual_only_touches_audio(catalog):
 def test_transformer_rejects_bad_settings():
     "Bad modalities and head counts raise InputError naming the field."
     from kelly.core import InputError
-    with pytest.raises(InputError, match='modalities'): EmotionalTransformer(modalities=())
-    with pytest.raises(InputError, match='n_heads'): EmotionalTransformer(d_model=10, n_heads=3)
+    with pytest.raises(InputError, match='modalities'):
+        EmotionalTransformer(modalities=())
+    with pytest.raises(InputError, match='n_heads'):
+        EmotionalTransformer(d_model=10, n_heads=3)
 
 
 def test_bench_deep_tiny_runs():

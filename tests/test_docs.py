@@ -77,8 +77,10 @@ def test_a_fresh_report_lends_its_outputs_and_is_not_executed_again(tmp_path):
         site = build_docs(out=tmp_path / '_docs', execute=True, notebooks=[nbs / 'index.ipynb', nbs / '05_pitch.ipynb'],
                           say=said.append)
     finally:
-        if old is None: del os.environ['KELLY_REPORTS']
-        else: os.environ['KELLY_REPORTS'] = old
+        if old is None:
+            del os.environ['KELLY_REPORTS']
+        else:
+            os.environ['KELLY_REPORTS'] = old
     assert any('pitch: outputs of its fresh report' in line for line in said), said
     assert not any('Executing notebook' in line and 'pitch' in line for line in said), said
     page = (site / 'pitch.html').read_text()

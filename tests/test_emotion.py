@@ -38,8 +38,10 @@ def test_conversions_stay_in_range_and_normalised(p, tau):
 def test_prototypes_round_trip_and_bad_values_refused():
     assert (E.vad_to_probs(E.VAD.to_numpy()).argmax(1) == np.arange(8)).all()
     assert np.allclose(E.probs_to_vad(np.eye(8)), E.VAD.to_numpy())
-    with pytest.raises(InputError, match='between -1 and 1'): E.vad_to_probs([0, 1.5, 0])
-    with pytest.raises(InputError, match='unknown mood word'): E.mood_vad('blorp')
+    with pytest.raises(InputError, match='between -1 and 1'):
+        E.vad_to_probs([0, 1.5, 0])
+    with pytest.raises(InputError, match='unknown mood word'):
+        E.mood_vad('blorp')
     assert E.emotion_code('nostalgic').shape == (40,)
 
 
@@ -56,7 +58,8 @@ def test_the_three_old_failures():
 
 
 def test_text_refuses_empty():
-    with pytest.raises(InputError, match='texts'): E.emotion_from_text([' '])
+    with pytest.raises(InputError, match='texts'):
+        E.emotion_from_text([' '])
 
 
 def test_network_shapes_and_learning_signal():
@@ -71,7 +74,10 @@ def test_network_shapes_and_learning_signal():
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     first = float(E.emotion_loss(net(*mels), tgt).detach())
     for _ in range(30):
-        opt.zero_grad(); loss = E.emotion_loss(net(*mels), tgt); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss = E.emotion_loss(net(*mels), tgt)
+        loss.backward()
+        opt.step()
     assert float(loss.detach()) < first
 
 
@@ -83,24 +89,30 @@ def test_mood_tracks_split_keeps_prompts_together():
 
 def test_deam_and_emopia_standins(tmp_path):
     import soundfile as sf
-    deam = tmp_path / 'deam'; (deam / 'MEMD_audio').mkdir(parents=True)
-    for i in (2, 5): sf.write(deam / 'MEMD_audio' / f'{i}.wav', np.zeros(2400, np.float32), 24000)
+    deam = tmp_path / 'deam'
+    (deam / 'MEMD_audio').mkdir(parents=True)
+    for i in (2, 5):
+        sf.write(deam / 'MEMD_audio' / f'{i}.wav', np.zeros(2400, np.float32), 24000)
     (deam / 'static_annotations_averaged_songs_1_2000.csv').write_text(
         'song_id, valence_mean, valence_std, arousal_mean, arousal_std\n2, 3.0, 1.1, 7.0, 1.2\n5, 9.0, 0.5, 1.0, 0.4\n')
     d = E.load_deam(deam)
     assert d.song_id.tolist() == ['2', '5'] and np.allclose(d.valence, [-0.5, 1.0]) and np.allclose(d.arousal, [0.5, -1.0])
-    emo = tmp_path / 'emopia'; emo.mkdir()
-    for n in ('Q2_1a_0.wav', 'Q4_zz_3.wav'): sf.write(emo / n, np.zeros(2400, np.float32), 24000)
+    emo = tmp_path / 'emopia'
+    emo.mkdir()
+    for n in ('Q2_1a_0.wav', 'Q4_zz_3.wav'):
+        sf.write(emo / n, np.zeros(2400, np.float32), 24000)
     e = E.load_emopia(emo)
     assert e.quadrant.tolist() == ['Q2', 'Q4'] and e.valence.tolist() == [-1, 1] and e.arousal.tolist() == [1, -1]
-    with pytest.raises(InputError, match='no such folder'): E.load_emopia(tmp_path / 'none')
+    with pytest.raises(InputError, match='no such folder'):
+        E.load_emopia(tmp_path / 'none')
 
 
 def test_emotion_main_text_json_and_bad_input(capsys):
     assert E.emotion_main(['not angry', 'a crusade', '--json']) == 0
     recs = json.loads(capsys.readouterr().out)
     assert [r['input'] for r in recs] == ['not angry', 'a crusade'] and all(r['kind'] == 'text' for r in recs)
-    with pytest.raises(InputError, match='no such audio file'): E.emotion_main(['missing.wav'])
+    with pytest.raises(InputError, match='no such audio file'):
+        E.emotion_main(['missing.wav'])
 
 
 def test_emotion_command_one_line_errors(tmp_path):

@@ -20,24 +20,33 @@ def brute(A, terms, directed, attr, prev):
     out = []
     for k, t in enumerate(terms):
         c = t.kind
-        if c == 'edges': v = sum(A[i, j] for i, j in pairs)
-        elif c == 'mutual': v = sum(A[i, j] * A[j, i] for i, j in pairs if i < j)
-        elif c == 'triangle': v = sum(A[i, j] * A[j, l] * A[i, l] for i, j, l in itertools.combinations(range(n), 3))
-        elif c == 'ttriple': v = sum(A[i, j] * A[j, l] * A[i, l] for i, j, l in itertools.permutations(range(n), 3))
-        elif c == 'nodematch': v = sum(A[i, j] * (attr[k][i] == attr[k][j]) for i, j in pairs)
+        if c == 'edges':
+            v = sum(A[i, j] for i, j in pairs)
+        elif c == 'mutual':
+            v = sum(A[i, j] * A[j, i] for i, j in pairs if i < j)
+        elif c == 'triangle':
+            v = sum(A[i, j] * A[j, l] * A[i, l] for i, j, l in itertools.combinations(range(n), 3))
+        elif c == 'ttriple':
+            v = sum(A[i, j] * A[j, l] * A[i, l] for i, j, l in itertools.permutations(range(n), 3))
+        elif c == 'nodematch':
+            v = sum(A[i, j] * (attr[k][i] == attr[k][j]) for i, j in pairs)
         elif c == 'gwesp':
             r = 1 - math.exp(-t.decay)
             v = sum(math.exp(t.decay) * (1 - r ** sum(A[i, l] * A[l, j] for l in range(n) if l not in (i, j)))
                     for i, j in pairs if A[i, j])
-        elif c == 'stability': v = sum(A[i, j] * prev[i, j] for i, j in pairs)
-        elif c == 'formation': v = sum(A[i, j] * (1 - prev[i, j]) for i, j in pairs)
+        elif c == 'stability':
+            v = sum(A[i, j] * prev[i, j] for i, j in pairs)
+        elif c == 'formation':
+            v = sum(A[i, j] * (1 - prev[i, j]) for i, j in pairs)
         out.append(v)
     return np.array(out, float)
 
 
 def random_graph(rng, n, p, directed):
     A = (rng.random((n, n)) < p).astype(np.int32)
-    if not directed: A = np.triu(A, 1); A = A + A.T
+    if not directed:
+        A = np.triu(A, 1)
+        A = A + A.T
     np.fill_diagonal(A, 0)
     return A
 
@@ -54,9 +63,12 @@ def test_statistics_and_change_statistics_match_brute_force(directed):
         np.testing.assert_allclose(statistics(A, terms, directed, attr, P), g, atol=1e-9)
         for _ in range(6):
             i, j = rng.choice(n, 2, replace=False)
-            if not directed and i > j: i, j = j, i
-            B = A.copy(); B[i, j] = 1 - B[i, j]
-            if not directed: B[j, i] = B[i, j]
+            if not directed and i > j:
+                i, j = j, i
+            B = A.copy()
+            B[i, j] = 1 - B[i, j]
+            if not directed:
+                B[j, i] = B[i, j]
             np.testing.assert_allclose(change_statistics(A, terms, directed, i, j, attr, P),
                                        brute(B, terms, directed, attr, P) - g, atol=1e-9)
 
@@ -76,17 +88,20 @@ def test_chain_keeps_its_state_consistent(directed):
     net = as_network(G, ['g'], prev=P)
     terms = parse_terms(DIRECTED_TERMS if directed else UNDIRECTED_TERMS, directed, temporal=True)
     ch = Chain(net, terms, seed=1)
-    theta = np.random.default_rng(0).normal(0, 0.3, len(terms)); theta[0] = -1.0
+    theta = np.random.default_rng(0).normal(0, 0.3, len(terms))
+    theta[0] = -1.0
     S = 2 if directed else 1
     for _ in range(5):
         ch.sample(theta, 20, 37, 0)
         np.testing.assert_allclose(ch.g, statistics(ch.A, terms, directed, ch.attr, ch.prev), atol=1e-8)
         assert (ch.T2 == ch.A @ ch.A).all()
-        if not directed: assert (ch.A == ch.A.T).all()
+        if not directed:
+            assert (ch.A == ch.A.T).all()
         nbr, deg, _ = _neighbour_lists(ch.A)
         assert (deg[:S] == ch.deg[:S]).all()
         for s in range(S):
-            for u in range(15): assert set(ch.nbr[s, u, :ch.deg[s, u]]) == set(nbr[s, u, :deg[s, u]])
+            for u in range(15):
+                assert set(ch.nbr[s, u, :ch.deg[s, u]]) == set(nbr[s, u, :deg[s, u]])
         ties = {(int(a), int(b)) for a, b in zip(ch.ei[:ch.ne[0]], ch.ej[:ch.ne[0]])}
         assert ties == {(int(a), int(b)) for a, b in zip(*np.nonzero(ch.A if directed else np.triu(ch.A)))}
 
@@ -98,7 +113,8 @@ def all_graphs(n, directed):
         A = np.zeros((n, n), np.int32)
         for (i, j), b in zip(pairs, bits):
             A[i, j] = b
-            if not directed: A[j, i] = b
+            if not directed:
+                A[j, i] = b
         yield A
 
 
@@ -107,7 +123,8 @@ def all_graphs(n, directed):
 def test_sampler_matches_exact_enumeration(directed, n, names, theta):
     terms = parse_terms(names, directed)
     S = np.array([statistics(A, terms, directed) for A in all_graphs(n, directed)])
-    w = np.exp(S @ theta); w /= w.sum()
+    w = np.exp(S @ theta)
+    w /= w.sum()
     exact = w @ S
     ch = Chain(as_network(nx.empty_graph(n, nx.DiGraph if directed else nx.Graph)), terms, seed=4)
     draws = ch.sample(theta, 20000, 10, 1000)
@@ -144,13 +161,15 @@ def test_tergm_dyad_independent_is_closed_form():
     rng = np.random.default_rng(1)
     snaps = [nx.gnp_random_graph(30, 0.1, seed=0)]
     for t in range(2):
-        G = nx.Graph(); G.add_nodes_from(range(30))
+        G = nx.Graph()
+        G.add_nodes_from(range(30))
         G.add_edges_from(e for e in snaps[-1].edges() if rng.random() < 0.6)
         G.add_edges_from((int(a), int(b)) for a, b in rng.integers(0, 30, (25, 2)) if a != b)
         snaps.append(G)
     tab = snapshot_stats(snaps)
     kept, formed = tab.stability.iloc[1:].sum(), tab.formation.iloc[1:].sum()
-    old = tab.edges.iloc[:-1].sum(); D = 30 * 29 / 2
+    old = tab.edges.iloc[:-1].sum()
+    D = 30 * 29 / 2
     m = TERGM(['stability', 'formation']).fit(snaps)
     assert m.coef_[0] == pytest.approx(math.log(kept / (old - kept)), abs=1e-6)
     assert m.coef_[1] == pytest.approx(math.log(formed / (2 * D - old - formed)), abs=1e-6)
@@ -159,7 +178,8 @@ def test_tergm_dyad_independent_is_closed_form():
 def test_tergm_by_mcmc_runs_on_directed_snapshots():
     G0 = nx.gnp_random_graph(25, 0.08, seed=1, directed=True)
     rng = np.random.default_rng(2)
-    G1 = nx.DiGraph(); G1.add_nodes_from(G0)
+    G1 = nx.DiGraph()
+    G1.add_nodes_from(G0)
     G1.add_edges_from(e for e in G0.edges() if rng.random() < 0.7)
     G1.add_edges_from((v, u) for u, v in list(G1.edges())[:8])
     G1.add_edges_from((int(a), int(b)) for a, b in rng.integers(0, 25, (10, 2)) if a != b)
@@ -208,7 +228,8 @@ def test_bench_tiny():
     recs = bench_ergm(size='tiny')
     assert [r['case'] for r in recs] == ['florentine edges+triangle', 'directed N=100']
     assert all(r['metric'] == 'seconds' and r['value'] > 0 for r in recs)
-    with pytest.raises(ValueError): bench_ergm(size='huge')
+    with pytest.raises(ValueError):
+        bench_ergm(size='huge')
 
 
 def test_coverage_helpers_return_one_row_per_fit_and_term():
@@ -240,16 +261,26 @@ def brute_new(A, t, directed, f, x, W):
     nbrs = [[j for j in range(n) if A[i, j]] for i in range(n)]
     in_nbrs = [[i for i in range(n) if A[i, j]] for j in range(n)]
     r = 1 - math.exp(-t.decay)
-    if t.kind == 'nodecov': return sum(x[i] + x[j] for i, j in pairs)
-    if t.kind == 'absdiff': return sum(abs(x[i] - x[j]) for i, j in pairs)
-    if t.kind == 'edgecov': return sum(W[i, j] for i, j in pairs)
-    if t.kind == 'nodefactor': return sum(int(f[i] == t.level) + int(f[j] == t.level) for i, j in pairs)
-    if t.kind == 'nodematch': return sum(f[i] == t.level and f[j] == t.level for i, j in pairs)
-    if t.kind == 'degree': return sum(len(nb) == t.k for nb in nbrs)
-    if t.kind == 'kstar': return sum(len(list(itertools.combinations(nb, t.k))) for nb in nbrs)
-    if t.kind == 'ostar': return sum(len(list(itertools.combinations(nb, t.k))) for nb in nbrs)
-    if t.kind == 'istar': return sum(len(list(itertools.combinations(nb, t.k))) for nb in in_nbrs)
-    if t.kind == 'gwdegree': return sum(math.exp(t.decay) * (1 - r ** len(nb)) for nb in nbrs)
+    if t.kind == 'nodecov':
+        return sum(x[i] + x[j] for i, j in pairs)
+    if t.kind == 'absdiff':
+        return sum(abs(x[i] - x[j]) for i, j in pairs)
+    if t.kind == 'edgecov':
+        return sum(W[i, j] for i, j in pairs)
+    if t.kind == 'nodefactor':
+        return sum(int(f[i] == t.level) + int(f[j] == t.level) for i, j in pairs)
+    if t.kind == 'nodematch':
+        return sum(f[i] == t.level and f[j] == t.level for i, j in pairs)
+    if t.kind == 'degree':
+        return sum(len(nb) == t.k for nb in nbrs)
+    if t.kind == 'kstar':
+        return sum(len(list(itertools.combinations(nb, t.k))) for nb in nbrs)
+    if t.kind == 'ostar':
+        return sum(len(list(itertools.combinations(nb, t.k))) for nb in nbrs)
+    if t.kind == 'istar':
+        return sum(len(list(itertools.combinations(nb, t.k))) for nb in in_nbrs)
+    if t.kind == 'gwdegree':
+        return sum(math.exp(t.decay) * (1 - r ** len(nb)) for nb in nbrs)
     if t.kind == 'gwdsp':
         sp = [len(set(nbrs[i]) & set(nbrs[j])) for i, j in itertools.combinations(range(n), 2)]
         return sum(math.exp(t.decay) * (1 - r ** s) for s in sp)
@@ -260,7 +291,8 @@ def new_terms(directed):
     common = [Term('nodecov', attr='x'), Term('absdiff', attr='x'), Term('edgecov', attr='w')]
     common += [Term('nodefactor', attr='f', level=l) for l in (1, 2)]
     common += [Term('nodematch', attr='f', diff=True, level=l) for l in (0, 1, 2)]
-    if directed: return common + [Term('istar', k=k) for k in (1, 2, 3)] + [Term('ostar', k=k) for k in (1, 2)]
+    if directed:
+        return common + [Term('istar', k=k) for k in (1, 2, 3)] + [Term('ostar', k=k) for k in (1, 2)]
     return common + [Term('degree', k=k) for k in (0, 1, 2, 3)] + [Term('kstar', k=k) for k in (1, 2, 3)] + [
         Term('gwdegree', decay=a) for a in (0.0, 0.5, 1.7)] + [Term('gwdsp', decay=a) for a in (0.0, 0.4, 2.0)]
 
@@ -273,16 +305,20 @@ def test_new_terms_statistics_and_change_statistics_match_brute_force(seed, n, p
     A = random_graph(rng, n, p, directed)
     f, x = rng.integers(0, 3, n), np.round(rng.normal(0, 2, n), 2)
     W = rng.integers(0, 4, (n, n)).astype(float)
-    if not directed: W = np.triu(W, 1) + np.triu(W, 1).T
+    if not directed:
+        W = np.triu(W, 1) + np.triu(W, 1).T
     K = len(terms)
     attr, cov, WW = np.tile(f, (K, 1)), np.tile(x, (K, 1)), np.tile(W, (K, 1, 1))
     g = np.array([brute_new(A, t, directed, f, x, W) for t in terms], float)
     np.testing.assert_allclose(statistics(A, terms, directed, attr, None, cov, WW), g, atol=1e-9)
     for _ in range(4):
         i, j = rng.choice(n, 2, replace=False)
-        if not directed and i > j: i, j = j, i
-        B = A.copy(); B[i, j] = 1 - B[i, j]
-        if not directed: B[j, i] = B[i, j]
+        if not directed and i > j:
+            i, j = j, i
+        B = A.copy()
+        B[i, j] = 1 - B[i, j]
+        if not directed:
+            B[j, i] = B[i, j]
         gB = np.array([brute_new(B, t, directed, f, x, W) for t in terms], float)
         np.testing.assert_allclose(change_statistics(A, terms, directed, i, j, attr, None, cov, WW), gB - g, atol=1e-9)
 
@@ -299,7 +335,8 @@ def test_chain_keeps_new_statistics_consistent(directed):
     names += ['istar(2)', 'ostar(2)'] if directed else ['degree(1)', 'kstar(2)', 'gwdegree(0.7)', 'gwdsp(0.3)']
     m = ERGM(names).prepare(G)
     ch = Chain(m.nets_[0], m.terms_, seed=1)
-    theta = np.random.default_rng(0).normal(0, 0.1, len(m.terms_)); theta[0] = -1.5
+    theta = np.random.default_rng(0).normal(0, 0.1, len(m.terms_))
+    theta[0] = -1.5
     for _ in range(4):
         ch.sample(theta, 10, 53, 0)
         np.testing.assert_allclose(ch.g, statistics(ch.A, m.terms_, directed, ch.attr, ch.prev, ch.cov, ch.W), atol=1e-8)
@@ -310,7 +347,8 @@ def test_chain_keeps_new_statistics_consistent(directed):
 def test_sampler_matches_exact_enumeration_for_degree_terms(names, theta):
     terms = parse_terms(names, False)
     S = np.array([statistics(A, terms, False) for A in all_graphs(5, False)])
-    w = np.exp(S @ theta); w /= w.sum()
+    w = np.exp(S @ theta)
+    w /= w.sum()
     ch = Chain(as_network(nx.empty_graph(5)), terms, seed=2)
     draws = ch.sample(theta, 20000, 10, 1000)
     se = draws.std(0) / math.sqrt(20000) * 3
@@ -332,7 +370,8 @@ def test_dyad_independent_covariate_model_is_a_logistic_regression():
     nx.set_node_attributes(G, FLO_WEALTH, 'wealth')
     nx.set_node_attributes(G, {v: 'rich' if FLO_WEALTH[v] > 40 else 'poor' for v in G}, 'class')
     rng = np.random.default_rng(0)
-    past = nx.Graph(); past.add_edges_from((u, v) for u, v in itertools.combinations(sorted(G), 2) if rng.random() < 0.2)
+    past = nx.Graph()
+    past.add_edges_from((u, v) for u, v in itertools.combinations(sorted(G), 2) if rng.random() < 0.2)
     G.graph['past'] = past
     X, y = [], []
     for u, v in itertools.combinations(sorted(G), 2):
@@ -375,8 +414,12 @@ def test_kstar_model_near_statnet_and_gwdegree_near_exact_mle():
 
 def test_covariate_errors_name_the_problem():
     G = nx.florentine_families_graph()
-    with pytest.raises(ValueError, match="'wealth'"): ERGM(['edges', 'nodecov(wealth)']).fit(G)
-    with pytest.raises(ValueError, match='past'): ERGM(['edges', 'edgecov(past)']).fit(G)
+    with pytest.raises(ValueError, match="'wealth'"):
+        ERGM(['edges', 'nodecov(wealth)']).fit(G)
+    with pytest.raises(ValueError, match='past'):
+        ERGM(['edges', 'edgecov(past)']).fit(G)
     nx.set_node_attributes(G, 'x', 'same')
-    with pytest.raises(ValueError, match='same'): ERGM(['edges', 'nodefactor(same)']).fit(G)
-    with pytest.raises(ValueError, match='directed'): ERGM(['edges', 'istar(2)']).fit(G)
+    with pytest.raises(ValueError, match='same'):
+        ERGM(['edges', 'nodefactor(same)']).fit(G)
+    with pytest.raises(ValueError, match='directed'):
+        ERGM(['edges', 'istar(2)']).fit(G)

@@ -48,11 +48,15 @@ def test_forward_shapes_time_and_batch_independence():
     # transitions follow the gaps: a sequence with doubled gaps gets the squared matrices
     P2 = model(x, 2 * t)[1]
     assert torch.allclose(P2, P @ P, atol=1e-5)
-    x2 = x.clone(); x2[3] = torch.softmax(torch.randn(6, 8), -1)
+    x2 = x.clone()
+    x2[3] = torch.softmax(torch.randn(6, 8), -1)
     assert torch.allclose(model(x2, t)[0][:3], evolved[:3], atol=1e-6)
-    with pytest.raises(InputError, match='timestamps'): model(x, t[:, :4])
-    with pytest.raises(InputError, match='backwards'): model(x, t.flip(1))
-    with pytest.raises(ConfigError, match='num_heads'): EmotionTransitionModel(hidden_dim=5, num_heads=4)
+    with pytest.raises(InputError, match='timestamps'):
+        model(x, t[:, :4])
+    with pytest.raises(InputError, match='backwards'):
+        model(x, t.flip(1))
+    with pytest.raises(ConfigError, match='num_heads'):
+        EmotionTransitionModel(hidden_dim=5, num_heads=4)
 
 
 def test_recovers_the_simulators_chain_better_than_counts():
@@ -68,7 +72,8 @@ def test_recovers_the_simulators_chain_better_than_counts():
 
 def test_section_sequences_refuse_catalogs_without_section_emotions():
     cat, _ = simulate_catalog(n_artists=2, seed=1, songs_per_artist=3, network=False)
-    with pytest.raises(InputError, match='section_emotions=True'): section_sequences(cat)
+    with pytest.raises(InputError, match='section_emotions=True'):
+        section_sequences(cat)
 
 
 def test_adapter_follows_the_device_and_takes_ids_per_row():
@@ -83,7 +88,8 @@ def test_adapter_follows_the_device_and_takes_ids_per_row():
     assert {v.device.type for v in meta.values()} == {'meta'}
     with pytest.raises(InputError, match='culture_id=4'):
         CulturalContextAdapter(num_cultures=4, hidden_dim=16)(x, culture_id=4)
-    with pytest.raises(InputError, match='one id per row'): CulturalContextAdapter(hidden_dim=16)(x, culture_id=[1, 2])
+    with pytest.raises(InputError, match='one id per row'):
+        CulturalContextAdapter(hidden_dim=16)(x, culture_id=[1, 2])
 
 
 def test_unknown_names_are_refused_or_mapped_and_catalog_cultures_are_read():
@@ -92,7 +98,8 @@ def test_unknown_names_are_refused_or_mapped_and_catalog_cultures_are_read():
     names = [vocab['culture'].names[i] for i in ids['culture_id']]
     assert names == cat.songs.artist_id.map(cat.artists.set_index('artist_id').culture).tolist()
     voc = ContextVocabulary(['western'])
-    with pytest.raises(InputError, match='unknown culture'): voc.ids(['western', 'latin'])
+    with pytest.raises(InputError, match='unknown culture'):
+        voc.ids(['western', 'latin'])
     assert voc.ids(['western', 'latin', None], unknown='map').tolist() == [1, 0, 0]
 
 
@@ -108,12 +115,14 @@ def test_mapper_adapt_moves_only_that_user():
         assert (mapper(x, user_id=0)['register_center'] - target).abs().mean() < 1.0
         assert torch.allclose(mapper(x, user_id=1)['register_center'], base['register_center'])
         assert torch.allclose(mapper(x)['register_center'], base['register_center'])
-    with pytest.raises(InputError, match='num_users'): DynamicEmotionToMusicMapper(hidden_dim=8)(x, user_id=0)
+    with pytest.raises(InputError, match='num_users'):
+        DynamicEmotionToMusicMapper(hidden_dim=8)(x, user_id=0)
 
 
 def test_extended_model_with_the_multiscale_net_fits_and_backpropagates():
     emotion = pytest.importorskip('kelly.music.emotion')
-    if not hasattr(emotion, 'MultiScaleEmotionNet'): pytest.skip('kelly.music.emotion has no MultiScaleEmotionNet yet')
+    if not hasattr(emotion, 'MultiScaleEmotionNet'):
+        pytest.skip('kelly.music.emotion has no MultiScaleEmotionNet yet')
     torch.manual_seed(0)
     model = ExtendedEmotionModel(emotion.MultiScaleEmotionNet(), base_kind='logits_vad', num_users=2,
                                  temporal=dict(hidden_dim=8, num_layers=1, num_heads=2), cultural=dict(hidden_dim=16),
@@ -137,7 +146,8 @@ def test_malformed_manifest_line_is_named(tmp_path):
     good = json.dumps(dict(culture='latin', emotion='happy'))
     lines = [good] * 4 + ['{"culture": latin}'] + [json.dumps(dict(culture='x'))]
     path.write_text('\n'.join(lines) + '\n')
-    with pytest.raises(InputError, match=r'manifest\.jsonl:5') as err: read_manifest(path)
+    with pytest.raises(InputError, match=r'manifest\.jsonl:5') as err:
+        read_manifest(path)
     assert 'malformed manifest line' in str(err.value)
     path.write_text('\n'.join(lines[:4]) + '\n')
     assert DatasetDiversityManager(path).analyze_diversity()['num_culture'] == 1

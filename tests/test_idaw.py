@@ -121,7 +121,8 @@ def test_compose_refuses_bad_input_in_one_line(tmp_path, args, field):
     (tmp_path / 'file.mid').write_bytes(b'not a folder')
     before = sorted(p.name for p in tmp_path.rglob('*'))
     args = [a.replace('{dir}', str(tmp_path)) for a in args]
-    if '--out' not in args: args += ['--out', str(tmp_path / 'song.mid')]
+    if '--out' not in args:
+        args += ['--out', str(tmp_path / 'song.mid')]
     r = kelly_cli('compose', *args)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr
@@ -165,7 +166,8 @@ def _same(a, b): return all(torch.equal(x, y) for x, y in zip(a['MelodyTransform
 def test_resolve_weights_order(tmp_path, places):
     assert places['report'] == tmp_path / 'reports' / 'artifacts' / 'idaw' / 'weights' and places['cache'] == tmp_path / 'cache' / 'idaw' / 'weights'
     nets = {s: _seeded(s) for s in (11, 12, 13)}
-    with pytest.raises(MissingResourceError, match='kelly report idaw'): idaw.resolve_weights()
+    with pytest.raises(MissingResourceError, match='kelly report idaw'):
+        idaw.resolve_weights()
     idaw.save_models(nets[11], places['cache'])
     got, where = idaw.resolve_weights()
     assert where == dict(folder=str(places['cache']), source='cache', untrained=[]) and _same(got, nets[11])
@@ -181,14 +183,19 @@ def test_resolve_weights_order(tmp_path, places):
 
 def test_resolve_weights_refuses_misspelled_or_incomplete_folder(tmp_path, places):
     d = idaw.save_models(_seeded(1), tmp_path / 'weights')
-    with pytest.raises(InputError, match='wieghts'): idaw.resolve_weights(tmp_path / 'wieghts')
-    with pytest.raises(InputError, match='wieghts'): idaw.load_models(tmp_path / 'wieghts')
-    (d / 'GroovePredictor.safetensors').unlink(); (d / 'DynamicsEngine.safetensors').unlink()
-    with pytest.raises(InputError, match=r'lacks DynamicsEngine\.safetensors, GroovePredictor\.safetensors'): idaw.resolve_weights(d)
+    with pytest.raises(InputError, match='wieghts'):
+        idaw.resolve_weights(tmp_path / 'wieghts')
+    with pytest.raises(InputError, match='wieghts'):
+        idaw.load_models(tmp_path / 'wieghts')
+    (d / 'GroovePredictor.safetensors').unlink()
+    (d / 'DynamicsEngine.safetensors').unlink()
+    with pytest.raises(InputError, match=r'lacks DynamicsEngine\.safetensors, GroovePredictor\.safetensors'):
+        idaw.resolve_weights(d)
 
 
 def test_untrained_only_when_asked_and_with_a_warning(places):
-    with pytest.raises(MissingResourceError, match='allow-untrained'): compose('happy', bars=1)
+    with pytest.raises(MissingResourceError, match='allow-untrained'):
+        compose('happy', bars=1)
     with pytest.warns(UserWarning, match='untrained'):
         models, where = idaw.resolve_weights(allow_untrained=True)
     assert where == dict(folder=None, source='untrained', untrained=list(MODELS)) and _same(models, idaw.untrained_models())
@@ -205,10 +212,13 @@ def test_never_reads_the_shared_tmp_artifacts(tmp_path, places, monkeypatch):
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # /tmp/kelly-artifacts becomes tmp_path/kelly-artifacts
     shared = idaw.save_models(_seeded(2), artifacts_dir('idaw') / 'weights')
     assert shared == tmp_path / 'kelly-artifacts' / 'idaw' / 'weights' and not idaw.missing_weights(shared)
-    with pytest.raises(MissingResourceError): idaw.resolve_weights()
-    with pytest.raises(MissingResourceError): idaw_weights()
+    with pytest.raises(MissingResourceError):
+        idaw.resolve_weights()
+    with pytest.raises(MissingResourceError):
+        idaw_weights()
     monkeypatch.setenv('KELLY_ARTIFACTS', str(tmp_path / 'kelly-artifacts'))  # nor an unpublished artifacts folder
-    with pytest.raises(MissingResourceError): idaw.resolve_weights()
+    with pytest.raises(MissingResourceError):
+        idaw.resolve_weights()
 
 
 def test_compose_cli_weights(tmp_path):

@@ -25,7 +25,8 @@ def _perturb_songs(cat, artists, rng):
     t = cat.tables()
     s = t['songs'].copy()
     rows = s.artist_id.isin(set(artists))
-    for c in ('emo_valence', 'emo_arousal', 'emo_dominance'): s.loc[rows, c] = rng.uniform(-1, 1, rows.sum())
+    for c in ('emo_valence', 'emo_arousal', 'emo_dominance'):
+        s.loc[rows, c] = rng.uniform(-1, 1, rows.sum())
     t['songs'] = s
     return type(cat)(**t)
 
@@ -38,10 +39,12 @@ def test_no_test_artist_reaches_training(catalog):
     assert set(train.meta.artist_id) <= set(train_ids)
     other = _perturb_songs(catalog, test_ids, np.random.default_rng(0))
     train2 = shift_events(restrict_catalog(other, train_ids))
-    for f in ('x', 'adj', 'mask', 'target'): np.testing.assert_array_equal(getattr(train, f), getattr(train2, f))
+    for f in ('x', 'adj', 'mask', 'target'):
+        np.testing.assert_array_equal(getattr(train, f), getattr(train2, f))
     m1, _ = fit_shift_net('gat', train, hidden=4, epochs=2, seed=0)
     m2, _ = fit_shift_net('gat', train2, hidden=4, epochs=2, seed=0)
-    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()): assert torch.equal(a, b), k
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
     # whereas the test events do see the test artists' own emotions (and so their targets change)
     test1, test2 = shift_events(catalog, test_ids), shift_events(other, test_ids)
     assert set(test1.meta.artist_id) <= set(test_ids)
@@ -54,23 +57,28 @@ def test_events_never_look_ahead(catalog):
     r = len(E) // 2
     cut = E.meta.date[r]
     t = catalog.tables()
-    s = t['songs'].copy(); late = s.release_date >= cut
+    s = t['songs'].copy()
+    late = s.release_date >= cut
     s.loc[late, 'emo_valence'] = -s.loc[late, 'emo_valence']
-    c = t['collaborations']; t['collaborations'] = c[c.date < cut].reset_index(drop=True)
+    c = t['collaborations']
+    t['collaborations'] = c[c.date < cut].reset_index(drop=True)
     t['songs'] = s
     E2 = shift_events(type(catalog)(**t))
     same = (E.meta.date < cut).to_numpy()
     assert same.sum() > 10
-    for f in ('x', 'adj', 'mask'): np.testing.assert_array_equal(getattr(E, f)[same], getattr(E2, f)[same])
+    for f in ('x', 'adj', 'mask'):
+        np.testing.assert_array_equal(getattr(E, f)[same], getattr(E2, f)[same])
 
 
 def test_gcn_norm_matches_networkx_on_random_graphs():
     rng = np.random.default_rng(5)
     for seed in range(5):
         G = nx.gnp_random_graph(12, 0.3, seed=seed)
-        for u, v in G.edges(): G[u][v]['weight'] = float(rng.uniform(0.1, 3))
+        for u, v in G.edges():
+            G[u][v]['weight'] = float(rng.uniform(0.1, 3))
         A = nx.to_numpy_array(G, nodelist=range(12))
-        Gs = G.copy(); Gs.add_weighted_edges_from((u, u, 1.0) for u in Gs)
+        Gs = G.copy()
+        Gs.add_weighted_edges_from((u, u, 1.0) for u in Gs)
         ref = np.eye(12) - nx.normalized_laplacian_matrix(Gs, nodelist=range(12), weight='weight').toarray()
         np.testing.assert_allclose(gcn_norm(torch.tensor(A)).numpy(), ref, atol=1e-12)
         # batched and masked: each graph normalised on its own
@@ -112,7 +120,8 @@ def test_influence_graph_arcs_follow_collaborations(catalog):
     W = influence_matrix(basis, collab_strength(basis))
     S = collab_strength(basis)
     np.testing.assert_allclose(W, np.where(S > 0, S / (1 + S), 0.0))
-    with pytest.raises(InputError): influence_graph(catalog, time_scale=0)
+    with pytest.raises(InputError):
+        influence_graph(catalog, time_scale=0)
 
 
 def test_communities_cover_every_artist_and_are_seeded(catalog):
@@ -134,8 +143,13 @@ def test_planted_influence_is_found_by_the_linear_graph_model():
 
 
 def test_bad_inputs(catalog):
-    with pytest.raises(InputError): ShiftNet('transformer')
-    with pytest.raises(InputError): split_artists(['a'], 0.5)
-    with pytest.raises(InputError): shift_events(catalog, targets_for=['nobody'])
-    with pytest.raises(InputError): plant_influence(catalog, 1.5)
-    with pytest.raises(InputError): bootstrap_artists(pd.DataFrame(dict(artist_id=['a'], x=[1.0])), baseline='y')
+    with pytest.raises(InputError):
+        ShiftNet('transformer')
+    with pytest.raises(InputError):
+        split_artists(['a'], 0.5)
+    with pytest.raises(InputError):
+        shift_events(catalog, targets_for=['nobody'])
+    with pytest.raises(InputError):
+        plant_influence(catalog, 1.5)
+    with pytest.raises(InputError):
+        bootstrap_artists(pd.DataFrame(dict(artist_id=['a'], x=[1.0])), baseline='y')

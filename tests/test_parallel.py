@@ -26,11 +26,14 @@ def cluster(tmp_path):
     procs = [start('scheduler', '--host', '127.0.0.1', '--port', str(port), '--no-dashboard')]
     procs += [start('worker', address, '--nthreads', '1', '--nworkers', '1', '--no-dashboard', '--name', f'w{i}')
               for i in (1, 2)]
-    try: yield address, procs
+    try:
+        yield address, procs
     finally:
         for p in procs:
-            try: os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError: pass
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             p.wait()
         log.close()
 
@@ -47,7 +50,8 @@ def test_a_killed_worker_costs_time_not_results(cluster, tmp_path):
         run = threading.Thread(target=lambda: got.update(values=parallel_map(task, range(12), client, seed=5)))
         run.start()
         deadline = time.monotonic() + 60
-        while not list(out.glob('*.json')) and time.monotonic() < deadline: time.sleep(0.05)   # work has begun
+        while not list(out.glob('*.json')) and time.monotonic() < deadline:
+            time.sleep(0.05)   # work has begun
         os.killpg(procs[1].pid, signal.SIGKILL)                                              # worker w1 dies
         run.join(timeout=300)
         assert not run.is_alive()
@@ -66,4 +70,5 @@ def test_local_cluster_equals_the_serial_run():
 def test_an_unreachable_scheduler_is_a_clear_error():
     from kelly.core import ConfigError
     with pytest.raises(ConfigError, match='unreachable'):
-        with dask_client(f'tcp://127.0.0.1:{_free_port()}'): pass
+        with dask_client(f'tcp://127.0.0.1:{_free_port()}'):
+            pass

@@ -54,8 +54,10 @@ def test_genre_branch_mean_pools_over_present_tags_only():
 
 def test_loss_is_the_weighted_sum_with_scaled_tempo_and_skips_missing_targets():
     g = torch.Generator().manual_seed(0)
-    pred = torch.rand(10, 8, generator=g); pred[:, 7] *= 200
-    tgt = torch.rand(10, 8, generator=g); tgt[:, 7] *= 200
+    pred = torch.rand(10, 8, generator=g)
+    pred[:, 7] *= 200
+    tgt = torch.rand(10, 8, generator=g)
+    tgt[:, 7] *= 200
     tgt[3, 2] = float('nan')
     total, parts = P.multitask_loss(pred, tgt, parts=True)
     want = 0.0
@@ -73,8 +75,10 @@ def test_loss_is_the_weighted_sum_with_scaled_tempo_and_skips_missing_targets():
 def test_metrics_match_sklearn_and_flag_thresholds():
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
     rng = np.random.default_rng(1)
-    T = rng.random((50, 8)); T[:, 7] = 100 + 20 * rng.standard_normal(50)
-    Pr = T + 0.1 * rng.standard_normal((50, 8)); Pr[:, 7] = T[:, 7] + 30
+    T = rng.random((50, 8))
+    T[:, 7] = 100 + 20 * rng.standard_normal(50)
+    Pr = T + 0.1 * rng.standard_normal((50, 8))
+    Pr[:, 7] = T[:, 7] + 30
     m = P.feature_metrics(T, Pr)
     for j, f in enumerate(P.FEATURES):
         assert m.loc[f, 'mse'] == pytest.approx(mean_squared_error(T[:, j], Pr[:, j]))
@@ -132,8 +136,10 @@ def test_genre_split_keeps_genre_shares(songs):
 
 
 def test_bad_split_arguments_are_refused(songs):
-    with pytest.raises(InputError, match='how'): P.split_songs(songs, 'random')
-    with pytest.raises(InputError): P.split_songs(songs, 'artist', 0.6, 0.5)
+    with pytest.raises(InputError, match='how'):
+        P.split_songs(songs, 'random')
+    with pytest.raises(InputError):
+        P.split_songs(songs, 'artist', 0.6, 0.5)
 
 
 # ---------------------------------------------------------------- estimator, serving
@@ -180,8 +186,10 @@ def test_single_track_cache_uses_the_spec_key(fitted):
 
 def test_lru_evicts_the_least_recently_used():
     c = P.LRUCache(3)
-    for k in 'abc': c.put(k, k)
-    c.get('a'); c.put('d', 'd')
+    for k in 'abc':
+        c.put(k, k)
+    c.get('a')
+    c.put('d', 'd')
     assert 'b' not in c and list(c.data) == ['c', 'a', 'd']
 
 
@@ -193,7 +201,8 @@ def test_quantisation_shrinks_and_keeps_predictions_close(songs, fitted):
     a, b = fp.predict(te), q.predict(te)
     assert np.abs(a[list(P.FEATURES[:7])].to_numpy() - b[list(P.FEATURES[:7])].to_numpy()).max() < 0.1
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q.models_[0].modules())
-    with pytest.raises(InputError): q.save('x.pt')
+    with pytest.raises(InputError):
+        q.save('x.pt')
 
 
 def test_continual_update_changes_heads_only(songs, fitted):
@@ -212,8 +221,10 @@ def test_save_and_load_round_trip(tmp_path, songs, fitted):
     fp2 = P.FeaturePredictor.load(fp.save(tmp_path/'p.pt'))
     te = songs.iloc[sp['test']]
     pd.testing.assert_frame_equal(fp.predict(te, return_std=True), fp2.predict(te, return_std=True), atol=1e-5)
-    with pytest.raises(InputError): P.FeaturePredictor.load(tmp_path/'missing.pt')
-    with open(tmp_path/'p.pt', 'rb') as f: assert f.read(4) != b'PK\x03\x04'  # safetensors, not a pickle in a zip
+    with pytest.raises(InputError):
+        P.FeaturePredictor.load(tmp_path/'missing.pt')
+    with open(tmp_path/'p.pt', 'rb') as f:
+        assert f.read(4) != b'PK\x03\x04'  # safetensors, not a pickle in a zip
 
 
 class _RunsCode:
@@ -224,7 +235,8 @@ class _RunsCode:
 
 def test_model_files_are_never_unpickled(tmp_path, fitted):
     torch.save(dict(params=_RunsCode(tmp_path/'ran'), models=[]), tmp_path/'evil.pt')
-    with pytest.raises(InputError, match='not a kelly predictor') as e: P.FeaturePredictor.load(tmp_path/'evil.pt')
+    with pytest.raises(InputError, match='not a kelly predictor') as e:
+        P.FeaturePredictor.load(tmp_path/'evil.pt')
     assert not (tmp_path/'ran').exists() and 'weights_only' not in str(e.value)
     legacy = fitted[0]  # a file saved by kelly before safetensors (torch's zip) is still read, safely
     state = dict(params={k: (list(v) if isinstance(v, tuple) else v) for k, v in legacy.get_params().items()},
@@ -234,8 +246,10 @@ def test_model_files_are_never_unpickled(tmp_path, fitted):
 
 
 def test_unfitted_and_tiny_inputs_are_refused(songs):
-    with pytest.raises(InputError, match='fit'): P.FeaturePredictor().predict(songs)
-    with pytest.raises(InputError): P.FeaturePredictor(text_encoder='hashing').fit(songs.iloc[:2])
+    with pytest.raises(InputError, match='fit'):
+        P.FeaturePredictor().predict(songs)
+    with pytest.raises(InputError):
+        P.FeaturePredictor(text_encoder='hashing').fit(songs.iloc[:2])
 
 
 def test_baselines_on_the_same_inputs(songs):
@@ -275,13 +289,15 @@ def test_msd_loader_on_a_tiny_stand_in(tmp_path):
     fp = P.FeaturePredictor(epochs=1, text_encoder='hashing').fit(pd.concat([s] * 3, ignore_index=True))
     assert fp.predict(s).shape[0] == 2
     df.drop(columns='artist_name').to_csv(tmp_path/'bad.csv', index=False)
-    with pytest.raises(InputError, match='artist_name'): P.load_msd_table(tmp_path/'bad.csv')
+    with pytest.raises(InputError, match='artist_name'):
+        P.load_msd_table(tmp_path/'bad.csv')
 
 
 def test_predict_features_command(tmp_path, capsys):
     cat, _ = simulate_catalog(n_artists=5, seed=2, songs_per_artist=8, sections=False, network=False)
     songs = cat.songs.copy()
-    for f in P.FEATURES: songs.loc[:4, f] = np.nan
+    for f in P.FEATURES:
+        songs.loc[:4, f] = np.nan
     cat.songs = songs
     cat.write(tmp_path/'cat')
     out = tmp_path/'f.parquet'
@@ -294,8 +310,10 @@ def test_predict_features_command(tmp_path, capsys):
     assert np.allclose(res.loc[known, 'energy'], songs.loc[known.to_numpy(), 'energy'])
     assert P.predict_features_main([str(tmp_path/'cat'), '--out', str(tmp_path/'g.csv'), '--model', str(tmp_path/'m.pt'), '--all']) == 0
     assert pd.read_csv(tmp_path/'g.csv').predicted.all()
-    with pytest.raises(InputError, match='--out'): P.predict_features_main([str(tmp_path/'cat'), '--out', str(tmp_path/'x.txt')])
-    with pytest.raises(SystemExit) as e: P.predict_features_main(['--help'])
+    with pytest.raises(InputError, match='--out'):
+        P.predict_features_main([str(tmp_path/'cat'), '--out', str(tmp_path/'x.txt')])
+    with pytest.raises(SystemExit) as e:
+        P.predict_features_main(['--help'])
     assert e.value.code == 0 and '--out' in capsys.readouterr().out
 
 
@@ -307,7 +325,8 @@ def test_minilm_embeddings_are_cached_on_disk(tmp_path, monkeypatch):
     v = emb(['ada - golden road', 'bo - cold river'])
     assert v.shape == (2, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-3)
     assert (tmp_path/'predictor'/'minilm.npz').is_file()
-    P._TEXT_MEMORY.clear(); P._DISK_LOADED.clear()
+    P._TEXT_MEMORY.clear()
+    P._DISK_LOADED.clear()
     monkeypatch.setattr(P.TextEmbedder, '_encode', lambda self, texts: pytest.fail('should come from the disk cache'))
     assert np.allclose(P.TextEmbedder('minilm')(['bo - cold river']), v[1])
 
@@ -330,8 +349,10 @@ def test_a_damaged_model_file_is_refused_by_name(fitted, at, cut, insert, in_hea
         header = int.from_bytes(good[:8], 'little')
         at = 8 + at % header if in_header else at % len(good)
         (Path(d) / 'x').write_bytes(good[:at] + insert + good[at + cut:])
-        try: P.FeaturePredictor.load(Path(d) / 'x')
-        except InputError as e: assert str(Path(d) / 'x') in str(e) and 'weights_only' not in str(e)
+        try:
+            P.FeaturePredictor.load(Path(d) / 'x')
+        except InputError as e:
+            assert str(Path(d) / 'x') in str(e) and 'weights_only' not in str(e)
 
 
 @pytest.fixture(scope='module')

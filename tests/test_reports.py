@@ -120,9 +120,11 @@ def test_a_killed_run_leaves_the_report_and_its_folder_is_swept_by_the_next(demo
     run = subprocess.Popen([str(BIN / 'kelly'), 'report', 'demo'], env=env, start_new_session=True, cwd=demo_project,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list(reports.glob('.run-demo-*/pid')) and time.monotonic() < deadline: time.sleep(0.2)
+    while not list(reports.glob('.run-demo-*/pid')) and time.monotonic() < deadline:
+        time.sleep(0.2)
     time.sleep(3)   # into the sleeping cell
-    os.killpg(run.pid, signal.SIGKILL); run.wait()
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
     assert list(reports.glob('.run-demo-*')), 'the killed run left no folder: nothing to sweep'
     assert _published(reports) == before
     nb.write_text(original)

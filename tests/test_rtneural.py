@@ -24,7 +24,8 @@ def models():
 @pytest.fixture(scope='module')
 def json_dir(tmp_path_factory, models):
     d = tmp_path_factory.mktemp('rtneural')
-    for name, m in models.items(): save_rtneural(m, d/f'{name}.json')
+    for name, m in models.items():
+        save_rtneural(m, d/f'{name}.json')
     return d
 
 
@@ -53,7 +54,8 @@ def test_json_layout_follows_rtneural_loader(models, json_dir):
     spec = json.loads((json_dir/'EmotionRecognizer.json').read_text())
     assert spec['in_shape'][-1] == 128
     assert [l['type'] for l in spec['layers']] == ['dense', 'dense', 'lstm', 'dense']
-    for l in spec['layers']: assert {'type', 'shape', 'weights'} <= set(l)
+    for l in spec['layers']:
+        assert {'type', 'shape', 'weights'} <= set(l)
     m = models['EmotionRecognizer']
     k, r, b = spec['layers'][2]['weights']
     assert np.array(k).shape == (256, 512) and np.array(r).shape == (128, 512) and np.array(b).shape == (512,)
@@ -70,7 +72,8 @@ def test_lstm_gate_order_by_hand():
     "i, f, c, o column blocks: a network whose forget gate alone is open keeps its cell, as PyTorch's i, f, g, o order says."
     lstm = nn.LSTM(2, 3)
     with torch.no_grad():
-        for p in lstm.parameters(): p.zero_()
+        for p in lstm.parameters():
+            p.zero_()
         lstm.bias_ih_l0[3:6] = 50  # f open
         lstm.bias_ih_l0[0:3] = 50  # i open
         lstm.bias_ih_l0[9:12] = 50  # o open
@@ -78,18 +81,22 @@ def test_lstm_gate_order_by_hand():
     seq_model = dict(in_shape=[None, None, 2], layers=[dict(type='lstm', shape=[None, None, 3], weights=[
         lstm.weight_ih_l0.detach().T.tolist(), lstm.weight_hh_l0.detach().T.tolist(), (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().tolist()])])
     x = np.array([[0.5, 0], [0.2, 0], [-0.1, 0]], np.float32)
-    with torch.no_grad(): want = lstm(torch.as_tensor(x)[:, None])[0][:, 0].numpy()
+    with torch.no_grad():
+        want = lstm(torch.as_tensor(x)[:, None])[0][:, 0].numpy()
     np.testing.assert_allclose(RTNeuralModel(seq_model).run(x), want, atol=1e-6)
 
 
 def test_softmax_is_overflow_safe():
     torch.manual_seed(0)
     hp = MODELS['HarmonyPredictor']().eval()
-    with torch.no_grad(): hp.fc3.bias.add_(200); hp.fc3.weight.mul_(2)
+    with torch.no_grad():
+        hp.fc3.bias.add_(200)
+        hp.fc3.weight.mul_(2)
     raw = RTNeuralModel(_spec(hp, safe_softmax=False))
     safe = RTNeuralModel(_spec(hp))
     x = np.random.default_rng(0).standard_normal((50, 128)).astype(np.float32) * 1e4
-    with torch.no_grad(): want = hp(torch.as_tensor(x)).numpy()
+    with torch.no_grad():
+        want = hp(torch.as_tensor(x)).numpy()
     assert np.isnan(raw.run(x)).all()  # RTNeural's arithmetic without the shift: inf / inf
     got = safe.run(x)
     assert np.isfinite(got).all() and np.abs(got - want).max() < 1e-5
@@ -106,23 +113,33 @@ def _spec(model, **kw):
 
 
 def test_unsupported_models_are_refused():
-    with pytest.raises(InputError, match='GELU'): save_rtneural(nn.Sequential(nn.Linear(3, 4), nn.GELU()), '/tmp/never.json')
-    with pytest.raises(InputError, match='RTNeural cannot express'): save_rtneural(nn.Conv1d(2, 2, 3), '/tmp/never.json')
-    with pytest.raises(InputError, match='LeakyReLU'): rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU()))
-    with pytest.raises(InputError, match='ELU'): rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.ELU(alpha=0.5)))
+    with pytest.raises(InputError, match='GELU'):
+        save_rtneural(nn.Sequential(nn.Linear(3, 4), nn.GELU()), '/tmp/never.json')
+    with pytest.raises(InputError, match='RTNeural cannot express'):
+        save_rtneural(nn.Conv1d(2, 2, 3), '/tmp/never.json')
+    with pytest.raises(InputError, match='LeakyReLU'):
+        rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU()))
+    with pytest.raises(InputError, match='ELU'):
+        rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.ELU(alpha=0.5)))
     er = MODELS['EmotionRecognizer']()
     er.lstm = nn.LSTM(256, 128, num_layers=2)
-    with pytest.raises(InputError, match='LSTM'): rtneural_layers(er)
-    with pytest.raises(InputError, match='overflow-safe'): rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.Softmax(-1)))
-    with pytest.raises(InputError, match='disagrees'): rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)))
+    with pytest.raises(InputError, match='LSTM'):
+        rtneural_layers(er)
+    with pytest.raises(InputError, match='overflow-safe'):
+        rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.Softmax(-1)))
+    with pytest.raises(InputError, match='disagrees'):
+        rtneural_layers(nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)))
 
 
 def test_non_finite_weights_are_refused(tmp_path):
     m = MODELS['DynamicsEngine']()
-    with torch.no_grad(): m.fc2.weight[0, 0] = float('nan')
-    with pytest.raises(InputError, match='non-finite'): save_rtneural(m, tmp_path/'x.json')
+    with torch.no_grad():
+        m.fc2.weight[0, 0] = float('nan')
+    with pytest.raises(InputError, match='non-finite'):
+        save_rtneural(m, tmp_path/'x.json')
     assert not (tmp_path/'x.json').exists()
-    with pytest.raises(InputError, match='non-finite'): save_checkpoints({'DynamicsEngine': m}, tmp_path)
+    with pytest.raises(InputError, match='non-finite'):
+        save_checkpoints({'DynamicsEngine': m}, tmp_path)
 
 
 def _good():
@@ -151,14 +168,18 @@ def test_bad_json_is_refused(breaker, match):
     s = _good()
     RTNeuralModel(s)  # the unbroken one loads
     breaker(s)
-    with pytest.raises(InputError, match=match): RTNeuralModel(s)
+    with pytest.raises(InputError, match=match):
+        RTNeuralModel(s)
 
 
 def test_bad_json_text_and_input(tmp_path):
-    with pytest.raises(InputError, match='not JSON'): load_rtneural('{"in_shape": [null, 3], ')
-    with pytest.raises(InputError, match='no such file'): load_rtneural(tmp_path/'absent.json')
+    with pytest.raises(InputError, match='not JSON'):
+        load_rtneural('{"in_shape": [null, 3], ')
+    with pytest.raises(InputError, match='no such file'):
+        load_rtneural(tmp_path/'absent.json')
     rt = RTNeuralModel(_good())
-    with pytest.raises(InputError, match='wrong input shape'): rt.forward(np.zeros(4))
+    with pytest.raises(InputError, match='wrong input shape'):
+        rt.forward(np.zeros(4))
 
 
 def test_onnx_each_model_and_pipeline(models, tmp_path):
@@ -178,9 +199,11 @@ def test_checkpoints_manifest(models, tmp_path):
     assert {m['parameters'] for m in man['models'].values()} == {403_264, 641_664, 74_176, 13_520, 18_656}
     assert all(m['parameters'] == m['spec_parameters'] for m in man['models'].values())
     back = load_checkpoints(tmp_path)
-    for k in models: assert all(torch.equal(a, b) for a, b in zip(models[k].state_dict().values(), back[k].state_dict().values()))
+    for k in models:
+        assert all(torch.equal(a, b) for a, b in zip(models[k].state_dict().values(), back[k].state_dict().values()))
     (tmp_path/'HarmonyPredictor.safetensors').write_bytes(b'broken')
-    with pytest.raises(InputError, match='checksum'): load_checkpoints(tmp_path)
+    with pytest.raises(InputError, match='checksum'):
+        load_checkpoints(tmp_path)
 
 
 def test_training_data_hash_depends_on_data():
@@ -194,7 +217,8 @@ def test_training_data_hash_depends_on_data():
 def test_export_main(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('KELLY_REPORTS', str(tmp_path/'reports'))  # no published weights, no cached ones
     monkeypatch.setenv('KELLY_CACHE', str(tmp_path/'cache'))
-    with pytest.raises(MissingResourceError, match='allow-untrained'): export_main(['--format', 'rtneural', '--out', str(tmp_path/'out')])
+    with pytest.raises(MissingResourceError, match='allow-untrained'):
+        export_main(['--format', 'rtneural', '--out', str(tmp_path/'out')])
     assert not (tmp_path/'out').exists()
     rc = export_main(['--format', 'rtneural', '--format', 'checkpoint', '--out', str(tmp_path/'out'), '--allow-untrained', '--frames', '5'])
     assert rc == 0
@@ -203,10 +227,14 @@ def test_export_main(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (tmp_path/'out'/'rtneural').iterdir()) == sorted(f'{n}.json' for n in MODELS)
     man = json.loads((tmp_path/'out'/'checkpoints'/'manifest.json').read_text())
     assert man['training_data']['trained'] is False
-    with pytest.raises(SystemExit): export_main(['--format', 'tflite', '--out', str(tmp_path)])
-    with pytest.raises(KellyError): export_main(['--format', 'onnx', '--out', str(tmp_path), '--weights', str(tmp_path/'absent')])
-    empty = tmp_path/'empty'; empty.mkdir()
-    with pytest.raises(InputError, match='EmotionRecognizer.safetensors'): export_main(['--format', 'onnx', '--out', str(tmp_path/'o2'), '--weights', str(empty)])
+    with pytest.raises(SystemExit):
+        export_main(['--format', 'tflite', '--out', str(tmp_path)])
+    with pytest.raises(KellyError):
+        export_main(['--format', 'onnx', '--out', str(tmp_path), '--weights', str(tmp_path/'absent')])
+    empty = tmp_path/'empty'
+    empty.mkdir()
+    with pytest.raises(InputError, match='EmotionRecognizer.safetensors'):
+        export_main(['--format', 'onnx', '--out', str(tmp_path/'o2'), '--weights', str(empty)])
 
 
 def test_export_finds_published_weights(tmp_path, monkeypatch):

@@ -50,7 +50,8 @@ def test_bad_arguments_are_refused():
     for kw, field in [(dict(n_artists=0), 'n_artists'), (dict(seed=-2), 'seed'), (dict(songs_per_artist=1.5), 'songs_per_artist'),
                       (dict(coherence=(0.5, 1.2)), 'coherence'), (dict(noise_sd=-1), 'noise_sd'),
                       (dict(gp_sigma=(0, 0.1)), 'gp'), (dict(ergm_theta=dict(stars=1.0)), 'theta')]:
-        with pytest.raises(InputError, match=field): simulate_catalog(n_artists=kw.pop('n_artists', 3), **kw)
+        with pytest.raises(InputError, match=field):
+            simulate_catalog(n_artists=kw.pop('n_artists', 3), **kw)
 
 
 def _graph(arcs, genre):
@@ -69,13 +70,16 @@ def _dyad_expectation(genre, theta, prev=frozenset()):
             h = float(genre[i] == genre[j])
             def w(a, b):
                 base = theta.get('edges', 0.0) + theta.get('homophily', 0.0) * h
-                if 'stability' in theta: base += theta['stability'] if (a, b) in prev else theta['formation']
+                if 'stability' in theta:
+                    base += theta['stability'] if (a, b) in prev else theta['formation']
                 return math.exp(base)
             wij, wji = w(i, j), w(j, i)
             wm = wij * wji * math.exp(theta.get('mutual', 0.0))
             Z = 1 + wij + wji + wm
             arcs = (wij + wji + 2 * wm) / Z
-            e['edges'] += arcs; e['mutual'] += wm / Z; e['homophily'] += h * arcs
+            e['edges'] += arcs
+            e['mutual'] += wm / Z
+            e['homophily'] += h * arcs
     return e
 
 

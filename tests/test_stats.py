@@ -37,11 +37,16 @@ def test_bad_inputs_are_refused():
     X, y = np.random.default_rng(0).normal(size=(20, 2)), np.zeros(20)
     m = LinearRegression().fit(X, y)
     for a in (0.0, 1.0, -0.1, 2.0):
-        with pytest.raises(InputError, match='alpha'): unc.SplitConformalRegressor(m, alpha=a).calibrate(X, y)
-    with pytest.raises(InputError, match='mismatched'): unc.SplitConformalRegressor(m).calibrate(X, y[:5])
-    Xn = X.copy(); Xn[3, 1] = np.nan
-    with pytest.raises(InputError, match='NaN'): unc.SplitConformalRegressor(m).calibrate(Xn, y)
-    with pytest.raises(InputError, match='NaN'): unc.SplitConformalRegressor(m).calibrate(X, np.r_[np.nan, y[1:]])
+        with pytest.raises(InputError, match='alpha'):
+            unc.SplitConformalRegressor(m, alpha=a).calibrate(X, y)
+    with pytest.raises(InputError, match='mismatched'):
+        unc.SplitConformalRegressor(m).calibrate(X, y[:5])
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    with pytest.raises(InputError, match='NaN'):
+        unc.SplitConformalRegressor(m).calibrate(Xn, y)
+    with pytest.raises(InputError, match='NaN'):
+        unc.SplitConformalRegressor(m).calibrate(X, np.r_[np.nan, y[1:]])
 
 
 def _diabetes():
@@ -93,7 +98,8 @@ def test_cqr_interval_is_quantiles_widened_by_q():
     est = unc.ConformalizedQuantileRegressor(alpha=0.2).fit(X[:300], y[:300]).calibrate(X[300:500], y[300:500])
     lo, hi = est.lower_model_.predict(X[500:]), est.upper_model_.predict(X[500:])
     iv = est.predict_interval(X[500:])
-    np.testing.assert_allclose(iv.lower, lo - est.q_); np.testing.assert_allclose(iv.upper, hi + est.q_)
+    np.testing.assert_allclose(iv.lower, lo - est.q_)
+    np.testing.assert_allclose(iv.upper, hi + est.q_)
     s = np.maximum(est.lower_model_.predict(X[300:500]) - y[300:500], y[300:500] - est.upper_model_.predict(X[300:500]))
     assert est.q_ == np.sort(s)[unc.conformal_rank(200, 0.2) - 1]
 
@@ -112,9 +118,13 @@ def test_bagging_spread_is_the_observed_one_and_seeded():
 def test_fgsm_and_adversarial_training():
     torch.manual_seed(0)
     g = np.random.default_rng(0)
-    y = g.integers(0, 2, 600); X = (np.c_[y * 2.0 - 1, np.zeros(600)] + g.normal(scale=0.7, size=(600, 2))).astype(np.float32)
+    y = g.integers(0, 2, 600)
+    X = (np.c_[y * 2.0 - 1, np.zeros(600)] + g.normal(scale=0.7, size=(600, 2))).astype(np.float32)
     make = lambda: torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
-    torch.manual_seed(0); plain = make(); robust = make(); robust.load_state_dict(plain.state_dict())
+    torch.manual_seed(0)
+    plain = make()
+    robust = make()
+    robust.load_state_dict(plain.state_dict())
     unc.adversarial_train(plain, X[:400], y[:400], adv_weight=0.0, epochs=15, batch_size=100, seed=0)
     unc.adversarial_train(robust, X[:400], y[:400], eps=0.4, adv_weight=0.5, epochs=15, batch_size=100, seed=0)
     r_plain, r_robust = unc.robustness(plain, X[400:], y[400:], 0.4), unc.robustness(robust, X[400:], y[400:], 0.4)
@@ -157,7 +167,10 @@ def test_exact_shapley_axioms_on_a_black_box():
     phi = ex.ExactShapley(f, B).shap_values(X)
     assert np.max(np.abs(phi[:, 3])) < 1e-12                     # dummy
     sym = lambda A: np.exp(-(A[:, 0] + A[:, 1]) ** 2)
-    Xs = X.copy(); Xs[:, 1] = Xs[:, 0]; Bs = B.copy(); Bs[:, 1] = Bs[:, 0]
+    Xs = X.copy()
+    Xs[:, 1] = Xs[:, 0]
+    Bs = B.copy()
+    Bs[:, 1] = Bs[:, 0]
     ps = ex.ExactShapley(sym, Bs).shap_values(Xs)
     np.testing.assert_allclose(ps[:, 0], ps[:, 1], atol=1e-12)     # symmetry
     assert np.max(np.abs(phi.sum(1) - (f(X) - f(B).mean()))) < 1e-10
@@ -190,16 +203,21 @@ def test_permutation_estimator_is_unbiased_and_efficient():
 
 def test_counterfactuals_match_closed_forms():
     g = np.random.default_rng(4)
-    X = g.normal(size=(100, 4)); y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * g.normal(size=100)
-    lin = Ridge(alpha=1e-3).fit(X, y); w = lin.coef_; x0 = X[0]
+    X = g.normal(size=(100, 4))
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * g.normal(size=100)
+    lin = Ridge(alpha=1e-3).fit(X, y)
+    w = lin.coef_
+    x0 = X[0]
     cf = ex.counterfactual(lin, x0, margin=1.5, direction='down')
     np.testing.assert_allclose(cf.attrs['delta'], -1.5 * w / (w @ w), atol=1e-5)
     # bounds that bind: feature 3 may rise by at most 0.05 -> a KKT solution with that bound active
-    up = np.full(4, np.inf); up[3] = x0[3] + 0.05
+    up = np.full(4, np.inf)
+    up[3] = x0[3] + 0.05
     cfb = ex.counterfactual(lin, x0, margin=1.5, direction='up', upper=up)
     d = cfb.attrs['delta']
     assert d[3] <= 0.05 + 1e-8 and cfb.attrs['after'] - cfb.attrs['before'] >= 1.5 - 1e-6
-    free = np.array([0, 1, 2]); need = 1.5 - w[3] * 0.05
+    free = np.array([0, 1, 2])
+    need = 1.5 - w[3] * 0.05
     np.testing.assert_allclose(d[free], need * w[free] / (w[free] @ w[free]), atol=1e-4)
     clf = LogisticRegression().fit(X, (y > 0).astype(int))
     cfc = ex.counterfactual(clf, x0, classifier=True, margin=1e-4)
@@ -219,7 +237,8 @@ def test_tree_path_equals_exact_enumeration(kind):
     from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
     from sklearn.tree import DecisionTreeRegressor
     rng = np.random.default_rng(7)
-    X = rng.normal(size=(300, 8)); y = X[:, 0] * X[:, 1] + np.sin(3 * X[:, 2]) + (X[:, 3] > 0.2) - X[:, 4] ** 2
+    X = rng.normal(size=(300, 8))
+    y = X[:, 0] * X[:, 1] + np.sin(3 * X[:, 2]) + (X[:, 3] > 0.2) - X[:, 4] ** 2
     model = dict(gbr=GradientBoostingRegressor(n_estimators=40, max_depth=4, random_state=0),
                  forest=RandomForestRegressor(15, max_depth=8, random_state=0),
                  tree=DecisionTreeRegressor(random_state=0))[kind].fit(X, y)
@@ -272,7 +291,8 @@ def test_non_dominated_rank_is_a_valid_layering(n, k, seed):
     dom = lambda a, b: (a <= b).all() and (a < b).any()
     for i in range(n):
         assert not any(dom(F[j], F[i]) for j in range(n) if rank[j] >= rank[i])
-        if rank[i] > 0: assert any(dom(F[j], F[i]) for j in range(n) if rank[j] == rank[i] - 1)
+        if rank[i] > 0:
+            assert any(dom(F[j], F[i]) for j in range(n) if rank[j] == rank[i] - 1)
 
 
 def test_nsga2_recovers_zdt_fronts():
@@ -299,7 +319,11 @@ def test_bayes_opt_beats_random_search_on_branin():
 
 
 def test_bad_optimisation_inputs():
-    with pytest.raises(InputError, match='bounds'): opt.NSGA2(4, 1).minimize(opt.zdt1, [(1, 0)])
-    with pytest.raises(InputError, match='pop_size'): opt.NSGA2(pop_size=5)
-    with pytest.raises(InputError, match='budget'): opt.random_search(opt.branin, [(-5, 10), (0, 15)], n_iter=0)
-    with pytest.raises(InputError, match='weights'): opt.scalarize([1.0, 2.0], [-1, 2])
+    with pytest.raises(InputError, match='bounds'):
+        opt.NSGA2(4, 1).minimize(opt.zdt1, [(1, 0)])
+    with pytest.raises(InputError, match='pop_size'):
+        opt.NSGA2(pop_size=5)
+    with pytest.raises(InputError, match='budget'):
+        opt.random_search(opt.branin, [(-5, 10), (0, 15)], n_iter=0)
+    with pytest.raises(InputError, match='weights'):
+        opt.scalarize([1.0, 2.0], [-1, 2])

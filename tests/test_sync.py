@@ -16,8 +16,10 @@ def _tree(d: Path) -> dict:
 def regenerated(tmp_path_factory):
     "A copy of the project in which nbdev-export and nbdev-clean have run."
     copy = tmp_path_factory.mktemp('sync')
-    for f in ('pyproject.toml', 'settings.ini'): shutil.copy(ROOT / f, copy / f)
-    for d in ('nbs', 'kelly'): shutil.copytree(ROOT / d, copy / d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
+    for f in ('pyproject.toml', 'settings.ini'):
+        shutil.copy(ROOT / f, copy / f)
+    for d in ('nbs', 'kelly'):
+        shutil.copytree(ROOT / d, copy / d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
     for cmd in ('nbdev-export', 'nbdev-clean'):
         res = subprocess.run([str(BIN / cmd)], cwd=copy, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, f'{cmd} failed:\n{res.stderr[-2000:]}'
@@ -36,8 +38,10 @@ def test_sync_check_can_fail(tmp_path):
     "The comparison notices a notebook edit that was not exported."
     nb = ROOT / 'nbs' / '05_pitch.ipynb'
     copy = tmp_path / 'p'
-    shutil.copytree(ROOT / 'nbs', copy / 'nbs'); shutil.copytree(ROOT / 'kelly', copy / 'kelly')
-    for f in ('pyproject.toml', 'settings.ini'): shutil.copy(ROOT / f, copy / f)
+    shutil.copytree(ROOT / 'nbs', copy / 'nbs')
+    shutil.copytree(ROOT / 'kelly', copy / 'kelly')
+    for f in ('pyproject.toml', 'settings.ini'):
+        shutil.copy(ROOT / f, copy / f)
     txt = (copy / 'nbs' / nb.name).read_text().replace('NOTE_NAMES = (', 'NOTE_NAMES_CHANGED = (', 1)
     (copy / 'nbs' / nb.name).write_text(txt)
     before = (copy / 'kelly' / 'pitch.py').read_bytes()

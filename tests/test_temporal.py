@@ -41,7 +41,8 @@ def test_section_model_drops_absent_basis_functions():
 def test_coherence_is_scale_free_and_bounded():
     rng = np.random.default_rng(2)
     for _ in range(20):
-        M = rng.normal(size=(3, 3)); C = M @ M.T
+        M = rng.normal(size=(3, 3))
+        C = M @ M.T
         for r in range(3):
             c = ppca_coherence(C, r)
             assert 0 <= c <= 1 + 1e-12
@@ -55,7 +56,9 @@ def test_album_coherence_rejects_tables_without_albums():
 
 def test_reml_is_invariant_to_a_shift_in_the_mean():
     rng = np.random.default_rng(3)
-    t = np.sort(rng.uniform(0, 10, 25)); Y = rng.normal(size=(25, 3)); X = np.ones((25, 1))
+    t = np.sort(rng.uniform(0, 10, 25))
+    Y = rng.normal(size=(25, 3))
+    X = np.ones((25, 1))
     th = np.log([0.3, 2.0, 0.2])
     assert abs(reml_nll(th, t, Y, X)[0] - reml_nll(th, t, Y + 5.0, X)[0]) < 1e-6
 
@@ -116,10 +119,13 @@ def test_hierarchical_model_gradient_matches_finite_differences():
     def f(x):
         out, i = {}, 0
         for k in names:
-            size = np.size(point[k]); out[k] = x[i:i + size].reshape(np.shape(point[k])); i += size
+            size = np.size(point[k])
+            out[k] = x[i:i + size].reshape(np.shape(point[k]))
+            i += size
         return logp(out)
     for j in rng.choice(len(flat), 25, replace=False):
-        e = np.zeros_like(flat); e[j] = 1e-5
+        e = np.zeros_like(flat)
+        e[j] = 1e-5
         assert abs((f(flat + e) - f(flat - e)) / 2e-5 - grad[j]) < 1e-4 * max(1.0, abs(grad[j]))
 
 
@@ -137,7 +143,8 @@ def test_hierarchical_weights_follow_the_exact_conditional():
     hg.idata_ = hg.idata_.isel(draw=[0])
     many = np.stack([HierarchicalCareerGP.weights(hg.set_params(seed=k), 1)[0] for k in range(400)]).mean(0)
     for i in range(2):
-        k = int(d['mask'][i, :, 0].sum()); P = d['P'][i, :k]
+        k = int(d['mask'][i, :, 0].sum())
+        P = d['P'][i, :k]
         for dim in range(3):
             r = d['Y'][i, :k, dim] - a[i, dim] - d['X'][i, :k] @ bi[i, :, dim]
             K = P @ np.diag(psd[i] ** 2) @ P.T

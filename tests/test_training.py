@@ -46,7 +46,8 @@ def test_ddp_two_processes_match_one(tmp_path):
         assert torch.equal(r0[k], r1[k]), k  # DDP keeps the replicas identical
         assert torch.allclose(r0[k], single[k], atol=1e-6, rtol=0), (k, (r0[k] - single[k]).abs().max())
     # training did move the weights away from their initial values (the check above is not vacuous)
-    torch.manual_seed(0); start = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1)).state_dict()
+    torch.manual_seed(0)
+    start = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1)).state_dict()
     assert max(float((single[k] - start[k]).abs().max()) for k in single) > 1e-3
 
 
@@ -57,12 +58,15 @@ def test_sample_weights_keep_zero_weight_rows_out_of_training():
     g = torch.Generator().manual_seed(4)
     X = torch.randn(400, 3, generator=g)
     y = X @ torch.tensor([[1.0], [-2.0], [0.5]])
-    y_bad = y.clone(); y_bad[::4] = 50.0  # a quarter of the rows corrupted
-    w = np.ones(400); w[::4] = 0.0
+    y_bad = y.clone()
+    y_bad[::4] = 50.0  # a quarter of the rows corrupted
+    w = np.ones(400)
+    w[::4] = 0.0
     def run(weights):
         torch.manual_seed(0)
         net = nn.Linear(3, 1)
         trainer = Trainer(net, nn.functional.mse_loss, epochs=30, batch_size=40, lr=0.05, min_lr=0.05, patience=100)
         trainer.fit((X, y_bad), sample_weights=weights)
-        with torch.no_grad(): return float(nn.functional.mse_loss(net(X[1::4]), y[1::4]))
+        with torch.no_grad():
+            return float(nn.functional.mse_loss(net(X[1::4]), y[1::4]))
     assert run(w) < 0.05 < run(None)

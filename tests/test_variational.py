@@ -80,7 +80,8 @@ def test_natural_gradient_needs_fewer_iterations(seed):
         assert ng.converged and gd.converged
         assert ng.n_iter < gd.n_iter
         np.testing.assert_allclose(ng.means, gd.means, atol=1e-6)
-        for r in (ng, gd): assert (np.diff(r.elbo) >= -1e-9*abs(r.elbo[-1])).all()
+        for r in (ng, gd):
+            assert (np.diff(r.elbo) >= -1e-9*abs(r.elbo[-1])).all()
     ng, gd = gaussian_vi(m, y, 'natural', 'full', step=0.5), gaussian_vi(m, y, 'gradient', 'full')
     assert iterations_to(ng.elbo, ll) < iterations_to(gd.elbo, ll) < len(gd.elbo)
 
@@ -127,11 +128,16 @@ def test_estimator_frames_clone_and_predict():
 
 def test_estimator_errors():
     Y = np.zeros((10, 3))
-    with pytest.raises(InputError, match='family'): VariationalStateSmoother(method='advi', family='time').fit(Y)
-    with pytest.raises(InputError, match='not finite'): VariationalStateSmoother(model=vad_model()).fit(np.full((5, 3), np.nan))
-    with pytest.raises(InputError, match='3 columns'): VariationalStateSmoother(model=vad_model()).fit(np.zeros((5, 2)))
-    with pytest.raises(InputError, match='level'): VariationalStateSmoother(model=vad_model()).fit(Y).interval(1.5)
-    with pytest.raises(InputError, match='series too long'): gaussian_vi(vad_model(), np.zeros((1001, 3)))
+    with pytest.raises(InputError, match='family'):
+        VariationalStateSmoother(method='advi', family='time').fit(Y)
+    with pytest.raises(InputError, match='not finite'):
+        VariationalStateSmoother(model=vad_model()).fit(np.full((5, 3), np.nan))
+    with pytest.raises(InputError, match='3 columns'):
+        VariationalStateSmoother(model=vad_model()).fit(np.zeros((5, 2)))
+    with pytest.raises(InputError, match='level'):
+        VariationalStateSmoother(model=vad_model()).fit(Y).interval(1.5)
+    with pytest.raises(InputError, match='series too long'):
+        gaussian_vi(vad_model(), np.zeros((1001, 3)))
 
 
 def test_bench_tiny():
@@ -139,4 +145,5 @@ def test_bench_tiny():
     by = {(r['case'], r['metric']): r['value'] for r in recs}
     assert by[('plain gradient T=30 d=3', 'iterations')] > by[('natural gradient T=30 d=3', 'iterations')]
     assert all(np.isfinite(r['value']) and r['value'] > 0 for r in recs)
-    with pytest.raises(InputError): bench_variational(size='huge')
+    with pytest.raises(InputError):
+        bench_variational(size='huge')

@@ -27,28 +27,32 @@ def time_mean(h_raw:np.ndarray, # raw features of one segment, shape (layers, T,
              ) -> np.ndarray:
     "§2.3: the time average of one segment's features, shape (layers, dims)."
     h = np.asarray(h_raw)
-    if h.ndim != 3 or h.shape[1] == 0: raise InputError('h_raw', f'shape {h.shape}', 'pass (layers, T, dims) with T >= 1')
+    if h.ndim != 3 or h.shape[1] == 0:
+        raise InputError('h_raw', f'shape {h.shape}', 'pass (layers, T, dims) with T >= 1')
     return h.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 def segment_mean(h_seg:np.ndarray, # per-segment features, shape (n_segments, layers, dims)
                 ) -> np.ndarray:
     "§2.3: the track's features as the mean over its segments, shape (layers, dims)."
     h = np.asarray(h_seg)
-    if h.ndim != 3 or h.shape[0] == 0: raise InputError('h_seg', f'shape {h.shape}', 'pass (n_segments, layers, dims) with n_segments >= 1')
+    if h.ndim != 3 or h.shape[0] == 0:
+        raise InputError('h_seg', f'shape {h.shape}', 'pass (n_segments, layers, dims) with n_segments >= 1')
     return h.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 def flatten_layers(h_track:np.ndarray, # track features, shape (layers, dims)
                   ) -> np.ndarray:
     "§3.1: row-major (layer-major) flattening, v[l * dims + j] = h_track[l, j]."
     h = np.asarray(h_track, dtype=np.float32)
-    if h.ndim != 2: raise InputError('h_track', f'shape {h.shape}', 'pass (layers, dims)')
+    if h.ndim != 2:
+        raise InputError('h_track', f'shape {h.shape}', 'pass (layers, dims)')
     return np.ascontiguousarray(h).reshape(-1)
 
 def l2_normalize(v:np.ndarray, # a vector, or rows of vectors
                 ) -> np.ndarray:
     "§3.2: `v / ||v||₂` along the last axis; a zero vector is returned unchanged."
     v = np.asarray(v, dtype=np.float32)
-    if not np.isfinite(v).all(): raise InputError('v', 'non-finite values', 'check the features: they hold NaN or infinity')
+    if not np.isfinite(v).all():
+        raise InputError('v', 'non-finite values', 'check the features: they hold NaN or infinity')
     norm = np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=-1, keepdims=True))
     return np.where(norm > 0, v / np.where(norm > 0, norm, 1), v).astype(np.float32)
 
@@ -85,7 +89,8 @@ class Extractor:
     def waveform(self, audio, sr:int=None) -> np.ndarray:
         "Checked mono float32 samples at 24 kHz from a path or a waveform at rate `sr` (default 24 kHz)."
         if isinstance(audio, (str, os.PathLike)):
-            if sr is not None: raise InputError('sr', sr, 'leave sr out when passing a file: its rate is read from the file')
+            if sr is not None:
+                raise InputError('sr', sr, 'leave sr out when passing a file: its rate is read from the file')
             return load_24k(audio)
         if not isinstance(audio, np.ndarray) and not hasattr(audio, '__array__'):
             raise InputError('audio', type(audio).__name__, 'pass a file path or a NumPy array of samples', 'not audio')
@@ -99,7 +104,8 @@ class Extractor:
                        on_silent:str='zero', # silent audio: "zero" gives zero features (§3.2), "error" raises
                       ) -> np.ndarray:
         "H_track: the mean over segments of the time-averaged features, shape (layers, dims), float32."
-        if on_silent not in ('zero', 'error'): raise InputError('on_silent', on_silent, 'use "zero" or "error"')
+        if on_silent not in ('zero', 'error'):
+            raise InputError('on_silent', on_silent, 'use "zero" or "error"')
         x = self.waveform(audio, sr)
         if is_silent(x):
             if on_silent == 'error':
@@ -137,9 +143,12 @@ class LogMelExtractor(Extractor):
         n_ffts = tuple(int(n) for n in np.atleast_1d(n_ffts))
         if not n_ffts or any(n < 16 or n > 12_000 or HOP_SAMPLES % (n // 4) for n in n_ffts):
             raise InputError('n_ffts', n_ffts, f'give frame lengths from 16 to 12000 samples whose quarter divides {HOP_SAMPLES}, e.g. 400, 1600, 4800')
-        if not (isinstance(n_mels, (int, np.integer)) and 1 <= n_mels <= 256): raise InputError('n_mels', n_mels, 'use 1 to 256 bands')
-        if not 0 <= fmin < fmax <= SAMPLE_RATE / 2: raise InputError('fmin, fmax', (fmin, fmax), 'use 0 <= fmin < fmax <= 12000')
-        if not top_db > 0: raise InputError('top_db', top_db, 'use a positive number of dB, e.g. 80')
+        if not (isinstance(n_mels, (int, np.integer)) and 1 <= n_mels <= 256):
+            raise InputError('n_mels', n_mels, 'use 1 to 256 bands')
+        if not 0 <= fmin < fmax <= SAMPLE_RATE / 2:
+            raise InputError('fmin, fmax', (fmin, fmax), 'use 0 <= fmin < fmax <= 12000')
+        if not top_db > 0:
+            raise InputError('top_db', top_db, 'use a positive number of dB, e.g. 80')
         self.n_mels, self.n_ffts, self.fmin, self.fmax, self.top_db = int(n_mels), n_ffts, float(fmin), float(fmax), float(top_db)
         self.layers, self.dims = len(n_ffts), 2 * self.n_mels
 
@@ -153,7 +162,8 @@ class LogMelExtractor(Extractor):
         x = np.asarray(x, np.float64)
         x = ((x - x.mean()) / np.sqrt(x.var() + 1e-7)).astype(np.float32)
         need = max(self.n_ffts) + max(self.n_ffts) // 4
-        if x.size < need: raise InputError('audio', f'{x.size} samples', f'give at least {need} samples ({need / SAMPLE_RATE:.2f} s)', 'audio too short')
+        if x.size < need:
+            raise InputError('audio', f'{x.size} samples', f'give at least {need} samples ({need / SAMPLE_RATE:.2f} s)', 'audio too short')
         levels = [log_mel(x, SAMPLE_RATE, n, n // 4, self.n_mels, self.fmin, self.fmax).T for n in self.n_ffts]  # (frames, mels)
         top = max(l.max() for l in levels)
         out = []
@@ -170,7 +180,8 @@ class LogMelExtractor(Extractor):
                       ) -> list[tuple[int, int]]:
         "Per segment of §1.3, the range [first, last] of the scale's frames that lie wholly inside it."
         hop, nseg = n_fft // 4, n_segments(n)
-        if n < SEGMENT_SAMPLES: return [(0, (n - n_fft) // hop)]
+        if n < SEGMENT_SAMPLES:
+            return [(0, (n - n_fft) // hop)]
         return [(i * HOP_SAMPLES // hop, (i * HOP_SAMPLES + SEGMENT_SAMPLES - n_fft) // hop) for i in range(nseg)]
 
     def track_features(self, x:np.ndarray) -> np.ndarray:
@@ -196,7 +207,8 @@ _REFUSED = {'feature_extractor_cqt': (False, 'MERT with a CQT branch'), 'deepnor
 _DROPPED = ('model_type', 'architectures', 'auto_map', 'transformers_version', 'torch_dtype', 'dtype')
 
 def _read_json(path:Path) -> dict:
-    try: return json.loads(path.read_text(encoding='utf-8'))
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(str(path), path.name, 'give a valid JSON file (the model folder\'s own)', f'unreadable ({e})') from None
 
@@ -225,18 +237,21 @@ def hubert_config_from_dict(cfg:dict, # a config.json dictionary (MERT's or HuBE
 
 def _rename(key:str) -> str:
     for old, new in (('.weight_g', '.parametrizations.weight.original0'), ('.weight_v', '.parametrizations.weight.original1')):
-        if key.endswith(old): return key[:-len(old)] + new
+        if key.endswith(old):
+            return key[:-len(old)] + new
     return key
 
 def _read_weights(folder:Path) -> dict:
     import torch
     if (folder/'model.safetensors').is_file():
         from safetensors.torch import load_file
-        try: return load_file(str(folder/'model.safetensors'), device='cpu')
+        try:
+            return load_file(str(folder/'model.safetensors'), device='cpu')
         except Exception as e:
             raise ConfigError(str(folder/'model.safetensors'), 'model.safetensors', 'download the weights again', f'unreadable weights ({e})') from None
     if (folder/'pytorch_model.bin').is_file():
-        try: return torch.load(folder/'pytorch_model.bin', map_location='cpu', weights_only=True)
+        try:
+            return torch.load(folder/'pytorch_model.bin', map_location='cpu', weights_only=True)
         except Exception as e:
             raise ConfigError(str(folder/'pytorch_model.bin'), 'pytorch_model.bin', 'download the weights again (a plain state dict)',
                               f'unreadable weights ({str(e)[:120]})') from None
@@ -259,7 +274,8 @@ def load_mert(model_dir, # the model folder
         raise ConfigError('weights', f'{len(missing)} missing, e.g. {missing[:3]}', 'give the weights that belong to config.json '
                           '(a MERT-v1 / HuBERT checkpoint)', 'weights do not fit the model')
     bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if bad: raise ConfigError('weights', f'shape mismatch at {bad[:3]}', 'give the weights that belong to config.json', 'weights do not fit the model')
+    if bad:
+        raise ConfigError('weights', f'shape mismatch at {bad[:3]}', 'give the weights that belong to config.json', 'weights do not fit the model')
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     model.eval()
     pp = _read_json(folder/'preprocessor_config.json') if (folder/'preprocessor_config.json').is_file() else {}
@@ -284,7 +300,8 @@ class MERTExtractor(Extractor):
         self.model, self.feature_extractor = load_mert(self.model_dir)
         self.device = get_device(device)
         self.model.to(self.device)
-        if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1): raise InputError('batch_size', batch_size, 'use a positive integer')
+        if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+            raise InputError('batch_size', batch_size, 'use a positive integer')
         self.batch_size = int(batch_size)
         self.layers = self.model.config.num_hidden_layers + 1
         self.dims = self.model.config.hidden_size
@@ -305,7 +322,8 @@ class MERTExtractor(Extractor):
         import torch
         inputs = self.feature_extractor(list(np.atleast_2d(segs)), sampling_rate=SAMPLE_RATE, return_tensors='pt')
         x = inputs['input_values'].to(self.device, torch.float32)
-        with torch.inference_mode(): states = self.model(x, output_hidden_states=True).hidden_states
+        with torch.inference_mode():
+            states = self.model(x, output_hidden_states=True).hidden_states
         if len(states) != self.layers:
             raise KellyError('hidden states', len(states), 'report this: this transformers version returns other hidden states', 'unexpected layers')
         return torch.stack(states)
@@ -322,7 +340,8 @@ class MERTExtractor(Extractor):
 def mert_layout(size:str='full', # "full": MERT-v1-95M's sizes; "tiny": the same layout, small widths
                ) -> dict:
     "A config.json dictionary with MERT-v1-95M's layout."
-    if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
+    if size not in ('full', 'tiny'):
+        raise InputError('size', size, 'use "full" or "tiny"')
     full = size == 'full'
     return dict(model_type='mert_model', architectures=['MERTModel'], hidden_size=768 if full else 32, num_hidden_layers=12,
                 num_attention_heads=12 if full else 2, intermediate_size=3072 if full else 64, hidden_act='gelu',
@@ -353,11 +372,13 @@ def write_random_mert(folder, # where to write (created if missing)
     model = tr.HubertModel(hubert_config_from_dict(layout))
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(folder/'config.json') as f: json.dump(layout, f, indent=1)
+    with atomic_write(folder/'config.json') as f:
+        json.dump(layout, f, indent=1)
     with atomic_write(folder/'preprocessor_config.json') as f:
         json.dump(dict(do_normalize=True, feature_extractor_type='Wav2Vec2FeatureExtractor', feature_size=1, padding_side='right',
                        padding_value=0.0, return_attention_mask=True, sampling_rate=SAMPLE_RATE), f, indent=1)
-    with atomic_write(folder/'model.safetensors', 'wb') as f: f.write(save(sd, metadata={'format': 'pt'}))
+    with atomic_write(folder/'model.safetensors', 'wb') as f:
+        f.write(save(sd, metadata={'format': 'pt'}))
     return folder
 
 def tiny_mert(folder, # where to write
@@ -374,12 +395,14 @@ def make_extractor(name:str='logmel', # "logmel" (offline, no weights) or "mert"
                    **kw, # further arguments of the extractor class
                   ) -> Extractor:
     "The extractor called `name`."
-    if name not in EXTRACTORS: raise InputError('extractor', name, f'use one of: {", ".join(EXTRACTORS)}', 'unknown extractor')
+    if name not in EXTRACTORS:
+        raise InputError('extractor', name, f'use one of: {", ".join(EXTRACTORS)}', 'unknown extractor')
     if name == 'mert':
         if model_dir is None:
             raise MissingResourceError('model_dir', None, 'pass the folder of MERT-v1-95M (config.json + weights), or use "logmel"', 'no model folder')
         return MERTExtractor(model_dir, **kw)
-    if model_dir is not None: raise InputError('model_dir', model_dir, 'leave model_dir out for the logmel extractor')
+    if model_dir is not None:
+        raise InputError('model_dir', model_dir, 'leave model_dir out for the logmel extractor')
     return LogMelExtractor(**kw)
 
 # %% ../../nbs/audio/11_embed.ipynb #f8b1bb74
@@ -387,7 +410,8 @@ def list_audio(folder, # the folder to search, recursively
               ) -> list[Path]:
     "The audio files under `folder`, sorted by relative path; hidden files and folders are skipped."
     root = Path(folder)
-    if not root.is_dir(): raise InputError('folder', str(root), 'give a folder holding audio files', 'not a folder')
+    if not root.is_dir():
+        raise InputError('folder', str(root), 'give a folder holding audio files', 'not a folder')
     files = [p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
              and not any(part.startswith('.') for part in p.relative_to(root).parts)]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
@@ -404,22 +428,27 @@ class EmbeddingCache:
         self.folder = Path(root)/f'{extractor.name}-{extractor.fingerprint()[:16]}'
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.folder/'settings.json').exists():
-            with atomic_write(self.folder/'settings.json') as f: json.dump(extractor.settings(), f, indent=1)
+            with atomic_write(self.folder/'settings.json') as f:
+                json.dump(extractor.settings(), f, indent=1)
 
     def path(self, content_hash:str) -> Path: return self.folder/f'{content_hash}.npy'
 
     def get(self, content_hash:str):
         "The cached vector, or None if absent or damaged."
         p = self.path(content_hash)
-        if not p.is_file(): return None
-        try: v = np.load(p, allow_pickle=False)
-        except (OSError, ValueError): return None
+        if not p.is_file():
+            return None
+        try:
+            v = np.load(p, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
         ok = v.dtype == np.float32 and v.shape == (self.extractor.dim,) and np.isfinite(v).all()
         return v if ok else None
 
     def put(self, content_hash:str, v:np.ndarray):
         "Store `v` atomically."
-        with atomic_write(self.path(content_hash), 'wb') as f: np.save(f, np.asarray(v, np.float32), allow_pickle=False)
+        with atomic_write(self.path(content_hash), 'wb') as f:
+            np.save(f, np.asarray(v, np.float32), allow_pickle=False)
 
 def other_files(folder, # the folder searched by `list_audio`
                ) -> dict:
@@ -442,8 +471,10 @@ def embed_folder(folder, # a folder of audio files (searched recursively)
                                     # "cached" or "skipped"), and for skipped files the suffix, problem and message
                 ) -> tuple[list[str], np.ndarray]:
     "Track ids and their unit vectors (rows aligned, float32, shape (n, layers × dims)) for the audio under `folder`."
-    if not isinstance(extractor, Extractor): raise InputError('extractor', type(extractor).__name__, 'pass an extractor from make_extractor')
-    if on_error not in ('raise', 'skip'): raise InputError('on_error', on_error, 'use "raise" or "skip"')
+    if not isinstance(extractor, Extractor):
+        raise InputError('extractor', type(extractor).__name__, 'pass an extractor from make_extractor')
+    if on_error not in ('raise', 'skip'):
+        raise InputError('on_error', on_error, 'use "raise" or "skip"')
     root = Path(folder)
     files = list_audio(root)
     if not files:
@@ -454,32 +485,43 @@ def embed_folder(folder, # a folder of audio files (searched recursively)
     pairs = [(track_id(p, root), p) for p in files]
     first, clash = {}, {}  # track id -> its first file; a later file with the same id -> that first file
     for tid, p in pairs:
-        if tid in first: clash[p] = first[tid]
-        else: first[tid] = p
+        if tid in first:
+            clash[p] = first[tid]
+        else:
+            first[tid] = p
     def clash_error(p): return InputError('folder', f'{clash[p].name} and {p.name}', 'keep one file per track name',
                                           f'two files for track {track_id(p, root)!r}')
-    if clash and on_error == 'raise': raise clash_error(next(iter(clash)))
+    if clash and on_error == 'raise':
+        raise clash_error(next(iter(clash)))
     kept, rows = [], []
     it = progress(pairs, desc=f'embedding ({extractor.name})', unit=' tracks', bar_format=_BAR) if show_progress else pairs
     for tid, p in it:
         entry = dict(track_id=tid, path=str(p), sha256=None, status='skipped', suffix=p.suffix.lower())
         try:
-            if p in clash: raise clash_error(p)
+            if p in clash:
+                raise clash_error(p)
             key = file_sha256(p) if cache is not None or details is not None else None
             entry['sha256'] = key
             v = cache.get(key) if cache is not None else None
             entry['status'] = 'cached' if v is not None else 'embedded'
             if v is None:
                 v = extractor.embed(p)
-                if cache is not None: cache.put(key, v)
+                if cache is not None:
+                    cache.put(key, v)
         except KellyError as e:
-            if on_error == 'raise': raise
+            if on_error == 'raise':
+                raise
             entry.update(status='skipped', problem=getattr(e, 'problem', 'error').split(' (')[0], message=str(e))
-            if details is None: warnings.warn(f'skipped {tid}: {e}')
-        if details is not None: details.append(entry)
-        if entry['status'] == 'skipped': continue
-        kept.append(tid); rows.append(v)
-    if not rows: raise InputError('folder', str(root), 'no file could be embedded: see the skipped files', 'nothing embedded')
+            if details is None:
+                warnings.warn(f'skipped {tid}: {e}')
+        if details is not None:
+            details.append(entry)
+        if entry['status'] == 'skipped':
+            continue
+        kept.append(tid)
+        rows.append(v)
+    if not rows:
+        raise InputError('folder', str(root), 'no file could be embedded: see the skipped files', 'nothing embedded')
     return kept, np.stack(rows).astype(np.float32)
 
 # %% ../../nbs/audio/11_embed.ipynb #136ee255
@@ -488,7 +530,8 @@ def _music(seconds:float, seed:int=0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     x = sum(0.2 / k * np.sin(2 * np.pi * f0 * k * t + 0.5 * np.sin(2 * np.pi * 5 * t)) for f0 in rng.uniform(110, 440, 3) for k in (1, 2, 3))
-    noise = np.cumsum(rng.normal(size=t.size)) ; noise -= np.convolve(noise, np.ones(64) / 64, mode='same')
+    noise = np.cumsum(rng.normal(size=t.size))
+    noise -= np.convolve(noise, np.ones(64) / 64, mode='same')
     return (x + 0.01 * noise).astype(np.float32)
 
 @benchmark('embed')
@@ -504,7 +547,8 @@ def bench_embed(size:str='full', # "full": 120 s log-mel, 15 s full-size MERT; "
     try:
         from kelly.data import immich_catalog
         path = immich_catalog().songs.audio_path.iloc[0]
-    except KellyError: path = None
+    except KellyError:
+        path = None
     if path is not None:
         import soundfile as sf
         dur = sf.info(path).duration

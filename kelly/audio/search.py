@@ -74,7 +74,8 @@ def check_params(kind:str, # one of `KINDS`
                  params:dict, # the settings given, e.g. {"nprobe": 32}
                 ) -> dict:
     "`params` checked for `kind`: each key a setting that `kind` uses, each value a whole number in its range."
-    if kind not in KINDS: raise InputError('kind', kind, f'use one of: {", ".join(KINDS)}', 'unknown index kind')
+    if kind not in KINDS:
+        raise InputError('kind', kind, f'use one of: {", ".join(KINDS)}', 'unknown index kind')
     for key, value in params.items():
         uses = ', '.join(APPLIES[kind]) or 'none'
         if key not in SETTINGS:
@@ -82,7 +83,8 @@ def check_params(kind:str, # one of `KINDS`
         if key not in APPLIES[kind]:
             raise InputError(key, value, f'leave {key} out: kind {kind} uses {uses}', f'setting {key} does not apply to kind {kind}')
         what, low, high, none_ok = SETTINGS[key]
-        if value is None and none_ok: continue
+        if value is None and none_ok:
+            continue
         whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
         if not whole or value < low or (high is not None and value > high):
             span = f'from {low} to {high}' if high is not None else f'{low} or more'
@@ -147,7 +149,8 @@ def resolve_params(kind:str, # one of `KINDS`
                   ) -> dict:
     "The settings an index of `kind` gets when trained on `n` vectors: missing ones chosen, all clipped to what `n` allows."
     p = {**DEFAULTS, **params}
-    if kind in _REDUCED_KINDS: p['reduce'] = int(max(1, min(p['reduce'], dim, n)))
+    if kind in _REDUCED_KINDS:
+        p['reduce'] = int(max(1, min(p['reduce'], dim, n)))
     if kind in _IVF_KINDS:
         nlist = p['nlist'] or int(round(4 * math.sqrt(n)))
         p['nlist'] = int(max(1, min(nlist, n // 39 if n >= 39 else 1)))
@@ -155,7 +158,8 @@ def resolve_params(kind:str, # one of `KINDS`
     if kind in ('pca-ivfpq', 'opq-ivfpq'):
         r = p['reduce']
         p['m'] = int(p['m'] or _largest_divisor(r, max(1, r // 4)))
-        if r % p['m']: raise ConfigError('m', p['m'], f'use a number of PQ codes that divides reduce={r}')
+        if r % p['m']:
+            raise ConfigError('m', p['m'], f'use a number of PQ codes that divides reduce={r}')
         p['nbits'] = int(max(1, min(p['nbits'], int(math.log2(max(2, n / 39))))))
     return p
 
@@ -169,14 +173,17 @@ def _base(index):
     "The index under the id map and the transforms."
     faiss = _faiss()
     index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexIDMap): index = faiss.downcast_index(index.index)
-    if isinstance(index, faiss.IndexPreTransform): index = faiss.downcast_index(index.index)
+    if isinstance(index, faiss.IndexIDMap):
+        index = faiss.downcast_index(index.index)
+    if isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
     return index
 
 def _transform(index):
     faiss = _faiss()
     index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexIDMap): index = faiss.downcast_index(index.index)
+    if isinstance(index, faiss.IndexIDMap):
+        index = faiss.downcast_index(index.index)
     return faiss.downcast_VectorTransform(index.chain.at(0)) if isinstance(index, faiss.IndexPreTransform) else None
 
 from contextlib import contextmanager
@@ -191,23 +198,31 @@ def _threads_for(n_values:int):
     "Run FAISS on one thread for small work (its parallel regions cost more than they save there, and stall on a busy machine)."
     faiss = _faiss()
     old = faiss.omp_get_max_threads()
-    if n_values < 20_000_000: faiss.omp_set_num_threads(1)
-    try: yield
-    finally: faiss.omp_set_num_threads(old)
+    if n_values < 20_000_000:
+        faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
 
 def _configure(index, p):
     "Set the search-time settings (nprobe, efSearch) from `p`."
     faiss, base = _faiss(), _base(index)
-    if isinstance(base, faiss.IndexIVF): base.nprobe = int(p['nprobe'])
-    if isinstance(base, faiss.IndexHNSW): base.hnsw.efSearch = int(p['ef_search'])
+    if isinstance(base, faiss.IndexIVF):
+        base.nprobe = int(p['nprobe'])
+    if isinstance(base, faiss.IndexHNSW):
+        base.hnsw.efSearch = int(p['ef_search'])
 
 # %% ../../nbs/audio/12_search.ipynb #0d2e64bb
 @patch
 def _check_vectors(self:TrackIndex, vectors, field='vectors') -> np.ndarray:
     "`vectors` as a C-contiguous float32 (n, dim) array of unit rows (zero rows stay zero), or a clear error."
-    try: X = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError): raise InputError(field, type(vectors).__name__, 'give a numeric array of shape (n, dim)') from None
-    if X.ndim == 1: X = X[None]
+    try:
+        X = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(field, type(vectors).__name__, 'give a numeric array of shape (n, dim)') from None
+    if X.ndim == 1:
+        X = X[None]
     if X.ndim != 2 or X.shape[1] != self.dim:
         raise DimensionError(field, X.shape, f'give vectors of dimension {self.dim}, the index\'s (shape (n, {self.dim}))', 'mismatched dimension')
     X, copied = np.ascontiguousarray(X), False
@@ -219,7 +234,8 @@ def _check_vectors(self:TrackIndex, vectors, field='vectors') -> np.ndarray:
         norms = np.sqrt(np.einsum('ij,ij->i', rows, rows, dtype=np.float64))
         off = (norms > 0) & (np.abs(norms - 1) > 1e-6)  # unit vectors (to float32's precision) are kept exactly as given
         if off.any():
-            if not copied: X, copied = X.copy(), True  # never change the caller's array
+            if not copied:
+                X, copied = X.copy(), True  # never change the caller's array
             rows = X[i:i + 8192]
             rows[off] = (rows[off] / norms[off, None]).astype(np.float32)
     return X
@@ -227,12 +243,14 @@ def _check_vectors(self:TrackIndex, vectors, field='vectors') -> np.ndarray:
 def _check_ids(track_ids, n=None):
     ids = [track_ids] if isinstance(track_ids, str) else list(track_ids)
     for t in ids:
-        if not isinstance(t, str) or not t: raise InputError('track_ids', t, 'use non-empty strings as track ids')
+        if not isinstance(t, str) or not t:
+            raise InputError('track_ids', t, 'use non-empty strings as track ids')
     if n is not None and len(ids) != n:
         raise InputError('track_ids', len(ids), f'give one track id per vector ({n} vectors)', 'mismatched lengths')
     seen = set()
     for t in ids:
-        if t in seen: raise DuplicateTrackError('track_ids', t, 'give each track once', 'duplicate track id')
+        if t in seen:
+            raise DuplicateTrackError('track_ids', t, 'give each track once', 'duplicate track id')
         seen.add(t)
     return ids
 
@@ -245,7 +263,8 @@ def _set_principal_axes(pca, # a faiss.PCAMatrix from the index factory, untrain
     faiss = _faiss()
     r = pca.d_out
     _, s, Vt = randomized_svd(S - S.mean(0), r, n_iter=4, random_state=seed)
-    A = np.zeros((r, pca.d_in), np.float32); A[:len(Vt)] = Vt
+    A = np.zeros((r, pca.d_in), np.float32)
+    A[:len(Vt)] = Vt
     for field, value in [('A', A), ('PCAMat', A), ('b', np.zeros(r, np.float32)), ('mean', np.zeros(pca.d_in, np.float32)),
                          ('eigenvalues', np.r_[s ** 2 / len(S), np.zeros(r - len(s))].astype(np.float32))]:
         faiss.copy_array_to_vector(value.ravel(), getattr(pca, field))
@@ -258,7 +277,8 @@ def train(self:TrackIndex,
           seed:int=0, # seeds the sampling and faiss's k-means
          ) -> TrackIndex:
     "Build the faiss index and train its quantisers and transforms (the first `add` does this itself)."
-    with _threads_for(np.size(vectors)): return self._train(vectors, seed)
+    with _threads_for(np.size(vectors)):
+        return self._train(vectors, seed)
 
 @patch
 def _train(self:TrackIndex, vectors, seed):
@@ -271,11 +291,15 @@ def _train(self:TrackIndex, vectors, seed):
     t = _transform(index)
     if t is not None:  # the transform learns from a small sample (PCA on n < d rows is cheap), the quantisers from its output
         if isinstance(t, faiss.OPQMatrix):  # its inner PQ gets the index's code size (faiss would use 8 bits)
-            pq = faiss.ProductQuantizer(t.d_out, p['m'], p['nbits']); t.pq = pq
+            pq = faiss.ProductQuantizer(t.d_out, p['m'], p['nbits'])
+            t.pq = pq
             t.niter = 20  # alternations of rotation and codebooks (faiss: 50; the gain after 20 is small)
-        if isinstance(t, faiss.PCAMatrix): _set_principal_axes(t, sample(4096), seed)
-        else: t.train(sample(2048))  # OPQ alternates PQ training and a d_in × d_out Procrustes step: costly at 9,984-d
-        if isinstance(t, faiss.OPQMatrix): t.pq = None
+        if isinstance(t, faiss.PCAMatrix):
+            _set_principal_axes(t, sample(4096), seed)
+        else:
+            t.train(sample(2048))  # OPQ alternates PQ training and a d_in × d_out Procrustes step: costly at 9,984-d
+        if isinstance(t, faiss.OPQMatrix):
+            t.pq = None
     base = _base(index)
     if isinstance(base, faiss.IndexIVF):
         base.cp.seed, base.cp.niter = seed, 10  # 10 k-means iterations: enough for cells, 2.5× cheaper than faiss's 25
@@ -283,9 +307,12 @@ def _train(self:TrackIndex, vectors, seed):
         Xt = sample(n_train)
         base.train(t.apply(Xt) if t is not None else Xt)
         base.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by key
-    if isinstance(base, faiss.IndexHNSW): base.hnsw.efConstruction = int(p['ef_construction'])
-    if t is not None: faiss.downcast_index(index).is_trained = True
-    if self.kind in ('flat', 'hnsw', 'pca-hnsw'): index = faiss.IndexIDMap2(index)
+    if isinstance(base, faiss.IndexHNSW):
+        base.hnsw.efConstruction = int(p['ef_construction'])
+    if t is not None:
+        faiss.downcast_index(index).is_trained = True
+    if self.kind in ('flat', 'hnsw', 'pca-hnsw'):
+        index = faiss.IndexIDMap2(index)
     _configure(index, p)
     self.index, self.params = index, p
     return self
@@ -300,17 +327,22 @@ def add(self:TrackIndex,
     X = self._check_vectors(vectors)
     ids = _check_ids(track_ids, len(X))
     for t in ids:
-        if t in self._keys: raise DuplicateTrackError('track_ids', t, 'remove the old track first, or use another id', 'track already in the index')
+        if t in self._keys:
+            raise DuplicateTrackError('track_ids', t, 'remove the old track first, or use another id', 'track already in the index')
     if metadata is not None and len(metadata) != len(ids):
         raise InputError('metadata', len(metadata), f'give one metadata row per track ({len(ids)})', 'mismatched lengths')
-    if len(X) == 0: return self
-    if not self.is_trained: self.train(X)
+    if len(X) == 0:
+        return self
+    if not self.is_trained:
+        self.train(X)
     keys = np.arange(self._next_key, self._next_key + len(X), dtype=np.int64)
-    with _threads_for(X.size): self.index.add_with_ids(X, keys)
+    with _threads_for(X.size):
+        self.index.add_with_ids(X, keys)
     if self.params['rerank']:
         self._store = X.copy() if self._store is None else np.concatenate([self._store, X])
     self._next_key += len(X)
-    self._keys.update(zip(ids, keys.tolist())); self._ids.update(zip(keys.tolist(), ids))
+    self._keys.update(zip(ids, keys.tolist()))
+    self._ids.update(zip(keys.tolist(), ids))
     meta = pd.DataFrame(index=pd.Index(ids, name='track_id')) if metadata is None else \
         pd.DataFrame(metadata).reset_index(drop=True).set_axis(pd.Index(ids, name='track_id'))
     self.metadata = meta if self.metadata.empty and len(self.metadata) == 0 else pd.concat([self.metadata, meta])
@@ -323,11 +355,15 @@ def remove(self:TrackIndex,
     "Remove tracks; return how many. HNSW kinds cannot delete, so their tracks become tombstones that searches skip."
     ids = _check_ids(track_ids)
     for t in ids:
-        if t not in self._keys: raise UnknownTrackError('track_ids', t, 'give ids that the index holds (see .track_ids)', 'unknown track id')
+        if t not in self._keys:
+            raise UnknownTrackError('track_ids', t, 'give ids that the index holds (see .track_ids)', 'unknown track id')
     keys = np.array([self._keys[t] for t in ids], dtype=np.int64)
-    try: self.index.remove_ids(keys)
-    except RuntimeError: pass  # HNSW: tombstones (the key stays in faiss, out of the id map)
-    for t, k in zip(ids, keys.tolist()): del self._keys[t], self._ids[k]
+    try:
+        self.index.remove_ids(keys)
+    except RuntimeError:
+        pass  # HNSW: tombstones (the key stays in faiss, out of the id map)
+    for t, k in zip(ids, keys.tolist()):
+        del self._keys[t], self._ids[k]
     self.metadata = self.metadata.drop(index=ids)
     return len(ids)
 
@@ -336,9 +372,11 @@ def vector(self:TrackIndex,
            track_id:str, # an id in the index
           ) -> np.ndarray:
     "The stored vector of a track (for PQ kinds without `rerank`, faiss's reconstruction)."
-    if track_id not in self._keys: raise UnknownTrackError('track_id', track_id, 'give an id that the index holds (see .track_ids)', 'unknown track id')
+    if track_id not in self._keys:
+        raise UnknownTrackError('track_id', track_id, 'give an id that the index holds (see .track_ids)', 'unknown track id')
     key = self._keys[track_id]
-    if self._store is not None: return self._store[key].copy()
+    if self._store is not None:
+        return self._store[key].copy()
     return self.index.reconstruct(key)
 
 # %% ../../nbs/audio/12_search.ipynb #6d73d320
@@ -347,14 +385,17 @@ def _search_keys(self:TrackIndex, Q:np.ndarray, k:int, exclude:list=None):
     "Top-k live keys and scores per query row (-1 and NaN where the index found fewer)."
     dead = self.index.ntotal - len(self._ids)
     fetch = min(k + dead + (1 if exclude is not None else 0), self.index.ntotal)
-    if self._store is not None: fetch = min(max(fetch, int(self.params['rerank'])), self.index.ntotal)
+    if self._store is not None:
+        fetch = min(max(fetch, int(self.params['rerank'])), self.index.ntotal)
     base = _base(self.index)
-    if isinstance(base, _faiss().IndexHNSW): base.hnsw.efSearch = max(int(self.params['ef_search']), fetch)
+    if isinstance(base, _faiss().IndexHNSW):
+        base.hnsw.efSearch = max(int(self.params['ef_search']), fetch)
     # a few queries: one BLAS thread (the PCA transform and the re-ranking are small products; idle BLAS threads
     # waking on a busy machine cost milliseconds, eight times the search itself)
     with _blas_controller().limit(limits=1) if len(Q) <= 16 else nullcontext():
         D, I = self.index.search(Q, fetch)
-        keys = np.full((len(Q), k), -1, dtype=np.int64); scores = np.full((len(Q), k), np.nan, dtype=np.float32)
+        keys = np.full((len(Q), k), -1, dtype=np.int64)
+        scores = np.full((len(Q), k), np.nan, dtype=np.float32)
         live = self._ids
         for r in range(len(Q)):
             skip = exclude[r] if exclude is not None else None
@@ -365,7 +406,8 @@ def _search_keys(self:TrackIndex, Q:np.ndarray, k:int, exclude:list=None):
                 kr, sr = np.asarray(cand, dtype=np.int64)[order], s[order]
             else:
                 pos = {c: i for i, c in enumerate(I[r].tolist())}
-                kr = np.asarray(cand[:k], dtype=np.int64); sr = D[r][[pos[c] for c in cand[:k]]]
+                kr = np.asarray(cand[:k], dtype=np.int64)
+                sr = D[r][[pos[c] for c in cand[:k]]]
             keys[r, :len(kr)], scores[r, :len(kr)] = kr, sr
     return keys, scores
 
@@ -379,7 +421,8 @@ def search(self:TrackIndex,
     k = _check_k(k, len(self))
     keys, scores = self._search_keys(Q, k)
     ids = np.empty(keys.shape, dtype=object)
-    for (r, c), key in np.ndenumerate(keys): ids[r, c] = self._ids.get(key) if key >= 0 else None
+    for (r, c), key in np.ndenumerate(keys):
+        ids[r, c] = self._ids.get(key) if key >= 0 else None
     return ids, scores
 
 @patch
@@ -411,10 +454,14 @@ _FORMAT = 'kelly.TrackIndex'
 def _sha256(b:bytes) -> str: return hashlib.sha256(b).hexdigest()
 
 def _jsonable(v):
-    if isinstance(v, (np.integer,)): return int(v)
-    if isinstance(v, (np.floating,)): return float(v)
-    if isinstance(v, Path): return str(v)
-    if isinstance(v, np.ndarray): return v.tolist()
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
     raise TypeError(type(v).__name__)
 
 @patch
@@ -426,23 +473,33 @@ def save(self:TrackIndex,
     from kelly import __version__
     faiss = _faiss()
     path = Path(path)
-    if path.exists() and not path.is_dir(): raise InputError('path', str(path), 'give a folder to save the index into', 'not a folder')
+    if path.exists() and not path.is_dir():
+        raise InputError('path', str(path), 'give a folder to save the index into', 'not a folder')
     blobs = {}
-    if self.index is not None: blobs['index.faiss'] = faiss.serialize_index(self.index).tobytes()
+    if self.index is not None:
+        blobs['index.faiss'] = faiss.serialize_index(self.index).tobytes()
     table = self.metadata.copy()
     table.insert(0, 'key', [self._keys[t] for t in table.index])
-    buf = io.BytesIO(); table.reset_index().to_parquet(buf, index=False); blobs['tracks.parquet'] = buf.getvalue()
+    buf = io.BytesIO()
+    table.reset_index().to_parquet(buf, index=False)
+    blobs['tracks.parquet'] = buf.getvalue()
     if self._store is not None:
-        buf = io.BytesIO(); np.save(buf, self._store, allow_pickle=False); blobs['vectors.npy'] = buf.getvalue()
+        buf = io.BytesIO()
+        np.save(buf, self._store, allow_pickle=False)
+        blobs['vectors.npy'] = buf.getvalue()
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
     manifest = dict(format=_FORMAT, version=1, dim=self.dim, kind=self.kind, params=self.params, extractor=self.extractor,
                     n_tracks=len(self), next_key=self._next_key, created=created, kelly_version=__version__, build=self.build,
                     files={name: dict(sha256=_sha256(b), bytes=len(b)) for name, b in blobs.items()})
-    try: text = json.dumps(manifest, indent=1, default=_jsonable)
-    except TypeError as e: raise InputError('extractor', self.extractor, 'keep extractor settings to JSON values (str, numbers, lists, dicts)', f'not JSON ({e})') from None
+    try:
+        text = json.dumps(manifest, indent=1, default=_jsonable)
+    except TypeError as e:
+        raise InputError('extractor', self.extractor, 'keep extractor settings to JSON values (str, numbers, lists, dicts)', f'not JSON ({e})') from None
     for name, b in blobs.items():
-        with atomic_write(path/name, 'wb') as f: f.write(b)
-    with atomic_write(path/'manifest.json') as f: f.write(text)
+        with atomic_write(path/name, 'wb') as f:
+            f.write(b)
+    with atomic_write(path/'manifest.json') as f:
+        f.write(text)
     return path
 
 def read_manifest(path, # a folder written by `TrackIndex.save`
@@ -450,9 +507,12 @@ def read_manifest(path, # a folder written by `TrackIndex.save`
     "The manifest of a saved index, checked for the fields kelly needs; MissingResourceError or IntegrityError otherwise."
     path = Path(path)
     mf = path/'manifest.json'
-    if not path.exists(): raise MissingResourceError('INDEX', str(path), 'give an index folder written by `kelly index build`', 'no such folder')
-    if not mf.is_file(): raise MissingResourceError('INDEX', str(path), 'give a folder written by TrackIndex.save (kelly index build)', 'no manifest.json there')
-    try: m = json.loads(mf.read_text(encoding='utf-8'))
+    if not path.exists():
+        raise MissingResourceError('INDEX', str(path), 'give an index folder written by `kelly index build`', 'no such folder')
+    if not mf.is_file():
+        raise MissingResourceError('INDEX', str(path), 'give a folder written by TrackIndex.save (kelly index build)', 'no manifest.json there')
+    try:
+        m = json.loads(mf.read_text(encoding='utf-8'))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IntegrityError('manifest.json', str(mf), 'rebuild the index', f'unreadable manifest ({e})') from None
     if not isinstance(m, dict) or m.get('format') != _FORMAT:
@@ -478,12 +538,15 @@ def load(cls:TrackIndex,
     path = Path(path)
     m = read_manifest(path)
     given = {k: v for k, v in m['params'].items() if k in APPLIES.get(m['kind'], ())}  # saved params hold every key
-    try: obj = cls(m['dim'], m['kind'], m['extractor'], **given)
-    except InputError as e: raise IntegrityError('manifest.json', f'{e.field}={e.value!r}', 'rebuild the index', 'damaged manifest') from None
+    try:
+        obj = cls(m['dim'], m['kind'], m['extractor'], **given)
+    except InputError as e:
+        raise IntegrityError('manifest.json', f'{e.field}={e.value!r}', 'rebuild the index', 'damaged manifest') from None
     blobs = {}
     for name, info in m['files'].items():
         f = path/name
-        if not f.is_file(): raise IntegrityError(name, str(f), 'rebuild or re-copy the whole index folder', 'file missing')
+        if not f.is_file():
+            raise IntegrityError(name, str(f), 'rebuild or re-copy the whole index folder', 'file missing')
         b = f.read_bytes()
         if len(b) != info['bytes'] or _sha256(b) != info['sha256']:
             raise IntegrityError(name, str(f), 'rebuild or re-copy the whole index folder', 'checksum mismatch')
@@ -495,12 +558,14 @@ def load(cls:TrackIndex,
         _configure(obj.index, obj.params)
     table = pd.read_parquet(io.BytesIO(blobs['tracks.parquet']))
     for c in table.columns:  # parquet gives lists back as arrays
-        if table[c].dtype == object: table[c] = [v.tolist() if isinstance(v, np.ndarray) else v for v in table[c]]
+        if table[c].dtype == object:
+            table[c] = [v.tolist() if isinstance(v, np.ndarray) else v for v in table[c]]
     keys = table.pop('key').astype(np.int64).tolist()
     ids = table['track_id'].tolist()
     obj._keys, obj._ids, obj._next_key = dict(zip(ids, keys)), dict(zip(keys, ids)), int(m['next_key'])
     obj.metadata = table.set_index('track_id')
-    if 'vectors.npy' in blobs: obj._store = np.load(io.BytesIO(blobs['vectors.npy']), allow_pickle=False)
+    if 'vectors.npy' in blobs:
+        obj._store = np.load(io.BytesIO(blobs['vectors.npy']), allow_pickle=False)
     if len(obj) != m['n_tracks'] or (obj.index is not None and obj.index.d != obj.dim):
         raise IntegrityError('manifest.json', m['n_tracks'], 'rebuild the index', 'manifest disagrees with the files')
     return obj
@@ -523,11 +588,14 @@ def _torch_classes():
     class Projection(nn.Module):
         "x ↦ W x / ‖W x‖ with W of shape (d′, d): the learned similarity is the cosine of projected vectors."
         def __init__(self, dim:int, dim_out:int):
-            super().__init__(); self.W = nn.Linear(dim, dim_out, bias=False)
+            super().__init__()
+            self.W = nn.Linear(dim, dim_out, bias=False)
         def forward(self, x): return F.normalize(self.W(x), dim=-1)
     class _TripletNet(nn.Module):
         "Scores triplets (a, p, n) with a shared projection: columns sim(a, p) and sim(a, n)."
-        def __init__(self, proj:Projection): super().__init__(); self.proj = proj
+        def __init__(self, proj:Projection):
+            super().__init__()
+            self.proj = proj
         def forward(self, a, p, n):
             za, zp, zn = self.proj(a), self.proj(p), self.proj(n)
             return torch.stack([(za * zp).sum(-1), (za * zn).sum(-1)], dim=1)
@@ -536,7 +604,8 @@ def _torch_classes():
 
 def __getattr__(name):
     "`Projection` (a torch module) is made when it is first asked for (PEP 562)."
-    if name == 'Projection': return _torch_classes()[0]
+    if name == 'Projection':
+        return _torch_classes()[0]
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 def make_triplets(labels, # one label per row
@@ -547,9 +616,11 @@ def make_triplets(labels, # one label per row
     y = np.asarray(labels)
     idx = np.arange(len(y))
     T = [(a, p, n) for a in idx for p in idx[(y == y[a]) & (idx != a)] for n in idx[y != y[a]]]
-    if not T: raise InputError('labels', pd.Series(y).value_counts().to_dict(), 'give at least two rows of one label and one of another', 'no triplets')
+    if not T:
+        raise InputError('labels', pd.Series(y).value_counts().to_dict(), 'give at least two rows of one label and one of another', 'no triplets')
     T = np.asarray(T, dtype=np.int64)
-    if len(T) > max_triplets: T = T[np.sort(np.random.default_rng(seed).choice(len(T), max_triplets, replace=False))]
+    if len(T) > max_triplets:
+        T = T[np.sort(np.random.default_rng(seed).choice(len(T), max_triplets, replace=False))]
     return T
 
 class MetricLearner:
@@ -571,16 +642,20 @@ class MetricLearner:
         from kelly.training import Trainer
         Projection, _TripletNet = _torch_classes()
         X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or len(X) != len(y): raise InputError('X', np.shape(X), 'give one row per label')
-        if not np.isfinite(X).all(): raise NonFiniteError('X', 'NaN or inf', 'drop rows with non-finite values', 'non-finite vector')
+        if X.ndim != 2 or len(X) != len(y):
+            raise InputError('X', np.shape(X), 'give one row per label')
+        if not np.isfinite(X).all():
+            raise NonFiniteError('X', 'NaN or inf', 'drop rows with non-finite values', 'non-finite vector')
         T = make_triplets(y, self.max_triplets, self.seed)
         torch.manual_seed(self.seed)
         proj = Projection(X.shape[1], self.dim_out)
         Xc = X - X.mean(0)  # start from the leading principal directions (random ones beyond the rank)
         _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
         W0 = proj.W.weight.detach().numpy().copy() * 0.01
-        r = min(self.dim_out, len(Vt)); W0[:r] = Vt[:r]
-        with torch.no_grad(): proj.W.weight.copy_(torch.from_numpy(W0))
+        r = min(self.dim_out, len(Vt))
+        W0[:r] = Vt[:r]
+        with torch.no_grad():
+            proj.W.weight.copy_(torch.from_numpy(W0))
         Xt = torch.from_numpy(X)
         data = (Xt[T[:, 0]], Xt[T[:, 1]], Xt[T[:, 2]], torch.zeros(len(T)))
         loss = lambda out, _: triplet_loss(out[:, 0], out[:, 1], self.margin)
@@ -588,15 +663,18 @@ class MetricLearner:
                                 seed=self.seed, patience=max(3, self.epochs // 5), weight_decay=0.0)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small matrices: one thread is faster, and idle threads of faiss's OpenMP no longer compete
-        try: self.history_ = self.trainer_.fit(data)
-        finally: torch.set_num_threads(threads)
+        try:
+            self.history_ = self.trainer_.fit(data)
+        finally:
+            torch.set_num_threads(threads)
         self.trainer_.restore_best()
         self.W_ = proj.W.weight.detach().numpy().astype(np.float32)
         return self
 
     def transform(self, X) -> np.ndarray:
         "Projected unit vectors W x / ‖W x‖, float32 (n, d′)."
-        if not hasattr(self, 'W_'): raise InputError('MetricLearner', 'not fitted', 'call fit(X, y) first', 'not fitted')
+        if not hasattr(self, 'W_'):
+            raise InputError('MetricLearner', 'not fitted', 'call fit(X, y) first', 'not fitted')
         Z = np.asarray(X, dtype=np.float32) @ self.W_.T
         return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
 
@@ -619,13 +697,17 @@ def metadata_similarity(metadata:pd.DataFrame, # one row per track, indexed by t
                         columns:dict, # column -> weight (numbers: optionally (weight, scale))
                        ) -> pd.Series:
     "Weighted mean over `columns` of per-field similarities of `track_id` to every track, in [0, 1]."
-    if track_id not in metadata.index: raise UnknownTrackError('track_id', track_id, 'give a track that has metadata', 'unknown track id')
+    if track_id not in metadata.index:
+        raise UnknownTrackError('track_id', track_id, 'give a track that has metadata', 'unknown track id')
     total, wsum = np.zeros(len(metadata)), 0.0
     for col, w in columns.items():
-        if col not in metadata.columns: raise InputError('columns', col, f'use metadata columns: {", ".join(map(str, metadata.columns))}', 'unknown column')
+        if col not in metadata.columns:
+            raise InputError('columns', col, f'use metadata columns: {", ".join(map(str, metadata.columns))}', 'unknown column')
         w, scale = w if isinstance(w, tuple) else (w, None)
-        total += w * _field_similarity(metadata.at[track_id, col], metadata[col], scale); wsum += w
-    if wsum <= 0: raise InputError('columns', columns, 'give at least one positive weight')
+        total += w * _field_similarity(metadata.at[track_id, col], metadata[col], scale)
+        wsum += w
+    if wsum <= 0:
+        raise InputError('columns', columns, 'give at least one positive weight')
     return pd.Series(total / wsum, index=metadata.index, name='metadata_score')
 
 def fuse(audio_score, # audio similarities (cosines)
@@ -633,7 +715,8 @@ def fuse(audio_score, # audio similarities (cosines)
          weight:float=0.3, # w: the metadata's share
         ):
     "§8.3's weighted combination: (1 − w) · audio + w · metadata."
-    if not 0 <= weight <= 1: raise InputError('weight', weight, 'use a weight between 0 and 1')
+    if not 0 <= weight <= 1:
+        raise InputError('weight', weight, 'use a weight between 0 and 1')
     return (1 - weight) * np.asarray(audio_score) + weight * np.asarray(metadata_score)
 
 def recommend_fused(index:TrackIndex, # an index whose metadata holds `columns`
@@ -662,16 +745,20 @@ def _count(n:int, word:str) -> str:
 def _tally(values) -> str:
     "How often each value occurs, most frequent first, ties by name: '2 .wav, 1 .flac'."
     counts = {}
-    for v in values: counts[v] = counts.get(v, 0) + 1
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
     return ', '.join(f'{n} {v}' for v, n in sorted(counts.items(), key=lambda vn: (-vn[1], str(vn[0]))))
 
 def _parse_setting(text):
     "KEY=VALUE from the command line, the value read as a Python literal when it is one."
     import ast
-    if '=' not in text: raise InputError('--set', text, 'write settings as KEY=VALUE, e.g. --set nprobe=32')
+    if '=' not in text:
+        raise InputError('--set', text, 'write settings as KEY=VALUE, e.g. --set nprobe=32')
     k, v = text.split('=', 1)
-    try: v = ast.literal_eval(v)
-    except (ValueError, SyntaxError): pass
+    try:
+        v = ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        pass
     return k.strip(), v
 
 def _check_out(out):
@@ -699,10 +786,12 @@ def build_index(audio_dir, # a folder of audio files (searched recursively)
     ex = make_extractor(extractor, model_dir=model_dir)
     ix = TrackIndex(ex.dim, kind, extractor=ex.settings(), **params)  # settings are refused here, before any work
     details = []
-    try: ids, X = embed_folder(audio_dir, ex, cache_dir=cache_dir, show_progress=show_progress,
+    try:
+        ids, X = embed_folder(audio_dir, ex, cache_dir=cache_dir, show_progress=show_progress,
                                on_error='raise' if strict else 'skip', details=details)
     except InputError as e:
-        if e.problem != 'nothing embedded': raise
+        if e.problem != 'nothing embedded':
+            raise
         raise InputError('AUDIO_DIR', str(audio_dir), f'repair or re-export the {_count(len(details), "audio file")} '
                          f'({_tally(d["problem"] for d in details)})', 'no audio file could be indexed') from None
     done = {d['track_id']: d for d in details if d['status'] != 'skipped'}
@@ -737,8 +826,10 @@ def _info_text(info:dict) -> str:
     ex = dict(info['extractor'])
     shown = ', '.join(info['ids']) + (f', … ({info["tracks"]} in all; --ids lists every one)' if len(info['ids']) < info['tracks'] else '')
     built = info['created'] or 'unknown (an index from before kelly recorded it)'
-    if info['kelly_version']: built += f' with kelly {info["kelly_version"]}'
-    if info['audio_dir']: built += f' from {info["audio_dir"]}'
+    if info['kelly_version']:
+        built += f' with kelly {info["kelly_version"]}'
+    if info['audio_dir']:
+        built += f' from {info["audio_dir"]}'
     rows = [('index', info['path']), ('tracks', info['tracks']), ('kind', f'{info["kind"]}: {KINDS.get(info["kind"], "?")}'),
             ('dimension', info['dimension']), ('extractor', f'{ex.pop("name", "?")} ' + ', '.join(f'{k}={v}' for k, v in ex.items())),
             ('settings', ', '.join(f'{k}={v}' for k, v in info['settings'].items()) or '(none)'), ('built', built),
@@ -767,7 +858,8 @@ def _report_build(ix:TrackIndex, out, seconds:float):
         by_suffix = _tally(Path(s['path']).suffix.lower() for s in skipped)
         print(f'kelly index build: skipped {_count(len(skipped), "audio file")} ({_tally(s["problem"] for s in skipped)}; '
               f'by suffix: {by_suffix}):', file=sys.stderr)
-        for s in skipped: print(f'  {s["message"]}', file=sys.stderr)
+        for s in skipped:
+            print(f'  {s["message"]}', file=sys.stderr)
     if others:
         print(f'kelly index build: left out {_count(sum(others.values()), "file")} not in an audio format kelly reads '
               f'({", ".join(f"{n} {s}" for s, n in others.items())})', file=sys.stderr)
@@ -801,7 +893,8 @@ def index_main(argv:list=None, # arguments after "index", e.g. ["build", "music/
     i.add_argument('--ids', action='store_true', help='list every track id (default: the first 10)')
     i.add_argument('--json', action='store_true', help='print one JSON object')
     args = ap.parse_args(argv)
-    if args.command is None: ap.error('choose a command: build or info')
+    if args.command is None:
+        ap.error('choose a command: build or info')
     if args.command == 'info':
         info = index_info(args.index, None if args.ids else 10)
         print(json.dumps(info, indent=1) if args.json else _info_text(info))
@@ -821,21 +914,26 @@ def indexed_as(ix:TrackIndex, # an index built by `build_index` (its metadata ha
     from kelly.core import file_sha256
     meta, p = ix.metadata, Path(path)
     same = pd.Series(False, index=meta.index)
-    if 'path' in meta.columns: same |= meta['path'].isin([str(p.resolve()), str(p)])
-    if 'sha256' in meta.columns: same |= meta['sha256'] == file_sha256(p)
+    if 'path' in meta.columns:
+        same |= meta['path'].isin([str(p.resolve()), str(p)])
+    if 'sha256' in meta.columns:
+        same |= meta['sha256'] == file_sha256(p)
     return meta.index[same.to_numpy()].tolist()
 
 def _recommend_file(ix:TrackIndex, path, k:int, model_dir=None) -> tuple[pd.DataFrame, list]:
     "Recommendations for an audio file, and the ids it is indexed as (left out of them)."
     same = indexed_as(ix, path)
-    if len(same) == 1: return ix.recommend(same[0], k), same
+    if len(same) == 1:
+        return ix.recommend(same[0], k), same
     k = _check_k(k, len(ix) - len(same))
-    if same: v = ix.vector(same[0])
+    if same:
+        v = ix.vector(same[0])
     else:
         from kelly.audio.embed import make_extractor
         settings = dict(ix.extractor)
         name = settings.pop('name', 'logmel')
-        if model_dir: settings['model_dir'] = model_dir
+        if model_dir:
+            settings['model_dir'] = model_dir
         v = make_extractor(name, **settings).embed(path)
     ids, scores = ix.search(v, min(len(ix), k + len(same)))
     rows = [(t, s) for t, s in zip(ids[0], scores[0]) if t is not None and t not in same][:k]
@@ -857,15 +955,20 @@ def recommend_main(argv:list=None, # arguments after "recommend", e.g. ["music.i
     ap.add_argument('-k', type=int, default=10, help='how many tracks to list (default 10)')
     ap.add_argument('--model-dir', default=None, help='MERT\'s folder, when TRACK is a file and the index was built with mert')
     args = ap.parse_args(argv)
-    if args.k < 1: raise InputError('-k', args.k, 'ask for a positive whole number of tracks, e.g. -k 10')
+    if args.k < 1:
+        raise InputError('-k', args.k, 'ask for a positive whole number of tracks, e.g. -k 10')
     ix = TrackIndex.load(args.index)
     same = [args.track] if args.track in ix else []
-    if same: table = ix.recommend(args.track, args.k)
-    elif Path(args.track).is_file(): table, same = _recommend_file(ix, args.track, args.k, args.model_dir)
-    else: raise UnknownTrackError('TRACK', args.track, 'give a track id of the index (kelly index info INDEX --ids) or an audio file',
+    if same:
+        table = ix.recommend(args.track, args.k)
+    elif Path(args.track).is_file():
+        table, same = _recommend_file(ix, args.track, args.k, args.model_dir)
+    else:
+        raise UnknownTrackError('TRACK', args.track, 'give a track id of the index (kelly index info INDEX --ids) or an audio file',
                                   'unknown track')
     meta = ix.metadata.reindex(table.track_id).drop(columns=['sha256'], errors='ignore')
-    for c in meta.columns: table[c] = meta[c].to_numpy()
+    for c in meta.columns:
+        table[c] = meta[c].to_numpy()
     left_out = f'; left out: {", ".join(same)}' if same and same != [args.track] else ''
     with pd.option_context('display.max_colwidth', 60, 'display.width', 160):
         print(f'tracks most similar to {args.track} (kind {ix.kind}, {_count(len(ix), "track")}; score = cosine{left_out}):')
@@ -884,7 +987,8 @@ def write_synthetic_tracks(folder, # the folder to write into (created)
     from kelly.audio.signal import SAMPLE_RATE
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n): sf.write(folder/f'track{i:03d}.wav', _music(seconds, seed + i), SAMPLE_RATE, subtype='PCM_16')
+    for i in range(n):
+        sf.write(folder/f'track{i:03d}.wav', _music(seconds, seed + i), SAMPLE_RATE, subtype='PCM_16')
     return folder
 
 # %% ../../nbs/audio/12_search.ipynb #696f30b4
@@ -902,7 +1006,8 @@ class SyntheticVectors:
                  rank:int=64, # subspace dimension of the "lowrank" regime
                  noise:float=None, # noise norm relative to the signal (default: 1.0 clusters, 0.5 lowrank)
                  mean_norm:float=1.4): # norm of the shared mean direction ("lowrank")
-        if regime not in REGIMES: raise InputError('regime', regime, f'use one of: {", ".join(REGIMES)}')
+        if regime not in REGIMES:
+            raise InputError('regime', regime, f'use one of: {", ".join(REGIMES)}')
         self.regime, self.dim = regime, int(dim)
         rng = np.random.default_rng([seed, 7])
         self.noise = float(noise if noise is not None else (1.0 if regime == 'clusters' else 0.5))
@@ -911,9 +1016,11 @@ class SyntheticVectors:
             self.centres = c / np.linalg.norm(c, axis=1, keepdims=True)
         else:
             U, _ = np.linalg.qr(rng.standard_normal((dim, rank)))
-            s = np.arange(1, rank + 1) ** -0.5; s /= np.linalg.norm(s)  # total signal variance 1
+            s = np.arange(1, rank + 1) ** -0.5
+            s /= np.linalg.norm(s)  # total signal variance 1
             self.basis = (U * s).astype(np.float32).T.copy()     # (rank, dim): rows scaled by the spectrum
-            m = rng.standard_normal(dim); self.mean = (mean_norm * m / np.linalg.norm(m)).astype(np.float32)
+            m = rng.standard_normal(dim)
+            self.mean = (mean_norm * m / np.linalg.norm(m)).astype(np.float32)
 
     def draw(self, n:int, # how many vectors
              seed:int, # seeds this draw (use different seeds for the base and the queries)
@@ -925,7 +1032,8 @@ class SyntheticVectors:
             m = min(chunk, n - start)
             X = rng.standard_normal((m, self.dim), dtype=np.float32)
             X *= self.noise / math.sqrt(self.dim)
-            if self.regime == 'clusters': X += self.centres[rng.integers(0, len(self.centres), m)]
+            if self.regime == 'clusters':
+                X += self.centres[rng.integers(0, len(self.centres), m)]
             else:
                 X += self.mean
                 X += rng.standard_normal((m, len(self.basis)), dtype=np.float32) @ self.basis
@@ -934,8 +1042,11 @@ class SyntheticVectors:
 
     def array(self, n:int, seed:int) -> np.ndarray:
         "n vectors as one (n, dim) array, filled chunk by chunk."
-        out = np.empty((n, self.dim), np.float32); i = 0
-        for X in self.draw(n, seed): out[i:i + len(X)] = X; i += len(X)
+        out = np.empty((n, self.dim), np.float32)
+        i = 0
+        for X in self.draw(n, seed):
+            out[i:i + len(X)] = X
+            i += len(X)
         return out
 
 def memory_bandwidth(nbytes:int=1 << 30, # size of the array read
@@ -950,7 +1061,9 @@ def memory_bandwidth(nbytes:int=1 << 30, # size of the array read
     best = math.inf
     with ThreadPoolExecutor(threads) as ex:
         for _ in range(repeat):
-            t0 = time.perf_counter(); list(ex.map(np.sum, parts)); best = min(best, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            list(ex.map(np.sum, parts))
+            best = min(best, time.perf_counter() - t0)
     return a.nbytes / best
 
 def recall_at_k(found:np.ndarray, # (nq, k) ids found
@@ -963,7 +1076,9 @@ def _latencies(ix, Q, k, batch):
     "Wall times in ms of searching Q in batches of `batch` (each query alone when batch=1)."
     out = []
     for i in range(0, len(Q) - batch + 1, batch):
-        t0 = time.perf_counter(); ix.search(Q[i:i + batch], k); out.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        ix.search(Q[i:i + batch], k)
+        out.append((time.perf_counter() - t0) * 1e3)
     return np.asarray(out)
 
 def _memory_bytes(ix):
@@ -971,9 +1086,12 @@ def _memory_bytes(ix):
     base, n = _base(ix.index), ix.index.ntotal
     if ix.kind in ('flat', 'ivf', 'hnsw'):  # full vectors: count them instead of copying gigabytes to serialise
         b = n * ix.dim * 4 + n * 8
-        if isinstance(base, faiss.IndexHNSW): b += n * ix.params['M'] * 2 * 4 * 1.1
-        if isinstance(base, faiss.IndexIVF): b += base.nlist * ix.dim * 4
-    else: b = faiss.serialize_index(ix.index).size + n * 8
+        if isinstance(base, faiss.IndexHNSW):
+            b += n * ix.params['M'] * 2 * 4 * 1.1
+        if isinstance(base, faiss.IndexIVF):
+            b += base.nlist * ix.dim * 4
+    else:
+        b = faiss.serialize_index(ix.index).size + n * 8
     return b + (ix._store.nbytes if ix._store is not None else 0)
 
 def measure_index(ix:TrackIndex, # a filled index
@@ -1001,7 +1119,8 @@ BEST_LARGE = ('pca-hnsw', dict(reduce=128, M=32, ef_construction=80, ef_search=5
 
 def _truth_update(best_s, best_i, S, offset, k):
     "Merge a chunk's scores S (nq, m) into the running exact top-k (scores, row numbers)."
-    s = np.concatenate([best_s, S], 1); i = np.concatenate([best_i, np.arange(offset, offset + S.shape[1])[None].repeat(len(S), 0)], 1)
+    s = np.concatenate([best_s, S], 1)
+    i = np.concatenate([best_i, np.arange(offset, offset + S.shape[1])[None].repeat(len(S), 0)], 1)
     top = np.argsort(-s, 1, kind='stable')[:, :k]
     return np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
 
@@ -1019,7 +1138,8 @@ def search_bench_table(n:int, # vectors in the base
     threads = threads or os.cpu_count()
     if kinds is None:  # IVF with √N cells; full-dimension HNSW only up to 20,000 vectors (its build reads ~1,000 full vectors per insertion)
         kinds = [('ivf', dict(nlist=max(1, int(math.sqrt(n))), nprobe=16))]
-        if n <= 20_000: kinds.append(('hnsw', dict(M=32, ef_construction=40, ef_search=64)))
+        if n <= 20_000:
+            kinds.append(('hnsw', dict(M=32, ef_construction=40, ef_search=64)))
         kinds += [BEST, ('opq-ivfpq', dict(reduce=128, m=32, nprobe=16, rerank=100)) if n <= 20_000 else ('pca-ivfpq', dict(reduce=128, m=32, nprobe=16, rerank=100))]
     src = SyntheticVectors(regime, dim, seed)
     X, Q = src.array(n, seed + 1), src.array(nq, seed + 2)
@@ -1027,8 +1147,11 @@ def search_bench_table(n:int, # vectors in the base
     rows, truth = [], None
     for kind, params in [('flat', {})] + list(kinds):
         faiss.omp_set_num_threads(threads)
-        t0 = time.perf_counter(); ix = TrackIndex(dim, kind, **params).add(ids, X); build = time.perf_counter() - t0
-        if truth is None: truth = np.vectorize(int)(ix.search(Q, k)[0])
+        t0 = time.perf_counter()
+        ix = TrackIndex(dim, kind, **params).add(ids, X)
+        build = time.perf_counter() - t0
+        if truth is None:
+            truth = np.vectorize(int)(ix.search(Q, k)[0])
         r = measure_index(ix, Q, truth, k, threads)
         rows.append(dict(kind=kind, params=', '.join(f'{a}={b}' for a, b in params.items()), N=n, regime=regime, build_s=build, **r))
         del ix
@@ -1056,12 +1179,16 @@ def search_bench_large(n:int=1_000_000, # vectors
     src = SyntheticVectors(regime, dim, seed)
     Q = src.array(nq, seed + 2)
     ix = TrackIndex(dim, kind, **params)
-    t0 = time.perf_counter(); ix.train(src.array(train, seed + 3)); build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ix.train(src.array(train, seed + 3))
+    build = time.perf_counter() - t0
     best_s, best_i = np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
     start = 0
     for X in progress(src.draw(n, seed + 1, chunk), desc='1M vectors', total=-(-n // chunk)):
         best_s, best_i = _truth_update(best_s, best_i, Q @ X.T, start, k)
-        t0 = time.perf_counter(); ix.add([str(i) for i in range(start, start + len(X))], X); build += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ix.add([str(i) for i in range(start, start + len(X))], X)
+        build += time.perf_counter() - t0
         start += len(X)
     r = measure_index(ix, Q, best_i, k)
     return dict(kind=kind, params=', '.join(f'{a}={b}' for a, b in params.items()), N=n, regime=regime, build_s=build, **r)

@@ -33,12 +33,15 @@ def to_mono(x:np.ndarray, # samples, shape (frames,) or (frames, channels) as so
            ) -> np.ndarray:
     "Mono `float32` samples: the mean of the channels (§1.1)."
     x = np.asarray(x)
-    if x.ndim == 1: return x.astype(np.float32, copy=False)
+    if x.ndim == 1:
+        return x.astype(np.float32, copy=False)
     if x.ndim != 2 or x.shape[1] < 1:
         raise InputError('x', f'array of shape {x.shape}', 'pass samples shaped (frames,) or (frames, channels)', 'not a waveform')
-    if x.shape[1] == 1: return x[:, 0].astype(np.float32)
+    if x.shape[1] == 1:
+        return x[:, 0].astype(np.float32)
     total = x[:, 0].astype(np.float64)  # channel by channel: numpy's mean over a short axis is three times slower
-    for c in range(1, x.shape[1]): total += x[:, c]
+    for c in range(1, x.shape[1]):
+        total += x[:, c]
     return (total / x.shape[1]).astype(np.float32)
 
 def check_waveform(x:np.ndarray, # mono samples
@@ -52,7 +55,8 @@ def check_waveform(x:np.ndarray, # mono samples
     if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise InputError(field, f'array of dtype {x.dtype}', 'pass real-valued samples', 'not a waveform')
     x = to_mono(x)
-    if x.size == 0: raise InputError(field, 'no samples', 'give a recording with some audio in it', 'empty audio')
+    if x.size == 0:
+        raise InputError(field, 'no samples', 'give a recording with some audio in it', 'empty audio')
     bad = ~np.isfinite(x)
     if bad.any():
         raise InputError(field, f'{int(bad.sum())} non-finite samples, the first at {int(np.argmax(bad))}',
@@ -66,9 +70,12 @@ def load_audio(path, # an audio file: WAV, FLAC, OGG, Opus, MP3 or AIFF
     "The file's samples as a mono `float32` array, and its sample rate."
     sf = require('soundfile')
     p = Path(path)
-    if not p.exists(): raise InputError('path', str(p), 'give the path of an existing audio file', 'no such file')
-    if not p.is_file(): raise InputError('path', str(p), 'give the path of an audio file, not a folder', 'not a file')
-    if p.stat().st_size == 0: raise InputError(str(p), '0 bytes', 'the file is empty: re-export or remove it', 'empty file')
+    if not p.exists():
+        raise InputError('path', str(p), 'give the path of an existing audio file', 'no such file')
+    if not p.is_file():
+        raise InputError('path', str(p), 'give the path of an audio file, not a folder', 'not a file')
+    if p.stat().st_size == 0:
+        raise InputError(str(p), '0 bytes', 'the file is empty: re-export or remove it', 'empty file')
     try:
         x, sr = sf.read(str(p), dtype='float32', always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
@@ -94,9 +101,11 @@ def resample(x:np.ndarray, # mono samples
     for name, v in (('sr_in', sr_in), ('sr_out', sr_out)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
             raise InputError(name, v, 'give a sample rate in Hz as a positive integer')
-    if quality not in ('QQ', 'LQ', 'MQ', 'HQ', 'VHQ'): raise InputError('quality', quality, 'use "QQ", "LQ", "MQ", "HQ" or "VHQ"')
+    if quality not in ('QQ', 'LQ', 'MQ', 'HQ', 'VHQ'):
+        raise InputError('quality', quality, 'use "QQ", "LQ", "MQ", "HQ" or "VHQ"')
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if sr_in == sr_out: return x
+    if sr_in == sr_out:
+        return x
     soxr = require('soxr')
     return soxr.resample(x, int(sr_in), int(sr_out), quality=quality).astype(np.float32, copy=False)
 
@@ -126,18 +135,23 @@ def segments(x:np.ndarray, # mono samples at 24 kHz
              short:str='pad', # audio shorter than a segment: "pad" with zeros, "keep" as it is, or "error"
             ) -> np.ndarray:
     "The segments of `x` as rows, shape (n_segments, seg_len) (or (1, len(x)) for short audio with `short='keep'`)."
-    if short not in ('pad', 'keep', 'error'): raise InputError('short', short, 'use "pad", "keep" or "error"')
+    if short not in ('pad', 'keep', 'error'):
+        raise InputError('short', short, 'use "pad", "keep" or "error"')
     if not (isinstance(seg_len, (int, np.integer)) and isinstance(hop, (int, np.integer)) and 0 < hop <= seg_len):
         raise InputError('hop', (seg_len, hop), 'give integers with 0 < hop <= seg_len')
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 1: raise InputError('x', f'array of shape {x.shape}', 'pass mono samples (a 1-D array); see to_mono', 'not mono')
-    if x.size == 0: raise InputError('x', 'no samples', 'give a recording with some audio in it', 'empty audio')
+    if x.ndim != 1:
+        raise InputError('x', f'array of shape {x.shape}', 'pass mono samples (a 1-D array); see to_mono', 'not mono')
+    if x.size == 0:
+        raise InputError('x', 'no samples', 'give a recording with some audio in it', 'empty audio')
     n = x.size
     if n < seg_len:
         if short == 'error':
             raise InputError('x', f'{n} samples', f'give at least {seg_len} samples, or use short="pad" or "keep"', 'shorter than one segment')
-        if short == 'keep': return x[None, :].copy()
-        out = np.zeros((1, seg_len), np.float32); out[0, :n] = x
+        if short == 'keep':
+            return x[None, :].copy()
+        out = np.zeros((1, seg_len), np.float32)
+        out[0, :n] = x
         return out
     view = np.lib.stride_tricks.sliding_window_view(x, seg_len)[::hop]
     return view[:n_segments(n, seg_len, hop)].copy()
@@ -154,8 +168,10 @@ def mel_filterbank(sr:int=SAMPLE_RATE, # sample rate in Hz
                   ) -> np.ndarray:
     "Triangular mel filters (HTK scale, peak 1), shape (n_mels, n_fft // 2 + 1)."
     fmax = sr / 2 if fmax is None else fmax
-    if not 0 <= fmin < fmax <= sr / 2: raise InputError('fmin, fmax', (fmin, fmax), f'use 0 <= fmin < fmax <= {sr / 2}')
-    if n_mels < 1 or n_fft < 2: raise InputError('n_mels, n_fft', (n_mels, n_fft), 'use n_mels >= 1 and n_fft >= 2')
+    if not 0 <= fmin < fmax <= sr / 2:
+        raise InputError('fmin, fmax', (fmin, fmax), f'use 0 <= fmin < fmax <= {sr / 2}')
+    if n_mels < 1 or n_fft < 2:
+        raise InputError('n_mels, n_fft', (n_mels, n_fft), 'use n_mels >= 1 and n_fft >= 2')
     edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
     freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
@@ -202,12 +218,14 @@ def log_mel(x:np.ndarray, # samples, shape (n,) or (batch, n)
            ) -> np.ndarray:
     "Log-mel spectrogram in dB (floor −100 dB, or max − `top_db`), shape (..., n_mels, n_frames)."
     x = np.asarray(x, dtype=np.float32)
-    if not np.isfinite(x).all(): raise InputError('x', 'non-finite samples', 'pass finite samples', 'NaN or infinite samples')
+    if not np.isfinite(x).all():
+        raise InputError('x', 'non-finite samples', 'pass finite samples', 'NaN or infinite samples')
     power = power_spectrogram(x, n_fft, hop)
     fb = _sparse_filterbank(int(sr), int(n_fft), int(n_mels), float(fmin), None if fmax is None else float(fmax))
     mel = (fb @ power.reshape(-1, power.shape[-1]).T).T.reshape(power.shape[:-1] + (n_mels,))
     db = 10 * np.log10(np.maximum(mel, 1e-10))
     if top_db is not None:
-        if not top_db > 0: raise InputError('top_db', top_db, 'use a positive number of dB, e.g. 80')
+        if not top_db > 0:
+            raise InputError('top_db', top_db, 'use a positive number of dB, e.g. 80')
         db = np.maximum(db, db.max(axis=(-1, -2), keepdims=True) - top_db)
     return np.swapaxes(db, -1, -2)

@@ -35,18 +35,24 @@ class SCM:
             fn=None, # nonlinear equation fn(parents: dict of arrays, noise: array) -> array
            ) -> 'SCM':
         "Add variable `name` with its structural equation; its parents must exist already. Returns the model."
-        if not isinstance(name, str) or not name: raise InputError('name', name, 'name the variable with a non-empty string')
-        if name in self.equations: raise InputError('name', name, 'use a new name; each variable has one equation', 'variable exists')
+        if not isinstance(name, str) or not name:
+            raise InputError('name', name, 'name the variable with a non-empty string')
+        if name in self.equations:
+            raise InputError('name', name, 'use a new name; each variable has one equation', 'variable exists')
         parents = parents or {}
         if fn is None and not isinstance(parents, dict):
             raise InputError('parents', parents, 'give a linear equation {parent: coefficient}, or pass fn for a nonlinear one')
-        if fn is not None and not callable(fn): raise InputError('fn', fn, 'pass a function fn(parents, noise)')
+        if fn is not None and not callable(fn):
+            raise InputError('fn', fn, 'pass a function fn(parents, noise)')
         missing = [p for p in parents if p not in self.equations]
-        if missing: raise InputError('parents', missing, 'add the parents first (variables are added in causal order)', 'unknown parent')
-        if not (math.isfinite(noise_sd) and noise_sd >= 0): raise InputError('noise_sd', noise_sd, 'pass a number >= 0')
+        if missing:
+            raise InputError('parents', missing, 'add the parents first (variables are added in causal order)', 'unknown parent')
+        if not (math.isfinite(noise_sd) and noise_sd >= 0):
+            raise InputError('noise_sd', noise_sd, 'pass a number >= 0')
         coefs = {p: float(parents[p]) for p in parents} if fn is None else None
         self.graph.add_node(name, linear=fn is None)
-        for p in parents: self.graph.add_edge(p, name, weight=coefs[p] if coefs else None)
+        for p in parents:
+            self.graph.add_edge(p, name, weight=coefs[p] if coefs else None)
         self.equations[name] = dict(parents=list(parents), coefs=coefs, intercept=float(intercept), noise_sd=float(noise_sd), fn=fn)
         return self
 
@@ -60,40 +66,52 @@ class SCM:
                do:dict=None, # interventions {variable: value}: do(X = value) replaces X's equation
               ) -> pd.DataFrame:
         "Draw `n` samples, optionally under the intervention `do`."
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise InputError('n', n, 'pass an integer >= 1')
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError('n', n, 'pass an integer >= 1')
         do = dict(do or {})
         unknown = set(do) - set(self.equations)
-        if unknown: raise InputError('do', sorted(unknown), f'intervene on variables of the model: {self.variables}', 'unknown variable')
+        if unknown:
+            raise InputError('do', sorted(unknown), f'intervene on variables of the model: {self.variables}', 'unknown variable')
         U = np.random.default_rng(seed).standard_normal((n, len(self.equations)))
         out = {}
         for k, (v, e) in enumerate(self.equations.items()):
-            if v in do: out[v] = np.broadcast_to(np.asarray(do[v], float), (n,)).copy(); continue
+            if v in do:
+                out[v] = np.broadcast_to(np.asarray(do[v], float), (n,)).copy()
+                continue
             u = e['noise_sd'] * U[:, k]
-            if e['fn'] is None: out[v] = e['intercept'] + sum((c * out[p] for p, c in e['coefs'].items()), np.zeros(n)) + u
-            else: out[v] = np.asarray(e['fn']({p: out[p] for p in e['parents']}, u), float).reshape(n)
+            if e['fn'] is None:
+                out[v] = e['intercept'] + sum((c * out[p] for p, c in e['coefs'].items()), np.zeros(n)) + u
+            else:
+                out[v] = np.asarray(e['fn']({p: out[p] for p in e['parents']}, u), float).reshape(n)
         return pd.DataFrame(out)
 
     def intervene(self, **values) -> 'SCM':
         "The model under do(X = value) for each keyword: the intervened variables lose their parents and noise."
         unknown = set(values) - set(self.equations)
-        if unknown: raise InputError('values', sorted(unknown), f'intervene on variables of the model: {self.variables}', 'unknown variable')
+        if unknown:
+            raise InputError('values', sorted(unknown), f'intervene on variables of the model: {self.variables}', 'unknown variable')
         m = SCM()
         for v, e in self.equations.items():
-            if v in values: m.add(v, {}, intercept=float(values[v]), noise_sd=0.0)
-            else: m.add(v, e['parents'] if e['fn'] else e['coefs'], e['intercept'], e['noise_sd'], e['fn'])
+            if v in values:
+                m.add(v, {}, intercept=float(values[v]), noise_sd=0.0)
+            else:
+                m.add(v, e['parents'] if e['fn'] else e['coefs'], e['intercept'], e['noise_sd'], e['fn'])
         return m
 
     def coefficients(self) -> pd.DataFrame:
         "The matrix B of a linear model: B[i, j] is the coefficient of X_i in the equation of X_j."
-        if not self.is_linear: raise InputError('model', 'nonlinear', 'use simulated_effect for nonlinear equations', 'not a linear model')
+        if not self.is_linear:
+            raise InputError('model', 'nonlinear', 'use simulated_effect for nonlinear equations', 'not a linear model')
         B = pd.DataFrame(0.0, index=self.variables, columns=self.variables)
         for v, e in self.equations.items():
-            for p, c in e['coefs'].items(): B.loc[p, v] = c
+            for p, c in e['coefs'].items():
+                B.loc[p, v] = c
         return B
 
     def _check_pair(self, x, y):
         for f, v in (('x', x), ('y', y)):
-            if v not in self.equations: raise InputError(f, v, f'use a variable of the model: {self.variables}', 'unknown variable')
+            if v not in self.equations:
+                raise InputError(f, v, f'use a variable of the model: {self.variables}', 'unknown variable')
 
     def total_effect(self, x:str, # the cause
                      y:str, # the outcome
@@ -121,8 +139,10 @@ class SCM:
                         ) -> float:
         "E[Y | do(X = x1)] - E[Y | do(X = x0)] (per unit of x1 - x0) by simulation; works for nonlinear equations too."
         self._check_pair(x, y)
-        if kind not in ('total', 'direct'): raise InputError('kind', kind, 'use "total" or "direct"')
-        if x1 == x0: raise InputError('x1', x1, 'choose x1 different from x0')
+        if kind not in ('total', 'direct'):
+            raise InputError('kind', kind, 'use "total" or "direct"')
+        if x1 == x0:
+            raise InputError('x1', x1, 'choose x1 different from x0')
         hold = {}
         if kind == 'direct':
             obs = self.sample(n, seed)
@@ -159,17 +179,23 @@ def edge_marks(G:nx.DiGraph, # a graph from `pc` (edge attribute `mark`) or a DA
     out, seen = [], set()
     for u, v, d in G.edges(data=True):
         mark = d.get('mark', '-->')
-        if mark == '-->': out.append((u, v, mark)); continue
+        if mark == '-->':
+            out.append((u, v, mark))
+            continue
         key = frozenset((u, v))
-        if key not in seen: seen.add(key); out.append((u, v, mark))
+        if key not in seen:
+            seen.add(key)
+            out.append((u, v, mark))
     return out
 
 def _layout(G):
     if nx.is_directed_acyclic_graph(G) and G.number_of_edges():
         for layer, nodes in enumerate(nx.topological_generations(G)):
-            for n in nodes: G.nodes[n]['_layer'] = layer
+            for n in nodes:
+                G.nodes[n]['_layer'] = layer
         pos = nx.multipartite_layout(G, subset_key='_layer', align='horizontal')
-        for n in G: del G.nodes[n]['_layer']
+        for n in G:
+            del G.nodes[n]['_layer']
         return {n: (float(x), -float(y)) for n, (x, y) in pos.items()}
     return {n: tuple(map(float, p)) for n, p in nx.circular_layout(G).items()}
 
@@ -183,7 +209,9 @@ def plot_graph(G:nx.DiGraph, # the graph to draw
     nodes = list(G.nodes) + [n for n in (reference or []) if n not in G]
     base = nx.DiGraph(reference) if reference is not None else nx.DiGraph(G)
     base.add_nodes_from(nodes)
-    if not nx.is_directed_acyclic_graph(base): base = nx.DiGraph(); base.add_nodes_from(nodes)
+    if not nx.is_directed_acyclic_graph(base):
+        base = nx.DiGraph()
+        base.add_nodes_from(nodes)
     pos = pos or _layout(base)
     fig = go.Figure()
     true_arcs = set(reference.edges) if reference is not None else set()
@@ -198,7 +226,8 @@ def plot_graph(G:nx.DiGraph, # the graph to draw
                            arrowhead=2 if mark != '---' else 0, arrowside='end+start' if mark == '<->' else 'end',
                            arrowwidth=2, arrowcolor=colour(u, v, mark), standoff=14, startstandoff=14, text='')
     for u, v in true_arcs:
-        if frozenset((u, v)) in found: continue
+        if frozenset((u, v)) in found:
+            continue
         (x0, y0), (x1, y1) = pos[u], pos[v]
         fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode='lines', line=dict(color='#aaa', dash='dash'),
                                  hoverinfo='skip', showlegend=False))
@@ -225,59 +254,78 @@ def fisher_z(data:pd.DataFrame, # the samples, one column per variable
             ) -> tuple:
     "Fisher's z test of x independent of y given S: (statistic sqrt(n-|S|-3)|z|, two-sided p-value)."
     n = len(data)
-    if n - len(given) - 3 < 1: raise InputError('data', f'{n} rows', f'pass more than {len(given) + 3} rows for |S| = {len(given)}', 'too few rows')
+    if n - len(given) - 3 < 1:
+        raise InputError('data', f'{n} rows', f'pass more than {len(given) + 3} rows for |S| = {len(given)}', 'too few rows')
     r = partial_correlation(data, x, y, given)
     stat = math.sqrt(n - len(given) - 3) * abs(0.5 * math.log((1 + r) / (1 - r)))
     return stat, float(2 * stats.norm.sf(stat))
 
 # %% ../../nbs/career/42_causal.ipynb #7a317c47
 def _check_frame(data, field='data', min_rows=3):
-    if not isinstance(data, pd.DataFrame): raise InputError(field, type(data).__name__, 'pass a pandas DataFrame with one column per variable')
-    if data.shape[1] < 2: raise InputError(field, list(data.columns), 'pass at least two columns')
-    if data.columns.duplicated().any(): raise InputError(field, list(data.columns[data.columns.duplicated()]), 'give every column a unique name', 'duplicate columns')
+    if not isinstance(data, pd.DataFrame):
+        raise InputError(field, type(data).__name__, 'pass a pandas DataFrame with one column per variable')
+    if data.shape[1] < 2:
+        raise InputError(field, list(data.columns), 'pass at least two columns')
+    if data.columns.duplicated().any():
+        raise InputError(field, list(data.columns[data.columns.duplicated()]), 'give every column a unique name', 'duplicate columns')
     bad = [c for c in data.columns if not (pd.api.types.is_numeric_dtype(data[c]) or pd.api.types.is_bool_dtype(data[c]))]
-    if bad: raise InputError(field, bad, 'pass numeric columns only (encode categories first)', 'non-numeric columns')
+    if bad:
+        raise InputError(field, bad, 'pass numeric columns only (encode categories first)', 'non-numeric columns')
     X = data.to_numpy(float)
     nan = [c for c, b in zip(data.columns, np.isnan(X).any(0)) if b]
-    if nan: raise InputError(field, nan, 'drop or impute the missing values first', 'columns hold NaN')
-    if not np.isfinite(X).all(): raise InputError(field, 'inf', 'remove infinite values', 'non-finite values')
-    if len(data) < min_rows: raise InputError(field, f'{len(data)} rows', f'pass at least {min_rows} rows', 'too few rows')
+    if nan:
+        raise InputError(field, nan, 'drop or impute the missing values first', 'columns hold NaN')
+    if not np.isfinite(X).all():
+        raise InputError(field, 'inf', 'remove infinite values', 'non-finite values')
+    if len(data) < min_rows:
+        raise InputError(field, f'{len(data)} rows', f'pass at least {min_rows} rows', 'too few rows')
     const = [c for c, s in zip(data.columns, X.std(0)) if s == 0]
-    if const: raise InputError(field, const, 'drop the constant columns: they carry no information', 'constant columns')
+    if const:
+        raise InputError(field, const, 'drop the constant columns: they carry no information', 'constant columns')
     return X
 
 def _background(names, forbidden, required, time_order):
     from causallearn.graph.GraphNode import GraphNode
     from causallearn.utils.PCUtils.BackgroundKnowledge import BackgroundKnowledge
-    if not (forbidden or required or time_order): return None
+    if not (forbidden or required or time_order):
+        return None
     node = {n: GraphNode(n) for n in names}
     def check(pairs, field):
         for pair in pairs:
             if len(pair) != 2 or any(v not in node for v in pair):
                 raise InputError(field, pair, f'give (cause, effect) pairs of column names: {names}')
-    check(forbidden or [], 'forbidden'); check(required or [], 'required')
+    check(forbidden or [], 'forbidden')
+    check(required or [], 'required')
     bk = BackgroundKnowledge()
-    for u, v in forbidden or []: bk.add_forbidden_by_node(node[u], node[v])
-    for u, v in required or []: bk.add_required_by_node(node[u], node[v])
+    for u, v in forbidden or []:
+        bk.add_forbidden_by_node(node[u], node[v])
+    for u, v in required or []:
+        bk.add_required_by_node(node[u], node[v])
     placed = [v for tier in time_order or [] for v in tier]
     if any(v not in node for v in placed) or len(placed) != len(set(placed)):
         raise InputError('time_order', time_order, f'give tiers (lists) of distinct column names among {names}')
     for t, tier in enumerate(time_order or []):
-        for v in tier: bk.add_node_to_tier(node[v], t)
+        for v in tier:
+            bk.add_node_to_tier(node[v], t)
     return bk
 
 def _to_networkx(M, names):
-    G = nx.DiGraph(); G.add_nodes_from(names)
+    G = nx.DiGraph()
+    G.add_nodes_from(names)
     k = len(names)
     for i in range(k):
         for j in range(i + 1, k):
             a, b = M[i, j], M[j, i]
-            if a == 0 and b == 0: continue
-            if a == -1 and b == 1: G.add_edge(names[i], names[j], mark='-->')
-            elif a == 1 and b == -1: G.add_edge(names[j], names[i], mark='-->')
+            if a == 0 and b == 0:
+                continue
+            if a == -1 and b == 1:
+                G.add_edge(names[i], names[j], mark='-->')
+            elif a == 1 and b == -1:
+                G.add_edge(names[j], names[i], mark='-->')
             else:
                 mark = '---' if a == -1 and b == -1 else '<->'
-                G.add_edge(names[i], names[j], mark=mark); G.add_edge(names[j], names[i], mark=mark)
+                G.add_edge(names[i], names[j], mark=mark)
+                G.add_edge(names[j], names[i], mark=mark)
     return G
 
 def pc(data:pd.DataFrame, # samples, one numeric column per variable
@@ -293,7 +341,8 @@ def pc(data:pd.DataFrame, # samples, one numeric column per variable
     X = _check_frame(data, min_rows=5)
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise InputError('alpha', alpha, 'pass a level in (0, 1), e.g. 0.05')
-    if indep_test not in ('fisherz', 'kci'): raise InputError('indep_test', indep_test, 'use "fisherz" or "kci"')
+    if indep_test not in ('fisherz', 'kci'):
+        raise InputError('indep_test', indep_test, 'use "fisherz" or "kci"')
     names = [str(c) for c in data.columns]
     bk = _background(names, forbidden, required, time_order)
     from causallearn.search.ConstraintBased.PC import pc as cl_pc
@@ -313,11 +362,13 @@ def cpdag(dag:nx.DiGraph, # a DAG
     from causallearn.graph.Dag import Dag
     from causallearn.graph.GraphNode import GraphNode
     from causallearn.utils.DAG2CPDAG import dag2cpdag
-    if not nx.is_directed_acyclic_graph(dag): raise InputError('dag', list(nx.find_cycle(dag))[:3], 'pass an acyclic graph', 'not a DAG')
+    if not nx.is_directed_acyclic_graph(dag):
+        raise InputError('dag', list(nx.find_cycle(dag))[:3], 'pass an acyclic graph', 'not a DAG')
     names = [str(n) for n in dag.nodes]
     nodes = {n: GraphNode(n) for n in names}
     D = Dag(list(nodes.values()))
-    for u, v in dag.edges: D.add_directed_edge(nodes[str(u)], nodes[str(v)])
+    for u, v in dag.edges:
+        D.add_directed_edge(nodes[str(u)], nodes[str(v)])
     return _to_networkx(dag2cpdag(D).graph, names)
 
 def _pairs(G):
@@ -361,7 +412,8 @@ def alpha_study(alphas=(0.01, 0.05), # PC's levels to compare
 
 # %% ../../nbs/career/42_causal.ipynb #2e552879
 def _window_sum(song_dates, event_dates, values, first_start):
-    ed = np.asarray(event_dates, 'datetime64[ns]'); order = np.argsort(ed, kind='stable')
+    ed = np.asarray(event_dates, 'datetime64[ns]')
+    order = np.argsort(ed, kind='stable')
     ed, cs = ed[order], np.r_[0.0, np.cumsum(np.asarray(values, float)[order])]
     hi = np.searchsorted(ed, song_dates, side='right')
     lo = np.searchsorted(ed, np.r_[np.datetime64(first_start, 'ns'), song_dates[:-1]], side='right')
@@ -408,7 +460,8 @@ def dag_frame(catalog, # a kelly.data.Catalog
     df = ctx.merge(s, on=['song_id', 'artist_id'], how='left')
     nodes = nodes or [v for tier in SIM_TIERS for v in tier]
     missing = [c for c in nodes if c not in df]
-    if missing: raise InputError('nodes', missing, 'choose columns of the songs table or the song context')
+    if missing:
+        raise InputError('nodes', missing, 'choose columns of the songs table or the song context')
     out = df[nodes].astype(float)
     if adjust_genre:
         genre = df.genres.map(lambda g: g[0] if len(g) else 'none')
@@ -485,10 +538,14 @@ def granger(data:pd.DataFrame, # time series, one numeric column per series, row
             adf_alpha:float=0.05, # level of the ADF test
            ) -> pd.DataFrame:
     "Granger F-tests for every ordered pair, BH-corrected: one row per (cause, effect)."
-    if ic not in ('aic', 'bic'): raise InputError('ic', ic, 'use "aic" or "bic"')
-    if mode not in ('conditional', 'pairwise'): raise InputError('mode', mode, 'use "conditional" or "pairwise"')
-    if stationarity not in ('adf', None): raise InputError('stationarity', stationarity, 'use "adf" or None')
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1): raise InputError('alpha', alpha, 'pass a level in (0, 1)')
+    if ic not in ('aic', 'bic'):
+        raise InputError('ic', ic, 'use "aic" or "bic"')
+    if mode not in ('conditional', 'pairwise'):
+        raise InputError('mode', mode, 'use "conditional" or "pairwise"')
+    if stationarity not in ('adf', None):
+        raise InputError('stationarity', stationarity, 'use "adf" or None')
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise InputError('alpha', alpha, 'pass a level in (0, 1)')
     for f, v in (('maxlag', maxlag), ('lag', lag)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
             raise InputError(f, v, 'pass an integer >= 1')
@@ -507,14 +564,17 @@ def granger(data:pd.DataFrame, # time series, one numeric column per series, row
             warnings.warn(f'ADF finds a unit root in {bad} (p > {adf_alpha}); differencing all series once', stacklevel=2)
             X, differenced = np.diff(X, axis=0), True
             const = [n for n, s in zip(names, X.std(0)) if s == 0]
-            if const: raise InputError('data', const, 'drop series that are linear trends: they are constant once differenced', 'constant after differencing')
+            if const:
+                raise InputError('data', const, 'drop series that are linear trends: they are constant once differenced', 'constant after differencing')
     if lag is None:
         fits = [q for q in range(1, maxlag + 1) if len(X) - q - len(names) * q - 1 >= 1]
         if not fits:
             raise InputError('data', f'{len(X)} rows', f'pass a longer series or fix lag=1', 'series too short')
-        if fits[-1] < maxlag: warnings.warn(f'maxlag lowered from {maxlag} to {fits[-1]}: the series is too short', stacklevel=2)
+        if fits[-1] < maxlag:
+            warnings.warn(f'maxlag lowered from {maxlag} to {fits[-1]}: the series is too short', stacklevel=2)
         p = _select_lag(X, fits[-1], ic) if len(fits) > 1 else 1
-    else: p = lag
+    else:
+        p = lag
     if len(X) - p - k_model * p - 1 < 1:
         raise InputError('data', f'{len(X)} rows', f'pass a longer series or a smaller lag than {p}', 'series too short')
     rows = []
@@ -533,16 +593,19 @@ def bh_adjust(p, # p-values
     "Benjamini-Hochberg adjusted p-values (step-up, monotone, capped at 1)."
     p = np.asarray(p, float)
     n = len(p)
-    if n == 0: return p
+    if n == 0:
+        return p
     order = np.argsort(p)
     adj = np.minimum.accumulate((p[order] * n / np.arange(1, n + 1))[::-1])[::-1]
-    out = np.empty(n); out[order] = np.minimum(adj, 1.0)
+    out = np.empty(n)
+    out[order] = np.minimum(adj, 1.0)
     return out
 
 def granger_graph(table:pd.DataFrame, # the output of `granger` (or `granger_pooled`)
                  ) -> nx.DiGraph:
     "A directed graph of the significant Granger relations, edges carrying F, lag and adjusted p-value."
-    G = nx.DiGraph(); G.add_nodes_from(pd.unique(table[['cause', 'effect']].to_numpy().ravel()))
+    G = nx.DiGraph()
+    G.add_nodes_from(pd.unique(table[['cause', 'effect']].to_numpy().ravel()))
     for r in table[table.significant].itertuples():
         G.add_edge(r.cause, r.effect, statistic=getattr(r, 'F', getattr(r, 'statistic', np.nan)), lag=r.lag,
                    p_adjusted=r.p_adjusted, mark='-->')
@@ -557,10 +620,14 @@ def simulate_var(A, # coefficient matrices, shape (p, k, k): A[l-1][i, j] is the
                 ) -> pd.DataFrame:
     "A simulated VAR(p) series with columns y0..y{k-1}."
     A = np.asarray(A, float)
-    if A.ndim != 3 or A.shape[1] != A.shape[2]: raise InputError('A', A.shape, 'pass an array of shape (p, k, k)')
+    if A.ndim != 3 or A.shape[1] != A.shape[2]:
+        raise InputError('A', A.shape, 'pass an array of shape (p, k, k)')
     p, k, _ = A.shape
-    companion = np.zeros((k * p, k * p)); companion[:k] = np.hstack(list(A)); companion[k:, :-k] = np.eye(k * (p - 1))
-    if np.abs(np.linalg.eigvals(companion)).max() >= 1: raise InputError('A', 'unstable', 'scale the coefficients down: the VAR must be stationary')
+    companion = np.zeros((k * p, k * p))
+    companion[:k] = np.hstack(list(A))
+    companion[k:, :-k] = np.eye(k * (p - 1))
+    if np.abs(np.linalg.eigvals(companion)).max() >= 1:
+        raise InputError('A', 'unstable', 'scale the coefficients down: the VAR must be stationary')
     e = np.random.default_rng(seed).standard_normal((T + burn, k)) * noise_sd
     Y = np.zeros((T + burn, k))
     for t in range(T + burn):
@@ -599,7 +666,8 @@ def career_series(catalog, # a kelly.data.Catalog
     df = song_context(catalog, by_kind=any(str(c).startswith('event_') for c in columns)).merge(
         catalog.songs, on=['song_id', 'artist_id'], how='left')
     missing = [c for c in columns if c not in df]
-    if missing: raise InputError('columns', missing, 'choose columns of the songs table or the song context')
+    if missing:
+        raise InputError('columns', missing, 'choose columns of the songs table or the song context')
     return {a: g[list(columns)].astype(float).reset_index(drop=True) for a, g in df.groupby('artist_id', sort=True) if len(g) >= min_songs}
 
 def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows in time order
@@ -610,19 +678,27 @@ def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows 
                    min_distinct:int=5, # "fisher": a unit's effect series needs this many distinct values to be tested
                   ) -> pd.DataFrame:
     "Granger tests pooled over units (artists) for every ordered pair, BH-corrected."
-    if not frames: raise InputError('frames', frames, 'pass at least one series')
-    if method not in ('fisher', 'fixed_effects'): raise InputError('method', method, 'use "fisher" or "fixed_effects"')
-    if mode not in ('conditional', 'pairwise'): raise InputError('mode', mode, 'use "conditional" or "pairwise"')
+    if not frames:
+        raise InputError('frames', frames, 'pass at least one series')
+    if method not in ('fisher', 'fixed_effects'):
+        raise InputError('method', method, 'use "fisher" or "fixed_effects"')
+    if mode not in ('conditional', 'pairwise'):
+        raise InputError('mode', mode, 'use "conditional" or "pairwise"')
     cols = list(next(iter(frames.values())).columns)
-    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 1: raise InputError('lag', lag, 'pass an integer >= 1')
+    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 1:
+        raise InputError('lag', lag, 'pass an integer >= 1')
     k = len(cols) if mode == 'conditional' else 2
     usable = {}
     for u, f in frames.items():
-        if list(f.columns) != cols: raise InputError(f'frames[{u!r}]', list(f.columns), f'give every unit the columns {cols}')
+        if list(f.columns) != cols:
+            raise InputError(f'frames[{u!r}]', list(f.columns), f'give every unit the columns {cols}')
         X = f.to_numpy(float)
-        if np.isnan(X).any(): raise InputError(f'frames[{u!r}]', 'NaN', 'drop or impute the missing values first', 'series holds NaN')
-        if len(X) - lag - k * lag - 1 >= 1: usable[u] = X
-    if not usable: raise InputError('frames', f'{len(frames)} units', f'pass series longer than {(k + 1) * lag + 1} rows', 'series too short')
+        if np.isnan(X).any():
+            raise InputError(f'frames[{u!r}]', 'NaN', 'drop or impute the missing values first', 'series holds NaN')
+        if len(X) - lag - k * lag - 1 >= 1:
+            usable[u] = X
+    if not usable:
+        raise InputError('frames', f'{len(frames)} units', f'pass series longer than {(k + 1) * lag + 1} rows', 'series too short')
     rows = []
     for (i, x), (j, y) in itertools.permutations(enumerate(cols), 2):
         keep = list(range(len(cols))) if mode == 'conditional' else sorted({i, j})
@@ -635,13 +711,16 @@ def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows 
             continue
         Ys, Ls = [], []
         for X in usable.values():
-            L = _lagged(X[:, keep], lag); yv = X[lag:, j]
-            Ys.append(yv - yv.mean()); Ls.append(L - L.mean(0))
+            L = _lagged(X[:, keep], lag)
+            yv = X[lag:, j]
+            Ys.append(yv - yv.mean())
+            Ls.append(L - L.mean(0))
         yv, L = np.concatenate(Ys), np.vstack(Ls)
         drop = [l * len(keep) + keep.index(i) for l in range(lag)]
         rss_u, rss_r = _rss(yv, L), _rss(yv, np.delete(L, drop, axis=1))
         df_d = len(yv) - len(usable) - L.shape[1]
-        if df_d < 1 or rss_u <= 0: raise InputError('frames', f'{len(yv)} rows', 'pass more or longer series', 'series too short')
+        if df_d < 1 or rss_u <= 0:
+            raise InputError('frames', f'{len(yv)} rows', 'pass more or longer series', 'series too short')
         F = ((rss_r - rss_u) / lag) / (rss_u / df_d)
         rows.append(dict(cause=x, effect=y, lag=lag, units=len(usable), statistic=F, df_num=lag, df_denom=df_d,
                          p_value=float(stats.f.sf(F, lag, df_d))))
@@ -658,7 +737,8 @@ def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows 
 def bench_causal(size:str='full', # "full": 10, 20, 50 variables at n = 1000; "tiny": 5 and 10 at n = 200
                 ) -> list:
     "Seconds PC takes on random linear-Gaussian data."
-    if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
+    if size not in ('full', 'tiny'):
+        raise InputError('size', size, 'use "full" or "tiny"')
     sizes, n, repeat = ((10, 20, 50), 1000, 3) if size == 'full' else ((5, 10), 200, 1)
     out = []
     for k in sizes:
@@ -676,5 +756,7 @@ def sachs() -> tuple:
         raise MissingResourceError('data', str(d/'sachs.csv'), 'restore data/sachs/ from the repository (see data/README.md)', 'Sachs data missing')
     data = pd.read_csv(d/'sachs.csv')
     edges = pd.read_csv(d/'consensus.csv')
-    G = nx.DiGraph(); G.add_nodes_from(data.columns); G.add_edges_from(edges[['Cause', 'Effect']].itertuples(index=False, name=None))
+    G = nx.DiGraph()
+    G.add_nodes_from(data.columns)
+    G.add_edges_from(edges[['Cause', 'Effect']].itertuples(index=False, name=None))
     return data, G

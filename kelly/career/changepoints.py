@@ -35,11 +35,14 @@ def check_series(Y, # a 1-d series of length T, or an array / DataFrame of shape
                  allow_missing:bool=False, # accept NaN as a missing observation (inf is still refused)
                 ) -> np.ndarray:
     "`Y` as a float array of shape (T, d), or an `InputError` for NaN (unless allowed), inf or a series too short."
-    if hasattr(Y, 'to_numpy'): Y = Y.to_numpy()
-    try: Y = np.asarray(Y, dtype=float)
+    if hasattr(Y, 'to_numpy'):
+        Y = Y.to_numpy()
+    try:
+        Y = np.asarray(Y, dtype=float)
     except (TypeError, ValueError):
         raise InputError(name, Y, 'pass numbers: a 1-d series or a 2-d array of shape (T, d)', 'not numeric') from None
-    if Y.ndim == 1: Y = Y[:, None]
+    if Y.ndim == 1:
+        Y = Y[:, None]
     if Y.ndim != 2:
         raise InputError(f'{name}.shape', Y.shape, 'pass a 1-d series or a 2-d array of shape (T, d)', 'wrong number of dimensions')
     bad_mask = np.isinf(Y) if allow_missing else ~np.isfinite(Y)
@@ -64,12 +67,15 @@ class NIWPrior:
     psi0: np.ndarray   # scale matrix of the inverse Wishart, shape (d, d)
 
     def __post_init__(self):
-        self.m0 = np.atleast_1d(np.asarray(self.m0, float)); d = len(self.m0)
+        self.m0 = np.atleast_1d(np.asarray(self.m0, float))
+        d = len(self.m0)
         self.psi0 = np.atleast_2d(np.asarray(self.psi0, float))
         if self.psi0.shape != (d, d):
             raise InputError('psi0.shape', self.psi0.shape, f'pass a ({d}, {d}) matrix to match m0', 'prior dimensions disagree')
-        if not self.kappa0 > 0: raise InputError('kappa0', self.kappa0, 'use a positive number')
-        if not self.nu0 > d - 1: raise InputError('nu0', self.nu0, f'use nu0 > d - 1 = {d - 1}')
+        if not self.kappa0 > 0:
+            raise InputError('kappa0', self.kappa0, 'use a positive number')
+        if not self.nu0 > d - 1:
+            raise InputError('nu0', self.nu0, f'use nu0 > d - 1 = {d - 1}')
         if not np.allclose(self.psi0, self.psi0.T) or np.linalg.eigvalsh(self.psi0).min() <= 0:
             raise InputError('psi0', self.psi0, 'use a symmetric positive definite matrix')
 
@@ -85,7 +91,8 @@ def robust_noise_cov(Y:np.ndarray, # the series, shape (T, d)
     sd = np.where(sd > 0, sd, D.std(0))
     sd = np.where(sd > 0, sd, 1e-3*np.maximum(np.abs(Y).max(0), 1.0))   # a constant series still gets a scale
     R = np.atleast_2d(np.corrcoef(D.T)) if Y.shape[1] > 1 else np.ones((1, 1))
-    R = np.nan_to_num(R, nan=0.0); np.fill_diagonal(R, 1.0)
+    R = np.nan_to_num(R, nan=0.0)
+    np.fill_diagonal(R, 1.0)
     return (0.9*R + 0.1*np.eye(len(R)))*np.outer(sd, sd)
 
 def default_prior(Y, # the series, shape (T,) or (T, d)
@@ -115,13 +122,17 @@ def _log_multigamma(a, d):
 def _logdet(M):
     "log-determinants of a stack of symmetric positive definite matrices (closed forms for d ≤ 3)."
     d = M.shape[-1]
-    if d == 1: det = M[..., 0, 0]
-    elif d == 2: det = M[..., 0, 0]*M[..., 1, 1] - M[..., 0, 1]*M[..., 1, 0]
+    if d == 1:
+        det = M[..., 0, 0]
+    elif d == 2:
+        det = M[..., 0, 0]*M[..., 1, 1] - M[..., 0, 1]*M[..., 1, 0]
     elif d == 3:
         a, b, c, e, f, i = M[..., 0, 0], M[..., 0, 1], M[..., 0, 2], M[..., 1, 1], M[..., 1, 2], M[..., 2, 2]
         det = a*(e*i - f*f) - b*(b*i - f*c) + c*(b*f - e*c)
-    else: return np.linalg.slogdet(M)[1]
-    with np.errstate(divide='ignore', invalid='ignore'): return np.log(det)
+    else:
+        return np.linalg.slogdet(M)[1]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return np.log(det)
 
 def niw_segment_loglik(Y:np.ndarray, # the series, shape (T, d)
                        prior:NIWPrior, # the NIW prior of one regime
@@ -143,7 +154,8 @@ def niw_segment_loglik(Y:np.ndarray, # the series, shape (T, d)
     const = _log_multigamma(nu0/2, d) - nu0/2*np.linalg.slogdet(prior.psi0)[1] - d/2*np.log(k0)
     L = np.full((T + 1, T + 1), -np.inf)
     for s, t in _segment_blocks(T, min_size):                   # blocks of segments bound the memory
-        n_obs = N[t] - N[s]; n = n_obs.astype(float)
+        n_obs = N[t] - N[s]
+        n = n_obs.astype(float)
         S1, kn = C1[t] - C1[s], k0 + n
         psi_n = prior.psi0 + (C2[t] - C2[s]) - S1[:, :, None]*S1[:, None, :]/kn[:, None, None]
         L[s, t] = -n*d/2*np.log(np.pi) + lg[n_obs] - (nu0 + n)/2*_logdet(psi_n) - d/2*np.log(kn) - const
@@ -174,7 +186,10 @@ def niw_loglik_chain(Y:np.ndarray, # one segment, shape (n, d)
     for y in np.atleast_2d(Y):
         df = nu - d + 1
         total += stats.multivariate_t(loc=m, shape=psi*(k + 1)/(k*df), df=df).logpdf(y)
-        psi = psi + k/(k + 1)*np.outer(y - m, y - m); m = (k*m + y)/(k + 1); k += 1; nu += 1
+        psi = psi + k/(k + 1)*np.outer(y - m, y - m)
+        m = (k*m + y)/(k + 1)
+        k += 1
+        nu += 1
     return float(total)
 
 # %% ../../nbs/career/41_changepoints.ipynb #4cfb880d
@@ -185,13 +200,18 @@ def poisson_segment_loglik(y, # counts, shape (T,) or (T, 1)
                           ) -> np.ndarray:
     "Matrix L[s, t] = log p(y[s:t]) for Poisson counts with a Gamma(a, b) rate; -inf where t - s < min_size."
     y = check_series(y, 1, 'counts', allow_missing=True)
-    if y.shape[1] != 1: raise InputError('counts.shape', y.shape, 'pass one column of counts', 'not a count series')
-    y = y[:, 0]; observed = np.isfinite(y)                 # NaN is a missing count
+    if y.shape[1] != 1:
+        raise InputError('counts.shape', y.shape, 'pass one column of counts', 'not a count series')
+    y = y[:, 0]
+    observed = np.isfinite(y)                 # NaN is a missing count
     if (y[observed] < 0).any() or (y[observed] != np.round(y[observed])).any():
         raise InputError('counts', y, 'pass non-negative integer counts', 'not counts')
-    T = len(y); _check_size(T)
-    y = np.where(observed, y, 0.0); N = np.concatenate([[0], np.cumsum(observed)])
-    C = np.concatenate([[0.0], np.cumsum(y)]); G = np.concatenate([[0.0], np.cumsum(gammaln(y + 1))])
+    T = len(y)
+    _check_size(T)
+    y = np.where(observed, y, 0.0)
+    N = np.concatenate([[0], np.cumsum(observed)])
+    C = np.concatenate([[0.0], np.cumsum(y)])
+    G = np.concatenate([[0.0], np.cumsum(gammaln(y + 1))])
     s, t = np.triu_indices(T + 1, k=max(int(min_size), 1))
     n, S = (N[t] - N[s]).astype(float), C[t] - C[s]
     L = np.full((T + 1, T + 1), -np.inf)
@@ -212,19 +232,24 @@ def gaussian_segment_loglik(y, # a univariate series, shape (T,) or (T, 1); NaN 
                             min_size:int=2, # the shortest segment allowed
                            ) -> np.ndarray:
     "L[s, t] = log p(y[s:t]) under a univariate segment model, the noise integrated over; -inf where t - s < min_size."
-    if model not in SEGMENT_MODELS: raise InputError('model', model, f'use one of {SEGMENT_MODELS}')
+    if model not in SEGMENT_MODELS:
+        raise InputError('model', model, f'use one of {SEGMENT_MODELS}')
     if not (noise_var > 0 and kappa0 > 0 and a0 > 1):
         raise InputError('noise_var, kappa0, a0', (noise_var, kappa0, a0), 'use noise_var > 0, kappa0 > 0, a0 > 1')
     y = check_series(y, 1, 'y', allow_missing=True)
     if y.shape[1] != 1:
         raise InputError('y.shape', y.shape, 'pass one column; use niw_segment_loglik for several', 'not univariate')
-    y = y[:, 0]; T = len(y); _check_size(T)
+    y = y[:, 0]
+    T = len(y)
+    _check_size(T)
     observed = np.isfinite(y)
     z = np.where(observed, y - m0, 0.0)
     sums = dict(n=_cumsum0(observed.astype(float)), z=_cumsum0(z), zz=_cumsum0(z*z))
     if model in ('trend', 'ar1'):
-        if model == 'trend': x = np.arange(T)/T
-        else: x = np.r_[0.0, z[:-1]]/np.sqrt(np.nanvar(y))     # z of a missing value is 0 already
+        if model == 'trend':
+            x = np.arange(T)/T
+        else:
+            x = np.r_[0.0, z[:-1]]/np.sqrt(np.nanvar(y))     # z of a missing value is 0 already
         x = np.where(observed, x, 0.0)
         sums.update(x=_cumsum0(x), xx=_cumsum0(x*x), xz=_cumsum0(x*z))
     b0 = (a0 - 1)*noise_var
@@ -265,7 +290,8 @@ def student_t_grid(y, # a univariate series (NaN missing)
                    max_mu:int=160, # the most μ points (the step widens beyond)
                   ) -> dict:
     "The quadrature grid G of the Student-t segment model: μ_g, log σ_g, log prior weights log w_g and the priors."
-    y = np.asarray(y, float).reshape(-1); observed = y[np.isfinite(y)]
+    y = np.asarray(y, float).reshape(-1)
+    observed = y[np.isfinite(y)]
     s = float(np.sqrt(robust_noise_cov(observed[:, None])[0, 0]))
     m0 = float(np.median(observed))
     q_lo, q_hi = np.quantile(observed, [0.01, 0.99])
@@ -291,14 +317,18 @@ def student_t_segment_loglik(y, # a univariate series, shape (T,) or (T, 1); NaN
                              grid:dict=None, # the quadrature grid (default: `student_t_grid(y)`)
                             ) -> np.ndarray:
     "L[s, t] = log p(y[s:t]) under Student-t noise, (μ, σ) integrated on the grid; -inf where t - s < min_size."
-    if not nu > 0: raise InputError('nu', nu, 'use degrees of freedom > 0, e.g. 4')
+    if not nu > 0:
+        raise InputError('nu', nu, 'use degrees of freedom > 0, e.g. 4')
     y = check_series(y, 1, 'y', allow_missing=True)
     if y.shape[1] != 1:
         raise InputError('y.shape', y.shape, 'pass one column; use niw_segment_loglik for several', 'not univariate')
-    y = y[:, 0]; T = len(y); _check_size(T)
+    y = y[:, 0]
+    T = len(y)
+    _check_size(T)
     grid = student_t_grid(y) if grid is None else grid
     C = _student_t_prefix(y, grid, nu)
-    L = np.full((T + 1, T + 1), -np.inf); m = max(int(min_size), 1)
+    L = np.full((T + 1, T + 1), -np.inf)
+    m = max(int(min_size), 1)
     for s in range(T + 1 - m):                                        # all segments starting at s at once
         L[s, s + m:] = _lse(C[s + m:] - C[s] + grid['log_w'], 1)
     return L
@@ -316,7 +346,8 @@ class _StudentTRegimes:
     def grid_posterior(self, s, t):
         "Posterior probabilities of the grid points given the segment y[s:t]."
         lp = self.grid['log_w'] + self.C[t] - self.C[s]
-        p = np.exp(lp - lp.max()); return p/p.sum()
+        p = np.exp(lp - lp.max())
+        return p/p.sum()
 
     def draw_exact(self, s, t, rng):
         g = rng.choice(len(self.grid['mu']), p=self.grid_posterior(s, t))
@@ -369,7 +400,8 @@ class ExactPosterior:
 
     def position_probs(self, K:int) -> np.ndarray:
         "P(τ_j = t | K, Y) for j = 1..K, an array of shape (K, T)."
-        if K == 0: return np.zeros((0, self.T))
+        if K == 0:
+            return np.zeros((0, self.T))
         j = np.arange(1, K + 1)
         return np.exp(self.A[j, :self.T] + self.B[K + 1 - j, :self.T] - self.A[K + 1, self.T])
 
@@ -386,7 +418,9 @@ class ExactPosterior:
             end, cps = self.T, []
             for j in range(K, 0, -1):
                 lp = self.A[j, :end] + self.L[:end, end]
-                w = np.exp(lp - lp.max()); end = int(rng.choice(end, p=w/w.sum())); cps.append(end)
+                w = np.exp(lp - lp.max())
+                end = int(rng.choice(end, p=w/w.sum()))
+                cps.append(end)
             out.append(np.array(cps[::-1], dtype=int))
         return out
 
@@ -398,11 +432,14 @@ def viterbi(L:np.ndarray, # segment scores, shape (T+1, T+1)
     V, ptrs = L[0].copy(), []
     for _ in range(K):
         M = V[:, None] + L
-        ptrs.append(np.argmax(M, 0)); V = M[ptrs[-1], np.arange(T + 1)]
+        ptrs.append(np.argmax(M, 0))
+        V = M[ptrs[-1], np.arange(T + 1)]
     if not np.isfinite(V[T]):
         raise InputError('K', K, 'ask for fewer change points: they do not fit with this min_size', 'too many change points')
     cps, end = [], T
-    for p in reversed(ptrs): end = int(p[end]); cps.append(end)
+    for p in reversed(ptrs):
+        end = int(p[end])
+        cps.append(end)
     return np.array(cps[::-1], dtype=int)
 
 def exact_posterior(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1), e.g. from `niw_segment_loglik`
@@ -411,11 +448,13 @@ def exact_posterior(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1),
                     min_size:int=2, # the shortest segment allowed (as used to build L)
                    ) -> ExactPosterior:
     "The exact posterior over segmentations by the product-partition recursions, in log space."
-    if not lam > 0: raise InputError('lam', lam, 'use a positive Poisson mean')
+    if not lam > 0:
+        raise InputError('lam', lam, 'use a positive Poisson mean')
     T = L.shape[0] - 1
     kmax = int(max(0, min(max_changes, T//min_size - 1)))
     log_w = log_prior_K(T, lam, kmax, min_size) - log_n_configurations(T, np.arange(kmax + 1), min_size)
-    A = np.full((kmax + 2, T + 1), -np.inf); B = np.full((kmax + 2, T + 1), -np.inf)
+    A = np.full((kmax + 2, T + 1), -np.inf)
+    B = np.full((kmax + 2, T + 1), -np.inf)
     A[1], B[1] = L[0], L[:, T]
     for k in range(2, kmax + 2):
         lo, hi = (k - 1)*min_size, T - (k - 1)*min_size + 1   # only cuts that leave room for the other segments
@@ -427,7 +466,8 @@ def exact_posterior(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1),
     for K in range(1, kmax + 1):
         j = np.arange(1, K + 1)
         lpc = np.logaddexp(lpc, log_w[K] + _lse(A[j] + B[K + 1 - j], 0))
-    change_prob = np.exp(lpc[:T] - logZ); change_prob[0] = 0.0
+    change_prob = np.exp(lpc[:T] - logZ)
+    change_prob[0] = 0.0
     if kmax == max_changes and kmax > 0 and log_joint[-1] - logZ > np.log(1e-3):
         warnings.warn(f'P(K = max_changes = {kmax} | Y) = {np.exp(log_joint[-1] - logZ):.2g}: the truncation of the prior on K matters; raise max_changes')
     return ExactPosterior(T=T, min_size=min_size, log_prob_K=log_joint - logZ, change_prob=change_prob,
@@ -441,19 +481,23 @@ def brute_force_posterior(Y:np.ndarray, # a short series, shape (T, d), T ≲ 14
                           min_size:int=1, # the shortest segment
                          ) -> tuple:
     "(P(K | Y), P(change at t | Y)) by listing every segmentation: the reference for `exact_posterior`."
-    T = len(Y); kmax = int(min(max_changes, T//min_size - 1))
+    T = len(Y)
+    kmax = int(min(max_changes, T//min_size - 1))
     lpk = log_prior_K(T, lam, kmax, min_size)
     rows = []
     for K in range(kmax + 1):
         for cps in itertools.combinations(range(1, T), K):
             b = [0, *cps, T]
-            if min(np.diff(b)) < min_size: continue
+            if min(np.diff(b)) < min_size:
+                continue
             ll = sum(niw_loglik_chain(Y[b[i]:b[i + 1]], prior) for i in range(K + 1))
             rows.append((cps, lpk[K] - log_n_configurations(T, K, min_size) + ll))
-    lj = np.array([r[1] for r in rows]); p = np.exp(lj - _lse(lj, 0))
+    lj = np.array([r[1] for r in rows])
+    p = np.exp(lj - _lse(lj, 0))
     pK, pc = np.zeros(kmax + 1), np.zeros(T)
     for (cps, _), pi in zip(rows, p):
-        pK[len(cps)] += pi; pc[list(cps)] += pi
+        pK[len(cps)] += pi
+        pc[list(cps)] += pi
     return pK, pc
 
 # %% ../../nbs/career/41_changepoints.ipynb #8bd19783
@@ -472,8 +516,10 @@ def series_log_evidence(L:np.ndarray, # segment log marginal likelihoods (T+1, T
         if stop_below is not None and len(terms) > 3 and terms[-1] < max(terms) - stop_below and terms[-1] < terms[-2] < terms[-3] < terms[-4]:
             break                                                 # the rest adds less than e^-stop_below each
         lo = (k - 1)*min_size
-        A_next = np.full(T + 1, -np.inf); A_next[lo:] = _lse(A[:, None] + L[:, lo:], 0)
-        A = A_next; terms.append(log_w[k - 1] + A[T])
+        A_next = np.full(T + 1, -np.inf)
+        A_next[lo:] = _lse(A[:, None] + L[:, lo:], 0)
+        A = A_next
+        terms.append(log_w[k - 1] + A[T])
     return float(_lse(np.array(terms), 0))
 
 NOISE_GRID = np.logspace(-5, 0.5, 12)     # s² / Var(y) tried by empirical Bayes
@@ -503,9 +549,11 @@ def empirical_bayes_segments(y, # a univariate series (NaN missing); counts for 
                 best = dict(model=model, log_evidence=ev, a=float(a), b=float(a/mean), L=L)
         return best
     var, m0 = float(np.nanvar(y)), float(np.nanmedian(y))
-    if not var > 0: var = 1e-6*max(abs(m0), 1.0)**2                  # a constant series still gets a scale
+    if not var > 0:
+        var = 1e-6*max(abs(m0), 1.0)**2                  # a constant series still gets a scale
     def score(i):
-        r = NOISE_GRID[i]; kappa0 = float(np.clip(r, 1e-4, 1.0))
+        r = NOISE_GRID[i]
+        kappa0 = float(np.clip(r, 1e-4, 1.0))
         L = gaussian_segment_loglik(y, model, r*var, kappa0, m0, a0, min_size)
         ev = series_log_evidence(L, lam, max_changes, min_size, stop_below=40.0)
         return dict(model=model, log_evidence=ev, noise_var=float(r*var), kappa0=kappa0, m0=m0, a0=a0, L=L, i=i)
@@ -536,7 +584,8 @@ def simulate_changepoint_series(T:int=200, # series length
                                ) -> tuple:
     "(Y, change points): a draw from the §4.1 model with K uniform locations and NIW regimes."
     rng = np.random.default_rng(seed)
-    if T < (K + 1)*min_size: raise InputError('T', T, f'use T ≥ (K + 1)·min_size = {(K + 1)*min_size}', 'series too short')
+    if T < (K + 1)*min_size:
+        raise InputError('T', T, f'use T ≥ (K + 1)·min_size = {(K + 1)*min_size}', 'series too short')
     nu = d + 10.0 if nu is None else nu
     free = T - (K + 1)*min_size                       # uniform over admissible configurations (stars and bars)
     bars = np.sort(rng.choice(free + K, size=K, replace=False))
@@ -553,7 +602,8 @@ def _draw_inverse_wishart(nu, psi, rng):
     "(Σ, M) with Σ ~ IW(nu, psi) and Σ = M Mᵀ, by the Bartlett decomposition."
     d = len(psi)
     if d == 1:                                    # IW in one dimension: ψ / χ²(ν)
-        v = psi[0, 0]/rng.chisquare(nu); return np.array([[v]]), np.array([[np.sqrt(v)]])
+        v = psi[0, 0]/rng.chisquare(nu)
+        return np.array([[v]]), np.array([[np.sqrt(v)]])
     A = np.diag(np.sqrt(rng.chisquare(nu - np.arange(d))))
     A[np.tril_indices(d, -1)] = rng.standard_normal(d*(d - 1)//2)     # W = A Aᵀ ~ Wishart(ν, I)
     M = np.linalg.cholesky(psi) @ np.linalg.inv(A).T
@@ -565,7 +615,8 @@ class _NIWRegimes:
     def __init__(self, Y, prior):
         self.prior, self.m0, self.d = prior, prior.m0, Y.shape[1]
         observed = np.isfinite(Y).all(1)                   # missing rows add nothing (the exact route only)
-        self.Yc = np.where(observed[:, None], Y - prior.m0, 0.0); d = self.d
+        self.Yc = np.where(observed[:, None], Y - prior.m0, 0.0)
+        d = self.d
         self.N = np.concatenate([[0], np.cumsum(observed)])
         self.C1 = np.concatenate([np.zeros((1, d)), np.cumsum(self.Yc, 0)])
         self.C2 = np.concatenate([np.zeros((1, d, d)), np.cumsum(self.Yc[:, :, None]*self.Yc[:, None, :], 0)])
@@ -574,13 +625,18 @@ class _NIWRegimes:
 
     def draw_exact(self, s, t, rng):
         "(μ, Σ) from their joint posterior given the segment Y[s:t]."
-        p = self.prior; n, S1, SS = self._stats(s, t); kn = p.kappa0 + n
+        p = self.prior
+        n, S1, SS = self._stats(s, t)
+        kn = p.kappa0 + n
         Sig, M = _draw_inverse_wishart(p.nu0 + n, p.psi0 + SS - np.outer(S1, S1)/kn, rng)
         return S1/kn + M @ rng.standard_normal(self.d)/np.sqrt(kn), Sig
 
     def gibbs(self, theta, s, t, rng):
         "§4.2.1: μ | Σ, then Σ | μ."
-        p = self.prior; mu, Sig = theta; n, S1, SS = self._stats(s, t); kn = p.kappa0 + n
+        p = self.prior
+        mu, Sig = theta
+        n, S1, SS = self._stats(s, t)
+        kn = p.kappa0 + n
         mu = S1/kn + (np.sqrt(Sig) if self.d == 1 else np.linalg.cholesky(Sig)) @ rng.standard_normal(self.d)/np.sqrt(kn)
         scatter = SS - np.outer(S1, mu) - np.outer(mu, S1) + n*np.outer(mu, mu)
         Sig, _ = _draw_inverse_wishart(p.nu0 + n + 1, p.psi0 + scatter + p.kappa0*np.outer(mu, mu), rng)
@@ -592,7 +648,8 @@ class _NIWRegimes:
         if self.d == 1:
             r = self.Yc[s:t, 0] - mu[0]
             return float(-0.5*(r @ r)/Sig[0, 0] - (t - s)/2*np.log(2*np.pi*Sig[0, 0]))
-        C = np.linalg.cholesky(Sig); z = np.linalg.inv(C) @ (self.Yc[s:t] - mu).T
+        C = np.linalg.cholesky(Sig)
+        z = np.linalg.inv(C) @ (self.Yc[s:t] - mu).T
         return float(-0.5*(z*z).sum() - (t - s)*(np.log(np.diag(C)).sum() + self.d/2*np.log(2*np.pi)))
 
     def mean(self, theta): return theta[0] + self.m0
@@ -600,9 +657,13 @@ class _NIWRegimes:
 class _PoissonRegimes:
     "Conjugate Gamma draws of each regime's Poisson rate."
     def __init__(self, y, a, b):
-        y = np.asarray(y, float).reshape(-1); self.a, self.b, self.d = a, b, 1
-        observed = np.isfinite(y); y = np.where(observed, y, 0.0); self.N = np.concatenate([[0], np.cumsum(observed)])
-        self.C = np.concatenate([[0.0], np.cumsum(y)]); self.G = np.concatenate([[0.0], np.cumsum(gammaln(y + 1))])
+        y = np.asarray(y, float).reshape(-1)
+        self.a, self.b, self.d = a, b, 1
+        observed = np.isfinite(y)
+        y = np.where(observed, y, 0.0)
+        self.N = np.concatenate([[0], np.cumsum(observed)])
+        self.C = np.concatenate([[0.0], np.cumsum(y)])
+        self.G = np.concatenate([[0.0], np.cumsum(gammaln(y + 1))])
     def draw_exact(self, s, t, rng):
         return rng.gamma(self.a + self.C[t] - self.C[s], 1/(self.b + self.N[t] - self.N[s]))
     def gibbs(self, rate, s, t, rng): return self.draw_exact(s, t, rng)
@@ -635,47 +696,63 @@ def rjmcmc_chain(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1)
     T, m, kmax = L.shape[0] - 1, min_size, len(log_w) - 1
     b = [0, *[int(c) for c in init], T]
     theta = [regimes.draw_exact(b[i], b[i + 1], rng) for i in range(len(b) - 1)]
-    out = dict(K=[], log_post=[], cps=[], means=[]); acc = dict(shift=[0, 0], collapsed=[0, 0], jump=[0, 0])
+    out = dict(K=[], log_post=[], cps=[], means=[])
+    acc = dict(shift=[0, 0], collapsed=[0, 0], jump=[0, 0])
     for _ in range(n_iter):
         theta = [regimes.gibbs(theta[i], b[i], b[i + 1], rng) for i in range(len(theta))]      # §4.2.1
         for j in range(1, len(b) - 1):                                                         # §4.2.2
             new = b[j] + int(rng.integers(1, delta + 1))*(1 if rng.random() < 0.5 else -1)
-            if not b[j - 1] + m <= new <= b[j + 1] - m: continue
+            if not b[j - 1] + m <= new <= b[j + 1] - m:
+                continue
             acc['shift'][1] += 1
             lo, hi = min(new, b[j]), max(new, b[j])       # these points change regime
             dl = regimes.loglik(theta[j - 1], lo, hi) - regimes.loglik(theta[j], lo, hi)
-            if np.log(rng.random()) < (dl if new > b[j] else -dl): b[j] = new; acc['shift'][0] += 1
+            if np.log(rng.random()) < (dl if new > b[j] else -dl):
+                b[j] = new
+                acc['shift'][0] += 1
         for j in range(1, len(b) - 1) if collapsed_shift else ():                              # collapsed shift
             new = b[j] + int(rng.integers(1, delta + 1))*(1 if rng.random() < 0.5 else -1)
-            if not b[j - 1] + m <= new <= b[j + 1] - m: continue
+            if not b[j - 1] + m <= new <= b[j + 1] - m:
+                continue
             acc['collapsed'][1] += 1
             la = L[b[j - 1], new] + L[new, b[j + 1]] - L[b[j - 1], b[j]] - L[b[j], b[j + 1]]
             if np.log(rng.random()) < la:
-                b[j] = new; acc['collapsed'][0] += 1
+                b[j] = new
+                acc['collapsed'][0] += 1
                 theta[j - 1], theta[j] = regimes.draw_exact(b[j - 1], new, rng), regimes.draw_exact(new, b[j + 1], rng)
         for _ in range(n_jumps):                                                               # reversible jump
-            K = len(b) - 2; pb, pd = _move_probs(b, m, kmax); u = rng.random()
+            K = len(b) - 2
+            pb, pd = _move_probs(b, m, kmax)
+            u = rng.random()
             if u < pb:
-                slots = _birth_slots(b, m); cum = list(itertools.accumulate(slots)); r = int(rng.integers(cum[-1]))
-                seg = bisect.bisect_right(cum, r); t = b[seg] + m + r - (cum[seg] - slots[seg])
+                slots = _birth_slots(b, m)
+                cum = list(itertools.accumulate(slots))
+                r = int(rng.integers(cum[-1]))
+                seg = bisect.bisect_right(cum, r)
+                t = b[seg] + m + r - (cum[seg] - slots[seg])
                 nb = b[:seg + 1] + [t] + b[seg + 1:]
                 la = (log_w[K + 1] - log_w[K] + L[b[seg], t] + L[t, b[seg + 1]] - L[b[seg], b[seg + 1]]
                       + np.log(_move_probs(nb, m, kmax)[1]) - np.log(K + 1) - np.log(pb) + np.log(cum[-1]))
                 acc['jump'][1] += 1
                 if np.log(rng.random()) < la:
                     theta = theta[:seg] + [regimes.draw_exact(b[seg], t, rng), regimes.draw_exact(t, b[seg + 1], rng)] + theta[seg + 1:]
-                    b = nb; acc['jump'][0] += 1
+                    b = nb
+                    acc['jump'][0] += 1
             elif u < pb + pd:
-                j = int(rng.integers(1, K + 1)); nb = b[:j] + b[j + 1:]
+                j = int(rng.integers(1, K + 1))
+                nb = b[:j] + b[j + 1:]
                 pb_new = _move_probs(nb, m, kmax)[0]
-                if pb_new == 0: continue
+                if pb_new == 0:
+                    continue
                 la = (log_w[K - 1] - log_w[K] + L[b[j - 1], b[j + 1]] - L[b[j - 1], b[j]] - L[b[j], b[j + 1]]
                       + np.log(pb_new) - np.log(sum(_birth_slots(nb, m))) - np.log(pd) + np.log(K))
                 acc['jump'][1] += 1
                 if np.log(rng.random()) < la:
                     theta = theta[:j - 1] + [regimes.draw_exact(b[j - 1], b[j + 1], rng)] + theta[j + 1:]
-                    b = nb; acc['jump'][0] += 1
-        out['K'].append(len(b) - 2); out['cps'].append(np.array(b[1:-1], int))
+                    b = nb
+                    acc['jump'][0] += 1
+        out['K'].append(len(b) - 2)
+        out['cps'].append(np.array(b[1:-1], int))
         out['log_post'].append(float(log_w[len(b) - 2] + sum(L[b[i], b[i + 1]] for i in range(len(b) - 1))))
         out['means'].append(np.array([regimes.mean(th) for th in theta]))
     out['acceptance'] = {k: v[0]/max(v[1], 1) for k, v in acc.items()}
@@ -685,7 +762,8 @@ def rjmcmc_chain(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1)
 def _random_init(T, m, k, rng):
     "k admissible change points drawn uniformly (fewer if they do not fit)."
     k = int(min(k, T//m - 1))
-    if k <= 0: return []
+    if k <= 0:
+        return []
     free = T - (k + 1)*m
     bars = np.sort(rng.choice(free + k, size=k, replace=False))
     return list(np.cumsum(np.diff(np.r_[-1, bars, free + k]) - 1 + m)[:-1].astype(int))
@@ -704,7 +782,8 @@ def run_rjmcmc(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1)
     "Run `n_chains` chains of the reversible-jump sampler; return (InferenceData, seconds)."
     az = require('arviz')
     burn = n_iter//4 if burn is None else burn
-    if not 0 <= burn < n_iter: raise InputError('burn', burn, f'use 0 ≤ burn < n_iter = {n_iter}')
+    if not 0 <= burn < n_iter:
+        raise InputError('burn', burn, f'use 0 ≤ burn < n_iter = {n_iter}')
     T, d = L.shape[0] - 1, regimes.d
     t0, chains = time.perf_counter(), []
     for c in range(n_chains):
@@ -720,7 +799,8 @@ def run_rjmcmc(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1)
     for c, ch in enumerate(chains):
         for i in range(n):
             ind[c, i, ch['cps'][burn + i]] = 1
-            mm = ch['means'][burn + i]; mu[c, i, :len(mm)] = mm
+            mm = ch['means'][burn + i]
+            mu[c, i, :len(mm)] = mm
     idata = az.from_dict(
         posterior=dict(K=K, log_post=np.array([ch['log_post'][burn:] for ch in chains]), change_at=ind, mu=mu),
         coords=dict(time=np.arange(T), regime=np.arange(kmax_seen + 1), dim=np.arange(d)),
@@ -736,7 +816,8 @@ def mc_standard_error(x:np.ndarray, # draws, shape (chains, draws, ...)
                       n_batches:int=20, # batches per chain
                      ) -> np.ndarray:
     "Monte Carlo standard error of the mean of x by batch means (per trailing element)."
-    c, n = x.shape[:2]; size = n//n_batches
+    c, n = x.shape[:2]
+    size = n//n_batches
     bm = x[:, :size*n_batches].reshape(c, n_batches, size, *x.shape[2:]).mean(2).reshape(c*n_batches, *x.shape[2:])
     return bm.std(0, ddof=1)/np.sqrt(c*n_batches)
 
@@ -755,19 +836,23 @@ def pymc_fixed_k(Y:np.ndarray, # the series, shape (T, d)
                  min_size:int=1, # the shortest regime
                 ):
     "Fit the change point model with K changes in PyMC (NUTS); InferenceData with log-likelihoods."
-    pm = require('pymc'); pt = require('pytensor.tensor', 'pytensor')
+    pm = require('pymc')
+    pt = require('pytensor.tensor', 'pytensor')
     Y = check_series(Y, 1)
     T, d = Y.shape
-    if d != prior.d: raise InputError('Y.shape[1]', d, f'pass a series with {prior.d} columns', 'dimension does not match the prior')
+    if d != prior.d:
+        raise InputError('Y.shape[1]', d, f'pass a series with {prior.d} columns', 'dimension does not match the prior')
     t = np.arange(T, dtype=float)[:, None]
     with pm.Model() as model:
         sig2 = pm.InverseGamma('sigma2', alpha=(prior.nu0 - d + 1)/2, beta=np.diag(prior.psi0)/2, shape=(K + 1, d))
         mu = pm.Normal('mu', mu=prior.m0, sigma=pt.sqrt(sig2/prior.kappa0), shape=(K + 1, d))
-        if K == 0: mu_t, s2_t = mu[0], sig2[0]
+        if K == 0:
+            mu_t, s2_t = mu[0], sig2[0]
         else:
             w = pm.Dirichlet('spacing', a=np.ones(K + 1))
             free = T - (K + 1)*min_size                                      # every regime at least min_size long
-            if free <= 0: raise InputError('K', K, f'use fewer changes: {K + 1} regimes of min_size={min_size} do not fit in {T} points', 'too many change points')
+            if free <= 0:
+                raise InputError('K', K, f'use fewer changes: {K + 1} regimes of min_size={min_size} do not fit in {T} points', 'too many change points')
             tau = pm.Deterministic('tau', min_size*np.arange(1, K + 1) + free*pt.cumsum(w)[:K])
             past = pm.math.sigmoid((t - tau[None, :])/width)                  # (T, K): after the k-th change
             W = pt.concatenate([pt.ones((T, 1)), past], 1) - pt.concatenate([past, pt.zeros((T, 1))], 1)
@@ -818,11 +903,16 @@ class BayesianChangePoints(BaseEstimator):
                  seed:int=0, # random seed
                  segment_model:str='auto', # 1-d: "auto" (best by marginal likelihood), one of AUTO_MODELS, or "niw"
                 ):
-        if method not in ('exact', 'gibbs', 'pymc'): raise InputError('method', method, 'use "exact", "gibbs" or "pymc"')
-        if likelihood not in ('normal', 'poisson'): raise InputError('likelihood', likelihood, 'use "normal" or "poisson"')
-        if likelihood == 'poisson' and method == 'pymc': raise InputError('method', method, 'use "exact" or "gibbs" for counts')
-        if not 0 < ci < 1: raise InputError('ci', ci, 'use a level between 0 and 1, e.g. 0.95')
-        if int(min_size) < 1: raise InputError('min_size', min_size, 'use a positive integer')
+        if method not in ('exact', 'gibbs', 'pymc'):
+            raise InputError('method', method, 'use "exact", "gibbs" or "pymc"')
+        if likelihood not in ('normal', 'poisson'):
+            raise InputError('likelihood', likelihood, 'use "normal" or "poisson"')
+        if likelihood == 'poisson' and method == 'pymc':
+            raise InputError('method', method, 'use "exact" or "gibbs" for counts')
+        if not 0 < ci < 1:
+            raise InputError('ci', ci, 'use a level between 0 and 1, e.g. 0.95')
+        if int(min_size) < 1:
+            raise InputError('min_size', min_size, 'use a positive integer')
         if segment_model not in ('auto', 'niw', *AUTO_MODELS):
             raise InputError('segment_model', segment_model, f'use "auto", "niw" or one of {AUTO_MODELS}')
         if method != 'exact' and segment_model in ('mean', 'trend', 'ar1', 'student_t'):
@@ -833,7 +923,10 @@ class BayesianChangePoints(BaseEstimator):
         self.pymc_max_changes, self.seed, self.segment_model = pymc_max_changes, seed, segment_model
 
     def _fit_exact(self, Y, L, regimes):
-        az = require('arviz'); ex = self.exact_; T = len(Y); rng = np.random.default_rng(self.seed)
+        az = require('arviz')
+        ex = self.exact_
+        T = len(Y)
+        rng = np.random.default_rng(self.seed)
         self.change_prob_, self.prob_K_ = ex.change_prob, ex.prob_K
         K = ex.K_map
         self.change_points_ = ex.map_changes(K)
@@ -844,9 +937,11 @@ class BayesianChangePoints(BaseEstimator):
                                        columns=['change', 'index', 'lower', 'upper', 'prob'])
         draws = ex.sample(self.n_draws, rng)
         kk = max(len(c) for c in draws)
-        ind = np.zeros((1, len(draws), T), np.int8); mu = np.full((1, len(draws), kk + 1, regimes.d), np.nan)
+        ind = np.zeros((1, len(draws), T), np.int8)
+        mu = np.full((1, len(draws), kk + 1, regimes.d), np.nan)
         for i, c in enumerate(draws):
-            ind[0, i, c] = 1; b = [0, *c, T]
+            ind[0, i, c] = 1
+            b = [0, *c, T]
             mu[0, i, :len(b) - 1] = [regimes.mean(regimes.draw_exact(b[r], b[r + 1], rng)) for r in range(len(b) - 1)]
         self.posterior_ = az.from_dict(
             posterior=dict(K=np.array([[len(c) for c in draws]]), change_at=ind, mu=mu),
@@ -858,10 +953,12 @@ class BayesianChangePoints(BaseEstimator):
         idata, self.sampler_seconds_ = run_rjmcmc(L, regimes, self.exact_.log_w, self.min_size, self.n_iter,
                                                   n_chains=self.n_chains, seed=self.seed)
         self.posterior_ = idata
-        K = idata.posterior['K'].values.ravel(); ind = idata.posterior['change_at'].values.reshape(len(K), -1)
+        K = idata.posterior['K'].values.ravel()
+        ind = idata.posterior['change_at'].values.reshape(len(K), -1)
         self.change_prob_ = ind.mean(0)
         self.prob_K_ = np.bincount(K, minlength=len(self.exact_.prob_K))/len(K)
-        Kh = int(np.argmax(self.prob_K_)); sel = ind[K == Kh]
+        Kh = int(np.argmax(self.prob_K_))
+        sel = ind[K == Kh]
         taus = np.array([np.flatnonzero(r) for r in sel]).reshape(len(sel), Kh)
         q = (1 - self.ci)/2
         self.change_points_ = np.round(np.median(taus, 0)).astype(int) if Kh else np.zeros(0, int)
@@ -878,12 +975,16 @@ class BayesianChangePoints(BaseEstimator):
         self.waic_table_ = waic_table(fits)
         self.diagnostics_ = pd.DataFrame([dict(fit=k, r_hat_max=f.attrs['r_hat_max'],
                                                ess_bulk_min=f.attrs['ess_bulk_min']) for k, f in fits.items()])
-        best = self.waic_table_.index[0]; idata = fits[best]; Kh = idata.attrs['K']
+        best = self.waic_table_.index[0]
+        idata = fits[best]
+        Kh = idata.attrs['K']
         self.posterior_ = idata
-        T = len(Y); self.prob_K_ = np.eye(self.pymc_max_changes + 1)[Kh]
+        T = len(Y)
+        self.prob_K_ = np.eye(self.pymc_max_changes + 1)[Kh]
         if Kh == 0:
             self.change_points_, self.change_prob_ = np.zeros(0, int), np.zeros(T)
-            self.intervals_ = pd.DataFrame(columns=['change', 'index', 'lower', 'upper', 'prob']); return
+            self.intervals_ = pd.DataFrame(columns=['change', 'index', 'lower', 'upper', 'prob'])
+            return
         idx = idata.posterior['change_index'].values.reshape(-1, Kh).astype(int)
         self.change_prob_ = np.bincount(idx.ravel(), minlength=T)[:T]/len(idx)
         q = (1 - self.ci)/2
@@ -896,12 +997,16 @@ class BayesianChangePoints(BaseEstimator):
     def _regime_means(self, regimes):
         "Posterior mean and equal-tailed interval of each regime's mean, given the reported segmentation."
         from scipy import stats
-        b = [0, *self.positions_, len(self.Y_)]; q = (1 - self.ci)/2; rows = []
+        b = [0, *self.positions_, len(self.Y_)]
+        q = (1 - self.ci)/2
+        rows = []
         for r in range(len(b) - 1):
             s, t = b[r], b[r + 1]
             if self.segment_model_ == 'student_t':                # μ | y on the grid, σ summed out
-                p = regimes.grid_posterior(s, t); mu = regimes.grid['mu']
-                order = np.argsort(mu, kind='stable'); cdf = np.cumsum(p[order])
+                p = regimes.grid_posterior(s, t)
+                mu = regimes.grid['mu']
+                order = np.argsort(mu, kind='stable')
+                cdf = np.cumsum(p[order])
                 lower, upper = mu[order][np.searchsorted(cdf, [q, 1 - q])]
                 rows.append(dict(regime=r, start=s, end=t, dim=0, mean=float(p @ mu), lower=lower, upper=upper))
                 continue
@@ -910,8 +1015,11 @@ class BayesianChangePoints(BaseEstimator):
                 post = stats.gamma(a + regimes.C[t] - regimes.C[s], scale=1/(bb + regimes.N[t] - regimes.N[s]))
                 rows.append(dict(regime=r, start=s, end=t, dim=0, mean=post.mean(), lower=post.ppf(q), upper=post.ppf(1 - q)))
                 continue
-            p = self.prior_; n, S1, SS = regimes._stats(s, t); kn = p.kappa0 + n
-            psi = p.psi0 + SS - np.outer(S1, S1)/kn; df = p.nu0 + n - regimes.d + 1
+            p = self.prior_
+            n, S1, SS = regimes._stats(s, t)
+            kn = p.kappa0 + n
+            psi = p.psi0 + SS - np.outer(S1, S1)/kn
+            df = p.nu0 + n - regimes.d + 1
             for j in range(regimes.d):   # μ_j | Y ~ Student t(df, m_n, Ψ_n,jj / (κ_n df))
                 post = stats.t(df, loc=S1[j]/kn + p.m0[j], scale=np.sqrt(psi[j, j]/(kn*df)))
                 rows.append(dict(regime=r, start=s, end=t, dim=j, mean=post.mean(), lower=post.ppf(q), upper=post.ppf(1 - q)))
@@ -923,9 +1031,11 @@ class BayesianChangePoints(BaseEstimator):
         "A plotly figure: the series with the change points and their intervals, and P(change at t) below it."
         from plotly.subplots import make_subplots
         import plotly.graph_objects as go
-        if not hasattr(self, 'change_points_'): raise InputError('estimator', self, 'call fit(Y) before plot()', 'not fitted')
+        if not hasattr(self, 'change_points_'):
+            raise InputError('estimator', self, 'call fit(Y) before plot()', 'not fitted')
         T = len(self.Y_)
-        if x is None: x = self.index_.astype(str) if isinstance(self.index_, pd.PeriodIndex) else self.index_
+        if x is None:
+            x = self.index_.astype(str) if isinstance(self.index_, pd.PeriodIndex) else self.index_
         x = np.asarray(x)
         fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
         for j in range(self.Y_.shape[1]):
@@ -952,7 +1062,8 @@ def _setup(self:BayesianChangePoints, Y):
                          'use method="exact", which treats NaN as missing, or impute them', 'missing values')
     if self.likelihood == 'poisson':
         if self.prior is not None:
-            a, b = self.prior; L = poisson_segment_loglik(Y, a, b, self.min_size)
+            a, b = self.prior
+            L = poisson_segment_loglik(Y, a, b, self.min_size)
             ev = np.nan                                        # filled in by fit, from the exact posterior
         else:
             fit = empirical_bayes_segments(Y, 'poisson', self.lam, self.max_changes, self.min_size)
@@ -974,7 +1085,8 @@ def _setup(self:BayesianChangePoints, Y):
         self.evidence_ = pd.DataFrame([dict(model='niw', log_evidence=np.nan)])   # filled in by fit
         return Y, L, _NIWRegimes(Y, prior)
     models = (self.segment_model,)
-    if self.segment_model == 'auto': models = AUTO_MODELS if self.method == 'exact' else ('meanvar',)
+    if self.segment_model == 'auto':
+        models = AUTO_MODELS if self.method == 'exact' else ('meanvar',)
     best, self.evidence_ = select_segment_model(Y, models, self.lam, self.max_changes, self.min_size)
     self.segment_model_ = best['model']
     if best['model'] == 'student_t':
@@ -996,7 +1108,8 @@ def fit(self:BayesianChangePoints, Y, # the series: shape (T,) or (T, d), array 
     t0 = time.perf_counter()
     self.exact_ = exact_posterior(L, self.lam, self.max_changes, self.min_size)
     self.exact_seconds_ = time.perf_counter() - t0
-    if len(self.evidence_) == 1: self.evidence_.loc[0, 'log_evidence'] = self.exact_.log_evidence
+    if len(self.evidence_) == 1:
+        self.evidence_.loc[0, 'log_evidence'] = self.exact_.log_evidence
     getattr(self, f'_fit_{self.method}')(Y, L, regimes)
     self.positions_ = np.asarray(self.change_points_, int)
     self.change_points_ = self.index_[self.positions_].to_numpy()
@@ -1018,12 +1131,14 @@ def coal_mining_disasters(masked:bool=True, # NaN for 1890 and 1934 as PyMC's tu
     "Yearly British coal-mining disasters 1851-1961 as PyMC's examples distribute them (after Jarrett 1979)."
     years = pd.Index(1851 + np.arange(len(COAL_MINING_DISASTERS)), name='year')
     counts = pd.Series(COAL_MINING_DISASTERS.astype(float), index=years, name='disasters')
-    if masked: counts[list(COAL_MASKED_YEARS)] = np.nan
+    if masked:
+        counts[list(COAL_MASKED_YEARS)] = np.nan
     return counts
 
 # %% ../../nbs/career/41_changepoints.ipynb #41d204c0
 def _annotators(annotations):
-    if isinstance(annotations, dict): return [set(int(x) for x in v) for v in annotations.values()]
+    if isinstance(annotations, dict):
+        return [set(int(x) for x in v) for v in annotations.values()]
     return [set(int(x) for x in annotations)]
 
 def true_positives(T:set, # true change points
@@ -1034,7 +1149,9 @@ def true_positives(T:set, # true change points
     X, TP = set(X), set()
     for tau in sorted(T):
         close = sorted((abs(tau - x), x) for x in X if abs(tau - x) <= margin)
-        if close: TP.add(tau); X.remove(close[0][1])
+        if close:
+            TP.add(tau)
+            X.remove(close[0][1])
     return TP
 
 def f_measure(annotations, # true change points: a list, or a dict of lists (one per annotator)
@@ -1064,7 +1181,8 @@ def cover_single(Sprime:list, # the predicted partition
                 ) -> float:
     "Covering of partition S by Sprime (Arbelaez et al. 2010, eq. 8)."
     T = sum(map(len, Sprime))
-    if T != sum(map(len, S)): raise InputError('partitions', (T, sum(map(len, S))), 'pass two partitions of the same series', 'different lengths')
+    if T != sum(map(len, S)):
+        raise InputError('partitions', (T, sum(map(len, S))), 'pass two partitions of the same series', 'different lengths')
     return sum(len(R)*max(len(R & Rp)/len(R | Rp) for Rp in Sprime) for R in S)/T
 
 def covering(annotations, # true change points: a list, or a dict of lists
@@ -1081,8 +1199,10 @@ def hausdorff(true_cps, # true change points
              ) -> float:
     "Hausdorff distance between two sets of change points (inf when exactly one of them is empty, 0 if both are)."
     a, b = np.asarray(list(true_cps), float), np.asarray(list(pred_cps), float)
-    if len(a) == 0 and len(b) == 0: return 0.0
-    if len(a) == 0 or len(b) == 0: return float('inf')
+    if len(a) == 0 and len(b) == 0:
+        return 0.0
+    if len(a) == 0 or len(b) == 0:
+        return float('inf')
     D = np.abs(a[:, None] - b[None, :])
     return float(max(D.min(1).max(), D.min(0).max()))
 
@@ -1094,12 +1214,16 @@ def peer_change_points(Y:np.ndarray, # the series, shape (T, d)
                        prior:NIWPrior=None, # BOCPD's NIW prior (default: kelly's data-scaled prior)
                       ) -> dict:
     "Change points of the peers: {name: (change points, seconds)}."
-    rpt = require('ruptures'); cpt = require('changepoint')
-    Y = check_series(Y, min_size); T, d = Y.shape
+    rpt = require('ruptures')
+    cpt = require('changepoint')
+    Y = check_series(Y, min_size)
+    T, d = Y.shape
     pen = (d + d*(d + 1)/2 + 1)*np.log(T)
     out = {}
     def timed(name, fn):
-        t0 = time.perf_counter(); cps = fn(); out[name] = (np.asarray(cps, int), time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        cps = fn()
+        out[name] = (np.asarray(cps, int), time.perf_counter() - t0)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='New behaviour in v1.1.5')   # ruptures' covariance bias note
         timed('ruptures PELT (BIC)', lambda: rpt.Pelt(model='normal', min_size=min_size, jump=1).fit(Y).predict(pen=pen)[:-1])
@@ -1110,7 +1234,8 @@ def peer_change_points(Y:np.ndarray, # the series, shape (T, d)
     def bocpd():
         cpd = cpt.Bocpd(prior=cpt.NormalInvWishart(p.m0, float(p.kappa0), int(round(p.nu0)), p.psi0), lam=T/(lam + 1))
         H = np.zeros((T, T))
-        for i, y in enumerate(np.ascontiguousarray(Y)): H[i, :i + 1] = cpd.step(y)   # the Rust side needs C-ordered rows
+        for i, y in enumerate(np.ascontiguousarray(Y)):
+            H[i, :i + 1] = cpd.step(y)   # the Rust side needs C-ordered rows
         return [c + 1 for c in cpt.map_changepoints(H) if 0 < c + 1 < T]
     timed('changepoint BOCPD (NIW)', bocpd)
     return out
@@ -1124,7 +1249,8 @@ def real_annotated_series() -> list:
         at = lambda ls: [int(y.index.get_loc(l)) for l in ls]
         cps = {k: at(v) for k, v in labels.items()} if isinstance(labels, dict) else at(labels)
         out.append(dict(name=name, y=y, cps=cps, counts=counts, source=source))
-    flow = nile.load_pandas().data.set_index('year')['volume']; flow.index = flow.index.astype(int)
+    flow = nile.load_pandas().data.set_index('year')['volume']
+    flow.index = flow.index.astype(int)
     add('Nile flow', flow, [1899], 'Cobb (1978)')
     add('coal-mining disasters', coal_mining_disasters(), [1890],
         'Raftery & Akman (1986); Carlin, Gelfand & Smith (1992)', counts=True)
@@ -1140,7 +1266,8 @@ def real_annotated_series() -> list:
                   'Garcia & Perron 1996': [pd.Period('1973Q3'), pd.Period('1980Q3')]}
     add('US real interest rate', rate, annotators, 'Bai & Perron (2003); Garcia & Perron (1996)')
     ppm = co2.load_pandas().data['co2']
-    annual = ppm.groupby(ppm.index.year).mean(); annual = annual[(annual.index >= 1959) & (annual.index <= 2000)]
+    annual = ppm.groupby(ppm.index.year).mean()
+    annual = annual[(annual.index >= 1959) & (annual.index <= 2000)]
     add('Mauna Loa CO2 (annual)', annual, [], 'Keeling & Whorf (2004): no abrupt change')
     return out
 
@@ -1151,24 +1278,31 @@ def simulate_regime_series(T:int=200, # series length
                            min_size:int=15, # the shortest regime
                           ) -> tuple:
     "(y, change points): K ~ Uniform{0..3}; jumps of 2-5 (trend), 2-4 (AR) noise sds, 3-6 t(2) scales (heavy)."
-    if kind not in ('trend', 'ar', 'heavy'): raise InputError('kind', kind, 'use "trend", "ar" or "heavy"')
+    if kind not in ('trend', 'ar', 'heavy'):
+        raise InputError('kind', kind, 'use "trend", "ar" or "heavy"')
     rng = np.random.default_rng(seed)
     K = int(rng.integers(0, 4))
     cps = np.array(_random_init(T, min_size, K, rng), int)
-    bounds = np.r_[0, cps, T]; y = np.empty(T); level = 0.0
+    bounds = np.r_[0, cps, T]
+    y = np.empty(T)
+    level = 0.0
     phi = rng.uniform(0.3, 0.7) if kind == 'ar' else 0.0
     noise_sd = 1/np.sqrt(1 - phi**2)                      # the AR(1) noise's marginal standard deviation
     for s, t in zip(bounds[:-1], bounds[1:]):
         sign = rng.choice([-1, 1])                      # drawn first, so "trend" and "ar" keep their old draws
-        if kind == 'trend': jump = rng.uniform(2, 5)
-        elif kind == 'ar': jump = rng.uniform(2, 4)*noise_sd
-        else: jump = rng.uniform(3, 6)
+        if kind == 'trend':
+            jump = rng.uniform(2, 5)
+        elif kind == 'ar':
+            jump = rng.uniform(2, 4)*noise_sd
+        else:
+            jump = rng.uniform(3, 6)
         level += sign*jump
         slope = rng.normal(0, 0.03) if kind == 'trend' else 0.0
         y[s:t] = level + slope*np.arange(t - s)
     shocks = rng.standard_t(2, size=T) if kind == 'heavy' else rng.normal(size=T)     # t(2): no finite variance
     noise = np.zeros(T)
-    for i in range(T): noise[i] = (phi*noise[i - 1] if i else 0.0) + shocks[i]
+    for i in range(T):
+        noise[i] = (phi*noise[i - 1] if i else 0.0) + shocks[i]
     return y + noise, cps
 
 # %% ../../nbs/career/41_changepoints.ipynb #1837aebd
@@ -1178,9 +1312,11 @@ def evaluate_collection(items:list, # dicts: y (NaN missing), cps (positions, or
                         margin:int=5, # F1's margin
                        ) -> pd.DataFrame:
     "F1 and covering of kelly (defaults), ruptures' PELT and BinSeg (BIC penalty) and no change, on each item."
-    rpt = require('ruptures'); rows = []
+    rpt = require('ruptures')
+    rows = []
     for item in items:
-        y = pd.Series(np.asarray(item['y'], float)); T = len(y)
+        y = pd.Series(np.asarray(item['y'], float))
+        T = len(y)
         likelihood = 'poisson' if item.get('counts') else 'normal'
         fit = BayesianChangePoints(likelihood=likelihood, lam=lam, min_size=min_size).fit(y.to_numpy())
         filled = y.interpolate(limit_direction='both').to_numpy()[:, None]     # the peers take no NaN
@@ -1217,7 +1353,8 @@ def simulated_careers(catalog, # a simulated `Catalog` (first element of `simula
     "One `Career` per artist: emotion in release order and the true change points as indices into it."
     songs = catalog.songs
     missing = [c for c in ('song_id', 'artist_id', 'release_date', *columns) if c not in songs.columns]
-    if missing: raise InputError('catalog.songs', missing, 'pass the catalog returned by simulate_catalog (with its emotion columns)', 'missing columns')
+    if missing:
+        raise InputError('catalog.songs', missing, 'pass the catalog returned by simulate_catalog (with its emotion columns)', 'missing columns')
     order = truth.songs.set_index('song_id')['position']
     unknown = ~songs['song_id'].isin(order.index)
     if unknown.any():
@@ -1239,14 +1376,16 @@ def drop_small_changes(Y, # the series, shape (T, d)
                       ) -> np.ndarray:
     "The change points left after merging, smallest jump first, neighbouring regimes whose means differ by less than `min_jump`."
     Y = check_series(Y, 1)
-    if not min_jump >= 0: raise InputError('min_jump', min_jump, 'use a number >= 0 (0 keeps every change)')
+    if not min_jump >= 0:
+        raise InputError('min_jump', min_jump, 'use a number >= 0 (0 keeps every change)')
     cps = sorted(int(c) for c in change_points)
     while cps:
         b = [0, *cps, len(Y)]
         means = np.array([Y[s:t].mean(0) for s, t in zip(b[:-1], b[1:])])
         jumps = np.linalg.norm(np.diff(means, axis=0), axis=1)
         i = int(np.argmin(jumps))
-        if jumps[i] >= min_jump: break
+        if jumps[i] >= min_jump:
+            break
         cps.pop(i)
     return np.array(cps, int)
 
@@ -1271,18 +1410,23 @@ def career_benchmark(careers:list, # `Career`s, e.g. from `simulated_careers`
                      kelly_defaults:bool=True, # also fit kelly with its default priors (lam=2, min_size=5)
                     ) -> pd.DataFrame:
     "One row per career and method: kelly's exact posterior (defaults; simulator priors; + minimum jump) and the peers, scored against the truth."
-    if not careers: raise InputError('careers', careers, 'pass at least one Career (see simulated_careers)', 'nothing to score')
+    if not careers:
+        raise InputError('careers', careers, 'pass at least one Career (see simulated_careers)', 'nothing to score')
     rows = []
     for c in careers:
-        Y = np.ascontiguousarray(c.Y.to_numpy(float)); T = len(Y)
+        Y = np.ascontiguousarray(c.Y.to_numpy(float))
+        T = len(Y)
         found = {}
         if kelly_defaults:
-            t0 = time.perf_counter(); found['kelly exact (defaults)'] = (BayesianChangePoints('exact', n_draws=10).fit(Y).change_points_, time.perf_counter() - t0)
-        t0 = time.perf_counter(); cps = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y).change_points_
+            t0 = time.perf_counter()
+            found['kelly exact (defaults)'] = (BayesianChangePoints('exact', n_draws=10).fit(Y).change_points_, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        cps = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y).change_points_
         found['kelly exact (simulator priors)'] = (cps, time.perf_counter() - t0)
         found['kelly exact (simulator priors) + min jump'] = (drop_small_changes(Y, cps, min_jump), time.perf_counter() - t0)
         if 'ruptures Dynp (K given)' in peers:   # the oracle's like-for-like counterpart: kelly's MAP segmentation given the true K
-            t0 = time.perf_counter(); fit = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y)
+            t0 = time.perf_counter()
+            fit = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y)
             found['kelly exact (K given)'] = (fit.exact_.map_changes(len(c.change_points)), time.perf_counter() - t0)
         if peers:
             res = peer_change_points(Y, K=len(c.change_points) if 'ruptures Dynp (K given)' in peers else None, min_size=min_size)
@@ -1298,13 +1442,15 @@ from ..bench import benchmark, time_call
 def bench_changepoints(size:str='full', # "full" (T = 1000, d = 3) or "tiny" (T = 200)
                       ) -> list:
     "Exact-posterior seconds, sampler effective samples per second and ruptures' seconds on one simulated series."
-    az = require('arviz'); rpt = require('ruptures')
+    az = require('arviz')
+    rpt = require('ruptures')
     T, d, n_iter = (1000, 3, 2000) if size == 'full' else (200, 3, 300)
     Y, _ = simulate_changepoint_series(T, d, 4, min_size=20, seed=0)
     prior = default_prior(Y)
     def exact(): return exact_posterior(niw_segment_loglik(Y, prior, 5), 2.0, 30, 5)
     t_exact = time_call(exact, repeat=3 if size == 'full' else 1)['median']
-    ex = exact(); L = ex.L
+    ex = exact()
+    L = ex.L
     idata, sec = run_rjmcmc(L, _NIWRegimes(Y, prior), ex.log_w, 5, n_iter=n_iter, n_chains=4, seed=0)
     ess = float(az.ess(idata, var_names=['log_post'])['log_post'])
     pen = (d + d*(d + 1)/2 + 1)*np.log(T)

@@ -37,15 +37,18 @@ def _word_embedding(texts:list) -> np.ndarray:
     vec = dict(zip(vocab, embed_texts(vocab))) if vocab else {}
     out = np.zeros((len(texts), 384), np.float32)
     for i, ws in enumerate(words):
-        if ws: out[i] = np.mean([vec[w] for w in ws], 0)
+        if ws:
+            out[i] = np.mean([vec[w] for w in ws], 0)
     return out
 
 def release_modalities(cat:Catalog, # a catalog with songs, their audio features and emotions
                       ) -> dict:
     "The career table and, per song, the audio (n x 8), lyric (n x 384) and context (n x 15) arrays."
-    if not isinstance(cat, Catalog): raise InputError('cat', type(cat).__name__, 'pass a kelly.data.Catalog')
+    if not isinstance(cat, Catalog):
+        raise InputError('cat', type(cat).__name__, 'pass a kelly.data.Catalog')
     miss = [c for c in AUDIO_FEATURES if c not in cat.songs.columns]
-    if miss: raise InputError('songs', miss, 'add the eight audio feature columns', 'missing audio features')
+    if miss:
+        raise InputError('songs', miss, 'add the eight audio feature columns', 'missing audio features')
     table = career_table(cat)
     songs = cat.songs.set_index('song_id').loc[table.song_id]
     audio = np.array(songs[list(AUDIO_FEATURES)], dtype=np.float32)
@@ -65,23 +68,27 @@ def next_release_windows(mods:dict, # from `release_modalities`
                          last_only:bool=False, # only each artist's last release as the target
                         ) -> dict:
     "Past-release windows and next-release targets: audio, lyrics, context (N x L x .), times (N x L+1), pad (N x L), target."
-    if max_len < 1 or min_past < 1: raise InputError('max_len, min_past', (max_len, min_past), 'use max_len >= 1 and min_past >= 1')
+    if max_len < 1 or min_past < 1:
+        raise InputError('max_len, min_past', (max_len, min_past), 'use max_len >= 1 and min_past >= 1')
     table = mods['table']
     groups = table.groupby('artist_id').indices
     miss = [a for a in artists if a not in groups]
-    if miss: raise InputError('artists', miss[:3], 'pass artist ids of the catalog')
+    if miss:
+        raise InputError('artists', miss[:3], 'pass artist ids of the catalog')
     rows = []
     for a in artists:
         idx = groups[a]
         ks = [len(idx) - 1] if last_only else range(min_past, len(idx))
         rows += [(a, idx[max(0, k - max_len):k], idx[k]) for k in ks if k >= min_past]
-    if not rows: raise InputError('artists', len(artists), f'give artists more than {min_past} releases', 'no windows')
+    if not rows:
+        raise InputError('artists', len(artists), f'give artists more than {min_past} releases', 'no windows')
     n, t = len(rows), table.t.to_numpy(np.float32)
     out = {k: np.zeros((n, max_len, mods[k].shape[1]), np.float32) for k in ('audio', 'lyrics', 'context')}
     times, pad = np.zeros((n, max_len + 1), np.float32), np.ones((n, max_len), bool)
     for i, (a, past, _) in enumerate(rows):
         s = max_len - len(past)
-        for k in ('audio', 'lyrics', 'context'): out[k][i, s:] = mods[k][past]
+        for k in ('audio', 'lyrics', 'context'):
+            out[k][i, s:] = mods[k][past]
         times[i, s:max_len], pad[i, s:] = t[past], False
         times[i, :s] = t[past[0]]
     target_rows = np.array([r[2] for r in rows])
@@ -96,11 +103,15 @@ class TrendPositionalEncoding(nn.Module):
                  trend:bool=True, # learn alpha and beta (else both stay 0)
                 ):
         super().__init__()
-        if d_model < 2 or d_model % 2: raise InputError('d_model', d_model, 'use an even width >= 2')
+        if d_model < 2 or d_model % 2:
+            raise InputError('d_model', d_model, 'use an even width >= 2')
         self.register_buffer('omega', 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model))
         zero = torch.zeros(())
-        if trend: self.alpha, self.beta = nn.Parameter(zero.clone()), nn.Parameter(zero.clone())
-        else: self.register_buffer('alpha', zero.clone()); self.register_buffer('beta', zero.clone())
+        if trend:
+            self.alpha, self.beta = nn.Parameter(zero.clone()), nn.Parameter(zero.clone())
+        else:
+            self.register_buffer('alpha', zero.clone())
+            self.register_buffer('beta', zero.clone())
 
     def forward(self, t:torch.Tensor, # ... times (years)
                ) -> torch.Tensor:
@@ -128,8 +139,10 @@ class EmotionalTransformer(nn.Module):
                 ):
         super().__init__()
         bad = [m for m in modalities if m not in MODALITIES]
-        if bad or not modalities: raise InputError('modalities', modalities, f'choose among {MODALITIES}')
-        if d_model % n_heads: raise InputError('n_heads', n_heads, f'use a divisor of d_model={d_model}')
+        if bad or not modalities:
+            raise InputError('modalities', modalities, f'choose among {MODALITIES}')
+        if d_model % n_heads:
+            raise InputError('n_heads', n_heads, f'use a divisor of d_model={d_model}')
         self.modalities = tuple(m for m in MODALITIES if m in modalities)
         dims = dict(audio=d_audio, lyrics=d_lyrics, context=d_context)
         self.encoders = nn.ModuleDict({m: _mlp(dims[m], d_model) for m in self.modalities})
@@ -163,7 +176,8 @@ def forward(self:EmotionalTransformer,
     seq = torch.cat([q, self.query + self.pe(times[:, L:])], 1)
     mask = torch.cat([pad, torch.zeros(B, 1, dtype=torch.bool, device=pad.device)], 1)
     out = self.head(self.encoder(seq, src_key_padding_mask=mask)[:, -1])
-    if not self.residual: return out
+    if not self.residual:
+        return out
     real = (~pad).to(context.dtype)[..., None]
     mean = (context[..., :3] * real).sum(1) / real.sum(1).clamp_min(1)
     w = torch.sigmoid(self.mix)
@@ -229,7 +243,8 @@ def forecast_heldout(mods:dict, # from `release_modalities`
     "Errors of each method on each held-out artist's last release: one row per artist, dimension and method."
     errors = _baseline_errors(mods['table'], test_ids, hier)
     last = next_release_windows(mods, test_ids, max_len, last_only=True)
-    for name, model in models.items(): errors[name] = predict_windows(model, last) - last['target']
+    for name, model in models.items():
+        errors[name] = predict_windows(model, last) - last['target']
     rows = [pd.DataFrame(dict(artist_id=np.asarray(test_ids), dimension=v, method=name, error=e[:, d]))
             for name, e in errors.items() for d, v in enumerate(VAD)]
     return pd.concat(rows, ignore_index=True)
@@ -243,7 +258,8 @@ def bootstrap_rmse(errors:pd.DataFrame, # from `forecast_heldout`
                   ) -> pd.DataFrame:
     "RMSE per method with a percentile bootstrap interval over artists, and the paired RMSE difference to `reference`."
     sq = errors.assign(sq=errors.error**2).pivot_table(index='artist_id', columns='method', values='sq', aggfunc='mean')
-    if reference not in sq.columns: raise InputError('reference', reference, f'use one of {list(sq.columns)}')
+    if reference not in sq.columns:
+        raise InputError('reference', reference, f'use one of {list(sq.columns)}')
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(sq), (n_boot, len(sq)))
     boot = np.sqrt(sq.to_numpy()[draws].mean(1))                   # n_boot x methods
@@ -261,7 +277,8 @@ def plant_nonstationary(cat:Catalog, # a simulated catalog (songs with release d
                        ) -> Catalog:
     "A copy of the catalog whose emotions carry a cross-modal answer effect and a genre-shared drift."
     for name, v in (('answer', answer), ('drift', drift)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v)): raise InputError(name, v, 'pass a finite number')
+        if not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise InputError(name, v, 'pass a finite number')
     songs = cat.songs.sort_values(['artist_id', 'release_date', 'song_id'], kind='stable').copy()
     first = songs.groupby('artist_id').release_date.transform('min')
     t = (songs.release_date - first).dt.days.to_numpy() / 365.25
@@ -281,7 +298,8 @@ def vae_features(songs:pd.DataFrame, # songs with the audio features, the p_ emo
                 ) -> tuple[np.ndarray, tuple]:
     "The standardised n x 19 feature matrix of the VAE and the (mean, sd) used."
     miss = [c for c in VAE_FEATURES if c not in songs.columns]
-    if miss: raise InputError('songs', miss[:3], 'add the audio features, p_ probabilities and emo_ columns', 'missing columns')
+    if miss:
+        raise InputError('songs', miss[:3], 'add the audio features, p_ probabilities and emo_ columns', 'missing columns')
     X = songs[list(VAE_FEATURES)].to_numpy(np.float64)
     mean, sd = stats if stats is not None else (X.mean(0), X.std(0) + 1e-9)
     return ((X - mean) / sd).astype(np.float32), (mean, sd)
@@ -339,7 +357,8 @@ def vae_loss(beta:float=1.0, # weight of the KL term (1: the ELBO)
              d_in:int=19, # features per song
             ):
     "The loss (out, x) -> mean over rows of 1/2 ||x - x_hat||^2 + beta * KL, and the recon and KL metrics."
-    if not (isinstance(beta, (int, float)) and beta >= 0): raise InputError('beta', beta, 'use a number >= 0')
+    if not (isinstance(beta, (int, float)) and beta >= 0):
+        raise InputError('beta', beta, 'use a number >= 0')
     recon = lambda out, x: 0.5 * ((split_vae(out, d_in)[0] - x) ** 2).sum(-1).mean()
     kl = lambda out, x: kl_normal(*split_vae(out, d_in)[1:]).mean()
     return (lambda out, x: recon(out, x) + beta * kl(out, x)), dict(recon=recon, kl=kl)
@@ -372,7 +391,8 @@ def plant_unusual(songs:pd.DataFrame, # songs with the VAE's columns
                   seed:int=0, # seeds the choice
                  ) -> tuple[pd.DataFrame, np.ndarray]:
     "A copy whose chosen songs carry the audio features of an opposite-quadrant song, and the 0/1 labels."
-    if not 0 < frac < 1: raise InputError('frac', frac, 'use a share strictly between 0 and 1')
+    if not 0 < frac < 1:
+        raise InputError('frac', frac, 'use a share strictly between 0 and 1')
     rng = np.random.default_rng(seed)
     out = songs.reset_index(drop=True).copy()
     quad = (out.emo_valence > 0).astype(int) * 2 + (out.emo_arousal > 0).astype(int)
@@ -380,8 +400,10 @@ def plant_unusual(songs:pd.DataFrame, # songs with the VAE's columns
     cols = list(AUDIO_FEATURES)
     for i in chosen:
         donors = np.flatnonzero(quad.to_numpy() == 3 - quad.iloc[i])
-        if len(donors): out.loc[i, cols] = songs.iloc[rng.choice(donors)][cols].to_numpy()
-    labels = np.zeros(len(out), int); labels[chosen] = 1
+        if len(donors):
+            out.loc[i, cols] = songs.iloc[rng.choice(donors)][cols].to_numpy()
+    labels = np.zeros(len(out), int)
+    labels[chosen] = 1
     return out, labels
 
 # %% ../../nbs/career/45_deep.ipynb #767b8cf5
@@ -423,13 +445,16 @@ def complexity_table(size:str='tiny', # "tiny" (seconds) or "full" (larger range
                      seed:int=0, # seeds the inputs
                     ) -> pd.DataFrame:
     "Measured log-log exponents of transformer forward time (T, d), GCN propagation (|E|, |V|, dense |V|) and sampler cost (N)."
-    if size not in ('tiny', 'full'): raise InputError('size', size, 'use "tiny" or "full"')
+    if size not in ('tiny', 'full'):
+        raise InputError('size', size, 'use "tiny" or "full"')
     full, rep = size == 'full', (9 if size == 'full' else 5)
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # one thread: the orders are per-core work, and a shared machine disturbs threads less
-    try: rows = _measure(full, rep, seed)
-    finally: torch.set_num_threads(threads)
+    try:
+        rows = _measure(full, rep, seed)
+    finally:
+        torch.set_num_threads(threads)
     return pd.DataFrame([dict(component=c, variable=v, sizes=list(s), seconds=list(t), exponent=fit_exponent(s, t), spec_order=o)
                          for c, v, s, t, o in rows])
 
@@ -441,7 +466,8 @@ def _measure(full, rep, seed):
     def fwd(m, T, d, B=4):
         x = torch.randn(B, T, d)
         def run():
-            with torch.inference_mode(): m(x)
+            with torch.inference_mode():
+                m(x)
         return run
     Ts = [64, 128, 256, 512, 1024] if full else [64, 128, 256, 512]
     m64 = enc(64)
@@ -494,14 +520,16 @@ def training_throughput(n_windows:int=512, # training windows
     one = [v[:1] for v in x.values()]
     model.eval()
     def run():
-        with torch.inference_mode(): model(*one)
+        with torch.inference_mode():
+            model(*one)
     return dict(train_windows_per_s=per_s, forward_ms_per_artist=1000 * _time(run, 20))
 
 @benchmark('deep')
 def bench_deep(size:str='full', # "full" (the larger ranges) or "tiny" (a smoke run)
               ) -> list[dict]:
     "Measured complexity exponents of the transformer, the GCN (sparse and dense) and the ERGM sampler; training windows/s and forward latency per artist."
-    if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
+    if size not in ('full', 'tiny'):
+        raise InputError('size', size, 'use "full" or "tiny"')
     tab = complexity_table(size)
     recs = [dict(case=f'{r.component} vs {r.variable}', metric='exponent', value=r.exponent, unit='log-log slope') for r in tab.itertuples()]
     th = training_throughput(512 if size == 'full' else 64)

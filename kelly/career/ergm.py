@@ -19,7 +19,8 @@ try:
 except ImportError:  # pragma: no cover - numba is in the venv; the pure-Python fallback is slow but correct
     HAVE_NUMBA = False
     def njit(*a, **k):
-        if a and callable(a[0]): return a[0]
+        if a and callable(a[0]):
+            return a[0]
         return lambda f: f
 
 _CACHE = '__file__' in globals()  # numba caches compiled kernels beside the module, not for notebook cells
@@ -61,14 +62,20 @@ class Term:
     @property
     def label(self):
         "statnet's coefficient name."
-        if self.kind == 'gwesp': return f'gwesp.fixed.{self.decay:g}'
-        if self.kind == 'gwdegree': return f'gwdeg.fixed.{self.decay:g}'
-        if self.kind == 'gwdsp': return f'gwdsp.fixed.{self.decay:g}'
-        if self.kind in COUNT_TERMS: return f'{self.kind}{self.k}'
+        if self.kind == 'gwesp':
+            return f'gwesp.fixed.{self.decay:g}'
+        if self.kind == 'gwdegree':
+            return f'gwdeg.fixed.{self.decay:g}'
+        if self.kind == 'gwdsp':
+            return f'gwdsp.fixed.{self.decay:g}'
+        if self.kind in COUNT_TERMS:
+            return f'{self.kind}{self.k}'
         if self.kind in ('nodefactor', 'nodematch') and self.level >= 0:
             return f'{self.kind}.{self.attr}.{self.level if self.level_name is None else self.level_name}'
-        if self.kind == 'nodematch' and self.diff: return f'nodematch.{self.attr}.diff'  # until `expand_terms`
-        if self.kind in NODE_FACTOR_TERMS | NODE_COVARIATE_TERMS | {'edgecov'}: return f'{self.kind}.{self.attr}'
+        if self.kind == 'nodematch' and self.diff:
+            return f'nodematch.{self.attr}.diff'  # until `expand_terms`
+        if self.kind in NODE_FACTOR_TERMS | NODE_COVARIATE_TERMS | {'edgecov'}:
+            return f'{self.kind}.{self.attr}'
         return self.kind
 
 def edges(): return Term('edges')
@@ -99,19 +106,25 @@ _TERM_FIX = ("use one of edges, mutual, triangle, ttriple, nodematch(attr[, diff
 
 def _number(spec, text, integer, fix):
     "A term's numeric argument, refused unless finite and >= 0 (an integer for k)."
-    try: v = int(text) if integer else float(text)
-    except ValueError: raise InputError('terms', spec, fix, 'bad term argument') from None
-    if not (v >= 0 and math.isfinite(v)): raise InputError('terms', spec, fix, 'bad term argument')
+    try:
+        v = int(text) if integer else float(text)
+    except ValueError:
+        raise InputError('terms', spec, fix, 'bad term argument') from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise InputError('terms', spec, fix, 'bad term argument')
     return v
 
 def parse_term(spec) -> Term:
     "A `Term` from a `Term` or a string such as `'edges'`, `'nodematch(genre, diff=True)'` or `'gwesp(0.5)'`."
-    if isinstance(spec, Term): return spec
+    if isinstance(spec, Term):
+        return spec
     m = _TERM_RE.match(str(spec))
-    if not m: raise InputError('terms', spec, _TERM_FIX, 'unreadable ERGM term')
+    if not m:
+        raise InputError('terms', spec, _TERM_FIX, 'unreadable ERGM term')
     kind, arg = m.group(1), m.group(2)
     args = [a.strip() for a in arg.split(',')] if arg else []
-    if kind == 'homophily': kind, args = 'nodematch', args or ['genre']
+    if kind == 'homophily':
+        kind, args = 'nodematch', args or ['genre']
     if kind not in TERM_CODES or kind == 'nodematch_diff':
         raise InputError('terms', spec, _TERM_FIX, 'unknown ERGM term')
     if kind in GW_TERMS:
@@ -119,27 +132,34 @@ def parse_term(spec) -> Term:
         decay = _number(spec, args[0], False, fix) if args else 0.5
         return Term(kind, decay=decay)
     if kind in COUNT_TERMS:
-        if len(args) != 1: raise InputError('terms', spec, f"give k, e.g. '{kind}(2)'", 'missing k')
+        if len(args) != 1:
+            raise InputError('terms', spec, f"give k, e.g. '{kind}(2)'", 'missing k')
         k = _number(spec, args[0], True, f"give k as a whole number, e.g. '{kind}(2)'")
-        if kind != 'degree' and k < 1: raise InputError('terms', spec, f"use k >= 1, e.g. '{kind}(2)'", 'bad k')
+        if kind != 'degree' and k < 1:
+            raise InputError('terms', spec, f"use k >= 1, e.g. '{kind}(2)'", 'bad k')
         return Term(kind, k=k)
     if kind in _NEEDS_ATTR:
-        if kind == 'nodematch' and not args: args = ['genre']
+        if kind == 'nodematch' and not args:
+            args = ['genre']
         diff = kind == 'nodematch' and len(args) == 2 and args[1].replace(' ', '').lower() in ('diff=true', 'diff')
         if not args or not args[0] or len(args) > 1 + diff:
             fix = f"name one attribute, e.g. '{kind}(wealth)'" + (" or 'nodematch(genre, diff=True)'" if kind == 'nodematch' else '')
             raise InputError('terms', spec, fix, 'bad term arguments')
         return Term(kind, attr=args[0], diff=diff)
-    if args: raise InputError('terms', spec, f"'{kind}' takes no argument", 'unexpected argument')
+    if args:
+        raise InputError('terms', spec, f"'{kind}' takes no argument", 'unexpected argument')
     return Term(kind)
 
 def parse_terms(terms, directed:bool, temporal:bool=False) -> tuple:
     "Check a list of term specs against the graph's kind; returns a tuple of `Term`s."
-    if isinstance(terms, (str, Term)): terms = [terms]
+    if isinstance(terms, (str, Term)):
+        terms = [terms]
     out = tuple(parse_term(t) for t in terms)
-    if not out: raise InputError('terms', terms, "give at least one term, e.g. ['edges']", 'empty model')
+    if not out:
+        raise InputError('terms', terms, "give at least one term, e.g. ['edges']", 'empty model')
     labels = [t.label for t in out]
-    if len(set(labels)) < len(labels): raise InputError('terms', labels, 'list each term once', 'repeated term')
+    if len(set(labels)) < len(labels):
+        raise InputError('terms', labels, 'list each term once', 'repeated term')
     for t in out:
         if directed and t.kind in UNDIRECTED_ONLY:
             fix = ("use 'ttriple' (transitive triples) on a directed graph" if t.kind == 'triangle'
@@ -160,11 +180,14 @@ def node_covariate(G, # a networkx graph
     vals = [G.nodes[v].get(name) for v in nodes]
     missing = [v for v, x in zip(nodes, vals) if x is None]
     field = f'node attribute {name!r}'
-    if missing: raise InputError(field, missing[:5], f'set G.nodes[v][{name!r}] to a number on every node', 'missing node attribute')
-    try: x = np.array(vals, float)
+    if missing:
+        raise InputError(field, missing[:5], f'set G.nodes[v][{name!r}] to a number on every node', 'missing node attribute')
+    try:
+        x = np.array(vals, float)
     except (TypeError, ValueError):
         raise InputError(field, vals[:5], 'use numbers (nodefactor/nodematch take categories)', 'not numeric') from None
-    if not np.isfinite(x).all(): raise InputError(field, 'NaN/inf', 'use finite numbers', 'not finite')
+    if not np.isfinite(x).all():
+        raise InputError(field, 'NaN/inf', 'use finite numbers', 'not finite')
     return x
 
 def dyad_covariate(G, # a networkx graph whose G.graph[name] holds the covariate
@@ -174,23 +197,29 @@ def dyad_covariate(G, # a networkx graph whose G.graph[name] holds the covariate
     "The dyadic covariate `G.graph[name]` (e.g. past collaborations) as an (n, n) float matrix in `nodes`' order."
     field = f'graph attribute {name!r}'
     fix = f'set G.graph[{name!r}] to an (n, n) array in node order, a DataFrame indexed by node, or a graph on the same nodes'
-    if name not in G.graph: raise InputError(field, 'missing', fix, 'missing dyadic covariate')
+    if name not in G.graph:
+        raise InputError(field, 'missing', fix, 'missing dyadic covariate')
     w, n = G.graph[name], len(nodes)
     index = {v: k for k, v in enumerate(nodes)}
     if hasattr(w, 'edges') and hasattr(w, 'nodes'):
         unknown = sorted(map(str, set(w.nodes()) - set(nodes)))
-        if unknown: raise InputError(field, unknown[:5], fix, 'unknown nodes')
+        if unknown:
+            raise InputError(field, unknown[:5], fix, 'unknown nodes')
         W = np.zeros((n, n))
         for u, v, d in w.edges(data=True):
             W[index[u], index[v]] = d.get('weight', 1.0)
-            if not w.is_directed(): W[index[v], index[u]] = W[index[u], index[v]]
-    elif isinstance(w, pd.DataFrame): W = w.reindex(index=nodes, columns=nodes).to_numpy(float)
+            if not w.is_directed():
+                W[index[v], index[u]] = W[index[u], index[v]]
+    elif isinstance(w, pd.DataFrame):
+        W = w.reindex(index=nodes, columns=nodes).to_numpy(float)
     else:
         W = np.asarray(w, float)
-        if W.shape != (n, n): raise InputError(field, W.shape, fix, f'not ({n}, {n})')
+        if W.shape != (n, n):
+            raise InputError(field, W.shape, fix, f'not ({n}, {n})')
         order = [list(G.nodes()).index(v) for v in nodes]
         W = W[np.ix_(order, order)]
-    if not np.isfinite(W).all(): raise InputError(field, 'NaN/inf', 'give a finite value for every pair of nodes', 'not finite')
+    if not np.isfinite(W).all():
+        raise InputError(field, 'NaN/inf', 'give a finite value for every pair of nodes', 'not finite')
     if not G.is_directed() and not np.allclose(W, W.T):
         raise InputError(field, 'asymmetric', 'give an undirected graph a symmetric covariate', 'asymmetric')
     np.fill_diagonal(W, 0.0)
@@ -219,28 +248,36 @@ def as_network(G, # a networkx Graph or DiGraph (no self-loops, no multi-edges)
     "The `Network` of a networkx graph: the factors `attrs` coded as integers, the covariates as floats."
     if not hasattr(G, 'is_directed') or not hasattr(G, 'nodes'):
         raise InputError('graph', type(G).__name__, 'pass a networkx Graph or DiGraph', 'not a graph')
-    if G.is_multigraph(): raise InputError('graph', type(G).__name__, 'collapse multi-edges first (nx.Graph(G) or nx.DiGraph(G))', 'multigraph')
+    if G.is_multigraph():
+        raise InputError('graph', type(G).__name__, 'collapse multi-edges first (nx.Graph(G) or nx.DiGraph(G))', 'multigraph')
     nodes = list(G.nodes()) if nodes is None else list(nodes)
     n = len(nodes)
-    if n < 2: raise InputError('graph', n, 'pass a graph with at least 2 nodes', 'too few nodes')
-    if set(nodes) != set(G.nodes()): raise InputError('graph.nodes', sorted(map(str, set(nodes) ^ set(G.nodes())))[:5], 'give every snapshot the same nodes', 'node sets differ')
+    if n < 2:
+        raise InputError('graph', n, 'pass a graph with at least 2 nodes', 'too few nodes')
+    if set(nodes) != set(G.nodes()):
+        raise InputError('graph.nodes', sorted(map(str, set(nodes) ^ set(G.nodes())))[:5], 'give every snapshot the same nodes', 'node sets differ')
     index = {v: k for k, v in enumerate(nodes)}
     A = np.zeros((n, n), np.int32)
     for u, v in G.edges():
-        if u == v: raise InputError('graph', (u, v), 'remove self-loops (nx.selfloop_edges)', 'self-loop')
+        if u == v:
+            raise InputError('graph', (u, v), 'remove self-loops (nx.selfloop_edges)', 'self-loop')
         A[index[u], index[v]] = 1
-        if not G.is_directed(): A[index[v], index[u]] = 1
+        if not G.is_directed():
+            A[index[v], index[u]] = 1
     codes, levels = {}, {}
     for a in attrs:
         vals = [G.nodes[v].get(a) for v in nodes]
         missing = [v for v, x in zip(nodes, vals) if x is None]
-        if missing: raise InputError(f'node attribute {a!r}', missing[:5], f'set G.nodes[v][{a!r}] on every node', 'missing node attribute')
+        if missing:
+            raise InputError(f'node attribute {a!r}', missing[:5], f'set G.nodes[v][{a!r}] on every node', 'missing node attribute')
         lev = sorted(set(vals), key=str)
         pos = {x: k for k, x in enumerate(lev)}
-        codes[a] = np.array([pos[x] for x in vals], np.int64); levels[a] = lev
+        codes[a] = np.array([pos[x] for x in vals], np.int64)
+        levels[a] = lev
     P = None
     if prev is not None:
-        if prev.is_directed() != G.is_directed(): raise InputError('snapshots', 'mixed', 'make every snapshot directed, or every one undirected', 'mixed graph kinds')
+        if prev.is_directed() != G.is_directed():
+            raise InputError('snapshots', 'mixed', 'make every snapshot directed, or every one undirected', 'mixed graph kinds')
         P = as_network(prev, (), nodes).A
     C = {a: node_covariate(G, a, nodes) for a in covs}
     W = {w: dyad_covariate(G, w, nodes) for w in dyadcovs}
@@ -295,12 +332,16 @@ def _term_arrays(terms, net:Network):
                'edgecov': net.dyadcovs or {}}
     for k, t in enumerate(terms):
         where = sources.get(t.kind)
-        if where is None: continue
+        if where is None:
+            continue
         if t.attr not in where:
             raise InputError('terms', t.label, f'give the graph a {t.attr!r} attribute', 'missing node attribute')
-        if t.kind in NODE_FACTOR_TERMS: attr[k] = where[t.attr]
-        elif t.kind == 'edgecov': W[k] = where[t.attr]
-        else: cov[k] = where[t.attr]
+        if t.kind in NODE_FACTOR_TERMS:
+            attr[k] = where[t.attr]
+        elif t.kind == 'edgecov':
+            W[k] = where[t.attr]
+        else:
+            cov[k] = where[t.attr]
     return codes, decays, attr, _kpar(terms), cov, W
 
 # %% ../../nbs/career/43_ergm.ipynb #aaf41632
@@ -325,25 +366,44 @@ def statistics(A:np.ndarray, # (n, n) adjacency
     out = np.zeros(len(terms))
     for k, t in enumerate(terms):
         c = t.kind
-        if c in NODE_FACTOR_TERMS: is_level = attr[k] == t.level
-        if c == 'edges': v = A.sum() / half
-        elif c == 'mutual': v = (A * A.T).sum() / 2
-        elif c == 'triangle': v = (T2 * A).sum() / 6
-        elif c == 'ttriple': v = (T2 * A).sum()
-        elif c == 'nodematch' and t.diff: v = (A * (is_level[:, None] & is_level[None, :])).sum() / half
-        elif c == 'nodematch': v = (A * (attr[k][:, None] == attr[k][None, :])).sum() / half
-        elif c == 'nodefactor': v = (A * (is_level[:, None].astype(int) + is_level[None, :])).sum() / half
-        elif c == 'nodecov': v = (A * (cov[k][:, None] + cov[k][None, :])).sum() / half
-        elif c == 'absdiff': v = (A * np.abs(cov[k][:, None] - cov[k][None, :])).sum() / half
-        elif c == 'edgecov': v = (A * W[k]).sum() / half
-        elif c == 'gwesp': v = _gw_weights(T2[A > 0], t.decay).sum() / half
-        elif c == 'gwdegree': v = _gw_weights(dout, t.decay).sum()
-        elif c == 'gwdsp': v = _gw_weights(T2[~np.eye(len(A), dtype=bool)], t.decay).sum() / 2
-        elif c == 'degree': v = float((dout == t.k).sum())
-        elif c in ('kstar', 'ostar'): v = float(sum(math.comb(int(d), t.k) for d in dout))
-        elif c == 'istar': v = float(sum(math.comb(int(d), t.k) for d in din))
-        elif c == 'stability': v = (A * prev).sum() / half
-        elif c == 'formation': v = (A * (1 - prev)).sum() / half
+        if c in NODE_FACTOR_TERMS:
+            is_level = attr[k] == t.level
+        if c == 'edges':
+            v = A.sum() / half
+        elif c == 'mutual':
+            v = (A * A.T).sum() / 2
+        elif c == 'triangle':
+            v = (T2 * A).sum() / 6
+        elif c == 'ttriple':
+            v = (T2 * A).sum()
+        elif c == 'nodematch' and t.diff:
+            v = (A * (is_level[:, None] & is_level[None, :])).sum() / half
+        elif c == 'nodematch':
+            v = (A * (attr[k][:, None] == attr[k][None, :])).sum() / half
+        elif c == 'nodefactor':
+            v = (A * (is_level[:, None].astype(int) + is_level[None, :])).sum() / half
+        elif c == 'nodecov':
+            v = (A * (cov[k][:, None] + cov[k][None, :])).sum() / half
+        elif c == 'absdiff':
+            v = (A * np.abs(cov[k][:, None] - cov[k][None, :])).sum() / half
+        elif c == 'edgecov':
+            v = (A * W[k]).sum() / half
+        elif c == 'gwesp':
+            v = _gw_weights(T2[A > 0], t.decay).sum() / half
+        elif c == 'gwdegree':
+            v = _gw_weights(dout, t.decay).sum()
+        elif c == 'gwdsp':
+            v = _gw_weights(T2[~np.eye(len(A), dtype=bool)], t.decay).sum() / 2
+        elif c == 'degree':
+            v = float((dout == t.k).sum())
+        elif c in ('kstar', 'ostar'):
+            v = float(sum(math.comb(int(d), t.k) for d in dout))
+        elif c == 'istar':
+            v = float(sum(math.comb(int(d), t.k) for d in din))
+        elif c == 'stability':
+            v = (A * prev).sum() / half
+        elif c == 'formation':
+            v = (A * (1 - prev)).sum() / half
         out[k] = v
     return out
 
@@ -351,9 +411,11 @@ def statistics(A:np.ndarray, # (n, n) adjacency
 @njit(cache=_CACHE)
 def _comb(d, k):
     "The binomial coefficient C(d, k) as a float (0 when d < k)."
-    if k < 0 or d < k: return 0.0
+    if k < 0 or d < k:
+        return 0.0
     v = 1.0
-    for q in range(k): v = v * (d - q) / (q + 1)
+    for q in range(k):
+        v = v * (d - q) / (q + 1)
     return v
 
 @njit(cache=_CACHE)
@@ -366,90 +428,139 @@ def _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i,
     for t in range(codes.shape[0]):
         c = codes[t]
         v = 0.0
-        if c == 0: v = 1.0
-        elif c == 1: v = A[j, i]
-        elif c == 2: v = T2[i, j]
+        if c == 0:
+            v = 1.0
+        elif c == 1:
+            v = A[j, i]
+        elif c == 2:
+            v = T2[i, j]
         elif c == 3:  # transitive triples: co-out + co-in + two-paths i -> k -> j
             s = 0
-            for q in range(deg[0, i]): s += A[j, nbr[0, i, q]]
-            for q in range(deg[1, i]): s += A[nbr[1, i, q], j]
+            for q in range(deg[0, i]):
+                s += A[j, nbr[0, i, q]]
+            for q in range(deg[1, i]):
+                s += A[nbr[1, i, q], j]
             v = s + T2[i, j]
-        elif c == 4: v = 1.0 if attr[t, i] == attr[t, j] else 0.0
+        elif c == 4:
+            v = 1.0 if attr[t, i] == attr[t, j] else 0.0
         elif c == 5:
             v = rpow[t, n + 1 + T2[i, j]]
             if directed:  # arcs i -> k gain partner j when j -> k; arcs k -> j gain partner i when k -> i
                 for q in range(deg[0, i]):
                     k = nbr[0, i, q]
-                    if A[j, k]: v += rpow[t, T2[i, k] - present]
+                    if A[j, k]:
+                        v += rpow[t, T2[i, k] - present]
                 for q in range(deg[1, i]):
                     k = nbr[1, i, q]
-                    if A[k, j]: v += rpow[t, T2[k, j] - present]
+                    if A[k, j]:
+                        v += rpow[t, T2[k, j] - present]
             else:
                 for q in range(deg[0, i]):
                     k = nbr[0, i, q]
-                    if A[j, k]: v += rpow[t, T2[i, k] - present] + rpow[t, T2[j, k] - present]
-        elif c == 6: v = prev[i, j]
-        elif c == 7: v = 1.0 - prev[i, j]
-        elif c == 8: v = cov[t, i] + cov[t, j]
-        elif c == 9: v = (attr[t, i] == kpar[t]) + (attr[t, j] == kpar[t])
-        elif c == 10: v = 1.0 if attr[t, i] == kpar[t] and attr[t, j] == kpar[t] else 0.0
-        elif c == 11: v = abs(cov[t, i] - cov[t, j])
-        elif c == 12: v = W[t, i, j]
+                    if A[j, k]:
+                        v += rpow[t, T2[i, k] - present] + rpow[t, T2[j, k] - present]
+        elif c == 6:
+            v = prev[i, j]
+        elif c == 7:
+            v = 1.0 - prev[i, j]
+        elif c == 8:
+            v = cov[t, i] + cov[t, j]
+        elif c == 9:
+            v = (attr[t, i] == kpar[t]) + (attr[t, j] == kpar[t])
+        elif c == 10:
+            v = 1.0 if attr[t, i] == kpar[t] and attr[t, j] == kpar[t] else 0.0
+        elif c == 11:
+            v = abs(cov[t, i] - cov[t, j])
+        elif c == 12:
+            v = W[t, i, j]
         elif c == 13:  # degree(k): i and j each move from degree d to d + 1
-            di = deg[0, i] - present; dj = deg[0, j] - present
+            di = deg[0, i] - present
+            dj = deg[0, j] - present
             v = (di + 1 == kpar[t]) - (di == kpar[t]) + (dj + 1 == kpar[t]) - (dj == kpar[t])
-        elif c == 14: v = rpow[t, deg[0, i] - present] + rpow[t, deg[0, j] - present]  # gwdegree: w(d + 1) - w(d) = r^d
+        elif c == 14:
+            v = rpow[t, deg[0, i] - present] + rpow[t, deg[0, j] - present]  # gwdegree: w(d + 1) - w(d) = r^d
         elif c == 15:  # gwdsp: pairs (i, k), k a neighbour of j, and (j, k), k a neighbour of i, gain a partner
             for q in range(deg[0, j]):
                 k = nbr[0, j, q]
-                if k != i: v += rpow[t, T2[i, k] - present]
+                if k != i:
+                    v += rpow[t, T2[i, k] - present]
             for q in range(deg[0, i]):
                 k = nbr[0, i, q]
-                if k != j: v += rpow[t, T2[j, k] - present]
-        elif c == 16: v = _comb(deg[0, i] - present, kpar[t] - 1) + _comb(deg[0, j] - present, kpar[t] - 1)
-        elif c == 17: v = _comb(deg[1, j] - present, kpar[t] - 1)
-        elif c == 18: v = _comb(deg[0, i] - present, kpar[t] - 1)
+                if k != j:
+                    v += rpow[t, T2[j, k] - present]
+        elif c == 16:
+            v = _comb(deg[0, i] - present, kpar[t] - 1) + _comb(deg[0, j] - present, kpar[t] - 1)
+        elif c == 17:
+            v = _comb(deg[1, j] - present, kpar[t] - 1)
+        elif c == 18:
+            v = _comb(deg[0, i] - present, kpar[t] - 1)
         out[t] = v
 
 @njit(cache=_CACHE)
 def _list_add(nbr, deg, npos, side, u, v):
-    nbr[side, u, deg[side, u]] = v; npos[side, u, v] = deg[side, u]; deg[side, u] += 1
+    nbr[side, u, deg[side, u]] = v
+    npos[side, u, v] = deg[side, u]
+    deg[side, u] += 1
 
 @njit(cache=_CACHE)
 def _list_remove(nbr, deg, npos, side, u, v):
-    k = npos[side, u, v]; last = deg[side, u] - 1
-    w = nbr[side, u, last]; nbr[side, u, k] = w; npos[side, u, w] = k; deg[side, u] = last
+    k = npos[side, u, v]
+    last = deg[side, u] - 1
+    w = nbr[side, u, last]
+    nbr[side, u, k] = w
+    npos[side, u, w] = k
+    deg[side, u] = last
 
 @njit(cache=_CACHE)
 def _toggle(A, T2, nbr, deg, npos, directed, i, j):
     "Flip tie (i, j): update the two-path counts T2 = A @ A and the neighbour lists."
     d = 1 - 2 * A[i, j]
     if directed:
-        for q in range(deg[1, i]): T2[nbr[1, i, q], j] += d
-        for q in range(deg[0, j]): T2[i, nbr[0, j, q]] += d
-        if d > 0: _list_add(nbr, deg, npos, 0, i, j); _list_add(nbr, deg, npos, 1, j, i)
-        else: _list_remove(nbr, deg, npos, 0, i, j); _list_remove(nbr, deg, npos, 1, j, i)
+        for q in range(deg[1, i]):
+            T2[nbr[1, i, q], j] += d
+        for q in range(deg[0, j]):
+            T2[i, nbr[0, j, q]] += d
+        if d > 0:
+            _list_add(nbr, deg, npos, 0, i, j)
+            _list_add(nbr, deg, npos, 1, j, i)
+        else:
+            _list_remove(nbr, deg, npos, 0, i, j)
+            _list_remove(nbr, deg, npos, 1, j, i)
         A[i, j] += d
     else:
         for q in range(deg[0, j]):
             k = nbr[0, j, q]
-            if k != i: T2[i, k] += d; T2[k, i] += d
+            if k != i:
+                T2[i, k] += d
+                T2[k, i] += d
         for q in range(deg[0, i]):
             k = nbr[0, i, q]
-            if k != j: T2[j, k] += d; T2[k, j] += d
-        if d > 0: _list_add(nbr, deg, npos, 0, i, j); _list_add(nbr, deg, npos, 0, j, i)
-        else: _list_remove(nbr, deg, npos, 0, i, j); _list_remove(nbr, deg, npos, 0, j, i)
-        T2[i, i] += d; T2[j, j] += d  # the diagonal holds degrees
-        A[i, j] += d; A[j, i] += d
+            if k != j:
+                T2[j, k] += d
+                T2[k, j] += d
+        if d > 0:
+            _list_add(nbr, deg, npos, 0, i, j)
+            _list_add(nbr, deg, npos, 0, j, i)
+        else:
+            _list_remove(nbr, deg, npos, 0, i, j)
+            _list_remove(nbr, deg, npos, 0, j, i)
+        T2[i, i] += d
+        T2[j, j] += d  # the diagonal holds degrees
+        A[i, j] += d
+        A[j, i] += d
 
 def _neighbour_lists(A):
     "Neighbour lists (out, in), their lengths and each entry's position, as the kernels keep them."
     n = len(A)
-    nbr = np.zeros((2, n, n), np.int32); deg = np.zeros((2, n), np.int64); npos = np.zeros((2, n, n), np.int32)
+    nbr = np.zeros((2, n, n), np.int32)
+    deg = np.zeros((2, n), np.int64)
+    npos = np.zeros((2, n, n), np.int32)
     for side, M in enumerate((A, A.T)):
         for u in range(n):
             vs = np.flatnonzero(M[u])
-            nbr[side, u, :len(vs)] = vs; deg[side, u] = len(vs); npos[side, u, vs] = np.arange(len(vs))
+            nbr[side, u, :len(vs)] = vs
+            deg[side, u] = len(vs)
+            npos[side, u, vs] = np.arange(len(vs))
     return nbr, deg, npos
 
 def _rpow(terms, n):
@@ -459,7 +570,8 @@ def _rpow(terms, n):
     for k, t in enumerate(terms):
         if t.kind in GW_TERMS:
             r = 1.0 - math.exp(-t.decay)
-            out[k, :n + 1] = r ** s; out[k, n + 1:] = math.exp(t.decay) * (1.0 - r ** s)
+            out[k, :n + 1] = r ** s
+            out[k, n + 1:] = math.exp(t.decay) * (1.0 - r ** s)
     return out
 
 # %% ../../nbs/career/43_ergm.ipynb #dfdc94a7
@@ -471,7 +583,8 @@ def change_statistics(A:np.ndarray, # (n, n) adjacency
                       cov=None, W=None, # as in `statistics`
                      ) -> np.ndarray:
     "g(y with (i, j) toggled) - g(y), from the compiled kernel (what the sampler uses)."
-    A = np.ascontiguousarray(A, np.int32); n = len(A)
+    A = np.ascontiguousarray(A, np.int32)
+    n = len(A)
     K = len(terms)
     attr = np.zeros((K, n), np.int64) if attr is None else np.asarray(attr, np.int64)
     prev = np.zeros((n, n), np.int32) if prev is None else np.ascontiguousarray(prev, np.int32)
@@ -490,14 +603,18 @@ def _dyad_changes(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rp
     "Change statistics and the observed tie of every dyad (the design of the pseudo-likelihood)."
     n = A.shape[0]
     m = n * (n - 1) if directed else n * (n - 1) // 2
-    X = np.zeros((m, codes.shape[0])); y = np.zeros(m, np.int64)
+    X = np.zeros((m, codes.shape[0]))
+    y = np.zeros(m, np.int64)
     out = np.zeros(codes.shape[0])
     r = 0
     for i in range(n):
         for j in range(n):
-            if i == j or (not directed and j < i): continue
+            if i == j or (not directed and j < i):
+                continue
             _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i, j, out)
-            X[r] = out; y[r] = A[i, j]; r += 1
+            X[r] = out
+            y[r] = A[i, j]
+            r += 1
     return X, y
 
 # %% ../../nbs/career/43_ergm.ipynb #4afaa4b5
@@ -506,37 +623,53 @@ def _sample(A, T2, nbr, deg, npos, prev, attr, kpar, cov, W, directed, codes, rp
     """Metropolis-Hastings with the tie/no-tie proposal from the state (A, T2, edge list ei/ej/pos, ne[0] edges).
     Returns the statistics of the n_samples draws relative to the start, and the acceptance rate."""
     np.random.seed(seed)
-    n = A.shape[0]; K = codes.shape[0]
+    n = A.shape[0]
+    K = codes.shape[0]
     D = n * (n - 1) if directed else n * (n - 1) // 2
-    g = np.zeros(K); out = np.zeros(K)
+    g = np.zeros(K)
+    out = np.zeros(K)
     draws = np.zeros((n_samples, K))
     total = burnin + n_samples * interval
     acc = 0
     for s in range(total):
         E = ne[0]
         if E > 0 and np.random.random() < 0.5:
-            e = np.random.randint(E); i = ei[e]; j = ej[e]
+            e = np.random.randint(E)
+            i = ei[e]
+            j = ej[e]
         else:
-            i = np.random.randint(n); j = np.random.randint(n - 1)
-            if j >= i: j += 1
-            if not directed and j < i: i, j = j, i
+            i = np.random.randint(n)
+            j = np.random.randint(n - 1)
+            if j >= i:
+                j += 1
+            if not directed and j < i:
+                i, j = j, i
         present = A[i, j]
         _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i, j, out)
         sign = -1.0 if present else 1.0
         logr = 0.0
-        for t in range(K): logr += sign * theta[t] * out[t]
+        for t in range(K):
+            logr += sign * theta[t] * out[t]
         E2 = E - 1 if present else E + 1
         qf = (0.5 * present / E + 0.5 / D) if E > 0 else 1.0 / D
         qr = (0.5 * (1 - present) / E2 + 0.5 / D) if E2 > 0 else 1.0 / D
         if logr >= 30.0 or np.random.random() < math.exp(min(logr, 30.0)) * qr / qf:
             acc += 1
-            for t in range(K): g[t] += sign * out[t]
+            for t in range(K):
+                g[t] += sign * out[t]
             if present:
-                k = pos[i, j]; last = E - 1
-                ei[k] = ei[last]; ej[k] = ej[last]; pos[ei[k], ej[k]] = k; pos[i, j] = -1
+                k = pos[i, j]
+                last = E - 1
+                ei[k] = ei[last]
+                ej[k] = ej[last]
+                pos[ei[k], ej[k]] = k
+                pos[i, j] = -1
                 ne[0] = E - 1
             else:
-                ei[E] = i; ej[E] = j; pos[i, j] = E; ne[0] = E + 1
+                ei[E] = i
+                ej[E] = j
+                pos[i, j] = E
+                ne[0] = E + 1
             _toggle(A, T2, nbr, deg, npos, directed, i, j)
         if s >= burnin and (s - burnin + 1) % interval == 0:
             draws[(s - burnin) // interval] = g
@@ -599,11 +732,13 @@ def mple(nets:list, # `Network`s (one per transition for a temporal model)
         ch = Chain(net, terms)
         X, y = _dyad_changes(ch.A, ch.T2, ch.nbr, ch.deg, ch.prev, ch.attr, ch.kpar, ch.cov, ch.W, net.directed,
                              ch.codes, ch.rpow)
-        Xs.append(X); ys.append(y)
+        Xs.append(X)
+        ys.append(y)
     X, y = np.vstack(Xs), np.concatenate(ys)
     rows, inv = np.unique(X, axis=0, return_inverse=True)
     inv = inv.ravel()
-    ones = np.bincount(inv, weights=y, minlength=len(rows)); tot = np.bincount(inv, minlength=len(rows))
+    ones = np.bincount(inv, weights=y, minlength=len(rows))
+    tot = np.bincount(inv, minlength=len(rows))
     if np.linalg.matrix_rank(rows) < rows.shape[1]:
         raise InputError('terms', [t.label for t in terms], 'drop a term: the change statistics are collinear on this graph (e.g. nodematch when every node shares one value)', 'model not identifiable')
     with warnings.catch_warnings():
@@ -625,19 +760,23 @@ def ess(x:np.ndarray, # draws, shape (M,) or (M, K)
        ) -> np.ndarray:
     "Effective sample size of each column (Geyer's initial positive sequence on the FFT autocorrelation)."
     x = np.asarray(x, float)
-    if x.ndim == 1: x = x[:, None]
+    if x.ndim == 1:
+        x = x[:, None]
     M = len(x)
     out = np.empty(x.shape[1])
     for k in range(x.shape[1]):
         z = x[:, k] - x[:, k].mean()
         v = z @ z
-        if M < 4 or v == 0: out[k] = M; continue
+        if M < 4 or v == 0:
+            out[k] = M
+            continue
         f = np.fft.rfft(z, 2 * M)
         rho = np.fft.irfft(f * np.conj(f))[:M] / v
         s = 0.0
         for t in range(0, M - 1, 2):  # pairs rho(t) + rho(t+1) while positive
             p = rho[t] + rho[t + 1]
-            if p <= 0: break
+            if p <= 0:
+                break
             s += p
         out[k] = min(M / max(2 * s - 1, 1e-12), M * math.log10(M))
     return out
@@ -658,7 +797,8 @@ def _check_degeneracy(draws, g_obs, labels, max_edges, obs_edges, where):
     fix = 'replace triangle/ttriple by gwesp(0.5) (or lower its decay), or add terms that the data support'
     e = draws[:, 0] if labels and labels[0] in ('edges',) else None
     if e is not None and obs_edges is not None:
-        full = np.mean(e >= 0.9 * max_edges); empty = np.mean(e <= 0)
+        full = np.mean(e >= 0.9 * max_edges)
+        empty = np.mean(e <= 0)
         if (full > 0.5 and obs_edges < 0.5 * max_edges) or (empty > 0.5 and obs_edges > 0):
             raise DegenerateModelError('terms', labels, fix, f'degenerate model: {where} the simulated graphs are {"nearly complete" if full > 0.5 else "empty"}')
         if full > 0.05 or empty > 0.05:
@@ -696,11 +836,13 @@ def robbins_monro(chains:list, # `Chain`s (summed statistics; one per transition
         for _ in range(N):
             dev = _sample_all(chains, theta, 1, interval, 0)[0] - g_obs
             m = math.sqrt(max(dev @ Dinv @ dev, 0.0))
-            if m > 3 * math.sqrt(K): dev = dev * (3 * math.sqrt(K) / m)  # clip outlying draws: one draw never throws theta far
+            if m > 3 * math.sqrt(K):
+                dev = dev * (3 * math.sqrt(K) / m)  # clip outlying draws: one draw never throws theta far
             theta = theta - a * Dinv @ dev
             if not np.all(np.isfinite(theta)) or np.max(np.abs(theta)) > MAX_COEF:
                 raise DegenerateModelError('theta', theta, 'the stochastic approximation diverged: replace triangle/ttriple by gwesp, or start from other terms', 'degenerate model')
-            kept.append(theta.copy()); trace.append(theta.copy())
+            kept.append(theta.copy())
+            trace.append(theta.copy())
         theta = np.mean(kept, axis=0)
         a /= 2
     return theta, np.array(trace)
@@ -716,17 +858,23 @@ def geyer_thompson_step(theta:np.ndarray, # coefficients the draws were made at
     C0 = np.atleast_2d(np.cov(draws, rowvar=False)) + 1e-9 * np.eye(draws.shape[1])
     d = np.zeros_like(theta, dtype=float)
     for _ in range(n_newton):
-        z = Delta @ d; w = np.exp(z - z.max()); w /= w.sum()
+        z = Delta @ d
+        w = np.exp(z - z.max())
+        w /= w.sum()
         mean = w @ Delta
         C = (Delta - mean).T @ ((Delta - mean) * w[:, None]) + 1e-9 * np.eye(len(d))
-        try: step = np.linalg.solve(C, mean)
-        except np.linalg.LinAlgError: break
+        try:
+            step = np.linalg.solve(C, mean)
+        except np.linalg.LinAlgError:
+            break
         new = d - step
         m = math.sqrt(max(new @ C0 @ new, 0.0))
-        if m > max_step: new = new * (max_step / m)
+        if m > max_step:
+            new = new * (max_step / m)
         done = np.max(np.abs(new - d)) < 1e-8
         d = new
-        if done: break
+        if done:
+            break
     return theta + d
 
 # %% ../../nbs/career/43_ergm.ipynb #aa01f8a6
@@ -744,15 +892,19 @@ class ERGM:
                  method:str='mcmc', # 'mcmc' (MCMC-MLE) or 'mple' (pseudo-likelihood only)
                  seed:int=0, # seeds the chains
                 ):
-        if method not in ('mcmc', 'mple'): raise InputError('method', method, "use 'mcmc' or 'mple'")
+        if method not in ('mcmc', 'mple'):
+            raise InputError('method', method, "use 'mcmc' or 'mple'")
         for name, v in dict(sample_size=sample_size, n_subphases=n_subphases, max_iter=max_iter).items():
-            if int(v) < 1: raise InputError(name, v, 'use a positive integer')
-        if sample_size < 20: raise InputError('sample_size', sample_size, 'use at least 20 draws')
+            if int(v) < 1:
+                raise InputError(name, v, 'use a positive integer')
+        if sample_size < 20:
+            raise InputError('sample_size', sample_size, 'use at least 20 draws')
         self.terms, self.sample_size, self.interval, self.burnin = terms, int(sample_size), interval, burnin
         self.n_subphases, self.gain, self.max_iter, self.tol, self.method, self.seed = n_subphases, gain, max_iter, tol, method, seed
 
     def _nets(self, data):
-        if not hasattr(data, 'is_directed'): raise InputError('graph', type(data).__name__, 'pass a networkx Graph or DiGraph (TERGM takes a list of snapshots)', 'not a graph')
+        if not hasattr(data, 'is_directed'):
+            raise InputError('graph', type(data).__name__, 'pass a networkx Graph or DiGraph (TERGM takes a list of snapshots)', 'not a graph')
         return [data]
 
     def _prepare(self, data):
@@ -761,8 +913,10 @@ class ERGM:
         self.terms_ = parse_terms(self.terms, directed, self.temporal)
         attrs, covs, dyadcovs = term_needs(self.terms_)
         nodes = list(graphs[0].nodes())
-        if self.temporal: nets = [as_network(g, attrs, nodes, p, covs, dyadcovs) for p, g in zip(graphs[:-1], graphs[1:])]
-        else: nets = [as_network(graphs[0], attrs, covs=covs, dyadcovs=dyadcovs)]
+        if self.temporal:
+            nets = [as_network(g, attrs, nodes, p, covs, dyadcovs) for p, g in zip(graphs[:-1], graphs[1:])]
+        else:
+            nets = [as_network(graphs[0], attrs, covs=covs, dyadcovs=dyadcovs)]
         self.terms_ = expand_terms(self.terms_, nets[0])
         self.nets_, self.directed_ = nets, directed
         n = len(nets[0].nodes)
@@ -842,11 +996,13 @@ class ERGM:
             if 0.5 * obs_ties - 5 <= np.mean(ties) <= 2 * obs_ties + 5:
                 self.start_ = theta
                 return theta, chains
-            if attempt < 6: theta[dep] *= 0.5  # the MPLE is often in a degenerate region: shrink toward dyad independence
+            if attempt < 6:
+                theta[dep] *= 0.5  # the MPLE is often in a degenerate region: shrink toward dyad independence
             else:
                 theta[:] = 0.0
                 ind = tuple(t for t in self.terms_ if t.kind in DYAD_INDEPENDENT)
-                if ind: theta[~dep] = mple(self.nets_, ind)[0]
+                if ind:
+                    theta[~dep] = mple(self.nets_, ind)[0]
         raise DegenerateModelError('terms', [t.label for t in self.terms_], 'no starting value simulates graphs like the data: replace triangle/ttriple by gwesp, or drop a term', 'degenerate model')
 
     def _finish(self, theta, draws, labels):
@@ -865,7 +1021,8 @@ class ERGM:
         _check_degeneracy(draws, self.g_obs_, labels, self.n_dyads_ * len(self.nets_), obs_edges, where)
 
     def _check_fitted(self):
-        if not hasattr(self, 'coef_'): raise InputError('model', 'unfitted', 'call .fit(graph) first', 'not fitted')
+        if not hasattr(self, 'coef_'):
+            raise InputError('model', 'unfitted', 'call .fit(graph) first', 'not fitted')
 
     def summary(self) -> pd.DataFrame:
         "One row per term: estimate, standard error (statistical, MCMC and total), z, p-value, 90 % interval, MPLE."
@@ -898,22 +1055,30 @@ class ERGM:
                  theta=None, # coefficients (default: the fitted ones)
                 ) -> list:
         "`n` networkx graphs drawn from the model, the chain starting from the observed graph (a TERGM: one list per transition, each conditional on that transition's previous snapshot)."
-        if theta is None: self._check_fitted()
-        elif not hasattr(self, 'nets_'): raise InputError('model', 'unprepared', 'call .fit(graph) (or .prepare(graph)) first')
+        if theta is None:
+            self._check_fitted()
+        elif not hasattr(self, 'nets_'):
+            raise InputError('model', 'unprepared', 'call .fit(graph) (or .prepare(graph)) first')
         theta = np.asarray(self.coef_ if theta is None else theta, float)
-        if int(n) < 1: raise InputError('n', n, 'draw at least one graph')
-        h = int(interval or self.interval_); b = int(self.burnin_ if burnin is None else burnin)
+        if int(n) < 1:
+            raise InputError('n', n, 'draw at least one graph')
+        h = int(interval or self.interval_)
+        b = int(self.burnin_ if burnin is None else burnin)
         chains = self._chains(self.seed + 1 if seed is None else seed)
         out = [[to_graph(A, net) for A in c.sample_graphs(theta, int(n), h, b)] for c, net in zip(chains, self.nets_)]
         return out if self.temporal else out[0]
 
     def prepare(self, graph):
         "Set up the model's nodes and terms for `graph` without fitting (to simulate from given coefficients)."
-        self._prepare(graph); self.g_obs_ = self._obs(); return self
+        self._prepare(graph)
+        self.g_obs_ = self._obs()
+        return self
 
 def _pinv(M):
-    try: return np.linalg.inv(M)
-    except np.linalg.LinAlgError: return np.linalg.pinv(M)
+    try:
+        return np.linalg.inv(M)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(M)
 
 def _check_extremes(g_obs, terms, max_ties):
     "Refuse a statistic at its extreme (no ties of that kind, or every dyad tied): its MLE is infinite."
@@ -944,7 +1109,8 @@ def snapshot_stats(snapshots:list, # an ordered list of networkx graphs on the s
                    terms=('edges', 'stability', 'formation'), # terms to count (temporal ones need a previous snapshot)
                   ) -> pd.DataFrame:
     "One row per snapshot with its statistics (stability and formation against the previous snapshot; NaN for the first)."
-    if not snapshots: raise InputError('snapshots', snapshots, 'pass at least one graph', 'no snapshots')
+    if not snapshots:
+        raise InputError('snapshots', snapshots, 'pass at least one graph', 'no snapshots')
     directed = snapshots[0].is_directed()
     ts = parse_terms(terms, directed, temporal=True)
     attrs, covs, dyadcovs = term_needs(ts)
@@ -956,7 +1122,9 @@ def snapshot_stats(snapshots:list, # an ordered list of networkx graphs on the s
         _, _, attr, _, cov, W = _term_arrays(ts_k, net)
         row = {}
         for t, a, x, w in zip(ts_k, attr, cov, W):
-            if t.kind in TEMPORAL and net.prev is None: row[t.label] = np.nan; continue
+            if t.kind in TEMPORAL and net.prev is None:
+                row[t.label] = np.nan
+                continue
             row[t.label] = statistics(net.A, (t,), directed, a[None], net.prev, x[None], w[None])[0]
         rows.append(dict(snapshot=k, **row))
     return pd.DataFrame(rows).set_index('snapshot')
@@ -987,7 +1155,8 @@ def gof_distributions(A:np.ndarray, # (n, n) adjacency
     if directed:
         out['odegree'] = np.bincount(A.sum(1), minlength=n)
         out['idegree'] = np.bincount(A.sum(0), minlength=n)
-    else: out['degree'] = np.bincount(A.sum(1), minlength=n)
+    else:
+        out['degree'] = np.bincount(A.sum(1), minlength=n)
     out['esp'] = np.bincount(_esp(A, directed), minlength=n - 1)[:n - 1]
     dist, inf = _geodesics(A, directed)
     out['distance'] = np.r_[dist, inf]
@@ -998,7 +1167,8 @@ def gof_table(observed:np.ndarray, # adjacency of the observed graph
               directed:bool, # whether the graphs are directed
              ) -> pd.DataFrame:
     "Observed vs simulated distributions: one row per statistic and value, with the simulated mean, 95 % range and Monte Carlo p-value."
-    if not simulated: raise InputError('simulated', simulated, 'simulate at least one graph', 'nothing to compare')
+    if not simulated:
+        raise InputError('simulated', simulated, 'simulate at least one graph', 'nothing to compare')
     obs = gof_distributions(observed, directed)
     sims = [gof_distributions(S, directed) for S in simulated]
     n = len(observed)
@@ -1022,7 +1192,8 @@ def _gof(self, n_sim:int=100, # graphs to simulate
         ) -> pd.DataFrame:
     "Goodness of fit: degree, edgewise shared partner and geodesic distributions of the observed graph against `n_sim` simulations."
     self._check_fitted()
-    if self.temporal: raise InputError('model', 'TERGM', 'check the fit of each transition with an ERGM on that snapshot', 'gof needs one graph')
+    if self.temporal:
+        raise InputError('model', 'TERGM', 'check the fit of each transition with an ERGM on that snapshot', 'gof needs one graph')
     chains = self._chains(self.seed + 2 if seed is None else seed)
     sims = chains[0].sample_graphs(self.coef_, int(n_sim), int(interval or self.interval_), self.burnin_)
     return gof_table(self.nets_[0].A, sims, self.directed_)
@@ -1053,7 +1224,8 @@ def plot_trace(model:ERGM, # a fitted MCMC-MLE model
     "Plotly trace of the final sample's statistics, minus the observed values (a well-mixed chain wanders around 0)."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    if model.draws_ is None: raise InputError('model', model.method_, 'fit a dyad-dependent model by MCMC to get a trace', 'no MCMC sample')
+    if model.draws_ is None:
+        raise InputError('model', model.method_, 'fit a dyad-dependent model by MCMC to get a trace', 'no MCMC sample')
     labels = [t.label for t in model.terms_]
     fig = make_subplots(rows=len(labels), cols=1, subplot_titles=labels, shared_xaxes=True)
     for k, l in enumerate(labels, 1):
@@ -1078,7 +1250,8 @@ def florentine():
     from kelly.data import social_graph
     G = social_graph('florentine').copy()
     G.add_node('Pucci')
-    for v in G: G.nodes[v]['wealth'] = FLORENTINE_WEALTH[v]
+    for v in G:
+        G.nodes[v]['wealth'] = FLORENTINE_WEALTH[v]
     return G
 
 # %% ../../nbs/career/43_ergm.ipynb #bf90f11e
@@ -1175,7 +1348,8 @@ def directed_benchmark_graph(n:int=500, # nodes
     "A directed graph drawn from edges + mutual + nodematch(genre) + gwesp(0.5) with 5 genres (the `directed N=...` benchmark's data: about 1,700 arcs at n = 500)."
     import networkx as nx
     rng = np.random.default_rng(seed)
-    G = nx.DiGraph(); G.add_nodes_from((k, dict(genre=int(rng.integers(0, 5)))) for k in range(n))
+    G = nx.DiGraph()
+    G.add_nodes_from((k, dict(genre=int(rng.integers(0, 5)))) for k in range(n))
     th = np.array([-math.log(n) + 0.8 if theta[0] is None else theta[0], *theta[1:]], float)
     m = ERGM(['edges', 'mutual', 'nodematch(genre)', 'gwesp(0.5)'], seed=seed).prepare(G)
     return m.simulate(1, interval=1, burnin=2000 * n, theta=th)[0]
@@ -1184,7 +1358,8 @@ def directed_benchmark_graph(n:int=500, # nodes
 def bench_ergm(size:str='full', # "full" (Florentine and a 500-node directed graph) or "tiny" (Florentine, 100 nodes)
               ) -> list[dict]:
     "MCMC-MLE wall time: edges + triangle on Florentine (median of 5 after a JIT warm-up) and edges + mutual + homophily + GWESP on a directed graph."
-    if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
+    if size not in ('full', 'tiny'):
+        raise InputError('size', size, 'use "full" or "tiny"')
     G = florentine()
     fit = lambda: ERGM(['edges', 'triangle']).fit(G)
     t = time_call(fit, repeat=5 if size == 'full' else 1)

@@ -52,8 +52,10 @@ def influence_basis(catalog:Catalog, # a catalog with songs and (optionally) col
                    ) -> InfluenceBasis:
     "Precompute everything the influence weights need from `catalog`."
     w = _check_weights(weights)
-    if not (time_scale > 0): raise InputError('time_scale', time_scale, 'use a positive number of years')
-    if not (0 <= reverse_share <= 1): raise InputError('reverse_share', reverse_share, 'use a share between 0 and 1')
+    if not (time_scale > 0):
+        raise InputError('time_scale', time_scale, 'use a positive number of years')
+    if not (0 <= reverse_share <= 1):
+        raise InputError('reverse_share', reverse_share, 'use a share between 0 and 1')
     ids = catalog.artists.artist_id.tolist()
     idx = {a: k for k, a in enumerate(ids)}
     N = len(ids)
@@ -61,9 +63,11 @@ def influence_basis(catalog:Catalog, # a catalog with songs and (optionally) col
     col = {g: k for k, g in enumerate(tags)}
     share = np.zeros((N, max(len(tags), 1)))
     for a, gs in zip(catalog.songs.artist_id, catalog.songs.genres):
-        for g in gs: share[idx[a], col[g]] += 1
+        for g in gs:
+            share[idx[a], col[g]] += 1
     for k, g in enumerate(catalog.artists.genre):
-        if share[k].sum() == 0 and isinstance(g, str): share[k, col[g]] = 1
+        if share[k].sum() == 0 and isinstance(g, str):
+            share[k, col[g]] = 1
     norm = np.linalg.norm(share, axis=1, keepdims=True)
     unit = np.divide(share, norm, out=np.zeros_like(share), where=norm > 0)
     dated = catalog.songs[catalog.songs.release_date.notna()]
@@ -73,8 +77,10 @@ def influence_basis(catalog:Catalog, # a catalog with songs and (optionally) col
     prox = np.exp(-np.abs(mid[:, None] - mid[None, :]) / time_scale)
     col_df = catalog.collaborations if catalog.collaborations is not None else pd.DataFrame(columns=['artist_a', 'artist_b', 'date', 'weight'])
     col_df = col_df[col_df.artist_a.isin(idx) & col_df.artist_b.isin(idx)]
-    a = col_df.artist_a.map(idx).to_numpy(int); b = col_df.artist_b.map(idx).to_numpy(int)
-    d = col_df.date.astype('datetime64[ns]').astype('int64').to_numpy(); wt = col_df.weight.to_numpy(float)
+    a = col_df.artist_a.map(idx).to_numpy(int)
+    b = col_df.artist_b.map(idx).to_numpy(int)
+    d = col_df.date.astype('datetime64[ns]').astype('int64').to_numpy()
+    wt = col_df.weight.to_numpy(float)
     arcs = pd.DataFrame(dict(i=np.r_[a, b], j=np.r_[b, a], date=np.r_[d, d], weight=np.r_[wt, reverse_share * wt]))
     arcs = arcs[arcs.weight > 0].sort_values('date', kind='stable').reset_index(drop=True)
     return InfluenceBasis(ids, unit @ unit.T, prox, catalog.artists.genre.tolist(), arcs, w)
@@ -86,7 +92,8 @@ def collab_strength(basis:InfluenceBasis, # from `influence_basis`
     "The N x N matrix S_ij of summed collaboration weight of j's influence on i."
     N = len(basis.ids)
     c = basis.collab
-    if at is not None: c = c[c.date < pd.Timestamp(at).value]
+    if at is not None:
+        c = c[c.date < pd.Timestamp(at).value]
     S = np.zeros((N, N))
     np.add.at(S, (c.i.to_numpy(int), c.j.to_numpy(int)), c.weight.to_numpy(float))
     return S
@@ -100,7 +107,8 @@ def influence_matrix(basis:InfluenceBasis, # from `influence_basis`
     rows = np.arange(len(basis.ids)) if rows is None else np.asarray(rows)
     cols = np.arange(len(basis.ids)) if cols is None else np.asarray(cols)
     w = basis.weights
-    G = basis.genre_sim[np.ix_(rows, cols)]; P = basis.proximity[np.ix_(rows, cols)]
+    G = basis.genre_sim[np.ix_(rows, cols)]
+    P = basis.proximity[np.ix_(rows, cols)]
     W = np.where(S > 0, w['collab'] * S / (1 + S) + w['genre'] * G + w['time'] * P, 0.0)
     same = rows[:, None] == cols[None, :]
     return np.where(same, 0.0, W)
@@ -150,7 +158,8 @@ def plot_influence_graph(G:nx.DiGraph, # an influence graph
                         ):
     "A plotly figure of the graph, nodes coloured by community, hover text with genre and degree."
     import plotly.graph_objects as go
-    if communities is None: communities = influence_communities(G, seed=seed)
+    if communities is None:
+        communities = influence_communities(G, seed=seed)
     pos = nx.spring_layout(undirected_weights(G), weight='weight', seed=seed)
     wmax = max([w for *_, w in G.edges(data='weight')] or [1.0])
     fig = go.Figure()
@@ -159,7 +168,8 @@ def plot_influence_graph(G:nx.DiGraph, # an influence graph
         xs, ys = [], []
         for u, v, w in G.edges(data='weight'):
             if lo < w <= hi or (lo == 0 and w == 0):
-                xs += [pos[u][0], pos[v][0], None]; ys += [pos[u][1], pos[v][1], None]
+                xs += [pos[u][0], pos[v][0], None]
+                ys += [pos[u][1], pos[v][1], None]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode='lines', line=dict(width=0.5 + 2.5 * hi / wmax, color='rgba(120,120,120,0.5)'),
                                  hoverinfo='skip', showlegend=False))
     nodes = list(G.nodes())
@@ -213,26 +223,35 @@ def shift_events(catalog:Catalog, # songs with release dates and emo_* columns, 
                  basis:InfluenceBasis=None, # precomputed weights (default: influence_basis(catalog))
                 ) -> ShiftEvents:
     "The next-shift events of `targets_for`, with their ego networks at the time of each release."
-    if max_neighbours < 0 or window < 1: raise InputError('max_neighbours/window', (max_neighbours, window), 'use max_neighbours >= 0 and window >= 1')
+    if max_neighbours < 0 or window < 1:
+        raise InputError('max_neighbours/window', (max_neighbours, window), 'use max_neighbours >= 0 and window >= 1')
     basis = basis or influence_basis(catalog)
     idx = basis.index()
     careers = _careers(catalog)
     want = set(basis.ids if targets_for is None else targets_for)
     unknown = want - set(idx)
-    if unknown: raise InputError('targets_for', sorted(unknown)[:5], 'name artists of the catalog', 'unknown artist')
+    if unknown:
+        raise InputError('targets_for', sorted(unknown)[:5], 'name artists of the catalog', 'unknown artist')
     ev = [(d[k + 1], a, k) for a, (d, e, s) in careers.items() if a in want for k in range(1, len(d) - 1)]
     ev.sort(key=lambda r: (r[0], r[1], r[2]))
     K, n = max_neighbours, len(ev)
-    x = np.zeros((n, K + 1, N_STATE)); adj = np.zeros((n, K + 1, K + 1)); mask = np.zeros((n, K + 1), bool)
-    target = np.zeros((n, 3)); meta = []
+    x = np.zeros((n, K + 1, N_STATE))
+    adj = np.zeros((n, K + 1, K + 1))
+    mask = np.zeros((n, K + 1), bool)
+    target = np.zeros((n, 3))
+    meta = []
     col = basis.collab
     cd, ci, cj, cw = col.date.to_numpy(), col.i.to_numpy(int), col.j.to_numpy(int), col.weight.to_numpy(float)
-    S = np.zeros((len(basis.ids),) * 2); p = 0
+    S = np.zeros((len(basis.ids),) * 2)
+    p = 0
     for r, (tau, a, k) in enumerate(ev):
-        while p < len(cd) and cd[p] < tau: S[ci[p], cj[p]] += cw[p]; p += 1
+        while p < len(cd) and cd[p] < tau:
+            S[ci[p], cj[p]] += cw[p]
+            p += 1
         d, e, s = careers[a]
         i = idx[a]
-        x[r, 0] = _state(d, e, k, d[k + 1], window); mask[r, 0] = True
+        x[r, 0] = _state(d, e, k, d[k + 1], window)
+        mask[r, 0] = True
         target[r] = e[k + 1] - e[k]
         cand = np.flatnonzero(S[i] > 0)
         cand = cand[cand != i]
@@ -241,14 +260,19 @@ def shift_events(catalog:Catalog, # songs with release dates and emo_* columns, 
             w = influence_matrix(basis, S[np.ix_([i], cand)], [i], cand)[0]
             for j in cand[np.argsort(-w, kind='stable')]:
                 c = careers.get(basis.ids[j])
-                if c is None: continue
+                if c is None:
+                    continue
                 l = int(np.searchsorted(c[0], tau, 'left')) - 1
-                if l < 0: continue
-                nb.append(j); last.append(l)
-                if len(nb) == K: break
+                if l < 0:
+                    continue
+                nb.append(j)
+                last.append(l)
+                if len(nb) == K:
+                    break
         for q, (j, l) in enumerate(zip(nb, last), 1):
             c = careers[basis.ids[j]]
-            x[r, q] = _state(c[0], c[1], l, tau, window); mask[r, q] = True
+            x[r, q] = _state(c[0], c[1], l, tau, window)
+            mask[r, q] = True
         members = np.array([i] + nb, int)
         m = len(members)
         adj[r, :m, :m] = influence_matrix(basis, S[np.ix_(members, members)], members, members)
@@ -263,8 +287,10 @@ def split_artists(ids, # artist ids
                  ) -> tuple[list, list]:
     "Seeded (train, test) lists of artist ids, each sorted, at least one in each."
     ids = sorted(ids)
-    if len(ids) < 2: raise InputError('ids', ids, 'give at least two artists')
-    if not 0 < test_frac < 1: raise InputError('test_frac', test_frac, 'use a share strictly between 0 and 1')
+    if len(ids) < 2:
+        raise InputError('ids', ids, 'give at least two artists')
+    if not 0 < test_frac < 1:
+        raise InputError('test_frac', test_frac, 'use a share strictly between 0 and 1')
     perm = np.random.default_rng(seed).permutation(len(ids))
     n_test = min(max(1, round(test_frac * len(ids))), len(ids) - 1)
     test = sorted(ids[k] for k in perm[:n_test])
@@ -279,8 +305,10 @@ def restrict_catalog(catalog:Catalog, # the whole catalog
     albums = t['albums'][t['albums'].artist_id.isin(keep)]
     out = dict(artists=t['artists'][t['artists'].artist_id.isin(keep)], albums=albums,
                songs=t['songs'][t['songs'].artist_id.isin(keep)])
-    if 'sections' in t: out['sections'] = t['sections'][t['sections'].song_id.isin(set(out['songs'].song_id))]
-    if 'life_events' in t: out['life_events'] = t['life_events'][t['life_events'].artist_id.isin(keep)]
+    if 'sections' in t:
+        out['sections'] = t['sections'][t['sections'].song_id.isin(set(out['songs'].song_id))]
+    if 'life_events' in t:
+        out['life_events'] = t['life_events'][t['life_events'].artist_id.isin(keep)]
     if 'collaborations' in t:
         c = t['collaborations']
         out['collaborations'] = c[c.artist_a.isin(keep) & c.artist_b.isin(keep)]
@@ -291,7 +319,8 @@ def gcn_norm(adj:torch.Tensor, # ... x N x N weights, row i aggregating from col
              mask:torch.Tensor=None, # ... x N, True for real nodes (default all)
             ) -> torch.Tensor:
     "The normalised adjacency D^-1/2 (A + I) D^-1/2 with self-loops on real nodes only."
-    if mask is None: mask = torch.ones(adj.shape[:-1], dtype=torch.bool, device=adj.device)
+    if mask is None:
+        mask = torch.ones(adj.shape[:-1], dtype=torch.bool, device=adj.device)
     m = mask.to(adj.dtype)
     A = adj * m[..., :, None] * m[..., None, :] + torch.diag_embed(m)
     deg = A.sum(-1)
@@ -302,7 +331,8 @@ class GCNLayer(nn.Module):
     "One graph convolution: A_hat @ H @ W + b."
     def __init__(self, d_in:int, # input features per node
                  d_out:int): # output features per node
-        super().__init__(); self.lin = nn.Linear(d_in, d_out)
+        super().__init__()
+        self.lin = nn.Linear(d_in, d_out)
     def forward(self, h:torch.Tensor, # B x N x d_in node features
                 a_hat:torch.Tensor, # B x N x N normalised adjacency (see `gcn_norm`)
                ) -> torch.Tensor:
@@ -318,8 +348,10 @@ class GATLayer(nn.Module):
         super().__init__()
         self.heads, self.d_out, self.negative_slope = heads, d_out, negative_slope
         self.W = nn.Linear(d_in, heads * d_out, bias=False)
-        self.a_dst = nn.Parameter(torch.empty(heads, d_out)); self.a_src = nn.Parameter(torch.empty(heads, d_out))
-        nn.init.xavier_uniform_(self.a_dst); nn.init.xavier_uniform_(self.a_src)
+        self.a_dst = nn.Parameter(torch.empty(heads, d_out))
+        self.a_src = nn.Parameter(torch.empty(heads, d_out))
+        nn.init.xavier_uniform_(self.a_dst)
+        nn.init.xavier_uniform_(self.a_src)
     def attention(self, h:torch.Tensor, # B x N x d_in
                   adj:torch.Tensor, # B x N x N, a positive entry (i, j) makes j a neighbour of i
                   mask:torch.Tensor=None, # B x N real nodes
@@ -330,7 +362,8 @@ class GATLayer(nn.Module):
         score = (Wh * self.a_dst).sum(-1)[:, :, None, :] + (Wh * self.a_src).sum(-1)[:, None, :, :]
         score = nn.functional.leaky_relu(score, self.negative_slope)
         nbr = adj > 0
-        if mask is not None: nbr = nbr & mask[:, :, None] & mask[:, None, :]
+        if mask is not None:
+            nbr = nbr & mask[:, :, None] & mask[:, None, :]
         nbr = nbr | torch.eye(N, dtype=torch.bool, device=h.device)
         score = score.masked_fill(~nbr[..., None], float('-inf'))
         return torch.softmax(score, dim=2), Wh
@@ -348,8 +381,10 @@ class ShiftNet(nn.Module):
                  heads:int=2, # attention heads (gat)
                  dropout:float=0.1): # dropout after the encoder
         super().__init__()
-        if kind not in ('mlp', 'gcn', 'gat'): raise InputError('kind', kind, 'use "mlp", "gcn" or "gat"')
-        if hidden < 1 or layers < 1 or heads < 1: raise InputError('hidden/layers/heads', (hidden, layers, heads), 'use positive sizes')
+        if kind not in ('mlp', 'gcn', 'gat'):
+            raise InputError('kind', kind, 'use "mlp", "gcn" or "gat"')
+        if hidden < 1 or layers < 1 or heads < 1:
+            raise InputError('hidden/layers/heads', (hidden, layers, heads), 'use positive sizes')
         self.kind = kind
         self.encoder = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout))
         if kind == 'gcn':
@@ -357,7 +392,8 @@ class ShiftNet(nn.Module):
         elif kind == 'gat':
             d = max(1, hidden // heads)
             self.graph = nn.ModuleList([GATLayer(n_features if l == 0 else d * heads, d, heads) for l in range(layers)])
-        else: self.graph = None
+        else:
+            self.graph = None
         width = hidden + (0 if self.graph is None else (hidden if kind == 'gcn' else max(1, hidden // heads) * heads))
         self.head = nn.Linear(width, 3)
 
@@ -366,13 +402,16 @@ class ShiftNet(nn.Module):
                 mask:torch.Tensor=None, # B x (1 + K) real nodes
                ) -> torch.Tensor:
         own = self.encoder(x[:, 0])
-        if self.graph is None: return self.head(own)
+        if self.graph is None:
+            return self.head(own)
         h = x
         if self.kind == 'gcn':
             a_hat = gcn_norm(adj, mask)
-            for layer in self.graph: h = nn.functional.gelu(layer(h, a_hat))
+            for layer in self.graph:
+                h = nn.functional.gelu(layer(h, a_hat))
         else:
-            for layer in self.graph: h = nn.functional.elu(layer(h, adj, mask))
+            for layer in self.graph:
+                h = nn.functional.elu(layer(h, adj, mask))
         return self.head(torch.cat([own, h[:, 0]], -1))
 
 # %% ../../nbs/career/44_network.ipynb #ed1739ce
@@ -394,8 +433,10 @@ def fit_shift_net(kind:str, # "mlp", "gcn" or "gat"
                       seed=seed, patience=patience, min_delta=min_delta, val_frac=0.2), name=f'shift_{kind}')
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
-    try: history = trainer.fit(train.tensors())
-    finally: torch.set_num_threads(before)
+    try:
+        history = trainer.fit(train.tensors())
+    finally:
+        torch.set_num_threads(before)
     return trainer.restore_best().eval(), pd.DataFrame(history)
 
 @torch.no_grad()
@@ -444,7 +485,8 @@ def bootstrap_artists(errors:pd.DataFrame, # one row per event: artist_id and on
                      ) -> pd.DataFrame:
     "Per model: mean squared error over artists, its difference from `baseline`, and bootstrap intervals of both."
     models = [c for c in errors.columns if c != 'artist_id']
-    if baseline not in models: raise InputError('baseline', baseline, f'use one of {models}')
+    if baseline not in models:
+        raise InputError('baseline', baseline, f'use one of {models}')
     per = errors.groupby('artist_id')[models].mean()
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(per), (n_boot, len(per)))
@@ -487,7 +529,8 @@ def plant_influence(catalog:Catalog, # a catalog with collaborations
                     basis:InfluenceBasis=None, # precomputed weights (default: influence_basis(catalog))
                    ) -> Catalog:
     "A copy of `catalog` whose emotions carry a pull towards each artist's influencers."
-    if not (0 <= strength <= 1): raise InputError('strength', strength, 'use a number between 0 and 1')
+    if not (0 <= strength <= 1):
+        raise InputError('strength', strength, 'use a number between 0 and 1')
     basis = basis or influence_basis(catalog)
     idx = basis.index()
     songs = catalog.songs.copy()
@@ -498,14 +541,18 @@ def plant_influence(catalog:Catalog, # a catalog with collaborations
     eta = order[list(VAD_COLUMNS)].to_numpy(float)
     out = eta.copy()
     N = len(basis.ids)
-    last = np.full((N, 3), np.nan); offset = np.zeros((N, 3))
+    last = np.full((N, 3), np.nan)
+    offset = np.zeros((N, 3))
     col = basis.collab
     cd, ci, cj, cw = col.date.to_numpy(), col.i.to_numpy(int), col.j.to_numpy(int), col.weight.to_numpy(float)
-    S = np.zeros((N, N)); p = 0
+    S = np.zeros((N, N))
+    p = 0
     start = 0
     while start < len(dates):  # one release date at a time: states of that day are not seen by each other
         stop = start + int(np.searchsorted(dates[start:], dates[start], 'right'))
-        while p < len(cd) and cd[p] < dates[start]: S[ci[p], cj[p]] += cw[p]; p += 1
+        while p < len(cd) and cd[p] < dates[start]:
+            S[ci[p], cj[p]] += cw[p]
+            p += 1
         for r in range(start, stop):
             i = arts[r]
             nb = np.flatnonzero((S[i] > 0) & ~np.isnan(last[:, 0]))
@@ -514,8 +561,10 @@ def plant_influence(catalog:Catalog, # a catalog with collaborations
                 w = influence_matrix(basis, S[np.ix_([i], nb)], [i], nb)[0]
                 offset[i] += strength * ((w / w.sum()) @ last[nb] - last[i])
             out[r] = np.clip(eta[r] + offset[i], -1, 1)
-        for r in range(start, stop): last[arts[r]] = out[r]
+        for r in range(start, stop):
+            last[arts[r]] = out[r]
         start = stop
     songs.loc[order.index, list(VAD_COLUMNS)] = out
-    t = catalog.tables(); t['songs'] = songs
+    t = catalog.tables()
+    t['songs'] = songs
     return Catalog(**t)

@@ -34,18 +34,22 @@ def career_table(cat:Catalog, # a catalog whose songs carry emo_valence, emo_aro
                  window_days:int=365, # the first release's covariate window reaches back this many days
                 ) -> pd.DataFrame:
     "One row per dated song with an emotion: artist, album, t (years since the artist's first release), emotions, covariates."
-    if not isinstance(cat, Catalog): raise InputError('cat', type(cat).__name__, 'pass a kelly.data.Catalog')
+    if not isinstance(cat, Catalog):
+        raise InputError('cat', type(cat).__name__, 'pass a kelly.data.Catalog')
     songs = cat.songs
     miss = [c for c in ETA if c not in songs.columns]
-    if miss: raise InputError('songs', miss, 'add the columns emo_valence, emo_arousal and emo_dominance', 'missing emotion columns')
+    if miss:
+        raise InputError('songs', miss, 'add the columns emo_valence, emo_arousal and emo_dominance', 'missing emotion columns')
     keep = songs.release_date.notna() & songs[list(ETA)].notna().all(axis=1)
     s = songs.loc[keep, ['song_id', 'artist_id', 'album_id', 'release_date', *ETA]].copy()
-    if not len(s): raise InputError('songs', 0, 'give songs a release_date and the three emo_ columns', 'no usable songs')
+    if not len(s):
+        raise InputError('songs', 0, 'give songs a release_date and the three emo_ columns', 'no usable songs')
     s['release_date'] = s.release_date.astype('datetime64[ns]')
     s = s.sort_values(['artist_id', 'release_date', 'song_id'], kind='stable').reset_index(drop=True)
     s['t'] = (s.release_date - s.groupby('artist_id').release_date.transform('min')).dt.days / 365.25
     s['position'] = s.groupby('artist_id').cumcount()
-    for c in COVARIATES: s[c] = 0.0
+    for c in COVARIATES:
+        s[c] = 0.0
     ev = cat.life_events
     events = dict(tuple(ev.groupby('artist_id'))) if ev is not None and len(ev) else {}
     col = cat.collaborations
@@ -62,13 +66,15 @@ def career_table(cat:Catalog, # a catalog whose songs carry emo_valence, emo_aro
             le = _window_sums(d, events[a].date.to_numpy('datetime64[ns]'), events[a].magnitude.to_numpy(float), start)
             s.loc[idx, 'life_event'] = le
             s.loc[idx, 'life_event_lag1'] = np.r_[0.0, le[:-1]]
-        if a in collab: s.loc[idx, 'collaboration'] = _window_sums(d, collab[a], np.ones(len(collab[a])), start)
+        if a in collab:
+            s.loc[idx, 'collaboration'] = _window_sums(d, collab[a], np.ones(len(collab[a])), start)
     return s
 
 # %% ../../nbs/career/40_temporal.ipynb #e2f354ab
 def _z(level):
     "The two-sided normal quantile of a central interval of probability `level` (refusing levels outside (0, 1))."
-    if not (isinstance(level, (int, float)) and 0 < level < 1): raise InputError('level', level, 'use a probability in (0, 1), such as 0.9')
+    if not (isinstance(level, (int, float)) and 0 < level < 1):
+        raise InputError('level', level, 'use a probability in (0, 1), such as 0.9')
     return float(norm.ppf(0.5 + level / 2))
 
 class SectionModel(BaseEstimator):
@@ -81,7 +87,8 @@ class SectionModel(BaseEstimator):
 
     def _designs(self, sections):
         need = {'song_id', 'index', 'kind', *VAD} - set(sections.columns)
-        if need: raise InputError('sections', sorted(need), 'pass the catalog\'s sections table', 'missing columns')
+        if need:
+            raise InputError('sections', sorted(need), 'pass the catalog\'s sections table', 'missing columns')
         sec = sections.dropna(subset=list(VAD)).sort_values(['song_id', 'index'], kind='stable')
         groups = {}
         for sid, g in sec.groupby('song_id', sort=True):
@@ -91,7 +98,8 @@ class SectionModel(BaseEstimator):
             if Phi.shape[1] != len(self.basis_names) + 1:
                 raise InputError('basis_names', self.basis_names, f'name all {Phi.shape[1] - 1} basis functions')
             keep = np.flatnonzero(np.abs(Phi).sum(0) > 0)
-            if np.linalg.matrix_rank(Phi[:, keep]) < len(keep) or len(kinds) <= len(keep): keep = keep[:1]
+            if np.linalg.matrix_rank(Phi[:, keep]) < len(keep) or len(kinds) <= len(keep):
+                keep = keep[:1]
             yield kinds, items, Phi, keep
 
     def fit(self, sections:pd.DataFrame, # the sections table: song_id, index, kind and the three emotion columns
@@ -108,7 +116,8 @@ class SectionModel(BaseEstimator):
             rss += np.einsum('nkd,nke->de', R, R)
             dof += len(items) * (len(kinds) - len(keep))
             fits.append((items, keep, B, np.diag(G)))
-        if dof == 0: raise InputError('sections', len(sections), 'give songs more sections than basis functions', 'no residual degrees of freedom')
+        if dof == 0:
+            raise InputError('sections', len(sections), 'give songs more sections than basis functions', 'no residual degrees of freedom')
         self.sigma_eps_ = rss / dof
         self.dof_ = dof
         sd = np.sqrt(np.diag(self.sigma_eps_))
@@ -137,7 +146,8 @@ class SectionModel(BaseEstimator):
         rows = []
         for kinds, items, Phi, keep in self._designs(sections):
             for sid, _ in items:
-                if (sid, VAD[0]) not in wide.index: raise InputError('sections.song_id', sid, 'predict songs that fit saw')
+                if (sid, VAD[0]) not in wide.index:
+                    raise InputError('sections.song_id', sid, 'predict songs that fit saw')
                 B = wide.loc[sid].loc[list(VAD)].to_numpy()            # 3 x (1 + B)
                 rows.append(pd.DataFrame(Phi @ B.T, columns=list(VAD)).assign(song_id=sid, index=np.arange(len(kinds)), kind=list(kinds)))
         out = pd.concat(rows, ignore_index=True)[['song_id', 'index', 'kind', *VAD]]
@@ -196,12 +206,14 @@ class AlbumCoherence(BaseEstimator):
     def fit(self, X:pd.DataFrame, # one row per song: album_id and the emotion (or residual) columns
             cols:list=None, # the emotion columns (default: every column but album_id)
            ) -> AlbumCoherence:
-        if 'album_id' not in X.columns: raise InputError('X', list(X.columns), 'add an album_id column', 'missing album_id')
+        if 'album_id' not in X.columns:
+            raise InputError('X', list(X.columns), 'add an album_id column', 'missing album_id')
         _z(self.level)
         cols = list(cols or [c for c in X.columns if c != 'album_id'])
         groups = [(a, g[cols].to_numpy(float)) for a, g in X.dropna(subset=['album_id']).groupby('album_id', sort=True)
                   if len(g) >= self.min_songs]
-        if not groups: raise InputError('X', len(X), f'give albums at least {self.min_songs} songs', 'no album to fit')
+        if not groups:
+            raise InputError('X', len(X), f'give albums at least {self.min_songs} songs', 'no album to fit')
         d, n_tot = len(cols), sum(len(x) for _, x in groups)
         bic = []
         for r in range(d):
@@ -210,10 +222,14 @@ class AlbumCoherence(BaseEstimator):
             bic.append(dict(n_factors=r, loglik=ll, n_params=k, bic=-2 * ll + k * math.log(n_tot)))
         self.bic_ = pd.DataFrame(bic)
         self.parallel_ = _parallel_analysis(groups, self.seed)
-        if self.n_factors == 'bic': r = int(self.bic_.n_factors[self.bic_.bic.idxmin()])
-        elif self.n_factors == 'parallel': r = int(np.argmin(np.r_[self.parallel_.observed > self.parallel_.null_q95, False]))
-        elif isinstance(self.n_factors, (int, np.integer)) and 0 <= self.n_factors < d: r = int(self.n_factors)
-        else: raise InputError('n_factors', self.n_factors, f'use "parallel", "bic" or an integer in 0..{d - 1}')
+        if self.n_factors == 'bic':
+            r = int(self.bic_.n_factors[self.bic_.bic.idxmin()])
+        elif self.n_factors == 'parallel':
+            r = int(np.argmin(np.r_[self.parallel_.observed > self.parallel_.null_q95, False]))
+        elif isinstance(self.n_factors, (int, np.integer)) and 0 <= self.n_factors < d:
+            r = int(self.n_factors)
+        else:
+            raise InputError('n_factors', self.n_factors, f'use "parallel", "bic" or an integer in 0..{d - 1}')
         self.n_factors_ = r
         rng = np.random.default_rng(self.seed)
         a = (1 - self.level) / 2
@@ -245,8 +261,10 @@ def reml_nll(theta:np.ndarray, # log(sigma, lengthscale, noise_1..noise_d) (or o
     D2 = (t[:, None] - t[None, :]) ** 2
     E = np.exp(-0.5 * D2 / ell**2)
     K = s2 * E[None] + (nz2[:, None, None] + 1e-8) * np.eye(n)[None]
-    try: Li = np.linalg.inv(np.linalg.cholesky(K))
-    except np.linalg.LinAlgError: return 1e10, np.zeros(len(theta))
+    try:
+        Li = np.linalg.inv(np.linalg.cholesky(K))
+    except np.linalg.LinAlgError:
+        return 1e10, np.zeros(len(theta))
     Kinv = np.swapaxes(Li, 1, 2) @ Li
     KX = Kinv @ X
     XKX = np.swapaxes(KX, 1, 2) @ X[None]
@@ -257,11 +275,14 @@ def reml_nll(theta:np.ndarray, # log(sigma, lengthscale, noise_1..noise_d) (or o
     for k, M in enumerate((2 * s2 * E, s2 * E * D2 / ell**2)):
         g[k] = 0.5 * (np.einsum('dij,ji->', P, M) - np.einsum('di,ij,dj->', Py, M, Py))
     dn = (np.trace(P, axis1=1, axis2=2) - (Py**2).sum(1)) * nz2
-    if len(theta) == 3: g[2] = dn.sum()
-    else: g[2:] = dn
+    if len(theta) == 3:
+        g[2] = dn.sum()
+    else:
+        g[2:] = dn
     if prior is not None:
         m, sd = prior
-        nll += 0.5 * float(np.sum(((theta - m) / sd) ** 2)); g += (theta - m) / sd**2
+        nll += 0.5 * float(np.sum(((theta - m) / sd) ** 2))
+        g += (theta - m) / sd**2
     return float(nll), g
 
 # %% ../../nbs/career/40_temporal.ipynb #f697dc04
@@ -275,16 +296,22 @@ def profile_interval(nll, # function theta -> (value, gradient): a negative log 
                     ) -> tuple[float, float]:
     "The profile interval of theta[j]: where the rise of the minimum over the other coordinates crosses chi2_1(level) / 2 (a bound if it never does)."
     theta = np.asarray(theta, float)
-    if not 0 <= j < len(theta): raise InputError('j', j, f'use a coordinate of theta, 0 to {len(theta) - 1}')
-    if len(bounds) != len(theta): raise InputError('bounds', len(bounds), f'give one (low, high) pair for each of the {len(theta)} coordinates', 'wrong length')
+    if not 0 <= j < len(theta):
+        raise InputError('j', j, f'use a coordinate of theta, 0 to {len(theta) - 1}')
+    if len(bounds) != len(theta):
+        raise InputError('bounds', len(bounds), f'give one (low, high) pair for each of the {len(theta)} coordinates', 'wrong length')
     crit, f0 = 0.5 * _z(level) ** 2, nll(theta)[0]
     rest = [k for k in range(len(theta)) if k != j]
     warm = {'x': theta[rest]}
     def rise(x):
-        full = theta.copy(); full[j] = x
-        if not rest: return nll(full)[0] - f0 - crit
+        full = theta.copy()
+        full[j] = x
+        if not rest:
+            return nll(full)[0] - f0 - crit
         def inner(u):
-            full[rest] = u; v, g = nll(full); return v, g[rest]
+            full[rest] = u
+            v, g = nll(full)
+            return v, g[rest]
         r = optimize.minimize(inner, warm['x'], jac=True, method='L-BFGS-B', bounds=[bounds[k] for k in rest])
         warm['x'] = r.x
         return r.fun - f0 - crit
@@ -293,9 +320,12 @@ def profile_interval(nll, # function theta -> (value, gradient): a negative log 
         warm['x'], a, h, end = theta[rest], float(theta[j]), max(float(step), 1e-3), None
         while end is None:
             b = float(np.clip(a + sign * h, *bounds[j]))
-            if rise(b) > 0: end = optimize.brentq(rise, min(a, b), max(a, b), xtol=xtol)
-            elif b == edge: end = edge
-            else: a, h = b, 2 * h
+            if rise(b) > 0:
+                end = optimize.brentq(rise, min(a, b), max(a, b), xtol=xtol)
+            elif b == edge:
+                end = edge
+            else:
+                a, h = b, 2 * h
         ends.append(end)
     return tuple(ends)
 
@@ -321,19 +351,24 @@ class CareerGP(BaseEstimator):
         best = None
         for l0 in (T / 8, T / 3, T):
             r = optimize.minimize(f, np.log([sy, l0] + [sy / 2] * q), jac=True, method='L-BFGS-B', bounds=bounds)
-            if best is None or r.fun < best.fun: best = r
+            if best is None or r.fun < best.fun:
+                best = r
         th, h = best.x, 1e-4
         H = np.array([(f(th + e)[1] - f(th - e)[1]) / (2 * h) for e in np.eye(len(th)) * h])
-        try: var = np.clip(np.diag(np.linalg.inv((H + H.T) / 2)), 0, None)
-        except np.linalg.LinAlgError: var = np.full(len(th), np.nan)
+        try:
+            var = np.clip(np.diag(np.linalg.inv((H + H.T) / 2)), 0, None)
+        except np.linalg.LinAlgError:
+            var = np.full(len(th), np.nan)
         return th, var, f, bounds
 
     def _prepare(self, table):
         need = {'artist_id', 't', *ETA} - set(table.columns)
-        if need: raise InputError('table', sorted(need), 'pass career_table(catalog)', 'missing columns')
+        if need:
+            raise InputError('table', sorted(need), 'pass career_table(catalog)', 'missing columns')
         out = {}
         for a, g in table.groupby('artist_id', sort=True):
-            if len(g) < 4: raise InputError(f'songs of {a}', len(g), 'give every artist at least 4 dated songs', 'too few songs')
+            if len(g) < 4:
+                raise InputError(f'songs of {a}', len(g), 'give every artist at least 4 dated songs', 'too few songs')
             X = _design(g, self.covariates)
             keep = np.r_[0, 1 + np.flatnonzero(X[:, 1:].std(0) > 0)]   # drop covariates constant for this artist
             t, Y = g.t.to_numpy(float), g[list(ETA)].to_numpy(float)
@@ -342,8 +377,10 @@ class CareerGP(BaseEstimator):
 
     def fit(self, table:pd.DataFrame, # career_table(catalog), or any table with artist_id, t, the emo_ columns and the covariates
            ) -> CareerGP:
-        if self.prior not in ('population', 'weak', None): raise InputError('prior', self.prior, 'use "population", "weak" or None')
-        if self.interval not in ('profile', 'laplace'): raise InputError('interval', self.interval, 'use "profile" or "laplace"')
+        if self.prior not in ('population', 'weak', None):
+            raise InputError('prior', self.prior, 'use "population", "weak" or None')
+        if self.interval not in ('profile', 'laplace'):
+            raise InputError('interval', self.interval, 'use "profile" or "laplace"')
         _z(self.level)
         data = self._prepare(table)
         weak = lambda T, sy, q: (np.log([sy, T / 4] + [sy / 2] * q), np.array([1.5, 1.0] + [1.5] * q))
@@ -351,8 +388,10 @@ class CareerGP(BaseEstimator):
         fits = {a: self._fit_one(t, Y, X, None if self.prior is None else weak(T, sy, q), T, sy) for a, (t, Y, X, k, T, sy) in data.items()}
         self.population_ = None
         if self.prior == 'population' and len(fits) >= 3:
-            th = np.array([f[0][:2] for f in fits.values()]); v = np.array([f[1][:2] for f in fits.values()])
-            mean = th.mean(0); var = np.maximum(th.var(0, ddof=1) - np.nanmean(v, 0), 0.05**2)
+            th = np.array([f[0][:2] for f in fits.values()])
+            v = np.array([f[1][:2] for f in fits.values()])
+            mean = th.mean(0)
+            var = np.maximum(th.var(0, ddof=1) - np.nanmean(v, 0), 0.05**2)
             self.population_ = pd.DataFrame(dict(log_mean=mean, log_sd=np.sqrt(var)), index=list(HYPER))
             for a, (t, Y, X, k, T, sy) in data.items():
                 m0, s0 = weak(T, sy, q)
@@ -375,12 +414,14 @@ class CareerGP(BaseEstimator):
 
     @staticmethod
     def _posterior(t, Y, X, keep, th):
-        s2, ell = math.exp(2 * th[0]), math.exp(th[1]); nz2 = np.exp(2 * th[2:]) * np.ones(Y.shape[1])
+        s2, ell = math.exp(2 * th[0]), math.exp(th[1])
+        nz2 = np.exp(2 * th[2:]) * np.ones(Y.shape[1])
         K = s2 * np.exp(-0.5 * (t[:, None] - t[None, :]) ** 2 / ell**2)
         out = []
         for d in range(Y.shape[1]):
             L = np.linalg.cholesky(K + (nz2[d] + 1e-8) * np.eye(len(t)))
-            KiX = np.linalg.solve(L.T, np.linalg.solve(L, X)); Kiy = np.linalg.solve(L.T, np.linalg.solve(L, Y[:, d]))
+            KiX = np.linalg.solve(L.T, np.linalg.solve(L, X))
+            Kiy = np.linalg.solve(L.T, np.linalg.solve(L, Y[:, d]))
             A = X.T @ KiX
             beta = np.linalg.solve(A, X.T @ Kiy)
             out.append(dict(L=L, beta=beta, A=A, alpha=Kiy - KiX @ beta))
@@ -393,7 +434,8 @@ class CareerGP(BaseEstimator):
         out = pd.DataFrame(index=X.index)
         z = _z(self.level)
         for a, g in X.groupby('artist_id', sort=False):
-            if a not in self.state_: raise InputError('artist_id', a, 'predict artists that fit saw')
+            if a not in self.state_:
+                raise InputError('artist_id', a, 'predict artists that fit saw')
             s = self.state_[a]
             Xs = _design(g, self.covariates)[:, s['keep']]
             ts = g.t.to_numpy(float)
@@ -406,8 +448,10 @@ class CareerGP(BaseEstimator):
                 mean = Xs @ D['beta'] + ks.T @ D['alpha']
                 var = s['s2'] - (V**2).sum(0) + np.einsum('pi,pq,qi->i', R, np.linalg.inv(D['A']), R) + (s['nz2'][d] if noise else 0)
                 sd = np.sqrt(np.clip(var, 1e-12, None))
-                out.loc[g.index, f'{v}_mean'] = mean; out.loc[g.index, f'{v}_sd'] = sd
-                out.loc[g.index, f'{v}_lo'] = mean - z * sd; out.loc[g.index, f'{v}_hi'] = mean + z * sd
+                out.loc[g.index, f'{v}_mean'] = mean
+                out.loc[g.index, f'{v}_sd'] = sd
+                out.loc[g.index, f'{v}_lo'] = mean - z * sd
+                out.loc[g.index, f'{v}_hi'] = mean + z * sd
         return out
 
 # %% ../../nbs/career/40_temporal.ipynb #dc19869a
@@ -449,20 +493,27 @@ def marginal_hsgp_grad(u, s2, r, P, G, n):
 
 def _marginal_kernel(u, s2, r, P, G, n):
     "The marginal log-likelihood and its gradients as plain loops (compiled by numba for nutpie, so that chains run in parallel)."
-    N, m = u.shape; D = s2.shape[1]
-    value = 0.0; gu = np.zeros_like(u); gs2 = np.zeros_like(s2); gr = np.zeros_like(r)
+    N, m = u.shape
+    D = s2.shape[1]
+    value = 0.0
+    gu = np.zeros_like(u)
+    gs2 = np.zeros_like(s2)
+    gr = np.zeros_like(r)
     I = np.eye(m)
     for i in range(N):
         ui, Gi, Pi = u[i], G[i], P[i]
         UGU = np.outer(ui, ui) * Gi
         for d in range(D):
-            v = s2[i, d]; ri = np.ascontiguousarray(r[i, :, d])
-            c = Pi.T @ ri; b = ui * c
+            v = s2[i, d]
+            ri = np.ascontiguousarray(r[i, :, d])
+            c = Pi.T @ ri
+            b = ui * c
             A = I + UGU / v
             Ainv = np.linalg.inv(A)
             alpha = Ainv @ b
             ld = np.linalg.slogdet(A)[1]
-            rr = ri @ ri; ba = b @ alpha
+            rr = ri @ ri
+            ba = b @ alpha
             value += ld + n[i] * np.log(v) + rr / v - ba / v ** 2
             dlogdet = 2 / v * (Gi * ui[None, :] * Ainv.T).sum(1)
             Gua = Gi @ (ui * alpha)
@@ -484,7 +535,8 @@ def _marginal_op():
         def perform(self, node, inputs, out):
             value, grads = _marginal_value_and_grad(*inputs)
             out[0][0] = np.asarray(value)
-            for o, g in zip(out[1:], grads): o[0] = g
+            for o, g in zip(out[1:], grads):
+                o[0] = g
         def grad(self, inputs, g):   # the gradient outputs are used as constants: only the value is differentiated
             return [g[0] * x for x in self(*inputs)[1:]] + [pt.zeros_like(x) for x in inputs[3:]]
     try:
@@ -492,7 +544,8 @@ def _marginal_op():
         kernel = _numba_kernel()
         @numba_funcify.register(MarginalHSGPLogp)
         def _numba_marginal(op, node=None, **kwargs): return kernel
-    except ImportError: pass
+    except ImportError:
+        pass
     return MarginalHSGPLogp()
 
 @functools.cache
@@ -510,16 +563,22 @@ def _has_nutpie():
     try:
         import nutpie  # noqa: F401
         return True
-    except ImportError: return False
+    except ImportError:
+        return False
 
 def _pad(idx, N, *arrays):
     "Rows grouped by artist into artists x n_max x ... arrays (zeros on padding), the padding mask and the counts."
-    order = np.argsort(idx, kind='stable'); counts = np.bincount(idx, minlength=N)
-    pos = np.concatenate([np.arange(k) for k in counts]); ii = idx[order]
+    order = np.argsort(idx, kind='stable')
+    counts = np.bincount(idx, minlength=N)
+    pos = np.concatenate([np.arange(k) for k in counts])
+    ii = idx[order]
     out = []
     for x in arrays:
-        p = np.zeros((N, counts.max(), x.shape[1])); p[ii, pos] = x[order]; out.append(p)
-    mask = np.zeros((N, counts.max(), 1)); mask[ii, pos] = 1
+        p = np.zeros((N, counts.max(), x.shape[1]))
+        p[ii, pos] = x[order]
+        out.append(p)
+    mask = np.zeros((N, counts.max(), 1))
+    mask[ii, pos] = 1
     return out, mask, counts
 
 class HierarchicalCareerGP(BaseEstimator):
@@ -551,10 +610,12 @@ class HierarchicalCareerGP(BaseEstimator):
     def build_model(self, table:pd.DataFrame, # career_table(catalog)
                    ):
         "The PyMC model with the basis weights integrated out (also sets the basis, the artist index and the padded data)."
-        pm = require('pymc'); pt = require('pytensor.tensor', 'pytensor')
+        pm = require('pymc')
+        pt = require('pytensor.tensor', 'pytensor')
         from pymc.gp.hsgp_approx import calc_eigenvalues
         need = {'artist_id', 't', *ETA} - set(table.columns)
-        if need: raise InputError('table', sorted(need), 'pass career_table(catalog)', 'missing columns')
+        if need:
+            raise InputError('table', sorted(need), 'pass career_table(catalog)', 'missing columns')
         self.artists_ = np.array(sorted(table.artist_id.unique()), object)
         idx = pd.Categorical(table.artist_id, categories=self.artists_).codes
         first, last = table.groupby('artist_id').t.min(), table.groupby('artist_id').t.max()
@@ -566,23 +627,29 @@ class HierarchicalCareerGP(BaseEstimator):
         self.m_ = int(self.m or max(8, math.ceil(1.75 * self.c * S / lmin)))
         self.eigvals_ = calc_eigenvalues(np.array([self.L_]), [self.m_])
         Phi = self._basis(table.t.to_numpy(float) - self.center_[idx])
-        Y = table[list(ETA)].to_numpy(float); Xc = _design(table, self.covariates)[:, 1:]
-        sy = max(float(Y.std(0).mean()), 1e-3); Sm = max(float(np.median(half)), 1e-3)
+        Y = table[list(ETA)].to_numpy(float)
+        Xc = _design(table, self.covariates)[:, 1:]
+        sy = max(float(Y.std(0).mean()), 1e-3)
+        Sm = max(float(np.median(half)), 1e-3)
         N, m, p = len(self.artists_), self.m_, Xc.shape[1]
         (Pp, Yp, Xp), mask, counts = _pad(idx, N, Phi, Y, Xc)
         self._data = dict(P=Pp, Y=Yp, X=Xp, mask=mask, G=np.einsum('inj,ink->ijk', Pp, Pp))
         omega2 = self.eigvals_[:, 0]
         coords = dict(artist=self.artists_, basis=np.arange(m), dim=list(VAD), covariate=list(self.covariates))
         with pm.Model(coords=coords) as model:
-            mu_s = pm.Normal('mu_log_sigma', math.log(sy), 1.0); tau_s = pm.HalfNormal('tau_log_sigma', 0.5)
-            mu_l = pm.Normal('mu_log_lengthscale', math.log(Sm / 2), 1.0); tau_l = pm.HalfNormal('tau_log_lengthscale', 0.5)
-            mu_n = pm.Normal('mu_log_noise', math.log(sy / 2), 1.0); tau_n = pm.HalfNormal('tau_log_noise', 0.5)
+            mu_s = pm.Normal('mu_log_sigma', math.log(sy), 1.0)
+            tau_s = pm.HalfNormal('tau_log_sigma', 0.5)
+            mu_l = pm.Normal('mu_log_lengthscale', math.log(Sm / 2), 1.0)
+            tau_l = pm.HalfNormal('tau_log_lengthscale', 0.5)
+            mu_n = pm.Normal('mu_log_noise', math.log(sy / 2), 1.0)
+            tau_n = pm.HalfNormal('tau_log_noise', 0.5)
             sigma = pm.Deterministic('sigma', pt.exp(mu_s + tau_s * pm.Normal('z_sigma', 0, 1, dims='artist')), dims='artist')
             ell = pm.Deterministic('lengthscale', pt.exp(mu_l + tau_l * pm.Normal('z_lengthscale', 0, 1, dims='artist')), dims='artist')
             noise = pm.Deterministic('noise', pt.exp(mu_n + tau_n * pm.Normal('z_noise', 0, 1, dims=('artist', 'dim'))), dims=('artist', 'dim'))
             mean = pm.Normal('intercept', 0.0, 0.5, dims=('artist', 'dim'))[:, None, :]
             if p:
-                b = pm.Normal('beta', 0.0, 1.0, dims=('covariate', 'dim')); tau_b = pm.HalfNormal('tau_beta', 0.2)
+                b = pm.Normal('beta', 0.0, 1.0, dims=('covariate', 'dim'))
+                tau_b = pm.HalfNormal('tau_beta', 0.2)
                 bi = pm.Deterministic('beta_artist', b[None] + tau_b * pm.Normal('z_beta', 0, 1, dims=('artist', 'covariate', 'dim')),
                                       dims=('artist', 'covariate', 'dim'))
                 mean = mean + (pt.as_tensor(Xp)[:, :, :, None] * bi[:, None]).sum(2)
@@ -596,10 +663,13 @@ class HierarchicalCareerGP(BaseEstimator):
     def fit(self, table:pd.DataFrame, # career_table(catalog)
            ) -> HierarchicalCareerGP:
         pm = require('pymc')
-        if self.method not in ('nuts', 'advi'): raise InputError('method', self.method, 'use "nuts" or "advi"')
-        if self.sampler not in ('auto', 'nutpie', 'pymc'): raise InputError('sampler', self.sampler, 'use "auto", "nutpie" or "pymc"')
+        if self.method not in ('nuts', 'advi'):
+            raise InputError('method', self.method, 'use "nuts" or "advi"')
+        if self.sampler not in ('auto', 'nutpie', 'pymc'):
+            raise InputError('sampler', self.sampler, 'use "auto", "nutpie" or "pymc"')
         _z(self.level)
-        if self.sampler == 'nutpie': require('nutpie')
+        if self.sampler == 'nutpie':
+            require('nutpie')
         model = self.build_model(table)
         self.sampler_ = 'nutpie' if self.sampler == 'nutpie' or (self.sampler == 'auto' and _has_nutpie()) else 'pymc'
         t0 = time.perf_counter()
@@ -623,7 +693,9 @@ class HierarchicalCareerGP(BaseEstimator):
         rows = {'artist_id': self.artists_}
         for h in HYPER:
             x = post[h].stack(sample=('chain', 'draw')).transpose('artist', 'sample').values
-            rows[h] = np.median(x, 1); rows[f'{h}_lo'] = np.quantile(x, a, 1); rows[f'{h}_hi'] = np.quantile(x, 1 - a, 1)
+            rows[h] = np.median(x, 1)
+            rows[f'{h}_lo'] = np.quantile(x, a, 1)
+            rows[f'{h}_hi'] = np.quantile(x, 1 - a, 1)
         self.hyper_ = pd.DataFrame(rows)
         return self
 
@@ -636,7 +708,8 @@ class HierarchicalCareerGP(BaseEstimator):
                 artists:np.ndarray=None, # positions of the artists (default: all)
                ) -> np.ndarray:
         "Draws of the basis weights w (draws x artists x m x 3), each from its Gaussian conditional given that draw's other parameters."
-        d = self._data; k = np.arange(len(self.artists_)) if artists is None else np.asarray(artists)
+        d = self._data
+        k = np.arange(len(self.artists_)) if artists is None else np.asarray(artists)
         psd, a, s = self._draws('sqrt_psd', n_draws)[:, k], self._draws('intercept', n_draws)[:, k], self._draws('noise', n_draws)[:, k]
         bi = self._draws('beta_artist', n_draws)[:, k] if 'beta_artist' in self.idata_.posterior else None
         rng, out = np.random.default_rng(self.seed), np.empty((len(psd), len(k), self.m_, 3))
@@ -656,10 +729,12 @@ class HierarchicalCareerGP(BaseEstimator):
         "Posterior mean, sd and band of each dimension at the given rows, from the posterior draws."
         pos = {a: i for i, a in enumerate(self.artists_)}
         bad = sorted(set(X.artist_id) - set(pos))
-        if bad: raise InputError('artist_id', bad[:3], 'predict artists that fit saw')
+        if bad:
+            raise InputError('artist_id', bad[:3], 'predict artists that fit saw')
         idx = X.artist_id.map(pos).to_numpy(int)
         x = X.t.to_numpy(float) - self.center_[idx]
-        if np.abs(x).max() >= self.L_: raise InputError('t', float(X.t.max()), f'predict within {self.L_:.1f} years of a career\'s middle (raise c)')
+        if np.abs(x).max() >= self.L_:
+            raise InputError('t', float(X.t.max()), f'predict within {self.L_:.1f} years of a career\'s middle (raise c)')
         Phi = self._basis(x)
         used, local = np.unique(idx, return_inverse=True)
         psd, w, a = self._draws('sqrt_psd', n_draws)[:, used], self.weights(n_draws, used), self._draws('intercept', n_draws)[:, used]
@@ -667,10 +742,12 @@ class HierarchicalCareerGP(BaseEstimator):
         if 'beta_artist' in self.idata_.posterior:
             f = f + np.einsum('np,snpd->snd', _design(X, self.covariates)[:, 1:], self._draws('beta_artist', n_draws)[:, used][:, local])
         rng = np.random.default_rng(self.seed)
-        if noise: f = f + self._draws('noise', n_draws)[:, used][:, local] * rng.standard_normal(f.shape)
+        if noise:
+            f = f + self._draws('noise', n_draws)[:, used][:, local] * rng.standard_normal(f.shape)
         out, z = pd.DataFrame(index=X.index), _z(self.level)
         for d, v in enumerate(VAD):
-            out[f'{v}_mean'] = f[..., d].mean(0); out[f'{v}_sd'] = f[..., d].std(0)
+            out[f'{v}_mean'] = f[..., d].mean(0)
+            out[f'{v}_sd'] = f[..., d].std(0)
             out[f'{v}_lo'], out[f'{v}_hi'] = np.quantile(f[..., d], [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
         return out
 
@@ -688,7 +765,8 @@ class EmotionalState(BaseEstimator):
 
     def fit(self, cat:Catalog, # the catalog
            ) -> EmotionalState:
-        if self.method not in ('exact', 'nuts', 'advi'): raise InputError('method', self.method, 'use "exact", "nuts" or "advi"')
+        if self.method not in ('exact', 'nuts', 'advi'):
+            raise InputError('method', self.method, 'use "exact", "nuts" or "advi"')
         _z(self.level)
         self.table_ = career_table(cat)
         opts = dict(self.gp_options or {})
@@ -711,24 +789,31 @@ class EmotionalState(BaseEstimator):
     def predict(self, X:pd.DataFrame, # rows: artist_id, t, optional covariates, album_id, sections (list of kinds)
                ) -> pd.DataFrame:
         "eta at the rows of X: mean, sd and band per dimension (one row per section when X has `sections`)."
-        if 'artist_id' not in X.columns or 't' not in X.columns: raise InputError('X', list(X.columns), 'give artist_id and t columns')
+        if 'artist_id' not in X.columns or 't' not in X.columns:
+            raise InputError('X', list(X.columns), 'give artist_id and t columns')
         X = X.reset_index(drop=True)
         out = self.macro_.predict(X)
         if 'album_id' in X.columns:
             eff = self.album_effects_.reindex(X.album_id).fillna(0.0).to_numpy()
             for d, v in enumerate(VAD):
-                for k in ('mean', 'lo', 'hi'): out[f'{v}_{k}'] = out[f'{v}_{k}'] + eff[:, d]
-        out.insert(0, 'artist_id', X.artist_id.to_numpy()); out.insert(1, 't', X.t.to_numpy())
-        if 'sections' not in X.columns: return out
-        if self.micro_ is None: raise InputError('X.sections', 'given', 'fit on a catalog with a sections table')
+                for k in ('mean', 'lo', 'hi'):
+                    out[f'{v}_{k}'] = out[f'{v}_{k}'] + eff[:, d]
+        out.insert(0, 'artist_id', X.artist_id.to_numpy())
+        out.insert(1, 't', X.t.to_numpy())
+        if 'sections' not in X.columns:
+            return out
+        if self.micro_ is None:
+            raise InputError('X.sections', 'given', 'fit on a catalog with a sections table')
         A = self.micro_.amplitudes().to_numpy()
         rows = []
         for i, kinds in enumerate(X.sections):
             off = np.asarray(self.micro_.basis(list(kinds)), float) @ A.T          # K x 3
             r = pd.DataFrame([out.iloc[i]] * len(kinds)).reset_index(drop=True)
-            r.insert(2, 'section', np.arange(len(kinds))); r.insert(3, 'kind', list(kinds))
+            r.insert(2, 'section', np.arange(len(kinds)))
+            r.insert(3, 'kind', list(kinds))
             for d, v in enumerate(VAD):
-                for k in ('mean', 'lo', 'hi'): r[f'{v}_{k}'] = r[f'{v}_{k}'].to_numpy(float) + off[:, d]
+                for k in ('mean', 'lo', 'hi'):
+                    r[f'{v}_{k}'] = r[f'{v}_{k}'].to_numpy(float) + off[:, d]
             rows.append(r)
         return pd.concat(rows, ignore_index=True)
 
@@ -828,6 +913,8 @@ def _bench_case(n_artists, n_songs, draws, chains, advi_iter, seed=0):
 def bench_temporal(size:str='full', # "full": 50, 200, 500 artists x 50 songs; "tiny": 3 x 20
                   ) -> list[dict]:
     "Fit time of the hierarchical career GP, NUTS against ADVI, NUTS's effective samples per second, and its 90 % intervals' coverage of the true hyper-parameters."
-    if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
-    if size == 'tiny': return _bench_case(3, 20, draws=30, chains=1, advi_iter=300)
+    if size not in ('full', 'tiny'):
+        raise InputError('size', size, 'use "full" or "tiny"')
+    if size == 'tiny':
+        return _bench_case(3, 20, draws=30, chains=1, advi_iter=300)
     return [r for n, draws in ((50, 500), (200, 500), (500, 250)) for r in _bench_case(n, 50, draws=draws, chains=2, advi_iter=20000)]

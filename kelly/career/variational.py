@@ -23,10 +23,14 @@ __all__ = ['LinearGaussianSSM', 'vad_model', 'check_observations', 'kalman_smoot
 # %% ../../nbs/career/46_variational.ipynb #876b8860
 def _as_matrix(x, shape, name):
     a = np.asarray(x, float)
-    if a.ndim == 0 and len(shape) == 2 and shape[0] == shape[1]: a = a*np.eye(shape[0])
-    elif a.ndim == 0 and len(shape) == 1: a = np.full(shape, float(a))
-    if a.shape != shape: raise InputError(f'{name}.shape', a.shape, f'pass an array of shape {shape}', 'wrong shape')
-    if not np.isfinite(a).all(): raise InputError(name, a, 'pass finite numbers', 'not finite')
+    if a.ndim == 0 and len(shape) == 2 and shape[0] == shape[1]:
+        a = a*np.eye(shape[0])
+    elif a.ndim == 0 and len(shape) == 1:
+        a = np.full(shape, float(a))
+    if a.shape != shape:
+        raise InputError(f'{name}.shape', a.shape, f'pass an array of shape {shape}', 'wrong shape')
+    if not np.isfinite(a).all():
+        raise InputError(name, a, 'pass finite numbers', 'not finite')
     return a
 
 def _check_covariance(a, name):
@@ -44,7 +48,8 @@ class LinearGaussianSSM:
     P0: np.ndarray   # covariance of the first state, shape (d, d)
 
     def __post_init__(self):
-        F = np.atleast_2d(np.asarray(self.F, float)); d = F.shape[0]
+        F = np.atleast_2d(np.asarray(self.F, float))
+        d = F.shape[0]
         self.F = _as_matrix(F, (d, d), 'F')
         H = np.atleast_2d(np.asarray(self.H, float))
         if H.ndim != 2 or H.shape[1] != d:
@@ -52,7 +57,8 @@ class LinearGaussianSSM:
         self.H = _as_matrix(H, H.shape, 'H')
         self.Q, self.P0 = _as_matrix(self.Q, (d, d), 'Q'), _as_matrix(self.P0, (d, d), 'P0')
         self.R, self.m0 = _as_matrix(self.R, (self.p, self.p), 'R'), _as_matrix(self.m0, (d,), 'm0')
-        for n in ('Q', 'R', 'P0'): _check_covariance(getattr(self, n), n)
+        for n in ('Q', 'R', 'P0'):
+            _check_covariance(getattr(self, n), n)
 
     @property
     def d(self) -> int: return self.F.shape[0]
@@ -63,12 +69,14 @@ class LinearGaussianSSM:
                  seed:int=0, # the seed of the draw
                 ) -> tuple:
         "Draw `(eta, y)` of shapes (T, d) and (T, p)."
-        if not isinstance(T, (int, np.integer)) or T < 1: raise InputError('T', T, 'pass a positive integer')
+        if not isinstance(T, (int, np.integer)) or T < 1:
+            raise InputError('T', T, 'pass a positive integer')
         rng = np.random.default_rng(seed)
         cQ, cR = np.linalg.cholesky(self.Q), np.linalg.cholesky(self.R)
         eta = np.zeros((T, self.d))
         eta[0] = self.m0 + np.linalg.cholesky(self.P0) @ rng.standard_normal(self.d)
-        for t in range(1, T): eta[t] = self.F @ eta[t - 1] + cQ @ rng.standard_normal(self.d)
+        for t in range(1, T):
+            eta[t] = self.F @ eta[t - 1] + cQ @ rng.standard_normal(self.d)
         return eta, eta @ self.H.T + rng.standard_normal((T, self.p)) @ cR.T
 
 def vad_model(phi:float=0.9, # autoregression of each dimension, F = phi I
@@ -86,12 +94,18 @@ def check_observations(y, # observations, shape (T, p): an array or a DataFrame
                        name:str='y', # the argument's name, for error messages
                       ) -> np.ndarray:
     "`y` as a float array of shape (T, p), or an `InputError`."
-    if hasattr(y, 'to_numpy'): y = y.to_numpy()
-    try: y = np.asarray(y, dtype=float)
-    except (TypeError, ValueError): raise InputError(name, y, 'pass numbers of shape (T, p)', 'not numeric') from None
-    if y.ndim == 1: y = y[:, None]
-    if y.ndim != 2: raise InputError(f'{name}.shape', y.shape, 'pass a 2-d array of shape (T, p)', 'wrong number of dimensions')
-    if len(y) < 2: raise InputError(f'len({name})', len(y), 'pass at least 2 time steps', 'series too short')
+    if hasattr(y, 'to_numpy'):
+        y = y.to_numpy()
+    try:
+        y = np.asarray(y, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(name, y, 'pass numbers of shape (T, p)', 'not numeric') from None
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2:
+        raise InputError(f'{name}.shape', y.shape, 'pass a 2-d array of shape (T, p)', 'wrong number of dimensions')
+    if len(y) < 2:
+        raise InputError(f'len({name})', len(y), 'pass at least 2 time steps', 'series too short')
     if not np.isfinite(y).all():
         bad = tuple(np.argwhere(~np.isfinite(y))[0])
         raise InputError(f'{name}[{bad[0]}]', y[bad], 'impute or drop missing values before smoothing', 'not finite')
@@ -155,7 +169,9 @@ def precision_blocks(model:LinearGaussianSSM, # the model
     Qi, Ri, P0i = (np.linalg.inv(a) for a in (model.Q, model.R, model.P0))
     F, H = model.F, model.H
     D = np.broadcast_to(H.T @ Ri @ H, (T, d, d)).copy()
-    D[0] += P0i; D[:-1] += F.T @ Qi @ F; D[1:] += Qi
+    D[0] += P0i
+    D[:-1] += F.T @ Qi @ F
+    D[1:] += Qi
     O = np.broadcast_to(-Qi @ F, (T - 1, d, d)).copy()
     h = y @ (Ri @ H)
     h[0] += P0i @ model.m0
@@ -218,7 +234,8 @@ class VIResult:
     def variances(self) -> np.ndarray: return np.einsum('tii->ti', self.covs)
 
 def _check_int(name, v, lo=1):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo: raise InputError(name, v, f'pass an integer >= {lo}')
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise InputError(name, v, f'pass an integer >= {lo}')
 
 def cavi(model:LinearGaussianSSM, # the model
          y, # observations, shape (T, p)
@@ -231,12 +248,16 @@ def cavi(model:LinearGaussianSSM, # the model
     _check_int('max_iter', max_iter)
     D, O, h, c = precision_blocks(model, y)
     T, d = h.shape
-    if factorisation == 'time': covs = np.linalg.inv(D)
+    if factorisation == 'time':
+        covs = np.linalg.inv(D)
     elif factorisation == 'coordinate':
-        covs = np.zeros_like(D); covs[:, range(d), range(d)] = 1/np.einsum('tii->ti', D)
-    else: raise InputError('factorisation', factorisation, 'use "time" (one Gaussian per time step) or "coordinate" (one per step and dimension)')
+        covs = np.zeros_like(D)
+        covs[:, range(d), range(d)] = 1/np.einsum('tii->ti', D)
+    else:
+        raise InputError('factorisation', factorisation, 'use "time" (one Gaussian per time step) or "coordinate" (one per step and dimension)')
     m = np.zeros((T, d)) if init is None else check_observations(init, name='init').copy()
-    if m.shape != (T, d): raise InputError('init.shape', m.shape, f'pass starting means of shape {(T, d)}')
+    if m.shape != (T, d):
+        raise InputError('init.shape', m.shape, f'pass starting means of shape {(T, d)}')
     trace, converged = [elbo_blocks(D, O, h, c, m, covs)], False
     for it in range(1, max_iter + 1):
         old = m.copy()
@@ -246,20 +267,25 @@ def cavi(model:LinearGaussianSSM, # the model
             rest[has_prev] += np.einsum('tij,tj->ti', O[idx[has_prev] - 1], m[idx[has_prev] - 1])
             rest[has_next] += np.einsum('tji,tj->ti', O[idx[has_next]], m[idx[has_next] + 1])
             rhs = h[idx] - rest
-            if factorisation == 'time': m[idx] = np.linalg.solve(D[idx], rhs[..., None])[..., 0]
+            if factorisation == 'time':
+                m[idx] = np.linalg.solve(D[idx], rhs[..., None])[..., 0]
             else:
                 for i in range(d):
                     within = np.einsum('tj,tj->t', D[idx, i], m[idx]) - D[idx, i, i]*m[idx, i]
                     m[idx, i] = (rhs[:, i] - within)/D[idx, i, i]
         trace.append(elbo_blocks(D, O, h, c, m, covs))
-        if np.abs(m - old).max() < tol: converged = True; break
+        if np.abs(m - old).max() < tol:
+            converged = True
+            break
     return VIResult(m, covs, np.array(trace), it, converged, f'cavi-{factorisation}')
 
 # %% ../../nbs/career/46_variational.ipynb #94dab4da
 def _family_mask(n, d, family):
-    if family == 'full': return np.ones((n, n), bool)
+    if family == 'full':
+        return np.ones((n, n), bool)
     mask = np.zeros((n, n), bool)
-    for s in range(0, n, d): mask[s:s + d, s:s + d] = True
+    for s in range(0, n, d):
+        mask[s:s + d, s:s + d] = True
     return mask
 
 def gaussian_vi(model:LinearGaussianSSM, # the model
@@ -276,21 +302,26 @@ def gaussian_vi(model:LinearGaussianSSM, # the model
         return _gaussian_vi(model, y, method, family, step, max_iter, tol)
 
 def _gaussian_vi(model, y, method, family, step, max_iter, tol):
-    if method not in ('natural', 'gradient'): raise InputError('method', method, 'use "natural" or "gradient"')
-    if family not in ('full', 'time'): raise InputError('family', family, 'use "full" or "time"')
+    if method not in ('natural', 'gradient'):
+        raise InputError('method', method, 'use "natural" or "gradient"')
+    if family not in ('full', 'time'):
+        raise InputError('family', family, 'use "full" or "time"')
     if not (isinstance(step, (int, float)) and 0 < step <= (1 if method == 'natural' else 2)):
         raise InputError('step', step, 'use 0 < step <= 1 for natural gradient, 0 < step <= 2 for plain gradient')
     _check_int('max_iter', max_iter)
     D, O, h, c = precision_blocks(model, y)
     T, d = h.shape
     n = T*d
-    if n > 3000: raise InputError('len(y)', T, f'use T*d <= 3000 here (dense matrices), or cavi() for long series', 'series too long')
+    if n > 3000:
+        raise InputError('len(y)', T, f'use T*d <= 3000 here (dense matrices), or cavi() for long series', 'series too long')
     J, hv, mask = dense_precision(D, O), h.ravel(), _family_mask(n, d, family)
     Jin, Jout = J*mask, J*~mask
     m = np.zeros(n)
     S = np.diag(1/np.diag(J))
-    if method == 'natural': P, theta = np.diag(np.diag(J)), np.zeros(n)
-    else: Lc, lr = np.diag(1/np.sqrt(np.diag(J))), step/np.linalg.eigvalsh(J)[-1]
+    if method == 'natural':
+        P, theta = np.diag(np.diag(J)), np.zeros(n)
+    else:
+        Lc, lr = np.diag(1/np.sqrt(np.diag(J))), step/np.linalg.eigvalsh(J)[-1]
     trace, converged = [elbo_dense(J, hv, c, m, S)], False
     for it in range(1, max_iter + 1):
         old = m
@@ -305,11 +336,14 @@ def _gaussian_vi(model, y, method, family, step, max_iter, tol):
             JL = J @ Lc
             gL = -np.tril(JL)*mask
             gL[np.diag_indices(n)] += 1/np.diag(Lc)
-            m = m + lr*(hv - J @ m); Lc = Lc + lr*gL
+            m = m + lr*(hv - J @ m)
+            Lc = Lc + lr*gL
             JL = J @ Lc
             trace.append(float(-0.5*(m @ J @ m) - 0.5*np.einsum('ij,ij->', JL, Lc) + hv @ m + c
                                + np.log(np.abs(np.diag(Lc))).sum() + 0.5*n*(1 + math.log(2*math.pi))))
-        if np.abs(m - old).max() < tol and abs(trace[-1] - trace[-2]) < tol*max(1.0, abs(trace[-1])): converged = True; break
+        if np.abs(m - old).max() < tol and abs(trace[-1] - trace[-2]) < tol*max(1.0, abs(trace[-1])):
+            converged = True
+            break
     S = np.linalg.inv(P) if method == 'natural' else Lc @ Lc.T
     covs = np.stack([S[s:s + d, s:s + d] for s in range(0, n, d)])
     return VIResult(m.reshape(T, d), covs, np.array(trace), it, converged, f'{method}-{family}')
@@ -333,8 +367,10 @@ def advi_pymc(model:LinearGaussianSSM, # the model
              ) -> dict:
     "Fit q with PyMC's ADVI: `means` (T, d), `variances` (T, d), `elbo` (the ELBO per iteration, from PyMC's loss) and `idata`."
     pm = require('pymc')
-    if method not in ('advi', 'fullrank_advi'): raise InputError('method', method, 'use "advi" or "fullrank_advi"')
-    _check_int('n', n); _check_int('draws', draws)
+    if method not in ('advi', 'fullrank_advi'):
+        raise InputError('method', method, 'use "advi" or "fullrank_advi"')
+    _check_int('n', n)
+    _check_int('draws', draws)
     y = check_observations(y, model)
     T, d = len(y), model.d
     cQ, cR, cP0 = (np.linalg.cholesky(a) for a in (model.Q, model.R, model.P0))
@@ -361,11 +397,13 @@ def _m_step(ys, smooths, H, structure):
     for y, s in zip(ys, smooths):
         m, P, C = s['means'], s['covs'], s['cross']
         Ett = P + np.einsum('ti,tj->tij', m, m)
-        S11 += Ett[1:].sum(0); S00 += Ett[:-1].sum(0)
+        S11 += Ett[1:].sum(0)
+        S00 += Ett[:-1].sum(0)
         S10 += (C + np.einsum('ti,tj->tij', m[1:], m[:-1])).sum(0)
         e = y - m @ H.T
         Rsum += e.T @ e + np.einsum('ij,tjk,lk->il', H, P, H)
-        N += len(y) - 1; M += len(y)
+        N += len(y) - 1
+        M += len(y)
     if structure == 'diagonal':
         f = np.diag(S10)/np.diag(S00)
         return np.diag(f), np.diag((np.diag(S11) - f*np.diag(S10))/N), np.diag(np.diag(Rsum)/M)
@@ -379,13 +417,17 @@ def fit_ssm_em(ys:list, # observed series, each of shape (T_k, p), all with the 
                tol:float=1e-8, # stop when the log-likelihood gains less than this (relative)
               ) -> tuple:
     "`(model, loglik_trace)`: F, Q, R fitted by EM to all series together, H = I."
-    if structure not in ('diagonal', 'full'): raise InputError('structure', structure, 'use "diagonal" or "full"')
+    if structure not in ('diagonal', 'full'):
+        raise InputError('structure', structure, 'use "diagonal" or "full"')
     _check_int('n_iter', n_iter)
-    if hasattr(ys, 'to_numpy') or (isinstance(ys, np.ndarray) and ys.ndim == 2): ys = [ys]
+    if hasattr(ys, 'to_numpy') or (isinstance(ys, np.ndarray) and ys.ndim == 2):
+        ys = [ys]
     ys = [check_observations(y, name=f'ys[{k}]') for k, y in enumerate(ys)]
-    if not ys: raise InputError('ys', ys, 'pass at least one series')
+    if not ys:
+        raise InputError('ys', ys, 'pass at least one series')
     p = ys[0].shape[1]
-    if any(y.shape[1] != p for y in ys): raise InputError('ys', [y.shape for y in ys], 'pass series with the same number of columns', 'columns disagree')
+    if any(y.shape[1] != p for y in ys):
+        raise InputError('ys', [y.shape for y in ys], 'pass series with the same number of columns', 'columns disagree')
     allv = np.vstack(ys)
     v = np.maximum(allv.var(0), 1e-8)
     P0 = np.cov(allv.T).reshape(p, p) + 1e-8*np.eye(p)
@@ -395,7 +437,8 @@ def fit_ssm_em(ys:list, # observed series, each of shape (T_k, p), all with the 
     for _ in range(n_iter):
         smooths = [kalman_smoother(model, y) for y in ys]
         trace.append(sum(s['loglik'] for s in smooths))
-        if len(trace) > 1 and trace[-1] - trace[-2] < tol*abs(trace[-1]): break
+        if len(trace) > 1 and trace[-1] - trace[-2] < tol*abs(trace[-1]):
+            break
         F, Q, R = _m_step(ys, smooths, model.H, structure)
         floor = 1e-10*v.max()*np.eye(p)
         model = LinearGaussianSSM(F=F, H=model.H, Q=Q + floor, R=R + floor, m0=model.m0, P0=model.P0)
@@ -421,7 +464,8 @@ class VariationalStateSmoother(BaseEstimator):
         self.tol, self.em_iter, self.structure, self.seed = tol, em_iter, structure, seed
 
     def _check(self):
-        if self.method not in _FAMILIES: raise InputError('method', self.method, f'use one of {", ".join(_FAMILIES)}')
+        if self.method not in _FAMILIES:
+            raise InputError('method', self.method, f'use one of {", ".join(_FAMILIES)}')
         fam = self.family or ('coordinate' if self.method == 'advi' else 'time')
         if fam not in _FAMILIES[self.method]:
             raise InputError('family', fam, f'method {self.method!r} takes family {" or ".join(map(repr, _FAMILIES[self.method]))}')
@@ -434,8 +478,10 @@ class VariationalStateSmoother(BaseEstimator):
 
     def _posterior(self, y):
         fam, model = self.family_, self.model_
-        if self.method == 'cavi': r = cavi(model, y, fam, self.max_iter, self.tol)
-        elif self.method in ('natural', 'gradient'): r = gaussian_vi(model, y, self.method, fam, self.step, self.max_iter, self.tol)
+        if self.method == 'cavi':
+            r = cavi(model, y, fam, self.max_iter, self.tol)
+        elif self.method in ('natural', 'gradient'):
+            r = gaussian_vi(model, y, self.method, fam, self.step, self.max_iter, self.tol)
         elif self.method == 'advi':
             a = advi_pymc(model, y, n=self.max_iter, seed=self.seed, method='advi' if fam == 'coordinate' else 'fullrank_advi')
             T, d = a['means'].shape
@@ -454,7 +500,8 @@ class VariationalStateSmoother(BaseEstimator):
         self.index_ = y.index if isinstance(y, pd.DataFrame) else pd.RangeIndex(len(arr), name='t')
         if self.model is None:
             self.model_, self.em_loglik_ = fit_ssm_em([arr], n_iter=self.em_iter, structure=self.structure)
-        else: self.model_, self.em_loglik_ = self.model, None
+        else:
+            self.model_, self.em_loglik_ = self.model, None
         d = self.model_.d
         same = self.model_.p == d and np.allclose(self.model_.H, np.eye(d))
         self.state_names_ = list(y.columns) if isinstance(y, pd.DataFrame) and same else [f'state_{i}' for i in range(d)]
@@ -472,13 +519,15 @@ class VariationalStateSmoother(BaseEstimator):
         return self
 
     def _check_fitted(self):
-        if not hasattr(self, 'means_'): raise InputError('VariationalStateSmoother', 'not fitted', 'call fit(y) first', 'not fitted')
+        if not hasattr(self, 'means_'):
+            raise InputError('VariationalStateSmoother', 'not fitted', 'call fit(y) first', 'not fitted')
 
     def predict(self, y=None, # a new series to smooth with the fitted parameters; None: the fitted series
                ) -> pd.DataFrame:
         "Posterior means of the states, one row per time step."
         self._check_fitted()
-        if y is None: return self.means_.copy()
+        if y is None:
+            return self.means_.copy()
         arr = check_observations(y, self.model_)
         index = y.index if isinstance(y, pd.DataFrame) else pd.RangeIndex(len(arr), name='t')
         return self._frame(self._posterior(arr).means, index)
@@ -487,7 +536,8 @@ class VariationalStateSmoother(BaseEstimator):
                 ) -> pd.DataFrame:
         "Central credible bands of q's marginals: columns (state, 'lower' | 'upper')."
         self._check_fitted()
-        if not 0 < level < 1: raise InputError('level', level, 'use a probability in (0, 1)')
+        if not 0 < level < 1:
+            raise InputError('level', level, 'use a probability in (0, 1)')
         from scipy.stats import norm
         z = norm.ppf(0.5 + level/2)
         sd = np.sqrt(self.variances_)
@@ -503,7 +553,8 @@ class VariationalStateSmoother(BaseEstimator):
                          ):
         "An arviz InferenceData: draws of the states from q's marginals (posterior), the series (observed_data), the ELBO trace (sample_stats attrs)."
         az = require('arviz')
-        self._check_fitted(); _check_int('draws', draws)
+        self._check_fitted()
+        _check_int('draws', draws)
         rng = np.random.default_rng(self.seed if seed is None else seed)
         T, d = self.means_.shape
         chol = np.linalg.cholesky(self.covariances_)
@@ -520,7 +571,8 @@ class VariationalStateSmoother(BaseEstimator):
 def bench_variational(size:str='full', # "full" (T = 1000 timing, T = 100 iterations) or "tiny" (200, 30)
                      ) -> list:
     "CAVI vs Kalman smoother seconds, and natural-gradient vs plain-gradient iterations."
-    if size not in ('full', 'tiny'): raise InputError('size', size, 'use "full" or "tiny"')
+    if size not in ('full', 'tiny'):
+        raise InputError('size', size, 'use "full" or "tiny"')
     T, Tg = (1000, 100) if size == 'full' else (200, 30)
     model = vad_model()
     y = model.simulate(T, seed=0)[1]

@@ -61,7 +61,8 @@ def vader_lexicon() -> pd.DataFrame:
     rows = []
     for line in path.read_text(encoding='utf-8', errors='replace').splitlines():
         parts = line.split('\t')
-        if len(parts) >= 3: rows.append((parts[0], float(parts[1]), float(parts[2])))
+        if len(parts) >= 3:
+            rows.append((parts[0], float(parts[1]), float(parts[2])))
     return pd.DataFrame(rows, columns=['token', 'mean', 'sd']).drop_duplicates('token').set_index('token')
 
 # %% ../../nbs/music/20_emotion.ipynb #100c0be7
@@ -74,10 +75,13 @@ def probs_to_vad(p, # 8 probabilities in EMOTIONS order, shape (..., 8), or a Da
         names = [f'p_{e}' for e in EMOTIONS] if f'p_{EMOTIONS[0]}' in (p.columns if isinstance(p, pd.DataFrame) else p.index) else list(EMOTIONS)
         p = p[names].to_numpy(dtype=float)
     p = np.asarray(p, dtype=float)
-    if p.shape[-1:] != (len(EMOTIONS),): raise InputError('p', p.shape, f'give {len(EMOTIONS)} probabilities on the last axis, in EMOTIONS order')
-    if not np.isfinite(p).all() or (p < 0).any(): raise InputError('p', 'negative or non-finite values', 'give probabilities >= 0')
+    if p.shape[-1:] != (len(EMOTIONS),):
+        raise InputError('p', p.shape, f'give {len(EMOTIONS)} probabilities on the last axis, in EMOTIONS order')
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise InputError('p', 'negative or non-finite values', 'give probabilities >= 0')
     s = p.sum(-1, keepdims=True)
-    if (s <= 0).any(): raise InputError('p', 'all zeros', 'give at least one positive probability')
+    if (s <= 0).any():
+        raise InputError('p', 'all zeros', 'give at least one positive probability')
     return (p / s) @ _VAD_MATRIX
 
 def vad_to_probs(vad, # valence, arousal, dominance in [-1, 1], shape (..., 3)
@@ -85,7 +89,8 @@ def vad_to_probs(vad, # valence, arousal, dominance in [-1, 1], shape (..., 3)
                 ) -> np.ndarray:
     "8-class distribution (EMOTIONS order) of a VAD point: Gaussian kernel on the distance to each emotion's coordinates."
     v = check_vad(vad)
-    if not temperature > 0: raise InputError('temperature', temperature, 'use a positive kernel width, e.g. 0.25')
+    if not temperature > 0:
+        raise InputError('temperature', temperature, 'use a positive kernel width, e.g. 0.25')
     d2 = ((v[..., None, :] - _VAD_MATRIX) ** 2).sum(-1)
     z = -d2 / (2 * temperature ** 2)
     z = np.exp(z - z.max(-1, keepdims=True))
@@ -94,7 +99,8 @@ def vad_to_probs(vad, # valence, arousal, dominance in [-1, 1], shape (..., 3)
 def check_vad(vad, field:str='vad') -> np.ndarray:
     "`vad` as a float array (..., 3) with every value in [-1, 1], or an InputError naming `field`."
     v = np.asarray(vad, dtype=float)
-    if v.shape[-1:] != (3,): raise InputError(field, v.shape, 'give valence, arousal and dominance on the last axis')
+    if v.shape[-1:] != (3,):
+        raise InputError(field, v.shape, 'give valence, arousal and dominance on the last axis')
     if not np.isfinite(v).all() or (np.abs(v) > 1).any():
         raise InputError(field, v.tolist() if v.size <= 6 else 'values outside [-1, 1]', 'give values between -1 and 1')
     return v
@@ -112,10 +118,13 @@ def mood_vad(word:str, # a mood or emotion word rated by Warriner et al. (see MO
 def resolve_vad(emotion, # a mood/emotion word, a (valence, arousal, dominance) triple, or 8 probabilities
                ) -> np.ndarray:
     "Any emotion description as one VAD point in [-1, 1]^3."
-    if isinstance(emotion, str): return mood_vad(emotion)
+    if isinstance(emotion, str):
+        return mood_vad(emotion)
     a = np.asarray(emotion, dtype=float)
-    if a.shape[-1:] == (3,): return check_vad(a, 'emotion')
-    if a.shape[-1:] == (len(EMOTIONS),): return probs_to_vad(a)
+    if a.shape[-1:] == (3,):
+        return check_vad(a, 'emotion')
+    if a.shape[-1:] == (len(EMOTIONS),):
+        return probs_to_vad(a)
     raise InputError('emotion', a.shape, 'give a mood word, 3 values (valence, arousal, dominance) or 8 probabilities')
 
 def emotion_code(emotion, # anything `resolve_vad` takes
@@ -136,9 +145,14 @@ def text_tokens(text:str, # any text
     "Lower-case word tokens of `text`, each with whether a preceding negator negates it."
     out, left = [], 0
     for tok in _TOKEN_RE.findall(str(text).lower()):
-        if not tok[0].isalpha() or tok == 'but': left = 0; continue
-        if tok in NEGATORS or tok.endswith("n't"): left = scope; continue
-        out.append((tok, left > 0)); left = max(left - 1, 0)
+        if not tok[0].isalpha() or tok == 'but':
+            left = 0
+            continue
+        if tok in NEGATORS or tok.endswith("n't"):
+            left = scope
+            continue
+        out.append((tok, left > 0))
+        left = max(left - 1, 0)
     return out
 
 # %% ../../nbs/music/20_emotion.ipynb #81cdc1ee
@@ -157,8 +171,10 @@ def lexicon_counts(texts:list, # texts
         for w, neg in toks:
             for affect in lex.affect_dict.get(w, ()):
                 if affect in NRC_TO_EMOTION:
-                    if neg: negated[n, k[NRC_TO_EMOTION[affect]]] = True
-                    else: counts[n, k[NRC_TO_EMOTION[affect]]] += 1
+                    if neg:
+                        negated[n, k[NRC_TO_EMOTION[affect]]] = True
+                    else:
+                        counts[n, k[NRC_TO_EMOTION[affect]]] += 1
     return counts, negated
 
 def vader_compound(texts:list) -> np.ndarray:
@@ -180,8 +196,10 @@ def _encoder():
     "The MiniLM sentence encoder, loaded once per process, quietly."
     import os
     os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
-    try: require('transformers').utils.logging.disable_progress_bar()
-    except (MissingResourceError, AttributeError): pass
+    try:
+        require('transformers').utils.logging.disable_progress_bar()
+    except (MissingResourceError, AttributeError):
+        pass
     from kelly.data import sentence_encoder
     return sentence_encoder()
 
@@ -192,7 +210,8 @@ def embed_texts(texts:list, # texts (or words)
     from kelly.core import atomic_write
     path = _cache_file('minilm_words.npz')
     if not _EMB and path.is_file():
-        with np.load(path) as z: _EMB.update(zip(z['words'].tolist(), z['vectors']))
+        with np.load(path) as z:
+            _EMB.update(zip(z['words'].tolist(), z['vectors']))
     todo = sorted({t for t in texts if t not in _EMB})
     if todo and not cache:
         new = dict(zip(todo, _encoder().encode(todo, batch_size=256, show_progress_bar=False, convert_to_numpy=True).astype(np.float32)))
@@ -201,7 +220,8 @@ def embed_texts(texts:list, # texts (or words)
         vec = _encoder().encode(todo, batch_size=256, show_progress_bar=False, convert_to_numpy=True)
         _EMB.update(zip(todo, vec.astype(np.float32)))
         words = [w for w in _EMB if len(w) <= 64]  # only short texts (words, titles) are worth keeping
-        with atomic_write(path, 'wb') as f: np.savez(f, words=np.array(words), vectors=np.stack([_EMB[w] for w in words]))
+        with atomic_write(path, 'wb') as f:
+            np.savez(f, words=np.array(words), vectors=np.stack([_EMB[w] for w in words]))
     return np.stack([_EMB[t] for t in texts]) if len(texts) else np.zeros((0, 384), np.float32)
 
 # %% ../../nbs/music/20_emotion.ipynb #8ae97326
@@ -213,7 +233,8 @@ def text_training_words(per_class:int=None, # words per class at most (None: all
     rows = []
     for w, affects in lex.items():
         em = {NRC_TO_EMOTION[a] for a in affects if a in NRC_TO_EMOTION}
-        if len(em) == 1 and 'trust' not in affects and re.fullmatch('[a-z]+', w): rows.append((w, em.pop(), 'nrc'))
+        if len(em) == 1 and 'trust' not in affects and re.fullmatch('[a-z]+', w):
+            rows.append((w, em.pop(), 'nrc'))
     vl = vader_lexicon()
     calm_words = vl[(vl['mean'].abs() <= 0.5) & vl.index.str.fullmatch('[a-z]{4,}')].index
     rows += [(w, 'neutral', 'vader') for w in calm_words if w not in lex]
@@ -233,7 +254,8 @@ class TextEmotion:
                  cache:bool=False, # keep embeddings of the texts it reads on disk (evaluation words), see `embed_texts`
                 ):
         bad = set(parts) - {'model', 'lexicon', 'vader'}
-        if bad or not parts: raise InputError('parts', parts, 'combine some of "model", "lexicon", "vader"')
+        if bad or not parts:
+            raise InputError('parts', parts, 'combine some of "model", "lexicon", "vader"')
         self.known, self.parts, self.suppress, self.vader_sd, self.cache = known, tuple(parts), suppress, vader_sd, cache
         self.coef = self.intercept = None
 
@@ -256,7 +278,8 @@ def log_parts(self:TextEmotion, texts:list) -> dict:
     out = {}
     counts, negated = lexicon_counts(texts, self.known)
     if 'model' in self.parts:
-        if self.coef is None: raise InputError('model', 'untrained', 'call fit() first, or use text_model()', 'model not trained')
+        if self.coef is None:
+            raise InputError('model', 'untrained', 'call fit() first, or use text_model()', 'model not trained')
         z = embed_texts(list(texts), cache=self.cache) @ self.coef.T + self.intercept
         out['model'] = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
     if 'lexicon' in self.parts:
@@ -287,18 +310,24 @@ def text_model() -> TextEmotion:
     path, m = _cache_file('text_model.npz'), TextEmotion()
     if path.is_file():
         with np.load(path) as z:
-            if str(z['version']) == _TEXT_VERSION: m.coef, m.intercept = z['coef'], z['intercept']; return m
+            if str(z['version']) == _TEXT_VERSION:
+                m.coef, m.intercept = z['coef'], z['intercept']
+                return m
     tw = text_training_words()
     m.fit(tw.word.tolist(), tw.emotion.tolist())
-    with atomic_write(path, 'wb') as f: np.savez(f, version=_TEXT_VERSION, coef=m.coef, intercept=m.intercept)
+    with atomic_write(path, 'wb') as f:
+        np.savez(f, version=_TEXT_VERSION, coef=m.coef, intercept=m.intercept)
     return m
 
 def _as_texts(texts, field='texts') -> list:
-    if isinstance(texts, str): texts = [texts]
+    if isinstance(texts, str):
+        texts = [texts]
     texts = list(texts)
-    if not texts: raise InputError(field, texts, 'give at least one text')
+    if not texts:
+        raise InputError(field, texts, 'give at least one text')
     for t in texts:
-        if not isinstance(t, str) or not t.strip(): raise InputError(field, t, 'give non-empty strings')
+        if not isinstance(t, str) or not t.strip():
+            raise InputError(field, t, 'give non-empty strings')
     return texts
 
 def emotion_frame(probs:np.ndarray, index) -> pd.DataFrame:
@@ -347,7 +376,8 @@ def evaluate_text(per_class:int=None, # labelled words per class (None: all)
                       index=pd.Index(EMOTIONS, name='true'), columns=pd.Index(EMOTIONS, name='predicted'))
     vl = vader_lexicon()
     vw = vl[(vl['mean'].abs() >= 1) & vl.index.str.fullmatch('[a-z]{3,}') & ~vl.index.isin(list(known))]
-    if n_vader is not None: vw = vw.sample(min(n_vader, len(vw)), random_state=seed)
+    if n_vader is not None:
+        vw = vw.sample(min(n_vader, len(vw)), random_state=seed)
     truth = np.sign(vw['mean'].to_numpy())
     lex_only = TextEmotion(parts=('lexicon',))
     val = {'MiniLM only': probs_to_vad(systems['MiniLM only'].predict_proba(vw.index.tolist()))[:, 0],
@@ -387,7 +417,8 @@ class MultiScaleEmotionNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * width * n_scales, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(EMOTIONS) + 3))
 
     def forward(self, *mels): # one tensor (batch, n_mels, frames) per scale
-        if len(mels) != len(self.branches): raise InputError('mels', len(mels), f'give {len(self.branches)} spectrograms, one per scale')
+        if len(mels) != len(self.branches):
+            raise InputError('mels', len(mels), f'give {len(self.branches)} spectrograms, one per scale')
         pooled = [torch.cat([h.mean(-1), h.amax(-1)], -1) for h in (b(m) for b, m in zip(self.branches, mels))]
         z = self.head(torch.cat(pooled, -1))
         return torch.cat([z[:, :len(EMOTIONS)], torch.tanh(z[:, len(EMOTIONS):])], -1)
@@ -421,9 +452,11 @@ def audio_crops(x:np.ndarray, # mono samples at 24 kHz
                ) -> np.ndarray:
     "Overlapping crops (n, samples) of a signal; a signal shorter than one window is zero-padded to it."
     w, h = int(window_s * 24000), int((hop_s or window_s / 2) * 24000)
-    if w < 2048: raise InputError('window_s', window_s, 'use crops of at least 0.1 s')
+    if w < 2048:
+        raise InputError('window_s', window_s, 'use crops of at least 0.1 s')
     x = np.asarray(x, np.float32)
-    if len(x) < w: x = np.pad(x, (0, w - len(x)))
+    if len(x) < w:
+        x = np.pad(x, (0, w - len(x)))
     starts = range(0, len(x) - w + 1, max(h, 1))
     return np.stack([x[s:s + w] for s in starts])
 
@@ -437,9 +470,11 @@ def _crop_data(tracks:pd.DataFrame, window_s:float, hop_s:float=None):
     for i, r in enumerate(tracks.itertuples()):
         crop_mels = _track_mels(r.path, window_s, hop_s)
         crops = crop_mels[0]
-        for k, m in enumerate(crop_mels): mels[k].append(m)
+        for k, m in enumerate(crop_mels):
+            mels[k].append(m)
         vad = np.array([r.valence, r.arousal, r.dominance])
-        targets.append(np.repeat(np.r_[vad_to_probs(vad), vad][None], len(crops), 0)); owner += [i] * len(crops)
+        targets.append(np.repeat(np.r_[vad_to_probs(vad), vad][None], len(crops), 0))
+        owner += [i] * len(crops)
     return [np.concatenate(m) for m in mels], np.concatenate(targets).astype(np.float32), np.array(owner)
 
 def train_audio_model(tracks:pd.DataFrame, # rows of `mood_tracks()` (path, valence, arousal, dominance)
@@ -528,7 +563,8 @@ AUDIO_SUFFIXES = ('.wav', '.flac', '.ogg', '.opus', '.mp3', '.aiff', '.aif')
 
 def _audio_files(folder):
     folder = Path(folder)
-    if not folder.is_dir(): raise InputError('folder', str(folder), 'give an existing folder of audio files', 'no such folder')
+    if not folder.is_dir():
+        raise InputError('folder', str(folder), 'give an existing folder of audio files', 'no such folder')
     return sorted(p for p in folder.rglob('*') if p.suffix.lower() in AUDIO_SUFFIXES)
 
 def load_deam(folder, # a folder holding the audio (any depth) and the annotation CSV
@@ -542,13 +578,17 @@ def load_deam(folder, # a folder holding the audio (any depth) and the annotatio
         df.columns = [str(k).strip() for k in df.columns]
         vcol = next((k for k in ('valence_mean', 'valence') if k in df.columns), None)
         acol = next((k for k in ('arousal_mean', 'arousal') if k in df.columns), None)
-        if 'song_id' in df.columns and vcol and acol: break
-    else: raise InputError('csv', str(csv or folder), 'add a CSV with columns song_id, valence_mean, arousal_mean (1-9 scales)', 'no annotation file')
+        if 'song_id' in df.columns and vcol and acol:
+            break
+    else:
+        raise InputError('csv', str(csv or folder), 'add a CSV with columns song_id, valence_mean, arousal_mean (1-9 scales)', 'no annotation file')
     df['path'] = df.song_id.astype(str).map(lambda s: str(files[s]) if s in files else None)
     missing = df.path.isna()
-    if missing.any(): raise InputError('song_id', df.song_id[missing].astype(str).tolist()[:5], 'put each annotated song\'s audio file (named by its id) in the folder', 'audio missing')
+    if missing.any():
+        raise InputError('song_id', df.song_id[missing].astype(str).tolist()[:5], 'put each annotated song\'s audio file (named by its id) in the folder', 'audio missing')
     v, a = df[vcol].astype(float), df[acol].astype(float)
-    if ((v < 1) | (v > 9) | (a < 1) | (a > 9)).any(): raise InputError(vcol, 'values outside 1..9', 'give DEAM\'s 1-9 ratings')
+    if ((v < 1) | (v > 9) | (a < 1) | (a > 9)).any():
+        raise InputError(vcol, 'values outside 1..9', 'give DEAM\'s 1-9 ratings')
     return pd.DataFrame(dict(path=df.path, song_id=df.song_id.astype(str), valence=norms_to_vad(v), arousal=norms_to_vad(a)))
 
 QUADRANTS = {'Q1': (1, 1), 'Q2': (-1, 1), 'Q3': (-1, -1), 'Q4': (1, -1)}
@@ -559,10 +599,14 @@ def load_emopia(folder, # a folder of clips named Q1_..., Q2_..., Q3_..., Q4_...
     rows, bad = [], []
     for p in _audio_files(folder):
         q = p.name[:2].upper()
-        if q in QUADRANTS and p.name[2:3] in ('_', '-'): rows.append(dict(path=str(p), quadrant=q, valence=QUADRANTS[q][0], arousal=QUADRANTS[q][1]))
-        else: bad.append(p.name)
-    if bad: raise InputError('file', bad[:5], 'name each clip by its quadrant, e.g. Q1_0001.mp3', 'no quadrant in the name')
-    if not rows: raise InputError('folder', str(folder), 'put EMOPIA clips (Q1_... to Q4_...) in the folder', 'no clips')
+        if q in QUADRANTS and p.name[2:3] in ('_', '-'):
+            rows.append(dict(path=str(p), quadrant=q, valence=QUADRANTS[q][0], arousal=QUADRANTS[q][1]))
+        else:
+            bad.append(p.name)
+    if bad:
+        raise InputError('file', bad[:5], 'name each clip by its quadrant, e.g. Q1_0001.mp3', 'no quadrant in the name')
+    if not rows:
+        raise InputError('folder', str(folder), 'put EMOPIA clips (Q1_... to Q4_...) in the folder', 'no clips')
     return pd.DataFrame(rows)
 
 # %% ../../nbs/music/20_emotion.ipynb #4c7cf404
@@ -574,7 +618,9 @@ def audio_model() -> MultiScaleEmotionNet:
     from kelly.training import load_weights, save_weights
     path = _cache_file(f'{_AUDIO_VERSION}.safetensors')
     if path.is_file():
-        net = MultiScaleEmotionNet(); load_weights(net, path); return net.eval()
+        net = MultiScaleEmotionNet()
+        load_weights(net, path)
+        return net.eval()
     net, _ = train_audio_model(mood_tracks(), AUDIO_EPOCHS, 4.0, seed=0)
     save_weights(net, path)
     return net.eval()
@@ -582,17 +628,22 @@ def audio_model() -> MultiScaleEmotionNet:
 def _as_signals(path_or_array, sr):
     from kelly.audio.signal import check_waveform, load_24k, to_24k
     items = list(path_or_array) if isinstance(path_or_array, (list, tuple)) else [path_or_array]
-    if not items: raise InputError('path_or_array', items, 'give an audio file or an array of samples')
+    if not items:
+        raise InputError('path_or_array', items, 'give an audio file or an array of samples')
     sigs, names = [], []
     for i, it in enumerate(items):
         if isinstance(it, (str, Path)):
             p = Path(it)
-            if not p.is_file(): raise InputError('path', str(it), 'give an existing audio file (wav, flac, ogg, opus, mp3, aiff)', 'no such file')
-            sigs.append(load_24k(p)); names.append(str(it))
+            if not p.is_file():
+                raise InputError('path', str(it), 'give an existing audio file (wav, flac, ogg, opus, mp3, aiff)', 'no such file')
+            sigs.append(load_24k(p))
+            names.append(str(it))
         else:
-            if sr is None: raise InputError('sr', None, 'give the sample rate of the array, e.g. sr=44100')
+            if sr is None:
+                raise InputError('sr', None, 'give the sample rate of the array, e.g. sr=44100')
             x = np.asarray(it, dtype=np.float32)
-            sigs.append(check_waveform(to_24k(x, int(sr)), 24000, field='array')); names.append('array' if len(items) == 1 else f'array {i}')
+            sigs.append(check_waveform(to_24k(x, int(sr)), 24000, field='array'))
+            names.append('array' if len(items) == 1 else f'array {i}')
     return sigs, names
 
 def emotion_from_audio(path_or_array, # an audio file, an array of samples, or a list of them
@@ -619,18 +670,22 @@ def emotion_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
     args = ap.parse_args(argv)
     kinds = []
     for x in args.inputs:
-        if not x.strip(): raise InputError('input', x, 'give a non-empty text or an audio file')
+        if not x.strip():
+            raise InputError('input', x, 'give a non-empty text or an audio file')
         is_audio = Path(x).suffix.lower() in AUDIO_SUFFIXES
-        if is_audio and not Path(x).is_file(): raise InputError('input', x, 'give an existing audio file, or a text without an audio suffix', 'no such audio file')
+        if is_audio and not Path(x).is_file():
+            raise InputError('input', x, 'give an existing audio file, or a text without an audio suffix', 'no such audio file')
         kinds.append('audio' if is_audio else 'text')
     texts = [x for x, k in zip(args.inputs, kinds) if k == 'text']
     audio = [x for x, k in zip(args.inputs, kinds) if k == 'audio']
     parts = ([emotion_from_text(texts).assign(kind='text')] if texts else []) + ([emotion_from_audio(audio).assign(kind='audio')] if audio else [])
     df = pd.concat(parts).loc[lambda d: ~d.index.duplicated()].reindex(list(dict.fromkeys(args.inputs)))
     cols = ['kind', *EMOTIONS, *VAD_COLUMNS]
-    if args.json: print(json.dumps([dict(input=i, **{k: (r[k] if k == 'kind' else round(float(r[k]), 4)) for k in cols}) for i, r in df.iterrows()], indent=1))
+    if args.json:
+        print(json.dumps([dict(input=i, **{k: (r[k] if k == 'kind' else round(float(r[k]), 4)) for k in cols}) for i, r in df.iterrows()], indent=1))
     else:
-        with pd.option_context('display.width', 200, 'display.max_columns', 20): print(df[cols].round(3).to_string())
+        with pd.option_context('display.width', 200, 'display.max_columns', 20):
+            print(df[cols].round(3).to_string())
     return 0
 
 # %% ../../nbs/music/20_emotion.ipynb #993374cb

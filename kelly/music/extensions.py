@@ -30,7 +30,8 @@ __all__ = ['UNKNOWN', 'OUTPUT_SCALES', 'CATEGORIES', 'EmotionTransitionModel', '
 def _gaps(timestamps, mask, shape, device):
     "Gaps between consecutive steps [batch, time-1]: 1 per step without timestamps, 0 past the end of a sequence."
     B, T = shape
-    if timestamps is None: dt = torch.ones(B, max(T - 1, 0), device=device)
+    if timestamps is None:
+        dt = torch.ones(B, max(T - 1, 0), device=device)
     else:
         if tuple(timestamps.shape) != (B, T):
             raise InputError('timestamps', tuple(timestamps.shape), f'give one time per step: shape ({B}, {T})',
@@ -85,7 +86,8 @@ def forward(self:EmotionTransitionModel,
     if x.ndim != 3 or x.shape[-1] != self.emotion_dim:
         raise InputError('emotion_sequence', tuple(x.shape), f'give [batch, time, {self.emotion_dim}]', 'wrong shape')
     B, T, _ = x.shape
-    if mask is None: mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
+    if mask is None:
+        mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
     mask = mask.to(x.device).bool()
     if T and not bool(mask[:, 0].all()):
         raise InputError('mask', 'empty sequence', 'give every sequence its first step (pad at the end)')
@@ -144,7 +146,8 @@ class TransitionObjective(nn.Module):
 
     def hide(self, mask:torch.Tensor) -> torch.Tensor:
         "The steps to hide: random while training, a fixed pattern (one step in seven) at evaluation."
-        if self.training: return (torch.rand(mask.shape, device=mask.device) < self.mask_prob) & mask
+        if self.training:
+            return (torch.rand(mask.shape, device=mask.device) < self.mask_prob) & mask
         steps = torch.arange(mask.shape[1], device=mask.device)
         return ((steps + torch.arange(mask.shape[0], device=mask.device)[:, None]) % 7 == 3) & mask
 
@@ -204,7 +207,8 @@ def transition_recovery(model:EmotionTransitionModel, # a trained model
     gaps = (ts[:, 1:] - ts[:, :-1])[mask[:, 1:] & mask[:, :-1]].numpy()
     dts = np.quantile(gaps, quantiles)
     true = ctmc_transition(np.asarray(generator, float), dts)
-    with torch.no_grad(): learned = model.transition(torch.as_tensor(dts, dtype=torch.float32)).double().cpu().numpy()
+    with torch.no_grad():
+        learned = model.transition(torch.as_tensor(dts, dtype=torch.float32)).double().cpu().numpy()
     estimates = {'learned CTMC expm(Q dt)': learned,
                  'empirical counts (gaps ignored)': np.broadcast_to(empirical_transitions(seqs), true.shape),
                  'uniform 1/E': np.full(true.shape, 1.0 / true.shape[-1])}
@@ -226,7 +230,8 @@ def audio_sequences(tracks:pd.DataFrame, # audio tracks: a `path` column, e.g. k
     probs = []
     for path in tracks['path']:
         crops = audio_crops(load_24k(path), window_s, hop_s)
-        with torch.no_grad(): z = net(*[torch.as_tensor(m) for m in multiscale_logmel(crops)])
+        with torch.no_grad():
+            z = net(*[torch.as_tensor(m) for m in multiscale_logmel(crops)])
         probs.append(F.softmax(z[:, :len(EMOTIONS)], -1))
     T = max(len(p) for p in probs)
     emotions, mask = torch.zeros(len(probs), T, len(EMOTIONS)), torch.zeros(len(probs), T, dtype=torch.bool)
@@ -241,7 +246,8 @@ def held_out_nll(model:EmotionTransitionModel, # a chain fitted on `train`
                 ) -> dict:
     "Mean negative log-likelihood of each next state of `test`: the fitted chain, the count matrix of `train`, uniform."
     obj = TransitionObjective(model, context_weight=0.0).eval()
-    with torch.no_grad(): out = obj(test['emotions'], test['timestamps'], test['mask'], test['labels'])
+    with torch.no_grad():
+        out = obj(test['emotions'], test['timestamps'], test['mask'], test['labels'])
     pairs = test['mask'][:, 1:] & test['mask'][:, :-1]
     counts = torch.as_tensor(empirical_transitions(train), dtype=torch.float32)
     y = test['labels']
@@ -270,10 +276,13 @@ class ContextVocabulary:
             unknown:str='raise', # a name outside the vocabulary: "raise" an InputError, or "map" it to unknown (0)
            ) -> torch.Tensor:
         "A long tensor of ids, one per row."
-        if unknown not in ('raise', 'map'): raise InputError('unknown', unknown, 'use "raise" or "map"')
+        if unknown not in ('raise', 'map'):
+            raise InputError('unknown', unknown, 'use "raise" or "map"')
         out = []
         for row, v in enumerate(values):
-            if v is None or (isinstance(v, float) and v != v): out.append(0); continue
+            if v is None or (isinstance(v, float) and v != v):
+                out.append(0)
+                continue
             if v not in self.index and unknown == 'raise':
                 known = ", ".join(self.names[1:])
                 fix = f'use one of {known}, None for not known, or unknown="map" to treat it as unknown'
@@ -284,7 +293,8 @@ class ContextVocabulary:
 # %% ../../nbs/music/24_extensions.ipynb #e1a5d240
 def _ids(value, n:int, size:int, field:str, device) -> torch.Tensor:
     "Per-row ids [n] on `device` from None (unknown, 0), one int, or a sequence of ints; out-of-range ids refused."
-    if value is None: return torch.zeros(n, dtype=torch.long, device=device)
+    if value is None:
+        return torch.zeros(n, dtype=torch.long, device=device)
     ids = torch.as_tensor(value, device=device)
     if ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise InputError(field, str(ids.dtype), 'give integer ids (ContextVocabulary.ids turns names into ids)',
@@ -444,7 +454,8 @@ def forward(self:DynamicEmotionToMusicMapper,
     "Musical parameters, each [batch] (mode_weights [batch, num_modes], timing_weights [batch, 3])."
     self._check(emotion_vector)
     h = self.mapping_network(emotion_vector)
-    if user_id is not None: h = self._personalise(h, self._user_rows(user_id, len(h), h.device))
+    if user_id is not None:
+        h = self._personalise(h, self._user_rows(user_id, len(h), h.device))
     return self.parameters_from(h)
 
 # the scale of each output in `adapt`'s loss (squared error / scale^2), so that BPM and MIDI notes weigh like shares
@@ -468,7 +479,8 @@ def adapt(self:DynamicEmotionToMusicMapper,
         raise InputError('targets', sorted(unknown), f'use names among {", ".join(OUTPUT_SCALES)}', 'unknown parameter')
     was_training = self.training
     self.eval()
-    with torch.no_grad(): h = self.mapping_network(emotion_vector)
+    with torch.no_grad():
+        h = self.mapping_network(emotion_vector)
     emb = row.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([emb], lr=lr)
     losses = []
@@ -476,9 +488,12 @@ def adapt(self:DynamicEmotionToMusicMapper,
         out = self.parameters_from(self._personalise(h, emb.expand(len(h), -1)))
         wanted = {k: torch.as_tensor(v, dtype=out[k].dtype, device=out[k].device) for k, v in targets.items()}
         loss = sum(((out[k] - v) / OUTPUT_SCALES[k]).pow(2).mean() for k, v in wanted.items())
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         losses.append(float(loss.detach()))
-    with torch.no_grad(): self.user_embeddings.weight[int(user_id)] = emb.detach()
+    with torch.no_grad():
+        self.user_embeddings.weight[int(user_id)] = emb.detach()
     self.train(was_training)
     return losses
 
@@ -525,7 +540,8 @@ class ExtendedEmotionModel(nn.Module):
             if out.ndim != 2 or out.shape[1] != E + 3:
                 raise InputError('base output', tuple(out.shape), f'return [batch, {E + 3}]', 'wrong size')
             res = dict(emotion_logits=out[:, :E], vad=out[:, E:])
-        else: res = dict(features=out, emotion_logits=self.emotion_head(out), vad=torch.tanh(self.vad_head(out)))
+        else:
+            res = dict(features=out, emotion_logits=self.emotion_head(out), vad=torch.tanh(self.vad_head(out)))
         if res['emotion_logits'].shape[-1] != E:
             raise InputError('emotion_logits', tuple(res['emotion_logits'].shape), f'give [batch, {E}]', 'wrong size')
         return res
@@ -559,12 +575,15 @@ def read_manifest(path, # a JSONL file: one JSON object per line (blank lines ar
                  ) -> pd.DataFrame:
     "The manifest's rows as a DataFrame; a malformed line is an InputError naming the file and the line number."
     path = Path(path)
-    if not path.is_file(): raise InputError('manifest', str(path), 'give the path of a JSONL manifest', 'no such file')
+    if not path.is_file():
+        raise InputError('manifest', str(path), 'give the path of a JSONL manifest', 'no such file')
     rows = []
     with open(path, encoding='utf-8') as f:
         for number, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: row = json.loads(line)
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f'{path}:{number}', line.strip(), 'write one JSON object per line',
                                  f'malformed manifest line ({e.msg})') from None
@@ -572,7 +591,8 @@ def read_manifest(path, # a JSONL file: one JSON object per line (blank lines ar
                 raise InputError(f'{path}:{number}', line.strip(),
                                  'write one JSON object per line, e.g. {"culture": "latin"}', 'not a JSON object')
             rows.append(row)
-    if not rows: raise InputError('manifest', str(path), 'give a manifest with at least one row', 'empty manifest')
+    if not rows:
+        raise InputError('manifest', str(path), 'give a manifest with at least one row', 'empty manifest')
     return pd.DataFrame(rows)
 
 def entropy(shares, # a distribution, or counts (normalised first)
@@ -643,8 +663,10 @@ def analyze_diversity(self:DatasetDiversityManager) -> dict:
         rep[f'{name}_entropy'] = entropy(shares)
         rep[f'num_{name}'] = int((shares > 0).sum())
         rep[f'{name}_balance'] = rep[f'{name}_entropy'] / math.log(len(shares)) if len(shares) > 1 else 1.0
-    if 'is_genuine' in self.manifest: rep['genuine_ratio'] = float(self.manifest['is_genuine'].astype(float).mean())
-    if 'duration' in self.manifest: rep['duration_sd'] = float(self.manifest['duration'].std())
+    if 'is_genuine' in self.manifest:
+        rep['genuine_ratio'] = float(self.manifest['is_genuine'].astype(float).mean())
+    if 'duration' in self.manifest:
+        rep['duration_sd'] = float(self.manifest['duration'].std())
     self.diversity_report = rep
     return rep
 
@@ -674,7 +696,8 @@ def recommend_data_collection(self:DatasetDiversityManager,
     "What to collect next: the short groups (up to the median group's size) and genuine rows; largest need first."
     recs = []
     for col in [by] if isinstance(by, str) else by:
-        if col not in self.manifest: continue
+        if col not in self.manifest:
+            continue
         counts = self.manifest[col].value_counts()
         target = float(counts.median())
         priority = 'high' if col == 'culture' else 'medium'
@@ -705,7 +728,8 @@ def minority_recall(X:np.ndarray, # features [n, d]
     for seed in seeds:
         rng = np.random.default_rng(seed)
         test = np.zeros(len(y), bool)
-        for c in classes: test[rng.permutation(np.flatnonzero(y == c))[:int(round(test_frac * (y == c).sum()))]] = True
+        for c in classes:
+            test[rng.permutation(np.flatnonzero(y == c))[:int(round(test_frac * (y == c).sum()))]] = True
         train = ~test & ~(np.isin(y, minority) & (rng.random(len(y)) > keep))
         weights = DatasetDiversityManager(pd.DataFrame(dict(label=y[train]))).get_sampling_weights(by='label')
         for weighted in (False, True):
@@ -714,7 +738,8 @@ def minority_recall(X:np.ndarray, # features [n, d]
             trainer = Trainer(net, F.cross_entropy, epochs=epochs, batch_size=64, lr=3e-3, min_lr=3e-4, patience=epochs,
                               seed=seed, name='recall')
             trainer.fit((X[train], y[train]), sample_weights=weights if weighted else None)
-            with torch.no_grad(): pred = net(torch.as_tensor(X[test])).argmax(1).numpy()
+            with torch.no_grad():
+                pred = net(torch.as_tensor(X[test])).argmax(1).numpy()
             for c in minority:
                 hit = y[test] == c
                 rows.append(dict(seed=seed, weighted=weighted, cls=int(c), train_rows=int((y[train] == c).sum()),

@@ -31,7 +31,9 @@ __all__ = ['MODELS', 'SPEC', 'EMOTION_DIM', 'STATE_DIM', 'WEIGHT_FILES', 'Harmon
 class _IDAWNet(nn.Module):
     "Common parts: gradient checkpointing of the dense stacks, parameter count and memory."
     _ckpt = False
-    def gradient_checkpointing(self, on:bool=True): self._ckpt = bool(on); return self
+    def gradient_checkpointing(self, on:bool=True):
+        self._ckpt = bool(on)
+        return self
     def _run(self, fn, x):
         if self._ckpt and self.training and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
@@ -121,7 +123,8 @@ def emotion_code(vad, # [..., 3] valence, arousal, dominance in [-1, 1]
                 ) -> torch.Tensor:
     "The 40-d emotion code of valence, arousal and dominance."
     v = torch.as_tensor(vad, dtype=torch.float32)
-    if v.shape[-1] != 3: raise InputError('vad', tuple(v.shape), 'give valence, arousal and dominance on the last axis')
+    if v.shape[-1] != 3:
+        raise InputError('vad', tuple(v.shape), 'give valence, arousal and dominance on the last axis')
     v = v.clamp(-1, 1)
     k = torch.arange(1, 7, dtype=torch.float32) * math.pi / 2
     ang = (v[..., :, None] * k).flatten(-2)
@@ -131,13 +134,21 @@ def emotion_code(vad, # [..., 3] valence, arousal, dominance in [-1, 1]
 def _tables():
     "Constant tables: note folding, note codes, chord features, chord chroma, beat one-hots."
     notes = torch.arange(128)
-    fold = torch.zeros(128, 23); fold[notes, notes % 12] = 1; fold[notes, 12 + notes // 12] = 1
-    note_code = torch.zeros(129, STATE_DIM); note_code[0, 23] = 1  # row 0: a rest
-    note_code[1 + notes, notes % 12] = 1; note_code[1 + notes, 12 + notes // 12] = 1
+    fold = torch.zeros(128, 23)
+    fold[notes, notes % 12] = 1
+    fold[notes, 12 + notes // 12] = 1
+    note_code = torch.zeros(129, STATE_DIM)
+    note_code[0, 23] = 1  # row 0: a rest
+    note_code[1 + notes, notes % 12] = 1
+    note_code[1 + notes, 12 + notes // 12] = 1
     chroma = torch.as_tensor(chord_chroma_matrix())
-    kind = torch.zeros(N_CHORDS, 9); root = torch.zeros(N_CHORDS, 12)
-    for i in range(60): root[i, i // 5] = 1; kind[i, i % 5] = 1
-    for j, i in enumerate(range(60, 64)): kind[i, 5 + j] = 1
+    kind = torch.zeros(N_CHORDS, 9)
+    root = torch.zeros(N_CHORDS, 12)
+    for i in range(60):
+        root[i, i // 5] = 1
+        kind[i, i % 5] = 1
+    for j, i in enumerate(range(60, 64)):
+        kind[i, 5 + j] = 1
     chord_feat = torch.cat([chroma, root, kind], 1)
     fold_pitch = torch.cat([fold, notes.float()[:, None] / 127], 1)
     return dict(fold=fold, fold_pitch=fold_pitch, note_code=note_code, chroma=chroma, chord_feat=chord_feat, beat=torch.eye(4),
@@ -211,7 +222,8 @@ class IDAWPipeline(nn.Module):
               beats_per_bar:int=4,
              ):
         "Clear the streaming state (LSTM states, previous chord and note, beat counter) and set the key and tempo."
-        if batch < 1: raise InputError('batch', batch, 'use at least one stream')
+        if batch < 1:
+            raise InputError('batch', batch, 'use at least one stream')
         z = lambda n: torch.zeros(batch, n)
         self.state = dict(er=(z(128), z(128)), mt=(z(256), z(256)), chord=torch.full((batch,), 60, dtype=torch.long),
                           note=torch.full((batch,), -1, dtype=torch.long), key=key_vector(torch.full((batch,), tonic), torch.full((batch,), float(major))),
@@ -237,7 +249,8 @@ def step(self:IDAWPipeline,
     if mel is not None:
         emb, s['er'] = self.emotion.step(mel, s['er'])
         code = emb[:, :EMOTION_DIM]
-    elif code is None: raise InputError('code', None, 'give an emotion code (emotion_code(vad)) or a mel frame')
+    elif code is None:
+        raise InputError('code', None, 'give an emotion code (emotion_code(vad)) or a mel frame')
     T = _tables()
     x = torch.cat([code, T['note_code'][s['note'] + 1]], 1)
     notes, s['mt'] = self.melody.step(x, s['mt'])
@@ -263,7 +276,8 @@ def run(self:IDAWPipeline,
        ) -> dict:
     "Stream a whole sequence (from the current state); each output stacked as `[batch, time, ...]`."
     seq = mels if mels is not None else codes
-    if seq is None or seq.ndim != 3: raise InputError('codes', None if seq is None else tuple(seq.shape), 'give [batch, time, features]')
+    if seq is None or seq.ndim != 3:
+        raise InputError('codes', None if seq is None else tuple(seq.shape), 'give [batch, time, features]')
     outs = [self.step(mel=seq[:, t]) if mels is not None else self.step(code=seq[:, t]) for t in range(seq.shape[1])]
     return {k: torch.stack([o[k] for o in outs], 1) for k in outs[0]}
 
@@ -271,10 +285,13 @@ IDAWPipeline.step, IDAWPipeline.run = step, run
 
 # %% ../../nbs/music/21_idaw.ipynb #d6de8ad0
 def _percentiles(fn, frames, warmup=50):
-    for _ in range(warmup): fn()
+    for _ in range(warmup):
+        fn()
     t = np.empty(frames)
     for i in range(frames):
-        t0 = time.perf_counter_ns(); fn(); t[i] = time.perf_counter_ns() - t0
+        t0 = time.perf_counter_ns()
+        fn()
+        t[i] = time.perf_counter_ns() - t0
     return float(np.median(t)) / 1e6, float(np.percentile(t, 99)) / 1e6
 
 def latency_table(pipe:IDAWPipeline=None, # the pipeline to time (default: freshly initialised)
@@ -283,7 +300,8 @@ def latency_table(pipe:IDAWPipeline=None, # the pipeline to time (default: fresh
                  ) -> pd.DataFrame:
     "Per-model and pipeline latency per frame at batch 1: median and p99 (ms), with the spec's figures."
     pipe = pipe or IDAWPipeline()
-    old = torch.get_num_threads(); torch.set_num_threads(threads)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
             g = torch.Generator().manual_seed(0)
@@ -296,7 +314,8 @@ def latency_table(pipe:IDAWPipeline=None, # the pipeline to time (default: fresh
             pipe.reset(batch=1)
             p50, p99 = _percentiles(lambda: pipe.step(mel=mel), frames)
             rows.append(dict(model='pipeline', p50_ms=p50, p99_ms=p99))
-    finally: torch.set_num_threads(old)
+    finally:
+        torch.set_num_threads(old)
     t = pd.DataFrame(rows).set_index('model')
     t['spec_ms'] = list(SPEC.latency_ms) + [7.22]
     t['speedup_vs_spec'] = t.spec_ms / t.p50_ms
@@ -305,14 +324,19 @@ def latency_table(pipe:IDAWPipeline=None, # the pipeline to time (default: fresh
 def throughput(pipe:IDAWPipeline=None, batch:int=256, frames:int=50, threads:int=1) -> float:
     "Pipeline frames per second at `batch` streams."
     pipe = pipe or IDAWPipeline()
-    old = torch.get_num_threads(); torch.set_num_threads(threads)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        pipe.reset(batch=batch); mel = torch.randn(batch, 128)
-        for _ in range(3): pipe.step(mel=mel)
+        pipe.reset(batch=batch)
+        mel = torch.randn(batch, 128)
+        for _ in range(3):
+            pipe.step(mel=mel)
         t0 = time.perf_counter()
-        for _ in range(frames): pipe.step(mel=mel)
+        for _ in range(frames):
+            pipe.step(mel=mel)
         return batch * frames / (time.perf_counter() - t0)
-    finally: torch.set_num_threads(old)
+    finally:
+        torch.set_num_threads(old)
 
 # %% ../../nbs/music/21_idaw.ipynb #f960e9b5
 @benchmark('idaw')
@@ -328,7 +352,8 @@ def bench_idaw(size:str='full', # "full": 1000 frames per figure; "tiny": 50
         case = f'{name} batch=1 threads=1'
         recs += [dict(case=case, metric='latency_p50', value=r.p50_ms, unit='ms'), dict(case=case, metric='latency_p99', value=r.p99_ms, unit='ms'),
                  dict(case=case, metric='speedup_vs_spec', value=r.speedup_vs_spec, unit='x')]
-        if name in MODELS: recs.append(dict(case=case, metric='memory', value=getattr(pipe, {'EmotionRecognizer': 'emotion', 'MelodyTransformer': 'melody',
+        if name in MODELS:
+            recs.append(dict(case=case, metric='memory', value=getattr(pipe, {'EmotionRecognizer': 'emotion', 'MelodyTransformer': 'melody',
                                             'HarmonyPredictor': 'harmony', 'DynamicsEngine': 'dynamics', 'GroovePredictor': 'groove'}[name]).memory_kb(), unit='KB'))
     fps = throughput(pipe, batch=256, frames=max(5, frames // 20))
     recs += [dict(case='pipeline batch=256 threads=1', metric='throughput', value=fps, unit='frames/s'),
@@ -341,9 +366,12 @@ def piece_tensors(f:dict, # features of one piece (`score_features`)
     "Every network's inputs and targets for one piece, one row per beat (groove: per bar)."
     from kelly.music.theory import expression_targets
     T = len(f['melody'])
-    if T < 2: raise InputError('piece', f.get('name'), 'give a piece of at least two beats')
-    mel = torch.as_tensor(f['melody'].astype(np.int64)); chords = torch.as_tensor(f['chords'].astype(np.int64))
-    prev_note = torch.cat([torch.tensor([-1]), mel[:-1]]); prev_chord = torch.cat([torch.tensor([60]), chords[:-1]])
+    if T < 2:
+        raise InputError('piece', f.get('name'), 'give a piece of at least two beats')
+    mel = torch.as_tensor(f['melody'].astype(np.int64))
+    chords = torch.as_tensor(f['chords'].astype(np.int64))
+    prev_note = torch.cat([torch.tensor([-1]), mel[:-1]])
+    prev_chord = torch.cat([torch.tensor([60]), chords[:-1]])
     code = emotion_code(torch.tensor([[f['valence'], f['arousal'], f['dominance']]])).expand(T, EMOTION_DIM)
     notes = F.one_hot(mel.clamp(min=0), 128).float() * (mel >= 0).float()[:, None]
     bpb = int(round(f['beats_per_bar']))
@@ -368,7 +396,8 @@ def training_tensors(feats:list, # features of the training pieces
                      mels:list=None, # per piece [beats, 128] mel frames for the EmotionRecognizer (optional)
                     ) -> dict:
     "Stacked (inputs, target) tuples for each network, ready for `Trainer.fit`."
-    if window < 2: raise InputError('window', window, 'use windows of at least two beats')
+    if window < 2:
+        raise InputError('window', window, 'use windows of at least two beats')
     P = [piece_tensors(f) for f in feats]
     cat = lambda k: torch.cat([p[k] for p in P])
     win = lambda k: torch.cat([_windows(p[k], window) for p in P])
@@ -392,9 +421,12 @@ def render_audio(f:dict, # features of one piece (uses voice_pitch, voice_onset,
     for v in range(vp.shape[1]):
         t = 0
         while t < len(vp):
-            if vp[t, v] < 0: t += 1; continue
+            if vp[t, v] < 0:
+                t += 1
+                continue
             u = t + 1
-            while u < len(vp) and vp[u, v] == vp[t, v] and not vo[u, v]: u += 1
+            while u < len(vp) and vp[u, v] == vp[t, v] and not vo[u, v]:
+                u += 1
             inst.notes.append(pretty_midi.Note(velocity=int(round(f['velocity'])), pitch=int(vp[t, v]), start=t * beat, end=u * beat))
             t = u
     pm.instruments.append(inst)
@@ -417,20 +449,24 @@ def mel_frames(audio:np.ndarray, # mono samples
                n_fft:int=1024, # FFT size
               ) -> np.ndarray:
     "One 128-bin log-mel frame per beat: `[n_beats, 128]`."
-    if n_beats < 1 or len(audio) < n_fft: raise InputError('audio', len(audio), f'give at least {n_fft} samples and one beat')
+    if n_beats < 1 or len(audio) < n_fft:
+        raise InputError('audio', len(audio), f'give at least {n_fft} samples and one beat')
     hop = n_fft // 4
     frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop] * np.hanning(n_fft).astype(np.float32)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     mel = power @ _mel_filters(sr, n_fft).T
     beat_of = np.minimum((np.arange(len(mel)) * hop + n_fft / 2) / len(audio) * n_beats, n_beats - 1).astype(int)
     out = np.zeros((n_beats, 128), np.float32)
-    np.add.at(out, beat_of, mel); out /= np.maximum(np.bincount(beat_of, minlength=n_beats), 1)[:, None]
+    np.add.at(out, beat_of, mel)
+    out /= np.maximum(np.bincount(beat_of, minlength=n_beats), 1)[:, None]
     return ((np.log10(out + 1e-6) + 2) / 4).astype(np.float32)
 
 # %% ../../nbs/music/21_idaw.ipynb #98c53ac2
 class Logits(nn.Module):
     "Trains a network on its pre-activation output (for cross-entropy losses)."
-    def __init__(self, net): super().__init__(); self.net = net
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
     def forward(self, x): return self.net.logits(x)
 
 def _note_ce(z, y):
@@ -455,7 +491,8 @@ def train_idaw(data:dict, # from `training_tensors`
     for i, (name, cls) in enumerate(MODELS.items()):
         seed_everything(seed + i)
         models[name] = cls()
-        if name not in data: continue
+        if name not in data:
+            continue
         wrap, loss = losses[name]
         tr = Trainer(wrap(models[name]), loss, out_dir=out_dir, name=name, epochs=epochs, seed=seed + i, batch_size=batch_size)
         hist[name] = tr.fit(data[name])
@@ -468,12 +505,14 @@ class MelodyMarkov:
     "Baseline P(chord | previous chord, melody pitch class), backing off to P(chord | melody pitch class)."
     def __init__(self, alpha:float=0.1): self.alpha = alpha
     def fit(self, prev_chord, melody_pc, chord):
-        self.joint_ = np.zeros((N_CHORDS, 13, N_CHORDS)); np.add.at(self.joint_, (prev_chord, melody_pc, chord), 1)
+        self.joint_ = np.zeros((N_CHORDS, 13, N_CHORDS))
+        np.add.at(self.joint_, (prev_chord, melody_pc, chord), 1)
         self.melo_ = self.joint_.sum(0) + self.alpha / N_CHORDS
         self.melo_ /= self.melo_.sum(1, keepdims=True)
         return self
     def predict_proba(self, prev_chord, melody_pc):
-        c = self.joint_[prev_chord, melody_pc]; n = c.sum(1, keepdims=True)
+        c = self.joint_[prev_chord, melody_pc]
+        n = c.sum(1, keepdims=True)
         back = self.melo_[melody_pc]
         return np.where(n > 0, (c + self.alpha * back) / (n + self.alpha), back)
 
@@ -501,7 +540,8 @@ def melody_scores(model:MelodyTransformer, train:list, test:list) -> pd.DataFram
     from kelly.music.theory import MarkovChain, MostFrequent, topk_accuracy
     sym = lambda f: np.r_[0, f['melody'].astype(int) + 1]  # 0: rest / start
     seqs = [sym(f) for f in train]
-    prev = np.concatenate([sym(f)[:-1] for f in test]); y = np.concatenate([sym(f)[1:] for f in test])
+    prev = np.concatenate([sym(f)[:-1] for f in test])
+    y = np.concatenate([sym(f)[1:] for f in test])
     with torch.inference_mode():
         p = torch.cat([model(piece_tensors(f)['embedding'][None])[0] for f in test]).numpy()
     p_model = np.c_[np.zeros(len(p)), p]
@@ -522,7 +562,8 @@ def save_models(models:dict, folder=None):
     from pathlib import Path
     from kelly.training import save_weights
     folder = Path(folder or weights_dir())
-    for name, m in models.items(): save_weights(m, folder/f'{name}.safetensors')
+    for name, m in models.items():
+        save_weights(m, folder/f'{name}.safetensors')
     return folder
 
 def untrained_models() -> dict:
@@ -544,8 +585,10 @@ def load_models(folder, # a folder written by `save_models`
     models, missing = untrained_models(), []
     for name, model in models.items():
         path = Path(folder)/f'{name}.safetensors'
-        if path.is_file(): load_weights(model, path)
-        else: missing.append(name)
+        if path.is_file():
+            load_weights(model, path)
+        else:
+            missing.append(name)
     return models, missing
 
 
@@ -603,8 +646,10 @@ def _fits_key(tonic, major):
 def _whole(name, value, lo, hi, fix):
     "`value` as an int in [lo, hi] (an integral float is accepted), or an InputError naming `name`."
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if not ok and isinstance(value, (float, np.floating)) and float(value).is_integer(): value, ok = int(value), True
-    if not ok or not lo <= int(value) <= hi: raise InputError(name, value, fix)
+    if not ok and isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value, ok = int(value), True
+    if not ok or not lo <= int(value) <= hi:
+        raise InputError(name, value, fix)
     return int(value)
 
 def check_midi_path(out, # the file `compose` should write
@@ -614,10 +659,12 @@ def check_midi_path(out, # the file `compose` should write
     path = Path(out)
     if path.suffix.lower() not in ('.mid', '.midi'):
         raise InputError('out', str(out), 'give a file name ending in .mid (kelly compose writes MIDI)', 'not a MIDI file name')
-    if path.is_dir(): raise InputError('out', str(out), 'give a file name, not a folder, e.g. out/song.mid', 'is a folder')
+    if path.is_dir():
+        raise InputError('out', str(out), 'give a file name, not a folder, e.g. out/song.mid', 'is a folder')
     for parent in path.parents:
         if parent.exists():
-            if not parent.is_dir(): raise InputError('out', str(out), f'{parent} is a file: choose a path inside a folder', 'parent is not a folder')
+            if not parent.is_dir():
+                raise InputError('out', str(out), f'{parent} is a file: choose a path inside a folder', 'parent is not a folder')
             break
     return path
 
@@ -628,10 +675,13 @@ def emotion_vad(emotion:str=None, # a mood or emotion word (`kelly.music.emotion
     "Valence, arousal and dominance of one of the three ways `compose` takes an emotion."
     from kelly.music import emotion as E
     given = [k for k, x in (('emotion', emotion), ('valence', valence), ('text', text)) if x is not None]
-    if len(given) != 1: raise InputError('emotion', given or None, 'give exactly one of an emotion word, a valence (with arousal, dominance) or a text')
-    if emotion is not None: vad = E.mood_vad(emotion)
+    if len(given) != 1:
+        raise InputError('emotion', given or None, 'give exactly one of an emotion word, a valence (with arousal, dominance) or a text')
+    if emotion is not None:
+        vad = E.mood_vad(emotion)
     elif text is not None:
-        if not str(text).strip(): raise InputError('text', text, 'give a non-empty text')
+        if not str(text).strip():
+            raise InputError('text', text, 'give a non-empty text')
         vad = E.emotion_from_text([str(text)])[list(E.VAD_COLUMNS)].to_numpy()[0]
     else:
         vad = []
@@ -657,8 +707,10 @@ def compose(emotion:str=None, # a mood or emotion word (`kelly.music.emotion.MOO
     from kelly.music.theory import key_name, render_piece, theory_checks, write_midi, decode_expression
     bars = _whole('bars', bars, 1, 1000, 'compose a whole number of bars between 1 and 1000')
     seed = _whole('seed', seed, 0, 2**32 - 1, 'use a whole number between 0 and 2**32 - 1')
-    if tonic is not None: tonic = _whole('tonic', tonic, 0, 11, 'give a pitch class 0..11 (0 = C, 1 = C#, ..., 11 = B)')
-    if out is not None: out = check_midi_path(out)
+    if tonic is not None:
+        tonic = _whole('tonic', tonic, 0, 11, 'give a pitch class 0..11 (0 = C, 1 = C#, ..., 11 = B)')
+    if out is not None:
+        out = check_midi_path(out)
     v, a, d = emotion_vad(emotion, valence, arousal, dominance, text)
     rng = np.random.default_rng(seed)
     tonic = int(rng.integers(12)) if tonic is None else tonic
@@ -669,7 +721,8 @@ def compose(emotion:str=None, # a mood or emotion word (`kelly.music.emotion.MOO
     scale = scale_pitch_classes(tonic, 'major' if major else 'minor')
     shift = int(round(3 * v))
     allowed = torch.zeros(128, dtype=torch.bool)
-    for p in range(60 + shift, 80 + shift): allowed[p] = p % 12 in scale
+    for p in range(60 + shift, 80 + shift):
+        allowed[p] = p % 12 in scale
     tilt = torch.exp(4 * v * (torch.arange(128.0) - 69) / 12)  # register: valence leans the melody up (or down) by up to e^(4|v|) per octave
     fits = _fits_key(tonic, major)
     code = emotion_code(torch.tensor([[v, a, d]]))
@@ -683,13 +736,16 @@ def compose(emotion:str=None, # a mood or emotion word (`kelly.music.emotion.MOO
     for t in range(4 * bars):
         o = pipe.step(code=code, choose_note=choose_note, choose_chord=choose_chord)
         e = decode_expression(o['expression'][0].numpy())
-        melody.append(int(o['note'][0])); chords.append(int(o['chord'][0]))
-        vel.append(int(np.clip(e['velocity'] + 25 * d + 10 * a, 20, 127))); art.append(0.6 + 0.4 * e['articulation'])
+        melody.append(int(o['note'][0]))
+        chords.append(int(o['chord'][0]))
+        vel.append(int(np.clip(e['velocity'] + 25 * d + 10 * a, 20, 127)))
+        art.append(0.6 + 0.4 * e['articulation'])
     piece = render_piece(melody, chords, tempo, tonic, 'major' if major else 'minor', vel, art)
     summary = dict(valence=v, arousal=a, dominance=d, key=key_name(tonic, 'major' if major else 'minor'), major=bool(major), tempo=tempo,
                    mean_pitch=float(np.mean(melody)), mean_velocity=float(np.mean(vel)), bars=bars, seed=seed,
                    **theory_checks(piece, tonic, 'major' if major else 'minor'))
-    if out is not None: write_midi(piece, out, tempo)
+    if out is not None:
+        write_midi(piece, out, tempo)
     return piece, summary
 
 # %% ../../nbs/music/21_idaw.ipynb #1b39a0a5
@@ -719,13 +775,16 @@ def compose_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
     check_midi_path(args.out)  # everything is checked before the networks load or a file is written
     _whole('bars', args.bars, 1, 1000, 'compose a whole number of bars between 1 and 1000')
     _whole('seed', args.seed, 0, 2**32 - 1, 'use a whole number between 0 and 2**32 - 1')
-    if args.tonic is not None: _whole('tonic', args.tonic, 0, 11, 'give a pitch class 0..11 (0 = C, 1 = C#, ..., 11 = B)')
-    if args.emotion is not None or args.valence is not None: emotion_vad(args.emotion, args.valence, args.arousal, args.dominance)
+    if args.tonic is not None:
+        _whole('tonic', args.tonic, 0, 11, 'give a pitch class 0..11 (0 = C, 1 = C#, ..., 11 = B)')
+    if args.emotion is not None or args.valence is not None:
+        emotion_vad(args.emotion, args.valence, args.arousal, args.dominance)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         models, source = resolve_weights(args.weights, args.allow_untrained)
     _, summary = compose(args.emotion, args.valence, args.arousal, args.dominance, args.text, args.bars, args.seed, args.tonic, models, args.out)
-    for w in caught: print(f'kelly compose: warning: {w.message}', file=sys.stderr)
+    for w in caught:
+        print(f'kelly compose: warning: {w.message}', file=sys.stderr)
     print(f"kelly compose: weights: {source['folder'] or 'untrained networks'} ({source['source']})", file=sys.stderr)
     summary = dict(out=str(args.out), weights=source['folder'], weights_source=source['source'], **summary)
     print(json.dumps(summary, indent=1))

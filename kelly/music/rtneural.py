@@ -31,11 +31,16 @@ _FN_NAMES = {torch.tanh: 'tanh', torch.relu: 'relu', torch.sigmoid: 'sigmoid', i
 
 def _module_activation(m):
     "The RTNeural name of an activation module, or None when it is not one RTNeural can express."
-    if isinstance(m, nn.Tanh): return 'tanh'
-    if isinstance(m, nn.ReLU): return 'relu'
-    if isinstance(m, nn.Sigmoid): return 'sigmoid'
-    if isinstance(m, nn.Softmax) and m.dim in (-1, 1, None): return 'softmax'
-    if isinstance(m, nn.ELU) and m.alpha == 1.0: return 'elu'
+    if isinstance(m, nn.Tanh):
+        return 'tanh'
+    if isinstance(m, nn.ReLU):
+        return 'relu'
+    if isinstance(m, nn.Sigmoid):
+        return 'sigmoid'
+    if isinstance(m, nn.Softmax) and m.dim in (-1, 1, None):
+        return 'softmax'
+    if isinstance(m, nn.ELU) and m.alpha == 1.0:
+        return 'elu'
     return None
 
 def _check_lstm(l):
@@ -62,14 +67,18 @@ def rtneural_plan(model:nn.Module, # one of the five iDAW networks, or an nn.Seq
         plan = []
         for i, m in enumerate(model):
             act = _module_activation(m)
-            if isinstance(m, nn.Linear): plan.append(['dense', m, ''])
+            if isinstance(m, nn.Linear):
+                plan.append(['dense', m, ''])
             elif act is not None:
-                if plan and plan[-1][0] == 'dense' and plan[-1][2] == '': plan[-1][2] = act  # fold into the dense layer before it
-                else: plan.append(['activation', None, act])
+                if plan and plan[-1][0] == 'dense' and plan[-1][2] == '':
+                    plan[-1][2] = act  # fold into the dense layer before it
+                else:
+                    plan.append(['activation', None, act])
             else:
                 raise InputError(f'model[{i}]', type(m).__name__, 'use only nn.Linear and Tanh/ReLU/Sigmoid/Softmax(dim=-1)/ELU(alpha=1) layers',
                                  'RTNeural cannot express this layer')
-        if not plan: raise InputError('model', 'nn.Sequential()', 'give at least one layer', 'empty model')
+        if not plan:
+            raise InputError('model', 'nn.Sequential()', 'give at least one layer', 'empty model')
         return [tuple(p) for p in plan]
     raise InputError('model', type(model).__name__, 'give one of the five iDAW networks or an nn.Sequential of Linear layers and activations',
                      'RTNeural cannot express this model')
@@ -84,7 +93,8 @@ def _num(x):
 def _json_array(a):
     "Compact JSON of a float32 array of one or two dimensions."
     a = np.asarray(a, dtype=np.float32)
-    if a.ndim == 1: return '[' + ','.join(map(_num, a)) + ']'
+    if a.ndim == 1:
+        return '[' + ','.join(map(_num, a)) + ']'
     return '[' + ','.join(_json_array(r) for r in a) + ']'
 
 def _finite(name, t):
@@ -107,11 +117,13 @@ def rtneural_layers(model:nn.Module, # see `rtneural_plan`
     "The RTNeural model as a dict of NumPy arrays (`in_shape`, `layers`) and notes on the export (softmax shifts)."
     plan = rtneural_plan(model)
     size = first = in_size or (plan[0][1].in_features if plan[0][0] == 'dense' else None)
-    if size is None: raise InputError('in_size', None, 'give the input size: the model does not start with a dense layer')
+    if size is None:
+        raise InputError('in_size', None, 'give the input size: the model does not start with a dense layer')
     layers, notes, out_range = [], {}, None
     for i, (kind, m, act) in enumerate(plan):
         if kind == 'dense':
-            if m.in_features != size: raise InputError(f'layer {i}', (m.in_features, size), 'chain layers whose sizes agree', 'dense input size disagrees with the previous layer')
+            if m.in_features != size:
+                raise InputError(f'layer {i}', (m.in_features, size), 'chain layers whose sizes agree', 'dense input size disagrees with the previous layer')
             W = _finite(f'layer {i}.weight', m.weight)
             b = _finite(f'layer {i}.bias', m.bias) if m.bias is not None else np.zeros(m.out_features)
             if act == 'softmax' and safe_softmax:
@@ -124,14 +136,18 @@ def rtneural_layers(model:nn.Module, # see `rtneural_plan`
             layers.append(dict(type='dense', activation=act, shape=[None, None, m.out_features], weights=[W.T, b]))
             size = m.out_features
         elif kind == 'lstm':
-            if m.input_size != size: raise InputError(f'layer {i}', (m.input_size, size), 'chain layers whose sizes agree', 'LSTM input size disagrees with the previous layer')
+            if m.input_size != size:
+                raise InputError(f'layer {i}', (m.input_size, size), 'chain layers whose sizes agree', 'LSTM input size disagrees with the previous layer')
             Wi, Wh = _finite(f'layer {i}.weight_ih', m.weight_ih_l0), _finite(f'layer {i}.weight_hh', m.weight_hh_l0)
             b = _finite(f'layer {i}.bias_ih', m.bias_ih_l0) + _finite(f'layer {i}.bias_hh', m.bias_hh_l0)
             layers.append(dict(type='lstm', activation='', shape=[None, None, m.hidden_size], weights=[Wi.T, Wh.T, b]))
             size = m.hidden_size
-        else: layers.append(dict(type='activation', activation=act, shape=[None, None, size], weights=[]))
-        if kind == 'lstm': out_range = _RANGES['lstm']
-        elif act or kind == 'dense': out_range = _RANGES.get(act)  # relu, elu and no activation: unbounded
+        else:
+            layers.append(dict(type='activation', activation=act, shape=[None, None, size], weights=[]))
+        if kind == 'lstm':
+            out_range = _RANGES['lstm']
+        elif act or kind == 'dense':
+            out_range = _RANGES.get(act)  # relu, elu and no activation: unbounded
     return dict(in_shape=[None, None, int(first)], layers=layers), notes
 
 def rtneural_dumps(spec:dict, # from `rtneural_layers`
@@ -150,7 +166,8 @@ def save_rtneural(model:nn.Module, # one of the five iDAW networks, or an nn.Seq
     "Write `model` as the JSON `RTNeural::json_parser::parseJson` reads; return notes on the export (softmax shifts, bytes)."
     spec, notes = rtneural_layers(model, safe_softmax=safe_softmax)
     text = rtneural_dumps(spec)
-    with atomic_write(path) as f: f.write(text)
+    with atomic_write(path) as f:
+        f.write(text)
     return dict(notes, bytes=len(text.encode()))
 
 # %% ../../nbs/music/23_rtneural.ipynb #7c155751
@@ -158,11 +175,17 @@ def _sigmoid(x): return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 def _activate(name, x):
     with np.errstate(over='ignore', invalid='ignore'):
-        if name == 'tanh': return np.tanh(x)
-        if name == 'relu': return np.maximum(x, np.float32(0))
-        if name == 'sigmoid': return _sigmoid(x)
-        if name == 'softmax': e = np.exp(x); return e / e.sum()  # RTNeural: no maximum subtracted
-        if name == 'elu': return np.where(x > 0, x, np.expm1(x)).astype(np.float32)
+        if name == 'tanh':
+            return np.tanh(x)
+        if name == 'relu':
+            return np.maximum(x, np.float32(0))
+        if name == 'sigmoid':
+            return _sigmoid(x)
+        if name == 'softmax':
+            e = np.exp(x)
+            return e / e.sum()  # RTNeural: no maximum subtracted
+        if name == 'elu':
+            return np.where(x > 0, x, np.expm1(x)).astype(np.float32)
     return x
 
 def _key(d, k, where):
@@ -176,12 +199,14 @@ def _size_of(shape, where):
     return shape[-1]
 
 def _array(w, shape, where):
-    try: a = np.array(w, dtype=np.float64)
+    try:
+        a = np.array(w, dtype=np.float64)
     except (ValueError, TypeError):
         raise InputError(where, 'ragged or non-numeric', f'give a {"x".join(map(str, shape))} array of numbers', 'bad weights') from None
     if a.shape != tuple(shape):
         raise InputError(where, a.shape, f'give {list(shape)} numbers as the layer shapes say (RTNeural would zero-fill or read past the end)', 'weights disagree with the shapes')
-    if not np.isfinite(a).all(): raise InputError(where, 'NaN or inf', 'write finite weights', 'non-finite weights')
+    if not np.isfinite(a).all():
+        raise InputError(where, 'NaN or inf', 'write finite weights', 'non-finite weights')
     return a.astype(np.float32)
 
 class RTNeuralModel:
@@ -190,28 +215,36 @@ class RTNeuralModel:
                 ):
         self.in_size = size = _size_of(_key(spec, 'in_shape', 'model'), 'in_shape')
         layers = _key(spec, 'layers', 'model')
-        if not isinstance(layers, list) or not layers: raise InputError('layers', layers, 'give a non-empty list of layers', 'no layers')
+        if not isinstance(layers, list) or not layers:
+            raise InputError('layers', layers, 'give a non-empty list of layers', 'no layers')
         self.layers = []
         for i, l in enumerate(layers):
             at = f'layers[{i}]'
             kind, shape, w = _key(l, 'type', at), _key(l, 'shape', at), _key(l, 'weights', at)
             n, act = _size_of(shape, f'{at}.shape'), l.get('activation', '')
-            if act not in ACTIVATIONS: raise InputError(f'{at}.activation', act, f'use one of {ACTIVATIONS} (RTNeural crashes on any other)', 'unknown activation')
-            if not isinstance(w, list): raise InputError(f'{at}.weights', type(w).__name__, 'give a list', 'bad weights')
+            if act not in ACTIVATIONS:
+                raise InputError(f'{at}.activation', act, f'use one of {ACTIVATIONS} (RTNeural crashes on any other)', 'unknown activation')
+            if not isinstance(w, list):
+                raise InputError(f'{at}.weights', type(w).__name__, 'give a list', 'bad weights')
             if kind in ('dense', 'time-distributed-dense'):
-                if len(w) != 2: raise InputError(f'{at}.weights', len(w), 'give [kernel [in][out], bias [out]]', 'weights disagree with the shapes')
+                if len(w) != 2:
+                    raise InputError(f'{at}.weights', len(w), 'give [kernel [in][out], bias [out]]', 'weights disagree with the shapes')
                 self.layers.append(['dense', _array(w[0], (size, n), f'{at}.weights[0]').T.copy(), _array(w[1], (n,), f'{at}.weights[1]')])
             elif kind == 'lstm':
-                if len(w) != 3: raise InputError(f'{at}.weights', len(w), 'give [kernel [in][4H], recurrent [H][4H], bias [4H]]', 'weights disagree with the shapes')
+                if len(w) != 3:
+                    raise InputError(f'{at}.weights', len(w), 'give [kernel [in][4H], recurrent [H][4H], bias [4H]]', 'weights disagree with the shapes')
                 self.layers.append(['lstm', _array(w[0], (size, 4 * n), f'{at}.weights[0]').T.copy(), _array(w[1], (n, 4 * n), f'{at}.weights[1]').T.copy(),
                                     _array(w[2], (4 * n,), f'{at}.weights[2]'), n])
                 act = ''  # parseJson adds no activation after an LSTM
             elif kind == 'activation':
-                if w: raise InputError(f'{at}.weights', 'non-empty', 'give "weights": [] for an activation layer', 'weights disagree with the shapes')
-                if n != size: raise InputError(f'{at}.shape', n, f'an activation keeps the size: use {size}', 'shape disagrees with the previous layer')
+                if w:
+                    raise InputError(f'{at}.weights', 'non-empty', 'give "weights": [] for an activation layer', 'weights disagree with the shapes')
+                if n != size:
+                    raise InputError(f'{at}.shape', n, f'an activation keeps the size: use {size}', 'shape disagrees with the previous layer')
             else:
                 raise InputError(f'{at}.type', kind, 'use dense, lstm or activation (RTNeural skips an unknown type silently; kelly exports no other)', 'unsupported layer')
-            if act: self.layers.append(['act', act])
+            if act:
+                self.layers.append(['act', act])
             size = n
         self.out_size = size
         self.reset()
@@ -223,10 +256,13 @@ class RTNeuralModel:
         text = source
         if not (isinstance(source, str) and source.lstrip().startswith('{')):
             p = Path(source)
-            if not p.is_file(): raise InputError('path', str(p), 'give an existing .json file', 'no such file')
+            if not p.is_file():
+                raise InputError('path', str(p), 'give an existing .json file', 'no such file')
             text = p.read_text(encoding='utf-8')
-        try: spec = json.loads(text)
-        except json.JSONDecodeError as e: raise InputError('json', str(source)[:80], 'give the JSON that save_rtneural writes', f'not JSON ({e})') from None
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError('json', str(source)[:80], 'give the JSON that save_rtneural writes', f'not JSON ({e})') from None
         return cls(spec)
 
     def reset(self):
@@ -238,10 +274,13 @@ class RTNeuralModel:
                ) -> np.ndarray:
         "One frame through every layer; the LSTM states move on."
         x = np.asarray(x, dtype=np.float32)
-        if x.shape != (self.in_size,): raise InputError('x', x.shape, f'give one frame of {self.in_size} values', 'wrong input shape')
+        if x.shape != (self.in_size,):
+            raise InputError('x', x.shape, f'give one frame of {self.in_size} values', 'wrong input shape')
         for l, s in zip(self.layers, self.state):
-            if l[0] == 'dense': x = l[1] @ x + l[2]
-            elif l[0] == 'act': x = _activate(l[1], x)
+            if l[0] == 'dense':
+                x = l[1] @ x + l[2]
+            elif l[0] == 'act':
+                x = _activate(l[1], x)
             else:
                 g, H = l[1] @ x + l[2] @ s[0] + l[3], l[4]
                 i, f, c, o = _sigmoid(g[:H]), _sigmoid(g[H:2 * H]), np.tanh(g[2 * H:3 * H]), _sigmoid(g[3 * H:])
@@ -263,14 +302,18 @@ def load_rtneural(path) -> RTNeuralModel:
 @contextmanager
 def one_thread():
     "Run torch on one thread (tiny matrices: on a busy machine more threads only wait for each other)."
-    old = torch.get_num_threads(); torch.set_num_threads(1)
-    try: yield
-    finally: torch.set_num_threads(old)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 def _torch_frames(model, x):
     "PyTorch's outputs for frames [time, in] in one stream."
     with torch.no_grad(), one_thread():
-        if isinstance(model, (EmotionRecognizer, MelodyTransformer)): return model(torch.as_tensor(x)[None])[0].numpy()
+        if isinstance(model, (EmotionRecognizer, MelodyTransformer)):
+            return model(torch.as_tensor(x)[None])[0].numpy()
         return model(torch.as_tensor(x)).numpy()
 
 def _in_size(model): return rtneural_plan(model)[0][1].in_features
@@ -294,14 +337,18 @@ def check_rtneural(model:nn.Module, # a network `save_rtneural` can write
 # %% ../../nbs/music/23_rtneural.ipynb #bfa0caa0
 class RecurrentStep(nn.Module):
     "The streaming step of a recurrent iDAW network with its state as inputs and outputs."
-    def __init__(self, net): super().__init__(); self.net = net
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
     def forward(self, x, h, c):
         y, (h, c) = self.net.step(x, (h, c))
         return y, h, c
 
 class PipelineStep(nn.Module):
     "One frame of `IDAWPipeline` (mel input, default choices) with the streaming state explicit."
-    def __init__(self, pipe:IDAWPipeline): super().__init__(); self.pipe = pipe
+    def __init__(self, pipe:IDAWPipeline):
+        super().__init__()
+        self.pipe = pipe
     def forward(self, mel, er_h, er_c, mt_h, mt_c, note, chord, key, td, beat, phase):
         p, T = self.pipe, idaw._tables()
         emb, (er_h, er_c) = p.emotion.step(mel, (er_h, er_c))
@@ -358,12 +405,15 @@ def save_onnx(model, # one of the five iDAW networks, an nn.Sequential, or an ID
         warnings.simplefilter('ignore')
         torch.onnx.export(module, args, buf, dynamo=False, input_names=names, output_names=outs, opset_version=opset,
                           dynamic_axes={k: {0: 'batch'} for k in names + outs})
-    with atomic_write(path, 'wb') as f: f.write(buf.getvalue())
+    with atomic_write(path, 'wb') as f:
+        f.write(buf.getvalue())
     return Path(path)
 
 def _session(path):
     ort = require('onnxruntime')
-    so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.log_severity_level = 3
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
 
 def check_onnx(model, # what `save_onnx` exported
@@ -373,7 +423,8 @@ def check_onnx(model, # what `save_onnx` exported
                seed:int=0,
               ) -> float:
     "Largest absolute difference between onnxruntime and PyTorch over `frames` frames of `batch` streams, state fed back."
-    with one_thread(): return _check_onnx(model, path, frames, batch, seed)
+    with one_thread():
+        return _check_onnx(model, path, frames, batch, seed)
 
 def _check_onnx(model, path, frames, batch, seed):
     sess, rng = _session(path), np.random.default_rng(seed)
@@ -387,7 +438,8 @@ def _check_onnx(model, path, frames, batch, seed):
             want = ref.step(mel=torch.as_tensor(mels[t]))
             got = dict(zip(PIPELINE_OUTPUTS, sess.run(None, dict(mel=mels[t], **st))))
             worst = max([worst] + [float(np.abs(got[k] - want[k].numpy()).max()) for k in ('notes', 'chords', 'groove', 'expression')])
-            if not (np.array_equal(got['note_out'], want['note'].numpy()) and np.array_equal(got['chord_out'], want['chord'].numpy())): return float('inf')
+            if not (np.array_equal(got['note_out'], want['note'].numpy()) and np.array_equal(got['chord_out'], want['chord'].numpy())):
+                return float('inf')
             nxt = {k: v.numpy() for k, v in pipeline_state(ref).items()}
             st = dict(nxt, er_h=got['er_h_out'], er_c=got['er_c_out'], mt_h=got['mt_h_out'], mt_c=got['mt_c_out'], note=got['note_out'], chord=got['chord_out'])
         return worst
@@ -399,15 +451,19 @@ def _check_onnx(model, path, frames, batch, seed):
         h = c = np.zeros((batch, H), np.float32)
         got = []
         for t in range(frames):
-            y, h, c = sess.run(None, dict(x=x[:, t], h=h, c=c)); got.append(y)
+            y, h, c = sess.run(None, dict(x=x[:, t], h=h, c=c))
+            got.append(y)
         got = np.stack(got, 1)
-    else: got = sess.run(None, dict(x=x.reshape(-1, n)))[0].reshape(batch, frames, -1)
+    else:
+        got = sess.run(None, dict(x=x.reshape(-1, n)))[0].reshape(batch, frames, -1)
     return float(np.abs(got - want).max())
 
 # %% ../../nbs/music/23_rtneural.ipynb #e898eb65
 class RTNeuralNet(nn.Module):
     "A JSON network run by `RTNeuralModel`, callable where `IDAWPipeline` calls a PyTorch network."
-    def __init__(self, rt:RTNeuralModel): super().__init__(); self.rt = rt
+    def __init__(self, rt:RTNeuralModel):
+        super().__init__()
+        self.rt = rt
     def forward(self, x):
         rows = [self.rt.reset().forward(r) for r in x.detach().numpy()]
         return torch.as_tensor(np.stack(rows))
@@ -417,7 +473,9 @@ class RTNeuralNet(nn.Module):
         ys, hs, cs = [], [], []
         for b, r in enumerate(x.detach().numpy()):
             self.rt.state[k] = [h[b].astype(np.float32), c[b].astype(np.float32)]
-            ys.append(self.rt.forward(r)); hs.append(self.rt.state[k][0]); cs.append(self.rt.state[k][1])
+            ys.append(self.rt.forward(r))
+            hs.append(self.rt.state[k][0])
+            cs.append(self.rt.state[k][1])
         return torch.as_tensor(np.stack(ys)), (torch.as_tensor(np.stack(hs)), torch.as_tensor(np.stack(cs)))
 
 def check_pipeline_rtneural(models:dict, # name -> iDAW network
@@ -428,11 +486,13 @@ def check_pipeline_rtneural(models:dict, # name -> iDAW network
     "Run `IDAWPipeline` on the PyTorch networks and on their JSON (reference runner): max abs difference per output, and whether the chosen notes and chords agree."
     folder = Path(folder)
     for name, m in models.items():
-        if not (folder/f'{name}.json').is_file(): save_rtneural(m, folder/f'{name}.json')
+        if not (folder/f'{name}.json').is_file():
+            save_rtneural(m, folder/f'{name}.json')
     pt = IDAWPipeline(models).reset(batch=1)
     js = IDAWPipeline({name: RTNeuralNet(load_rtneural(folder/f'{name}.json')) for name in models}).reset(batch=1)
     mels = torch.as_tensor(np.random.default_rng(seed).random((1, frames, 128), dtype=np.float32))
-    with one_thread(): a, b = pt.run(mels=mels), js.run(mels=mels)
+    with one_thread():
+        a, b = pt.run(mels=mels), js.run(mels=mels)
     out = {k: float((a[k] - b[k]).abs().max()) for k in ('notes', 'chords', 'groove', 'expression')}
     out['same_choices'] = bool(torch.equal(a['note'], b['note']) and torch.equal(a['chord'], b['chord']))
     return out
@@ -444,7 +504,8 @@ def training_data_sha256(feats:list, # the training pieces' features (`kelly.mus
     h = hashlib.sha256()
     for f in feats:
         h.update(str(f['name']).encode() + b'\0')
-        for k in ('melody', 'chords', 'voice_pitch'): h.update(np.ascontiguousarray(np.asarray(f[k], dtype=np.int64)).tobytes())
+        for k in ('melody', 'chords', 'voice_pitch'):
+            h.update(np.ascontiguousarray(np.asarray(f[k], dtype=np.int64)).tobytes())
     return h.hexdigest()
 
 def idaw_training_data(n_pieces:int=None, # pieces the idaw report read (None: from its scores.json, n_train + n_test)
@@ -455,11 +516,13 @@ def idaw_training_data(n_pieces:int=None, # pieces the idaw report read (None: f
     from kelly.music.theory import chorale_features
     n = n_pieces or (scores['n_train'] + scores['n_test'] if scores else None)
     feats = chorale_features(n)
-    order = np.random.default_rng(seed).permutation(len(feats)); n_test = max(1, len(feats) // 5)
+    order = np.random.default_rng(seed).permutation(len(feats))
+    n_test = max(1, len(feats) // 5)
     train = [feats[i] for i in order[n_test:]]
     rec = dict(source='music21 Bach chorales via kelly.music.theory.chorale_features', pieces=len(feats), split_seed=seed,
                n_train=len(train), sha256=training_data_sha256(train))
-    if scores: rec['n_train_matches_report'] = scores.get('n_train') == len(train)
+    if scores:
+        rec['n_train_matches_report'] = scores.get('n_train') == len(train)
     return rec
 
 def save_checkpoints(models:dict, # name -> network
@@ -473,14 +536,16 @@ def save_checkpoints(models:dict, # name -> network
     folder = Path(folder)
     entries = {}
     for name, m in models.items():
-        for k, t in m.state_dict().items(): _finite(f'{name}.{k}', t)
+        for k, t in m.state_dict().items():
+            _finite(f'{name}.{k}', t)
         p = folder/f'{name}.safetensors'
         save_weights(m, p)
         entries[name] = dict(file=p.name, sha256=file_sha256(p), bytes=p.stat().st_size, parameters=sum(t.numel() for t in m.parameters()),
                              spec_parameters=int(SPEC.parameters.get(name, 0)) or None)
     man = dict(format='safetensors', kelly_version=kelly.__version__, torch_version=torch.__version__.split('+')[0], models=entries,
                training_data=training_data or dict(trained=False, init='seeded random initialisation', seeds=init_seeds))
-    with atomic_write(folder/'manifest.json') as f: json.dump(man, f, indent=1)
+    with atomic_write(folder/'manifest.json') as f:
+        json.dump(man, f, indent=1)
     return man
 
 def load_checkpoints(folder, # written by `save_checkpoints`
@@ -488,11 +553,13 @@ def load_checkpoints(folder, # written by `save_checkpoints`
     "The networks of a checkpoint folder, each file checked against the manifest's sha256."
     from kelly.training import load_weights
     folder = Path(folder)
-    if not (folder/'manifest.json').is_file(): raise InputError('folder', str(folder), 'give a folder written by save_checkpoints (kelly export --format checkpoint)', 'no manifest.json')
+    if not (folder/'manifest.json').is_file():
+        raise InputError('folder', str(folder), 'give a folder written by save_checkpoints (kelly export --format checkpoint)', 'no manifest.json')
     man = json.loads((folder/'manifest.json').read_text())
     models = {}
     for name, e in man['models'].items():
-        if name not in MODELS: raise InputError('manifest.models', name, f'use the iDAW names {list(MODELS)}', 'unknown network')
+        if name not in MODELS:
+            raise InputError('manifest.models', name, f'use the iDAW names {list(MODELS)}', 'unknown network')
         p = folder/e['file']
         if not p.is_file() or file_sha256(p) != e['sha256']:
             raise InputError(e['file'], str(p), 're-export the checkpoints: the file is missing or differs from the manifest', 'checksum mismatch')
@@ -525,7 +592,8 @@ def export_all(models:dict, # name -> iDAW network
     "Write every artifact of `formats` into `out` and check it against PyTorch; one row per file."
     out, rows = Path(out), []
     bad = set(formats) - {'rtneural', 'onnx', 'checkpoint'}
-    if bad: raise InputError('formats', sorted(bad), 'use rtneural, onnx and/or checkpoint')
+    if bad:
+        raise InputError('formats', sorted(bad), 'use rtneural, onnx and/or checkpoint')
     if 'rtneural' in formats:
         for name, m in models.items():
             p = out/'rtneural'/f'{name}.json'
@@ -556,8 +624,10 @@ def export_all(models:dict, # name -> iDAW network
 
 def _check_export_args(args):
     "Refuse bad `kelly export` arguments before anything is written."
-    if args.frames < 1: raise InputError('--frames', args.frames, 'check at least one frame')
-    if not 0 <= args.seed < 2**32: raise InputError('--seed', args.seed, 'use an integer between 0 and 2**32 - 1')
+    if args.frames < 1:
+        raise InputError('--frames', args.frames, 'check at least one frame')
+    if not 0 <= args.seed < 2**32:
+        raise InputError('--seed', args.seed, 'use an integer between 0 and 2**32 - 1')
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError('--out', args.out, 'give a folder (it is created if missing), not a file', 'not a folder')
@@ -590,7 +660,8 @@ def export_main(argv:list=None, # command-line arguments (default: sys.argv[1:])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         models, src = idaw_weights(args.weights, args.allow_untrained)
-    for w in caught: print(f'kelly export: warning: {w.message}', file=sys.stderr)
+    for w in caught:
+        print(f'kelly export: warning: {w.message}', file=sys.stderr)
     data = None
     if 'checkpoint' in formats and not src['untrained'] and src['scores']:
         data = idaw_training_data(seed=args.seed, scores=src['scores'])

@@ -29,8 +29,10 @@ MODES = {'major': (0, 2, 4, 5, 7, 9, 11), 'dorian': (0, 2, 3, 5, 7, 9, 10), 'phr
          'locrian': (0, 1, 3, 5, 6, 8, 10)}
 
 def _check_key(tonic, mode):
-    if not isinstance(tonic, (int, np.integer)) or not 0 <= tonic < 12: raise InputError('tonic', tonic, 'give a pitch class 0..11 (0 = C)')
-    if mode not in MODES: raise InputError('mode', mode, f'use one of {", ".join(MODES)}')
+    if not isinstance(tonic, (int, np.integer)) or not 0 <= tonic < 12:
+        raise InputError('tonic', tonic, 'give a pitch class 0..11 (0 = C)')
+    if mode not in MODES:
+        raise InputError('mode', mode, f'use one of {", ".join(MODES)}')
 
 def scale_pitch_classes(tonic:int, # the tonic's pitch class, 0 = C
                         mode:str='major', # one of MODES
@@ -53,7 +55,8 @@ NO_CHORD, DIM7, UNISON, OTHER = 60, 61, 62, 63
 
 def chord_index(root:int, quality:str) -> int:
     "The vocabulary index of the chord on `root` (pitch class) with `quality` (a key of QUALITIES)."
-    if quality not in QUALITIES: raise InputError('quality', quality, f'use one of {", ".join(QUALITIES)}')
+    if quality not in QUALITIES:
+        raise InputError('quality', quality, f'use one of {", ".join(QUALITIES)}')
     return 5 * (int(root) % 12) + list(QUALITIES).index(quality)
 
 def chord_pitch_classes(index:int, # vocabulary index 0..63
@@ -61,18 +64,22 @@ def chord_pitch_classes(index:int, # vocabulary index 0..63
                         mode:str='major',
                        ) -> tuple[int, ...]:
     "The pitch classes of chord `index` (empty for N and X)."
-    if not 0 <= index < N_CHORDS: raise InputError('index', index, f'give a chord index 0..{N_CHORDS - 1}')
+    if not 0 <= index < N_CHORDS:
+        raise InputError('index', index, f'give a chord index 0..{N_CHORDS - 1}')
     if index < 60:
         root, q = divmod(index, 5)
         return tuple((root + i) % 12 for i in QUALITIES[list(QUALITIES)[q]])
-    if index == DIM7: return tuple((tonic + 11 + 3 * i) % 12 for i in range(4))
-    if index == UNISON: return (tonic,)
+    if index == DIM7:
+        return tuple((tonic + 11 + 3 * i) % 12 for i in range(4))
+    if index == UNISON:
+        return (tonic,)
     return ()
 
 def chord_chroma_matrix() -> np.ndarray:
     "A 64 × 12 matrix: row i is the binary pitch-class set of chord i (dim7 on B, unison on C, N and X empty)."
     m = np.zeros((N_CHORDS, 12), dtype=np.float32)
-    for i in range(N_CHORDS): m[i, list(chord_pitch_classes(i))] = 1
+    for i in range(N_CHORDS):
+        m[i, list(chord_pitch_classes(i))] = 1
     return m
 
 # %% ../../nbs/music/22_theory.ipynb #9dc09c07
@@ -83,17 +90,23 @@ def classify_chord(pitch_classes, # the sounding pitch classes (any iterable of 
                   ) -> int:
     "The vocabulary index of a sonority."
     pcs = frozenset(int(p) % 12 for p in pitch_classes)
-    if not pcs: return NO_CHORD
-    if len(pcs) == 1: return UNISON
-    if len(pcs) == 4 and all(((p + 3) % 12) in pcs for p in pcs): return DIM7
+    if not pcs:
+        return NO_CHORD
+    if len(pcs) == 1:
+        return UNISON
+    if len(pcs) == 4 and all(((p + 3) % 12) in pcs for p in pcs):
+        return DIM7
     for i, t, _ in _TEMPLATES:
-        if pcs == t: return i
+        if pcs == t:
+            return i
     best, best_score = OTHER, -math.inf
     for i, t, root in _TEMPLATES:
         shared = len(pcs & t)
-        if shared < 2: continue
+        if shared < 2:
+            continue
         score = shared - 0.5 * len(pcs - t) - 0.25 * len(t - pcs) + (0.1 if root == bass else 0)
-        if score > best_score: best, best_score = i, score
+        if score > best_score:
+            best, best_score = i, score
     return best
 
 # %% ../../nbs/music/22_theory.ipynb #84ac7b27
@@ -104,11 +117,13 @@ def roman(index:int, # chord index 0..63
          ) -> str:
     "The Roman numeral of chord `index` in the key, e.g. 'V7' or 'ii' or '♭VII'; specials keep their names."
     _check_key(tonic, mode)
-    if index >= 60: return CHORD_NAMES[index]
+    if index >= 60:
+        return CHORD_NAMES[index]
     root, q = divmod(index, 5)
     scale = scale_pitch_classes(tonic, mode)
     rel = (root - tonic) % 12
-    if root in scale: deg, acc = scale.index(root), ''
+    if root in scale:
+        deg, acc = scale.index(root), ''
     else:
         steps = [(s - tonic) % 12 for s in scale]
         deg = min(range(7), key=lambda d: (abs(steps[d] - (rel + 1)), d)) if (rel + 1) % 12 in steps else min(range(7), key=lambda d: abs(steps[d] - (rel - 1)))
@@ -124,7 +139,8 @@ def progression_table(chords, # a sequence of chord indices (or several sequence
     m = np.zeros((N_CHORDS, N_CHORDS), dtype=np.int64)
     for s in seqs:
         s = np.asarray(s)
-        if len(s) > 1: np.add.at(m, (s[:-1], s[1:]), 1)
+        if len(s) > 1:
+            np.add.at(m, (s[:-1], s[1:]), 1)
     return m
 
 def cadences(chords, # one piece's chord per beat
@@ -180,8 +196,10 @@ def emotion_proxies(mode:str, # "major" or "minor" (other modes: by their third)
                     voices:float=4.0, # mean number of sounding voices
                    ) -> dict:
     "Valence, arousal and dominance in [-1, 1] from musical proxies."
-    if mode not in MODES: raise InputError('mode', mode, f'use one of {", ".join(MODES)}')
-    if not tempo > 0: raise InputError('tempo', tempo, 'give a positive tempo in beats per minute')
+    if mode not in MODES:
+        raise InputError('mode', mode, f'use one of {", ".join(MODES)}')
+    if not tempo > 0:
+        raise InputError('tempo', tempo, 'give a positive tempo in beats per minute')
     s = 1.0 if 4 in MODES[mode] else -1.0
     return dict(valence=0.7 * s + 0.3 * math.tanh((mean_pitch - 67) / 6),
                 arousal=0.5 * math.tanh((tempo - 100) / 30) + 0.5 * math.tanh((density - 1.2) / 0.4),
@@ -191,7 +209,8 @@ def emotion_proxies(mode:str, # "major" or "minor" (other modes: by their third)
 def _melody_part(score):
     parts = list(score.parts)
     for p in parts:
-        if 'soprano' in (p.partName or '').lower(): return p
+        if 'soprano' in (p.partName or '').lower():
+            return p
     def mean_pitch(p):
         ps = [n.pitch.midi for n in p.flatten().notes if hasattr(n, 'pitch')]
         return np.mean(ps) if ps else -1
@@ -202,7 +221,8 @@ def _sounding_at(events, t):
     lo, hi, found = 0, len(events), None
     import bisect
     i = bisect.bisect_right([e[0] for e in events], t + 1e-9) - 1
-    if i >= 0 and events[i][0] + events[i][1] > t + 1e-9: found = events[i]
+    if i >= 0 and events[i][0] + events[i][1] > t + 1e-9:
+        found = events[i]
     return found
 
 def score_features(score, # a music21 Score (e.g. from `music21.corpus.parse`)
@@ -210,7 +230,8 @@ def score_features(score, # a music21 Score (e.g. from `music21.corpus.parse`)
                   ) -> dict:
     "Per-beat melody and chords, per-bar groove, and per-piece key, tempo, density, velocity and emotion proxies."
     m21 = require('music21')
-    if not hasattr(score, 'parts') or len(score.parts) == 0: raise InputError('score', name or score, 'give a music21 Score with parts')
+    if not hasattr(score, 'parts') or len(score.parts) == 0:
+        raise InputError('score', name or score, 'give a music21 Score with parts')
     key = score.analyze('key')
     tonic, mode = key.tonic.pitchClass, key.mode if key.mode in MODES else 'major'
     marks = [m for m in score.recurse().getElementsByClass('MetronomeMark') if m.number]  # the score's own marks only
@@ -224,13 +245,18 @@ def score_features(score, # a music21 Score (e.g. from `music21.corpus.parse`)
         e = _sounding_at(mel_events, b)
         melody.append(e[2] if e else -1)
         c = _sounding_at(chords, b)
-        if c is None: harmony.append(NO_CHORD); voices.append(0); continue
+        if c is None:
+            harmony.append(NO_CHORD)
+            voices.append(0)
+            continue
         ps = [p.midi for p in c[2].pitches]
-        harmony.append(classify_chord([p % 12 for p in ps], bass=min(ps) % 12)); voices.append(len(ps))
+        harmony.append(classify_chord([p % 12 for p in ps], bass=min(ps) % 12))
+        voices.append(len(ps))
     onsets, velocities, n_parts = [], [], 0
     for p in score.parts:
         notes = [n for n in p.flatten().notes]
-        if not notes: continue
+        if not notes:
+            continue
         n_parts += 1
         onsets += [float(n.offset) for n in notes]
         velocities += [n.volume.velocity for n in notes if n.volume.velocity is not None]
@@ -251,13 +277,15 @@ def _voices(score, n_beats):
     parts = list(score.parts)
     named = [next((p for p in parts if n in (p.partName or '').lower()), None) for n in names]
     chosen = named if all(named) else parts[:4]
-    pitch = np.full((n_beats, 4), -1, dtype=np.int16); onset = np.zeros((n_beats, 4), dtype=np.int8)
+    pitch = np.full((n_beats, 4), -1, dtype=np.int16)
+    onset = np.zeros((n_beats, 4), dtype=np.int8)
     for v, p in enumerate(chosen):
         ev = sorted((float(n.offset), float(n.quarterLength), n.pitch.midi) for n in p.flatten().notes if hasattr(n, 'pitch'))
         starts = {round(e[0], 6) for e in ev}
         for b in range(n_beats):
             e = _sounding_at(ev, b)
-            if e: pitch[b, v] = e[2]
+            if e:
+                pitch[b, v] = e[2]
             onset[b, v] = round(float(b), 6) in starts
     return pitch, onset
 
@@ -268,7 +296,8 @@ def _groove(onsets, melody_onsets, bar, n_beats):
     for col0, ons in ((0, onsets), (16, melody_onsets)):
         for t in ons:
             b = int(t // bar)
-            if b < n_bars: g[b, col0 + min(15, int((t - b * bar) / bar * 16))] = 1
+            if b < n_bars:
+                g[b, col0 + min(15, int((t - b * bar) / bar * 16))] = 1
     return g
 
 # %% ../../nbs/music/22_theory.ipynb #72897096
@@ -283,29 +312,35 @@ def _to_json(f): return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for
 def _from_json(f):
     f = dict(f)
     for k, t in (('melody', np.int16), ('chords', np.int16), ('voices', np.int8), ('groove', np.float32),
-                 ('voice_pitch', np.int16), ('voice_onset', np.int8)): f[k] = np.array(f[k], dtype=t)
+                 ('voice_pitch', np.int16), ('voice_onset', np.int8)):
+                     f[k] = np.array(f[k], dtype=t)
     return f
 
 def chorale_features(n:int=20, # number of chorales (None: all)
                      cache:bool=True, # read and write the JSON cache in `cache_dir()`
                     ) -> list[dict]:
     "Features (`score_features`) of the first `n` four-part Bach chorales of music21's corpus."
-    if n is not None and n < 1: raise InputError('n', n, 'ask for at least one chorale')
+    if n is not None and n < 1:
+        raise InputError('n', n, 'ask for at least one chorale')
     total = len(chorale_paths())
     path = cache_dir()/f'chorales_v2_{"all" if n is None or n >= total else n}.json'  # v2: the feature format; bump when it changes
-    if cache and path.is_file(): return [_from_json(f) for f in json.loads(path.read_text())]
+    if cache and path.is_file():
+        return [_from_json(f) for f in json.loads(path.read_text())]
     corpus = require('music21.corpus', 'music21')
     feats = []
     for p in progress(chorale_paths(), desc='reading chorales'):
-        if n is not None and len(feats) >= n: break
+        if n is not None and len(feats) >= n:
+            break
         try:
             s = corpus.parse(p)
-            if len(s.parts) < 4: continue
+            if len(s.parts) < 4:
+                continue
             feats.append(score_features(s, Path(str(p)).stem))
         except Exception:  # a score music21 cannot read or analyse: skip it
             continue
     if cache:
-        with atomic_write(path) as fh: json.dump([_to_json(f) for f in feats], fh)
+        with atomic_write(path) as fh:
+            json.dump([_to_json(f) for f in feats], fh)
     return feats
 
 # %% ../../nbs/music/22_theory.ipynb #8114eab3
@@ -330,9 +365,12 @@ def decode_note(probs, # 128 note probabilities
                ) -> int:
     "The MIDI note chosen from `probs`, or -1 for a rest."
     p = np.asarray(probs, dtype=float)
-    if p.shape != (128,): raise InputError('probs', p.shape, 'give the 128 note probabilities of one frame')
-    mask = np.zeros(128, bool); mask[low:high + 1] = True
-    if tonic is not None: mask &= np.isin(np.arange(128) % 12, scale_pitch_classes(tonic, mode))
+    if p.shape != (128,):
+        raise InputError('probs', p.shape, 'give the 128 note probabilities of one frame')
+    mask = np.zeros(128, bool)
+    mask[low:high + 1] = True
+    if tonic is not None:
+        mask &= np.isin(np.arange(128) % 12, scale_pitch_classes(tonic, mode))
     q = np.where(mask, p, -1)
     i = int(q.argmax())
     return i if q[i] >= threshold else -1
@@ -340,11 +378,13 @@ def decode_note(probs, # 128 note probabilities
 def voice_chord(index:int, tonic:int=0, mode:str='major', bass_octave:int=3) -> list[int]:
     "MIDI notes of chord `index`: the root in the bass (octave `bass_octave`), the rest in close position above."
     pcs = chord_pitch_classes(index, tonic, mode)
-    if not pcs: return []
+    if not pcs:
+        return []
     bass = 12 * bass_octave + pcs[0]
     upper, p = [], bass + 12
     for pc in pcs:
-        while p % 12 != pc: p += 1
+        while p % 12 != pc:
+            p += 1
         upper.append(p)
     return [bass] + upper
 
@@ -352,14 +392,16 @@ def decode_groove(groove, # 32 values in [-1, 1]
                  ) -> tuple[np.ndarray, np.ndarray]:
     "The accompaniment's and the melody's onset steps (16-step grid) as boolean arrays."
     g = np.asarray(groove, dtype=float)
-    if g.shape != (32,): raise InputError('groove', g.shape, 'give the 32 groove values of one frame')
+    if g.shape != (32,):
+        raise InputError('groove', g.shape, 'give the 32 groove values of one frame')
     return g[:16] > 0, g[16:] > 0
 
 def decode_expression(expr, # 16 values in [0, 1]
                      ) -> dict:
     "Expression parameters by name, with velocity as a MIDI velocity 1..127."
     e = np.clip(np.asarray(expr, dtype=float), 0, 1)
-    if e.shape != (16,): raise InputError('expr', e.shape, 'give the 16 expression values of one frame')
+    if e.shape != (16,):
+        raise InputError('expr', e.shape, 'give the 16 expression values of one frame')
     d = dict(zip(EXPRESSION_FIELDS, e.tolist()))
     d['velocity'] = int(round(1 + 126 * e[0]))
     return d
@@ -375,7 +417,8 @@ def render_piece(melody, # per-beat MIDI notes (-1: rest)
                  articulation=None, # per-beat sounding fraction of the beat (default 0.9)
                 ) -> pd.DataFrame:
     "A note table: the melody, and the chords held while they repeat."
-    if not tempo > 0: raise InputError('tempo', tempo, 'give a positive tempo in beats per minute')
+    if not tempo > 0:
+        raise InputError('tempo', tempo, 'give a positive tempo in beats per minute')
     beat = 60.0 / tempo
     n = len(melody)
     vel = np.full(n, 80) if velocities is None else np.clip(np.asarray(velocities), 1, 127).astype(int)
@@ -385,7 +428,8 @@ def render_piece(melody, # per-beat MIDI notes (-1: rest)
     i = 0
     while i < len(chords):
         j = i
-        while j + 1 < len(chords) and chords[j + 1] == chords[i]: j += 1
+        while j + 1 < len(chords) and chords[j + 1] == chords[i]:
+            j += 1
         for k, p in enumerate(voice_chord(int(chords[i]), tonic, mode)):
             rows.append(dict(start=i * beat, end=(j + 1) * beat - 0.02, pitch=p, velocity=max(1, int(vel[i]) - 20),
                              instrument='bass' if k == 0 else 'chords'))
@@ -399,7 +443,8 @@ def write_midi(notes:pd.DataFrame, # columns start, end, pitch, velocity, instru
     "Write a note table as a MIDI file with one track per instrument."
     pm_mod = require('pretty_midi')
     missing = {'start', 'end', 'pitch', 'velocity', 'instrument'} - set(notes.columns)
-    if missing: raise InputError('notes', sorted(missing), 'give the columns start, end, pitch, velocity, instrument')
+    if missing:
+        raise InputError('notes', sorted(missing), 'give the columns start, end, pitch, velocity, instrument')
     pm = pm_mod.PrettyMIDI(initial_tempo=float(tempo))
     for name, g in notes.groupby('instrument', sort=False):
         inst = pm_mod.Instrument(program=_PROGRAMS.get(name, 0), name=str(name))
@@ -407,8 +452,10 @@ def write_midi(notes:pd.DataFrame, # columns start, end, pitch, velocity, instru
             inst.notes.append(pm_mod.Note(velocity=int(r.velocity), pitch=int(r.pitch), start=float(r.start), end=float(r.end)))
         pm.instruments.append(inst)
     import io
-    buf = io.BytesIO(); pm.write(buf)
-    with atomic_write(path, 'wb') as f: f.write(buf.getvalue())
+    buf = io.BytesIO()
+    pm.write(buf)
+    with atomic_write(path, 'wb') as f:
+        f.write(buf.getvalue())
     return Path(path)
 
 def read_midi(path) -> pd.DataFrame:
@@ -423,14 +470,16 @@ def theory_checks(notes:pd.DataFrame, # a note table (instrument names "melody",
                   tonic:int, mode:str='major', # the key
                  ) -> dict:
     "Shares of notes in key, melody and bass in range, and melody notes consonant with the sounding harmony."
-    if len(notes) == 0: raise InputError('notes', 'empty', 'give a note table with at least one note')
+    if len(notes) == 0:
+        raise InputError('notes', 'empty', 'give a note table with at least one note')
     scale = set(scale_pitch_classes(tonic, mode))
     mel, bass = notes[notes.instrument == 'melody'], notes[notes.instrument == 'bass']
     harm = notes[notes.instrument.isin(['chords', 'bass'])]
     consonant = []
     for r in mel.itertuples():
         sounding = harm[(harm.start <= r.start + 1e-6) & (harm.end > r.start + 1e-6)]
-        if len(sounding) == 0: continue
+        if len(sounding) == 0:
+            continue
         low = int(sounding.pitch.min())
         tones = set(int(p) % 12 for p in sounding.pitch)
         consonant.append(r.pitch % 12 in tones or (r.pitch - low) % 12 in (0, 3, 4, 7, 8, 9))

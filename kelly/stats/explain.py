@@ -23,7 +23,8 @@ def _torch_function(module, output):
     import torch
     dtype = next(module.parameters(), torch.zeros(())).dtype
     def f(A):
-        with torch.no_grad(): out = module(torch.as_tensor(np.ascontiguousarray(A), dtype=dtype)).double().numpy()
+        with torch.no_grad():
+            out = module(torch.as_tensor(np.ascontiguousarray(A), dtype=dtype)).double().numpy()
         return out.reshape(len(A), -1)[:, output]
     return f
 
@@ -33,33 +34,43 @@ def as_function(model, # a callable on arrays, an estimator with predict/predict
                ):
     "A function mapping a float array (rows, features) to a float vector: the quantity explained."
     torch = sys.modules.get('torch')  # a torch model means torch is loaded: never import it for anything else
-    if torch is not None and isinstance(model, torch.nn.Module): return _torch_function(model, output)
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return _torch_function(model, output)
     names = getattr(model, 'feature_names_in_', None)
     frame = (lambda A: A) if names is None else (lambda A: pd.DataFrame(A, columns=names))
     if proba:
-        if not hasattr(model, 'predict_proba'): raise InputError('model', type(model).__name__, 'use proba=False, or a classifier with predict_proba')
+        if not hasattr(model, 'predict_proba'):
+            raise InputError('model', type(model).__name__, 'use proba=False, or a classifier with predict_proba')
         return lambda A: np.asarray(model.predict_proba(frame(A)), dtype=float)[:, output]
     fn = model.predict if hasattr(model, 'predict') else model
-    if not callable(fn): raise InputError('model', type(model).__name__, 'pass a function of an array, an estimator with predict, or a torch module')
+    if not callable(fn):
+        raise InputError('model', type(model).__name__, 'pass a function of an array, an estimator with predict, or a torch module')
     def f(A):                                            # a model fitted on a DataFrame gets one back
         out = np.asarray(fn(frame(A)), dtype=float)
         return out.reshape(len(A), -1)[:, output] if out.ndim > 1 else out
     return f
 
 def _matrix(X, field, p=None):
-    try: A = np.asarray(X, dtype=float)
-    except (TypeError, ValueError): raise InputError(field, X, 'pass a numeric 2-d array or DataFrame') from None
-    if A.ndim == 1 and p is not None and A.shape[0] == p: A = A[None, :]
-    if A.ndim != 2 or len(A) == 0: raise InputError(field, getattr(X, 'shape', X), 'pass a non-empty 2-d table (rows, features)', 'not a 2-d table')
-    if np.isnan(A).any(): raise InputError(field, 'NaN', 'impute or drop missing values first', 'NaN in input')
-    if p is not None and A.shape[1] != p: raise InputError(field, f'{A.shape[1]} features', f'give the same {p} features as the background', 'mismatched shapes')
+    try:
+        A = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(field, X, 'pass a numeric 2-d array or DataFrame') from None
+    if A.ndim == 1 and p is not None and A.shape[0] == p:
+        A = A[None, :]
+    if A.ndim != 2 or len(A) == 0:
+        raise InputError(field, getattr(X, 'shape', X), 'pass a non-empty 2-d table (rows, features)', 'not a 2-d table')
+    if np.isnan(A).any():
+        raise InputError(field, 'NaN', 'impute or drop missing values first', 'NaN in input')
+    if p is not None and A.shape[1] != p:
+        raise InputError(field, f'{A.shape[1]} features', f'give the same {p} features as the background', 'mismatched shapes')
     return A
 
 # %% ../../nbs/stats/51_explain.ipynb #c4cfbca0
 def coalition_masks(p:int, # number of features
                    ) -> np.ndarray:
     "Boolean array (2**p, p): row s holds the coalition whose members are the set bits of s."
-    if not 1 <= p <= 20: raise InputError('p', p, 'exact enumeration handles 1 to 20 features; use PermutationShapley for more')
+    if not 1 <= p <= 20:
+        raise InputError('p', p, 'exact enumeration handles 1 to 20 features; use PermutationShapley for more')
     return ((np.arange(2**p)[:, None] >> np.arange(p)) & 1).astype(bool)
 
 def shapley_matrix(p:int, # number of features
@@ -82,10 +93,12 @@ def _affine_split(model):
             A = first.weight.detach().double().numpy()
             c = first.bias.detach().double().numpy() if first.bias is not None else np.zeros(len(A))
             def rest(H):
-                with torch.no_grad(): out = rest_mod(torch.as_tensor(H, dtype=dtype)).double().numpy()
+                with torch.no_grad():
+                    out = rest_mod(torch.as_tensor(H, dtype=dtype)).double().numpy()
                 return out.reshape(len(H), -1)[:, 0]
             return A, c, rest
-    if not type(model).__module__.startswith('sklearn.'): return None  # importing sklearn.linear_model costs 0.3 s
+    if not type(model).__module__.startswith('sklearn.'):
+        return None  # importing sklearn.linear_model costs 0.3 s
     from sklearn.linear_model._base import LinearModel
     if isinstance(model, LinearModel) and np.ndim(getattr(model, 'coef_', None)) == 1:
         return np.asarray(model.coef_, float)[None, :], np.atleast_1d(np.asarray(model.intercept_, float)), lambda H: H[:, 0]
@@ -95,7 +108,8 @@ def _affine_split(model):
 def _relu_head(model):
     "(A, c, w, c2) when `model` is Sequential(Linear(p, H), ReLU(), Linear(H, 1)), else None."
     torch = sys.modules.get('torch')
-    if torch is None: return None
+    if torch is None:
+        return None
     if (isinstance(model, torch.nn.Sequential) and len(model) == 3 and isinstance(model[0], torch.nn.Linear)
             and isinstance(model[1], torch.nn.ReLU) and isinstance(model[2], torch.nn.Linear) and model[2].out_features == 1):
         lin1, lin2 = model[0], model[2]
@@ -116,7 +130,8 @@ def _mean_relu(t, # (..., n) first-layer parts from the rows
     q_at_or_below = np.cumsum(is_q, axis=-1)                         # q's sorted at or before each position
     j = q_at_or_below[~is_q].reshape(t.shape)                        # per row, in sorted order of -t
     rows = (order[~is_q] - m).reshape(t.shape)
-    J = np.empty_like(j); np.put_along_axis(J, rows, j, axis=-1)     # back to the rows' own order
+    J = np.empty_like(j)
+    np.put_along_axis(J, rows, j, axis=-1)     # back to the rows' own order
     qs = np.sort(q, axis=-1)
     suffix = np.concatenate([np.cumsum(qs[..., ::-1], axis=-1)[..., ::-1], np.zeros(q.shape[:-1] + (1,))], axis=-1)
     return ((m - J) * t + np.take_along_axis(suffix, J, axis=-1)) / m
@@ -130,7 +145,8 @@ except ImportError:  # pragma: no cover - numba is in the venv; the plain-Python
 def _tree_ensemble(model):
     """(left, right, feature, threshold, value, roots) of a fitted scikit-learn tree regressor or ensemble, else None;
     the leaf values are scaled so that their sum over the trees is f minus a constant."""
-    if not type(model).__module__.startswith('sklearn.'): return None
+    if not type(model).__module__.startswith('sklearn.'):
+        return None
     from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
     from sklearn.tree import DecisionTreeRegressor, ExtraTreeRegressor
     kind = type(model)
@@ -140,15 +156,18 @@ def _tree_ensemble(model):
         trees, scale = model.estimators_, 1.0 / len(model.estimators_)
     elif kind is GradientBoostingRegressor and hasattr(model, 'estimators_'):
         trees, scale = model.estimators_[:, 0], model.learning_rate
-    else: return None
-    if any(t.tree_.n_outputs != 1 for t in trees): return None
+    else:
+        return None
+    if any(t.tree_.n_outputs != 1 for t in trees):
+        return None
     parts, roots, offset = [], [], 0
     for t in trees:
         tr = t.tree_
         leaf = tr.children_left < 0
         parts.append((np.where(leaf, -1, tr.children_left + offset), np.where(leaf, -1, tr.children_right + offset),
                       tr.feature, tr.threshold, tr.value[:, 0, 0] * scale))
-        roots.append(offset); offset += tr.node_count
+        roots.append(offset)
+        offset += tr.node_count
     left, right, feature, threshold, value = (np.concatenate(c) for c in zip(*parts))
     ints = lambda a: a.astype(np.int64)
     return ints(left), ints(right), ints(feature), threshold.astype(np.float64), value.astype(np.float64), np.array(roots, np.int64)
@@ -158,8 +177,10 @@ def _leaf_weights(p):
     W = np.zeros((2, p + 1, p + 1))
     for a in range(p + 1):
         for b in range(p + 1 - a):
-            if a: W[0, a, b] = math.factorial(a - 1) * math.factorial(b) / math.factorial(a + b)
-            if b: W[1, a, b] = math.factorial(a) * math.factorial(b - 1) / math.factorial(a + b)
+            if a:
+                W[0, a, b] = math.factorial(a - 1) * math.factorial(b) / math.factorial(a + b)
+            if b:
+                W[1, a, b] = math.factorial(a) * math.factorial(b - 1) / math.factorial(a + b)
     return W
 
 @njit(cache='__file__' in globals())
@@ -171,40 +192,61 @@ def _tree_shap(left, right, feature, threshold, value, roots, X, B, W):
     stack_len = np.empty(4096, np.int64)
     stack_feat = np.empty(4096, np.int64)
     stack_side = np.empty(4096, np.int64)
-    path_feat = np.empty(p + 1, np.int64); path_side = np.empty(p + 1, np.int64)
+    path_feat = np.empty(p + 1, np.int64)
+    path_side = np.empty(p + 1, np.int64)
     for i in range(n):
         for k in range(m):
             for r in roots:
                 top = 0
-                stack_node[0] = r; stack_len[0] = 0; stack_feat[0] = -1; stack_side[0] = 0
+                stack_node[0] = r
+                stack_len[0] = 0
+                stack_feat[0] = -1
+                stack_side[0] = 0
                 while top >= 0:
-                    node = stack_node[top]; L = stack_len[top]; f_new = stack_feat[top]; s_new = stack_side[top]
+                    node = stack_node[top]
+                    L = stack_len[top]
+                    f_new = stack_feat[top]
+                    s_new = stack_side[top]
                     top -= 1
                     if f_new >= 0:
-                        path_feat[L] = f_new; path_side[L] = s_new; L += 1
+                        path_feat[L] = f_new
+                        path_side[L] = s_new
+                        L += 1
                     if left[node] < 0:
                         a = 0
-                        for q in range(L): a += path_side[q] == 0
+                        for q in range(L):
+                            a += path_side[q] == 0
                         b = L - a
                         for q in range(L):
-                            if path_side[q] == 0: phi[i, path_feat[q]] += value[node] * W[0, a, b]
-                            else: phi[i, path_feat[q]] -= value[node] * W[1, a, b]
+                            if path_side[q] == 0:
+                                phi[i, path_feat[q]] += value[node] * W[0, a, b]
+                            else:
+                                phi[i, path_feat[q]] -= value[node] * W[1, a, b]
                         continue
                     j = feature[node]
                     x_child = left[node] if X[i, j] <= threshold[node] else right[node]
                     b_child = left[node] if B[k, j] <= threshold[node] else right[node]
                     side = -1
                     for q in range(L):
-                        if path_feat[q] == j: side = path_side[q]
+                        if path_feat[q] == j:
+                            side = path_side[q]
                     if x_child == b_child or side >= 0:  # one way only: they agree, or j is already in A (0) or B (1)
                         top += 1
                         stack_node[top] = x_child if side != 1 else b_child
-                        stack_len[top] = L; stack_feat[top] = -1; stack_side[top] = 0
+                        stack_len[top] = L
+                        stack_feat[top] = -1
+                        stack_side[top] = 0
                     else:
                         top += 1
-                        stack_node[top] = x_child; stack_len[top] = L; stack_feat[top] = j; stack_side[top] = 0
+                        stack_node[top] = x_child
+                        stack_len[top] = L
+                        stack_feat[top] = j
+                        stack_side[top] = 0
                         top += 1
-                        stack_node[top] = b_child; stack_len[top] = L; stack_feat[top] = j; stack_side[top] = 1
+                        stack_node[top] = b_child
+                        stack_len[top] = L
+                        stack_feat[top] = j
+                        stack_side[top] = 1
     return phi / m
 
 # %% ../../nbs/stats/51_explain.ipynb #d0804403
@@ -225,7 +267,8 @@ def _composites(masks, # (coalitions, p) boolean
         ahead = pool.submit(make, starts[0])
         for k, s in enumerate(starts):
             Z = ahead.result()
-            if k + 1 < len(starts): ahead = pool.submit(make, starts[k + 1])
+            if k + 1 < len(starts):
+                ahead = pool.submit(make, starts[k + 1])
             yield s, Z
 
 # %% ../../nbs/stats/51_explain.ipynb #62e23cc2
@@ -369,15 +412,19 @@ def counterfactual(model, # a regressor or classifier (estimator, function or to
     from scipy.optimize import minimize
     names = list(x.columns if isinstance(x, pd.DataFrame) else x.index) if isinstance(x, (pd.Series, pd.DataFrame)) else None
     x0 = _matrix(x, 'x', np.size(x) if np.ndim(x) == 1 else None)
-    if len(x0) != 1: raise InputError('x', x0.shape, 'explain one row at a time')
-    x0 = x0[0]; p = len(x0)
-    if not margin > 0: raise InputError('margin', margin, 'use a positive margin')
+    if len(x0) != 1:
+        raise InputError('x', x0.shape, 'explain one row at a time')
+    x0 = x0[0]
+    p = len(x0)
+    if not margin > 0:
+        raise InputError('margin', margin, 'use a positive margin')
     lo = np.broadcast_to(np.asarray(-np.inf if lower is None else lower, float), (p,))
     hi = np.broadcast_to(np.asarray(np.inf if upper is None else upper, float), (p,))
     if np.any(lo > x0 + 1e-12) or np.any(hi < x0 - 1e-12) or np.any(lo > hi):
         raise InputError('lower, upper', (lower, upper), 'give bounds with lower <= x <= upper for every feature', 'x outside its bounds')
     if classifier:
-        if not hasattr(model, 'predict_proba'): raise InputError('model', type(model).__name__, 'pass a classifier with predict_proba')
+        if not hasattr(model, 'predict_proba'):
+            raise InputError('model', type(model).__name__, 'pass a classifier with predict_proba')
         cols = getattr(model, 'feature_names_in_', None)
         P = lambda z: np.asarray(model.predict_proba(np.atleast_2d(z) if cols is None else pd.DataFrame(np.atleast_2d(z), columns=cols)), float)[0]
         start_class = int(np.argmax(P(x0)))
@@ -388,7 +435,8 @@ def counterfactual(model, # a regressor or classifier (estimator, function or to
         f = as_function(model)
         fx = float(f(x0[None])[0])
         signs = {'up': [1], 'down': [-1], 'either': [1, -1]}.get(direction)
-        if signs is None: raise InputError('direction', direction, "use 'up', 'down' or 'either'")
+        if signs is None:
+            raise InputError('direction', direction, "use 'up', 'down' or 'either'")
         cons = [lambda d, s=s: s * (float(f((x0 + d)[None])[0]) - fx) - margin for s in signs]
         f_value = lambda z: float(f(z[None])[0])
     bounds = list(zip(np.where(np.isfinite(lo), lo - x0, None), np.where(np.isfinite(hi), hi - x0, None)))
@@ -402,7 +450,8 @@ def counterfactual(model, # a regressor or classifier (estimator, function or to
                            constraints=[dict(type='ineq', fun=con)], options=dict(maxiter=300, ftol=1e-12))
             d = np.clip(res.x, lo - x0, hi - x0)
             ok = con(d) >= -1e-6
-            if ok and (best is None or d @ d < best @ best): best = d
+            if ok and (best is None or d @ d < best @ best):
+                best = d
     success = best is not None
     d = best if success else np.zeros(p)
     out = pd.Series(x0 + d, index=names or [f'x{i}' for i in range(p)], name='counterfactual')
@@ -434,7 +483,9 @@ def bench_trees(size:str='full', # "full": 20 rows, 50 background rows; "tiny": 
         X, B = rng.normal(size=(n, p)), rng.normal(size=(m, p))
         inside = [0.0]
         def timed_predict(A):  # the model alone: scikit-learn's predict on the composite rows kelly builds
-            t0 = time.perf_counter(); out = gbr.predict(A); inside[0] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = gbr.predict(A)
+            inside[0] += time.perf_counter() - t0
             return out
         totals, model_times = [], []
         for _ in range(repeat):
@@ -491,7 +542,9 @@ def bench_explain(size:str='full', # "full": 100 rows, 100 background rows; "tin
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             ex(X[:1], silent=True)                                    # warm-up: numba compiles shap's kernels
-            t0 = time.perf_counter(); theirs = ex(X, silent=True).values; shap_t = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            theirs = ex(X, silent=True).values
+            shap_t = time.perf_counter() - t0
         diff = float(np.max(np.abs(ours.shap_values(X) - theirs)))
         case = f'exact p={p}'
         recs += [dict(case=case, metric='seconds', value=kelly_t, unit='s'),

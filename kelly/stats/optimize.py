@@ -23,8 +23,10 @@ __all__ = ['BRANIN_MIN', 'check_bounds', 'scalarize', 'scalarized_front', 'zdt1'
 def check_bounds(bounds, # sequence of (low, high) pairs, one per variable
                 ) -> np.ndarray:
     "`bounds` as a float array (n_var, 2), or an `InputError` unless every pair is finite with low < high."
-    try: b = np.asarray(bounds, dtype=float)
-    except (TypeError, ValueError): raise InputError('bounds', bounds, 'give a list of (low, high) pairs of numbers') from None
+    try:
+        b = np.asarray(bounds, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError('bounds', bounds, 'give a list of (low, high) pairs of numbers') from None
     if b.ndim != 2 or b.shape[1] != 2 or len(b) == 0:
         raise InputError('bounds', bounds, 'give one (low, high) pair per variable, e.g. [(0, 1), (-5, 5)]', 'not a list of pairs')
     if not np.isfinite(b).all() or np.any(b[:, 0] >= b[:, 1]):
@@ -36,9 +38,12 @@ def scalarize(F, # objective values, shape (n_obj,) or (candidates, n_obj)
               weights, # non-negative weights, one per objective (normalised to sum to 1)
              ) -> np.ndarray:
     "The weighted sum of the objectives, with the weights normalised onto the simplex."
-    F = np.asarray(F, dtype=float); w = np.asarray(weights, dtype=float)
-    if w.ndim != 1 or w.shape[0] != F.shape[-1]: raise InputError('weights', weights, f'give one weight per objective ({F.shape[-1]})', 'mismatched shapes')
-    if np.any(w < 0) or not w.sum() > 0 or not np.isfinite(w).all(): raise InputError('weights', weights, 'use non-negative weights with a positive sum')
+    F = np.asarray(F, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 1 or w.shape[0] != F.shape[-1]:
+        raise InputError('weights', weights, f'give one weight per objective ({F.shape[-1]})', 'mismatched shapes')
+    if np.any(w < 0) or not w.sum() > 0 or not np.isfinite(w).all():
+        raise InputError('weights', weights, 'use non-negative weights with a positive sum')
     return F @ (w / w.sum())
 
 def scalarized_front(fun, # population function: (candidates, n_var) -> (candidates, n_obj)
@@ -49,7 +54,8 @@ def scalarized_front(fun, # population function: (candidates, n_var) -> (candida
                     ) -> pd.DataFrame:
     "One minimiser per weight vector: columns w0.., x0.., f0.."
     from scipy.optimize import minimize
-    b = check_bounds(bounds); rng = np.random.default_rng(seed)
+    b = check_bounds(bounds)
+    rng = np.random.default_rng(seed)
     n_obj = np.asarray(fun(b.mean(1)[None])).shape[1]
     W = np.c_[np.linspace(0, 1, n_weights), 1 - np.linspace(0, 1, n_weights)] if n_obj == 2 else rng.dirichlet(np.ones(n_obj), n_weights)
     rows = []
@@ -57,7 +63,8 @@ def scalarized_front(fun, # population function: (candidates, n_var) -> (candida
         best = None
         for _ in range(n_starts):
             res = minimize(lambda x: float(scalarize(fun(x[None])[0], w)), rng.uniform(b[:, 0], b[:, 1]), method='L-BFGS-B', bounds=b)
-            if best is None or res.fun < best.fun: best = res
+            if best is None or res.fun < best.fun:
+                best = res
         f = np.asarray(fun(best.x[None]))[0]
         rows.append({**{f'w{i}': v for i, v in enumerate(w)}, **{f'x{i}': v for i, v in enumerate(best.x)}, **{f'f{i}': v for i, v in enumerate(f)}})
     return pd.DataFrame(rows)
@@ -66,13 +73,15 @@ def scalarized_front(fun, # population function: (candidates, n_var) -> (candida
 def zdt1(X, # population, shape (candidates, n_var), values in [0, 1]
         ) -> np.ndarray:
     "ZDT1 objectives, shape (candidates, 2)."
-    X = np.atleast_2d(X); g = 1 + 9 * X[:, 1:].sum(1) / (X.shape[1] - 1)
+    X = np.atleast_2d(X)
+    g = 1 + 9 * X[:, 1:].sum(1) / (X.shape[1] - 1)
     return np.c_[X[:, 0], g * (1 - np.sqrt(X[:, 0] / g))]
 
 def zdt2(X, # population, shape (candidates, n_var), values in [0, 1]
         ) -> np.ndarray:
     "ZDT2 objectives, shape (candidates, 2)."
-    X = np.atleast_2d(X); g = 1 + 9 * X[:, 1:].sum(1) / (X.shape[1] - 1)
+    X = np.atleast_2d(X)
+    g = 1 + 9 * X[:, 1:].sum(1) / (X.shape[1] - 1)
     return np.c_[X[:, 0], g * (1 - (X[:, 0] / g) ** 2)]
 
 def zdt_front(name:str, # "zdt1" or "zdt2"
@@ -80,8 +89,10 @@ def zdt_front(name:str, # "zdt1" or "zdt2"
              ) -> np.ndarray:
     "n points of the true Pareto front of ZDT1 or ZDT2, shape (n, 2)."
     f1 = np.linspace(0, 1, n)
-    if name == 'zdt1': return np.c_[f1, 1 - np.sqrt(f1)]
-    if name == 'zdt2': return np.c_[f1, 1 - f1**2]
+    if name == 'zdt1':
+        return np.c_[f1, 1 - np.sqrt(f1)]
+    if name == 'zdt2':
+        return np.c_[f1, 1 - f1**2]
     raise InputError('name', name, 'use "zdt1" or "zdt2"')
 
 def generational_distance(F, # the points found, shape (points, n_obj)
@@ -117,14 +128,18 @@ def non_dominated_rank(F, # objective values, shape (candidates, n_obj)
 def crowding_distance(F, # objective values of one front, shape (candidates, n_obj)
                      ) -> np.ndarray:
     "Crowding distance: per objective, the normalised gap between each point's neighbours; ends get +inf."
-    F = np.asarray(F, float); n, k = F.shape
+    F = np.asarray(F, float)
+    n, k = F.shape
     d = np.zeros(n)
-    if n <= 2: return np.full(n, np.inf)
+    if n <= 2:
+        return np.full(n, np.inf)
     for j in range(k):
-        order = np.argsort(F[:, j], kind='stable'); f = F[order, j]
+        order = np.argsort(F[:, j], kind='stable')
+        f = F[order, j]
         span = f[-1] - f[0]
         d[order[0]] = d[order[-1]] = np.inf
-        if span > 0: d[order[1:-1]] += (f[2:] - f[:-2]) / span
+        if span > 0:
+            d[order[1:-1]] += (f[2:] - f[:-2]) / span
     return d
 
 # %% ../../nbs/stats/52_optimize.ipynb #57100bf0
@@ -148,7 +163,8 @@ def sbx_crossover(P1, P2, # parents, each (pairs, n_var)
     c2 = 0.5 * (y1 + y2 + betaq(1 + 2 * (upper - y2) / dy) * dy)
     c1, c2 = np.clip(c1, lower, upper), np.clip(c2, lower, upper)
     swap = rng.random(P1.shape) < 0.5
-    C1 = np.where(do, np.where(swap, c2, c1), C1); C2 = np.where(do, np.where(swap, c1, c2), C2)
+    C1 = np.where(do, np.where(swap, c2, c1), C1)
+    C2 = np.where(do, np.where(swap, c1, c2), C2)
     return C1, C2
 
 def polynomial_mutation(X, # candidates, (n, n_var)
@@ -162,7 +178,8 @@ def polynomial_mutation(X, # candidates, (n, n_var)
     p_mutation = 1 / X.shape[1] if p_mutation is None else p_mutation
     span = upper - lower
     d1, d2 = (X - lower) / span, (upper - X) / span
-    u = rng.random(X.shape); power = 1 / (eta + 1)
+    u = rng.random(X.shape)
+    power = 1 / (eta + 1)
     lowside = u < 0.5
     val_lo = 2 * u + (1 - 2 * u) * (1 - d1) ** (eta + 1)
     val_hi = 2 * (1 - u) + 2 * (u - 0.5) * (1 - d2) ** (eta + 1)
@@ -172,8 +189,10 @@ def polynomial_mutation(X, # candidates, (n, n_var)
 
 # %% ../../nbs/stats/52_optimize.ipynb #e1da9d40
 def _rank_and_crowding(F):
-    rank = non_dominated_rank(F); crowd = np.zeros(len(F))
-    for r in np.unique(rank): crowd[rank == r] = crowding_distance(F[rank == r])
+    rank = non_dominated_rank(F)
+    crowd = np.zeros(len(F))
+    for r in np.unique(rank):
+        crowd[rank == r] = crowding_distance(F[rank == r])
     return rank, crowd
 
 def _tournament(rank, crowd, n, rng):
@@ -194,7 +213,8 @@ class NSGA2:
                 ):
         if isinstance(pop_size, bool) or not isinstance(pop_size, (int, np.integer)) or pop_size < 4 or pop_size % 2:
             raise InputError('pop_size', pop_size, 'use an even population of at least 4')
-        if not isinstance(n_gen, (int, np.integer)) or n_gen < 1: raise InputError('n_gen', n_gen, 'run at least one generation')
+        if not isinstance(n_gen, (int, np.integer)) or n_gen < 1:
+            raise InputError('n_gen', n_gen, 'run at least one generation')
         self.pop_size, self.n_gen, self.eta_c, self.eta_m = int(pop_size), int(n_gen), eta_c, eta_m
         self.p_crossover, self.p_mutation, self.seed = p_crossover, p_mutation, seed
 
@@ -202,7 +222,8 @@ class NSGA2:
                  bounds, # (low, high) per variable
                 ):
         "Run the evolution; sets `X_`, `F_` (final population), `rank_`, and returns self."
-        b = check_bounds(bounds); lower, upper = b[:, 0], b[:, 1]
+        b = check_bounds(bounds)
+        lower, upper = b[:, 0], b[:, 1]
         rng = np.random.default_rng(self.seed)
         N = self.pop_size
         X = rng.uniform(lower, upper, (N, len(b)))
@@ -222,8 +243,10 @@ class NSGA2:
     @staticmethod
     def _evaluate(fun, X):
         F = np.asarray(fun(X), dtype=float)
-        if F.ndim != 2 or len(F) != len(X): raise InputError('fun', F.shape, 'return one row of objective values per candidate (candidates, n_obj)', 'bad objective shape')
-        if np.isnan(F).any(): raise InputError('fun', 'NaN', 'return finite objective values', 'NaN objective')
+        if F.ndim != 2 or len(F) != len(X):
+            raise InputError('fun', F.shape, 'return one row of objective values per candidate (candidates, n_obj)', 'bad objective shape')
+        if np.isnan(F).any():
+            raise InputError('fun', 'NaN', 'return finite objective values', 'NaN objective')
         return F
 
     @staticmethod
@@ -232,17 +255,20 @@ class NSGA2:
         keep = []
         for r in range(rank.max() + 1):
             members = np.flatnonzero(rank == r)
-            if len(keep) + len(members) <= N: keep.extend(members)
+            if len(keep) + len(members) <= N:
+                keep.extend(members)
             else:
                 crowd = crowding_distance(F[members])
                 keep.extend(members[np.argsort(-crowd, kind='stable')[:N - len(keep)]])
-            if len(keep) == N: break
+            if len(keep) == N:
+                break
         return np.array(keep)
 
     def front(self, names=None, # objective names (default f0, f1, ...)
              ) -> pd.DataFrame:
         "The non-dominated candidates of the final population: their objectives and variables, sorted by the first objective."
-        if not hasattr(self, 'F_'): raise InputError('minimize', 'not called', 'call .minimize(fun, bounds) first', 'not run')
+        if not hasattr(self, 'F_'):
+            raise InputError('minimize', 'not called', 'call .minimize(fun, bounds) first', 'not run')
         names = names or [f'f{i}' for i in range(self.F_.shape[1])]
         m = self.rank_ == 0
         out = pd.concat([pd.DataFrame(self.F_[m], columns=names), pd.DataFrame(self.X_[m]).add_prefix('x')], axis=1)
@@ -264,7 +290,8 @@ def expected_improvement(mu, # posterior means
 
 # %% ../../nbs/stats/52_optimize.ipynb #57aa9eee
 def _history(X, y, b):
-    X = np.asarray(X); y = np.asarray(y, float)
+    X = np.asarray(X)
+    y = np.asarray(y, float)
     h = pd.DataFrame(b[:, 0] + X * (b[:, 1] - b[:, 0]), columns=[f'x{i}' for i in range(len(b))])
     return h.assign(y=y, best=np.minimum.accumulate(y))
 
@@ -278,7 +305,8 @@ def random_search(fun, # objective: 1-d array -> float
                   seed:int=0, # seed of the draws
                  ) -> pd.DataFrame:
     "Uniform random search: one row per evaluation (x0.., y, best)."
-    b = check_bounds(bounds); _check_budget(n_iter)
+    b = check_bounds(bounds)
+    _check_budget(n_iter)
     U = np.random.default_rng(seed).random((n_iter, len(b)))
     return _history(U, [float(fun(b[:, 0] + u * (b[:, 1] - b[:, 0]))) for u in U], b)
 
@@ -290,11 +318,15 @@ def bayes_opt(fun, # objective: 1-d array -> float (minimised)
               seed:int=0, # seed of the design, candidates and GP restarts
              ) -> pd.DataFrame:
     "GP + expected-improvement minimisation: one row per evaluation (x0.., y, best)."
-    b = check_bounds(bounds); _check_budget(n_iter, n_init)
-    if n_init < 1: raise InputError('n_init', n_init, 'start from at least one random point')
-    d = len(b); rng = np.random.default_rng(seed)
+    b = check_bounds(bounds)
+    _check_budget(n_iter, n_init)
+    if n_init < 1:
+        raise InputError('n_init', n_init, 'start from at least one random point')
+    d = len(b)
+    rng = np.random.default_rng(seed)
     to_x = lambda u: b[:, 0] + u * (b[:, 1] - b[:, 0])
-    U = list(rng.random((n_init, d))); y = [float(fun(to_x(u))) for u in U]
+    U = list(rng.random((n_init, d)))
+    y = [float(fun(to_x(u))) for u in U]
     with threadpool_limits(1):   # the GP's matrices are tiny: threads only add contention
         return _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b)
 
@@ -315,8 +347,10 @@ def _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b):
         start = C[np.argmax(ei(C))]
         res = minimize(lambda u: -ei(u)[0], start, method='L-BFGS-B', bounds=[(0, 1)] * d)
         nxt = res.x if -res.fun >= ei(start)[0] else start
-        if np.min(np.abs(A - nxt).max(1)) < 1e-9: nxt = rng.random(d)   # never re-evaluate a point
-        U.append(nxt); y.append(float(fun(to_x(nxt))))
+        if np.min(np.abs(A - nxt).max(1)) < 1e-9:
+            nxt = rng.random(d)   # never re-evaluate a point
+        U.append(nxt)
+        y.append(float(fun(to_x(nxt))))
     return _history(U, y, b)
 
 # %% ../../nbs/stats/52_optimize.ipynb #ff79e6eb

@@ -33,8 +33,10 @@ def check_features(X, # a 2-d array or DataFrame of features
                    field:str='X', # the argument's name, for the message
                   ) -> np.ndarray:
     "`X` as a float array, or an `InputError` if it is not 2-d, is empty or holds NaN."
-    try: A = np.asarray(X, dtype=float)
-    except (TypeError, ValueError): raise InputError(field, X, 'pass numbers: a 2-d array or a DataFrame of numeric columns') from None
+    try:
+        A = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(field, X, 'pass numbers: a 2-d array or a DataFrame of numeric columns') from None
     if A.ndim != 2 or A.shape[0] == 0:
         raise InputError(field, getattr(X, 'shape', X), 'pass a non-empty 2-d table of shape (rows, features); reshape a single feature with X.reshape(-1, 1)', 'not a 2-d table')
     if np.isnan(A).any():
@@ -46,13 +48,18 @@ def check_target(y, # a 1-d array or Series of targets
                  field:str='y', # the argument's name, for the message
                 ) -> np.ndarray:
     "`y` as a float vector of length `n_rows`, or an `InputError`."
-    try: a = np.asarray(y, dtype=float)
-    except (TypeError, ValueError): raise InputError(field, y, 'pass a numeric 1-d target') from None
-    if a.ndim == 2 and a.shape[1] == 1: a = a[:, 0]
-    if a.ndim != 1: raise InputError(field, getattr(y, 'shape', y), 'pass a 1-d target', 'not 1-d')
+    try:
+        a = np.asarray(y, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(field, y, 'pass a numeric 1-d target') from None
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise InputError(field, getattr(y, 'shape', y), 'pass a 1-d target', 'not 1-d')
     if len(a) != n_rows:
         raise InputError(field, f'{len(a)} values for {n_rows} rows', 'give one target per row of the features', 'mismatched shapes')
-    if np.isnan(a).any(): raise InputError(field, f'{int(np.isnan(a).sum())} NaN values', 'drop the rows with a missing target', 'NaN in input')
+    if np.isnan(a).any():
+        raise InputError(field, f'{int(np.isnan(a).sum())} NaN values', 'drop the rows with a missing target', 'NaN in input')
     return a
 
 # %% ../../nbs/stats/50_uncertainty.ipynb #fd3d848e
@@ -72,8 +79,10 @@ def conformal_quantile(scores, # non-conformity scores of the calibration set
                       ) -> float:
     "The k-th smallest score with k = ceil((n+1)(1-alpha)); +inf (with a warning) when k > n."
     s = np.asarray(scores, dtype=float).ravel()
-    if s.size == 0: raise InputError('scores', s, 'calibrate on at least one point', 'empty calibration set')
-    if np.isnan(s).any(): raise InputError('scores', 'NaN', 'remove NaN predictions or targets before calibrating', 'NaN in scores')
+    if s.size == 0:
+        raise InputError('scores', s, 'calibrate on at least one point', 'empty calibration set')
+    if np.isnan(s).any():
+        raise InputError('scores', 'NaN', 'remove NaN predictions or targets before calibrating', 'NaN in scores')
     k = conformal_rank(len(s), alpha)
     if k > len(s):
         warnings.warn(f'{len(s)} calibration points are too few for alpha={alpha}: need at least '
@@ -83,9 +92,13 @@ def conformal_quantile(scores, # non-conformity scores of the calibration set
 
 # %% ../../nbs/stats/50_uncertainty.ipynb #c064a42a
 def _is_fitted(model):
-    try: check_is_fitted(model); return True
-    except NotFittedError: return False
-    except TypeError: return True  # not a scikit-learn estimator: trust the caller
+    try:
+        check_is_fitted(model)
+        return True
+    except NotFittedError:
+        return False
+    except TypeError:
+        return True  # not a scikit-learn estimator: trust the caller
 
 def _frame(X, pred, lower, upper):
     index = X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
@@ -109,7 +122,8 @@ class SplitConformalRegressor(RegressorMixin, BaseEstimator):
 
     def _model(self):
         m = self.model_ if hasattr(self, 'model_') else self.model
-        if not _is_fitted(m): raise InputError('model', type(m).__name__, 'fit the model first, or call .fit(X_train, y_train)', 'model not fitted')
+        if not _is_fitted(m):
+            raise InputError('model', type(m).__name__, 'fit the model first, or call .fit(X_train, y_train)', 'model not fitted')
         return m
 
     def _scores(self, X, y): return np.abs(y - np.asarray(self._model().predict(X), dtype=float))
@@ -132,7 +146,8 @@ class SplitConformalRegressor(RegressorMixin, BaseEstimator):
         return np.asarray(self._model().predict(X), dtype=float)
 
     def _check_calibrated(self):
-        if not hasattr(self, 'q_'): raise InputError('calibrate', 'not called', 'call .calibrate(X_cal, y_cal) before predicting intervals', 'not calibrated')
+        if not hasattr(self, 'q_'):
+            raise InputError('calibrate', 'not called', 'call .calibrate(X_cal, y_cal) before predicting intervals', 'not calibrated')
 
     def predict_interval(self, X, # features
                         ) -> pd.DataFrame:
@@ -165,7 +180,8 @@ class NormalizedConformalRegressor(SplitConformalRegressor):
         "Fit the regressor, then the scale model on its out-of-fold absolute residuals."
         from sklearn.model_selection import KFold, cross_val_predict
         yv = check_target(y, len(check_features(X)))
-        if not isinstance(self.cv, int) or self.cv < 2: raise InputError('cv', self.cv, 'use at least 2 folds')
+        if not isinstance(self.cv, int) or self.cv < 2:
+            raise InputError('cv', self.cv, 'use at least 2 folds')
         self.model_ = clone(self.model).fit(X, y)
         oof = cross_val_predict(clone(self.model), X, y, cv=KFold(self.cv, shuffle=True, random_state=0))
         self.scale_model_ = clone(self.scale_model if self.scale_model is not None else _default_scale_model()).fit(X, np.abs(yv - oof))
@@ -175,7 +191,8 @@ class NormalizedConformalRegressor(SplitConformalRegressor):
              ) -> np.ndarray:
         "The estimated difficulty sigma(x) > 0 of each row."
         s = self.scale_model_ if hasattr(self, 'scale_model_') else self.scale_model
-        if s is None or not _is_fitted(s): raise InputError('scale_model', s, 'call .fit(X_train, y_train), or pass a fitted scale_model', 'scale model not fitted')
+        if s is None or not _is_fitted(s):
+            raise InputError('scale_model', s, 'call .fit(X_train, y_train), or pass a fitted scale_model', 'scale model not fitted')
         return np.maximum(np.asarray(s.predict(X), dtype=float), self.eps)
 
     def _scores(self, X, y): return super()._scores(X, y) / self.sigma(X)
@@ -218,7 +235,8 @@ class ConformalizedQuantileRegressor(SplitConformalRegressor):
         lo = self.lower_model_ if hasattr(self, 'lower_model_') else self.lower_model
         hi = self.upper_model_ if hasattr(self, 'upper_model_') else self.upper_model
         for name, m in (('lower_model', lo), ('upper_model', hi)):
-            if m is None or not _is_fitted(m): raise InputError(name, m, 'call .fit(X_train, y_train), or pass fitted quantile models', 'model not fitted')
+            if m is None or not _is_fitted(m):
+                raise InputError(name, m, 'call .fit(X_train, y_train), or pass fitted quantile models', 'model not fitted')
         return np.asarray(lo.predict(X), dtype=float), np.asarray(hi.predict(X), dtype=float)
 
     def _scores(self, X, y):
@@ -250,14 +268,16 @@ def split_coverage(make_estimator, # a function of no arguments returning an unf
                    seed:int=0, # seed of the splits
                   ) -> pd.DataFrame:
     "One row per random split: `coverage` and mean `width` on the test rows, and `q` (the calibrated quantile)."
-    A = check_features(X); yv = check_target(y, len(A))
+    A = check_features(X)
+    yv = check_target(y, len(A))
     if n_train < 1 or n_calibration < 1 or n_train + n_calibration >= len(A):
         raise InputError('n_train, n_calibration', (n_train, n_calibration), f'leave at least one of the {len(A)} rows for testing')
     rng = np.random.default_rng(seed)
     take = (lambda idx: X.iloc[idx]) if isinstance(X, pd.DataFrame) else (lambda idx: A[idx])
     rows = []
     with threadpool_limits(1):   # many tiny fits: BLAS threads only add contention
-        for _ in range(int(n_splits)): rows.append(_one_split(make_estimator, take, yv, rng.permutation(len(A)), n_train, n_calibration))
+        for _ in range(int(n_splits)):
+            rows.append(_one_split(make_estimator, take, yv, rng.permutation(len(A)), n_train, n_calibration))
     return pd.DataFrame(rows)
 
 def _one_split(make_estimator, take, yv, perm, n_train, n_calibration):
@@ -281,7 +301,8 @@ class BaggedRegressor(RegressorMixin, BaseEstimator):
             y, # training targets
            ):
         "Fit `n_bags` copies of `model` on bootstrap resamples of the rows."
-        A = check_features(X); yv = check_target(y, len(A))
+        A = check_features(X)
+        yv = check_target(y, len(A))
         if isinstance(self.n_bags, bool) or not isinstance(self.n_bags, (int, np.integer)) or self.n_bags < 2:
             raise InputError('n_bags', self.n_bags, 'use at least 2 bags')
         rng = np.random.default_rng(self.seed)
@@ -290,14 +311,16 @@ class BaggedRegressor(RegressorMixin, BaseEstimator):
         for _ in range(int(self.n_bags)):
             idx = rng.integers(0, len(A), len(A))
             m = clone(self.model)
-            if 'random_state' in m.get_params(): m.set_params(random_state=int(rng.integers(2**31)))
+            if 'random_state' in m.get_params():
+                m.set_params(random_state=int(rng.integers(2**31)))
             self.models_.append(m.fit(take(idx), yv[idx]))
         return self
 
     def bag_predictions(self, X, # features
                        ) -> np.ndarray:
         "Array (n_bags, n_rows) of every bag's predictions."
-        if not hasattr(self, 'models_'): raise InputError('fit', 'not called', 'call .fit(X, y) first', 'not fitted')
+        if not hasattr(self, 'models_'):
+            raise InputError('fit', 'not called', 'call .fit(X, y) first', 'not fitted')
         check_features(X)
         return np.stack([np.asarray(m.predict(X), dtype=float) for m in self.models_])
 
@@ -316,9 +339,12 @@ def _torch_xy(X, y):
     import torch
     X = torch.as_tensor(np.asarray(X, dtype=np.float32) if not torch.is_tensor(X) else X)
     y = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y)
-    if X.ndim < 2 or len(X) != len(y): raise InputError('X, y', (tuple(X.shape), tuple(y.shape)), 'give one target per row of X', 'mismatched shapes')
-    if torch.isnan(X).any(): raise InputError('X', 'NaN', 'remove NaN inputs', 'NaN in input')
-    if not torch.is_floating_point(y): y = y.long()
+    if X.ndim < 2 or len(X) != len(y):
+        raise InputError('X, y', (tuple(X.shape), tuple(y.shape)), 'give one target per row of X', 'mismatched shapes')
+    if torch.isnan(X).any():
+        raise InputError('X', 'NaN', 'remove NaN inputs', 'NaN in input')
+    if not torch.is_floating_point(y):
+        y = y.long()
     return X, y
 
 def _default_loss(y):
@@ -333,7 +359,8 @@ def fgsm(model, # a torch.nn.Module
         ):
     "FGSM adversarial examples x + eps * sign(grad_x loss), as a detached tensor."
     import torch
-    if not eps >= 0: raise InputError('eps', eps, 'use a non-negative step size')
+    if not eps >= 0:
+        raise InputError('eps', eps, 'use a non-negative step size')
     X, y = _torch_xy(X, y)
     loss_fn = loss_fn or _default_loss(y)
     was_training = model.training
@@ -341,9 +368,11 @@ def fgsm(model, # a torch.nn.Module
     try:
         x = X.clone().detach().requires_grad_(True)
         out = model(x)
-        if out.ndim == 2 and out.shape[1] == 1 and torch.is_floating_point(y) and y.ndim == 1: out = out[:, 0]
+        if out.ndim == 2 and out.shape[1] == 1 and torch.is_floating_point(y) and y.ndim == 1:
+            out = out[:, 0]
         grad, = torch.autograd.grad(loss_fn(out, y), x)
-    finally: model.train(was_training)
+    finally:
+        model.train(was_training)
     return (X + eps * grad.sign()).detach()
 
 # %% ../../nbs/stats/50_uncertainty.ipynb #e15e4c8b
@@ -364,9 +393,11 @@ def robustness(model, # a torch.nn.Module
     with torch.no_grad():
         for name, inp in (('clean', X), ('adversarial', X_adv)):
             o = model(inp)
-            if o.ndim == 2 and o.shape[1] == 1 and torch.is_floating_point(y) and y.ndim == 1: o = o[:, 0]
+            if o.ndim == 2 and o.shape[1] == 1 and torch.is_floating_point(y) and y.ndim == 1:
+                o = o[:, 0]
             out[f'{name}_loss'] = float(loss_fn(o, y))
-            if not torch.is_floating_point(y): out[f'{name}_accuracy'] = float((o.argmax(1) == y).float().mean())
+            if not torch.is_floating_point(y):
+                out[f'{name}_accuracy'] = float((o.argmax(1) == y).float().mean())
     model.train(was_training)
     return pd.Series(out)
 
@@ -384,7 +415,8 @@ def adversarial_train(model, # a torch.nn.Module, trained in place
                      ):
     "Train `model` on (1 - w) * clean loss + w * FGSM loss; returns the model."
     import torch
-    if not 0 <= adv_weight <= 1: raise InputError('adv_weight', adv_weight, 'use a weight in [0, 1]')
+    if not 0 <= adv_weight <= 1:
+        raise InputError('adv_weight', adv_weight, 'use a weight in [0, 1]')
     X, y = _torch_xy(X, y)
     loss_fn = loss_fn or _default_loss(y)
     gen = torch.Generator().manual_seed(seed)
@@ -396,7 +428,10 @@ def adversarial_train(model, # a torch.nn.Module, trained in place
             xa = fgsm(model, xb, yb, eps, loss_fn) if adv_weight > 0 else None
             model.train()
             loss = (1 - adv_weight) * loss_fn(squeeze(model(xb)), yb)
-            if xa is not None: loss = loss + adv_weight * loss_fn(squeeze(model(xa)), yb)
-            opt.zero_grad(); loss.backward(); opt.step()
+            if xa is not None:
+                loss = loss + adv_weight * loss_fn(squeeze(model(xa)), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     model.eval()
     return model

@@ -14,8 +14,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['MATHJAX_CONFIG', 'MATHJAX_FONTS', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require',
            'ArgumentParser', 'project_root', 'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything',
-           'get_device', 'atomic_write', 'file_sha256', 'ConvergenceWarning', 'sampler_diagnostics', 'progress_enabled',
-           'progress', 'use_offline_plotly', 'plotlyjs', 'mathjax_dir']
+           'get_device', 'limit_threads', 'atomic_write', 'file_sha256', 'ConvergenceWarning', 'sampler_diagnostics',
+           'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs', 'mathjax_dir']
 
 # %% ../nbs/00_core.ipynb #006b25e3
 _short = reprlib.Repr()
@@ -171,6 +171,41 @@ def get_device(prefer:str='auto', # "auto", "cpu", "cuda", "cuda:N" or "mps"
     if dev.type not in ('cpu', 'cuda', 'mps'):
         raise ConfigError('device', prefer, 'use "auto", "cpu", "cuda", "cuda:N" or "mps"')
     return dev
+
+# %% ../nbs/00_core.ipynb #f559226a
+from functools import lru_cache
+
+@lru_cache(maxsize=None)
+def _threadpool_controller():
+    "The BLAS/OpenMP pools of this process, found once (finding them costs milliseconds, limiting them microseconds)."
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
+
+@contextmanager
+def limit_threads(n:int|None=1, # threads for torch, BLAS/OpenMP and FAISS (None: leave them alone)
+                 ):
+    "Run a block with at most `n` threads in every thread pool the process has loaded; restores them after."
+    if n is None:
+        yield
+        return
+    n = int(n)
+    if n < 1:
+        raise InputError('threads', n, 'give 1 or more threads (or None to leave them alone)')
+    torch, faiss = sys.modules.get('torch'), sys.modules.get('faiss')
+    torch_before = torch.get_num_threads() if torch is not None else None
+    faiss_before = faiss.omp_get_max_threads() if faiss is not None else None
+    if torch is not None:
+        torch.set_num_threads(n)
+    if faiss is not None:
+        faiss.omp_set_num_threads(n)
+    try:
+        with _threadpool_controller().limit(limits=n):
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(torch_before)
+        if faiss is not None:
+            faiss.omp_set_num_threads(faiss_before)
 
 # %% ../nbs/00_core.ipynb #6024e18b
 def _umask():

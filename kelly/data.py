@@ -15,13 +15,15 @@ import pandas as pd
 from .core import ArgumentParser, InputError, MissingResourceError, atomic_write, data_dir, require
 
 # %% auto #0
-__all__ = ['EMOTIONS', 'AUDIO_FEATURES', 'TABLES', 'REQUIRED_TABLES', 'SCHEMA', 'NRC_AFFECTS', 'CatalogError', 'date_fix',
-           'Catalog', 'tiny_catalog', 'detect_delimiter', 'check_catalog', 'format_problem', 'catalog_main',
-           'default_catalog_dir', 'load_catalog', 'immich_catalog', 'music21_corpus', 'nile', 'co2', 'macrodata',
-           'social_graph', 'nrc_lexicon', 'tokenize', 'nrc_affect', 'minilm_path', 'sentence_encoder']
+__all__ = ['EMOTIONS', 'VAD', 'EMOTION_COLUMNS', 'AUDIO_FEATURES', 'TABLES', 'REQUIRED_TABLES', 'SCHEMA', 'NRC_AFFECTS',
+           'CatalogError', 'date_fix', 'Catalog', 'tiny_catalog', 'detect_delimiter', 'check_catalog', 'format_problem',
+           'catalog_main', 'default_catalog_dir', 'load_catalog', 'immich_catalog', 'music21_corpus', 'nile', 'co2',
+           'macrodata', 'social_graph', 'nrc_lexicon', 'tokenize', 'nrc_affect', 'minilm_path', 'sentence_encoder']
 
 # %% ../nbs/01_data.ipynb #9846dced
 EMOTIONS = ('happy', 'sad', 'angry', 'fearful', 'surprised', 'disgusted', 'neutral', 'excited')
+VAD = ('valence', 'arousal', 'dominance')   # the emotion coordinates; the column names on `sections`
+EMOTION_COLUMNS = tuple(f'emo_{name}' for name in VAD)   # the same coordinates on `songs`
 AUDIO_FEATURES = ('energy', 'valence', 'danceability', 'acousticness', 'instrumentalness', 'liveness', 'speechiness', 'tempo')
 TABLES = ('artists', 'albums', 'songs', 'sections', 'life_events', 'collaborations')
 REQUIRED_TABLES = ('artists', 'albums', 'songs')

@@ -81,7 +81,8 @@ def cmd_report(args) -> int:
     failed = [n for n, o in outcome.items() if o == 'failed']
     if len(names) > 1:
         counts = ', '.join(f'{sum(o == s for o in outcome.values())} {s}' for s in ('ok', 'fresh', 'failed'))
-        _say(f'{len(names)} reports in {time.perf_counter() - t0:.0f} s: {counts}' + (f' ({", ".join(failed)})' if failed else ''))
+        failed_list = f' ({", ".join(failed)})' if failed else ''
+        _say(f'{len(names)} reports in {time.perf_counter() - t0:.0f} s: {counts}{failed_list}')
     return 1 if failed else 0
 
 # %% ../nbs/91_cli.ipynb #17f4286a
@@ -120,13 +121,19 @@ def cmd_info(args) -> int:
 
 # %% ../nbs/91_cli.ipynb #908cc851
 FORWARDED = {  # command: (module, function, one-line summary)
-    'emotion': ('kelly.music.emotion', 'emotion_main', 'print the 8 emotion probabilities and valence/arousal/dominance of texts and audio files'),
+    'emotion': ('kelly.music.emotion', 'emotion_main',
+                'print the 8 emotion probabilities and valence/arousal/dominance of texts and audio files'),
     'compose': ('kelly.music.idaw', 'compose_main', 'write a MIDI file for an emotion with the five iDAW networks'),
-    'export': ('kelly.music.rtneural', 'export_main', 'export the iDAW networks as RTNeural JSON, ONNX or checkpoints, checked against PyTorch'),
-    'index': ('kelly.audio.search', 'index_main', 'build a track index from a folder of audio files, or describe one (kelly index info)'),
-    'recommend': ('kelly.audio.search', 'recommend_main', 'recommend the tracks of an index most similar to one of its tracks'),
-    'catalog': ('kelly.data', 'catalog_main', 'check a catalog folder written by hand: every problem at once, with its file and line'),
-    'predict-features': ('kelly.predictor', 'predict_features_main', "predict Spotify-style audio features from a catalog's metadata"),
+    'export': ('kelly.music.rtneural', 'export_main',
+               'export the iDAW networks as RTNeural JSON, ONNX or checkpoints, checked against PyTorch'),
+    'index': ('kelly.audio.search', 'index_main',
+              'build a track index from a folder of audio files, or describe one (kelly index info)'),
+    'recommend': ('kelly.audio.search', 'recommend_main',
+                  'recommend the tracks of an index most similar to one of its tracks'),
+    'catalog': ('kelly.data', 'catalog_main',
+                'check a catalog folder written by hand: every problem at once, with its file and line'),
+    'predict-features': ('kelly.predictor', 'predict_features_main',
+                         "predict Spotify-style audio features from a catalog's metadata"),
 }
 
 # %% ../nbs/91_cli.ipynb #fd5cb9a1
@@ -141,12 +148,15 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser('report', formatter_class=fmt, help='regenerate reports with papermill',
         description='Run section notebooks with papermill at the sizes in settings.ini, and publish each into reports/ '
                     'only if every cell succeeds (a failed run leaves the previous report untouched).',
-        epilog='examples:\n  kelly report pitch\n  kelly report pitch -p a4 432\n  kelly report all --quick\n  kelly report all --status\n'
-               '  kelly report all -j 2 --force\n  kelly report pitch --sweep a4=432,440,444 --quick\n  kelly report --list')
+        epilog='examples:\n  kelly report pitch\n  kelly report pitch -p a4 432\n  kelly report all --quick\n'
+               '  kelly report all --status\n'
+               '  kelly report all -j 2 --force\n  kelly report pitch --sweep a4=432,440,444 --quick\n'
+               '  kelly report --list')
     r.add_argument('name', nargs='?', help='a report named in settings.ini, or "all"')
     r.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('KEY', 'VALUE'),
                    help='override a parameter (a Python literal, else a string); repeatable')
-    r.add_argument('--quick', action='store_true', help="use the notebook's quick defaults instead of settings.ini's sizes")
+    r.add_argument('--quick', action='store_true',
+                   help="use the notebook's quick defaults instead of settings.ini's sizes")
     r.add_argument('--list', action='store_true', help='list the reports, their notebooks and parameters')
     r.add_argument('--status', action='store_true', help='say which reports are fresh, and why the others are stale')
     r.add_argument('--force', action='store_true', help='run the reports even if they are fresh')
@@ -158,10 +168,12 @@ def parser() -> argparse.ArgumentParser:
                    help='reports run at once (default: the number of cores)')
     r.set_defaults(func=cmd_report)
     b = sub.add_parser('bench', formatter_class=fmt, help='run benchmarks',
-        description='Run the benchmarks that live beside the code they measure; comparisons are measured in the same run.',
+        description='Run the benchmarks that live beside the code they measure; '
+                    'comparisons are measured in the same run.',
         epilog='examples:\n  kelly bench pitch\n  kelly bench all --json')
     b.add_argument('name', help='a benchmark name, or "all"')
-    b.add_argument('--json', action='store_true', help='print one JSON list of records {bench, case, metric, value, unit}')
+    b.add_argument('--json', action='store_true',
+                   help='print one JSON list of records {bench, case, metric, value, unit}')
     b.add_argument('--tiny', action='store_true', help='run at a tiny size, to check that the benchmark works')
     b.set_defaults(func=cmd_bench)
     d = sub.add_parser('docs', formatter_class=fmt, help='build the static docs site',
@@ -171,8 +183,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument('--readme', action='store_true', help='only write README.md from nbs/index.ipynb')
     d.set_defaults(func=cmd_docs)
     for name, (module, _, summary) in FORWARDED.items():   # their options live beside the code they run
-        sub.add_parser(name, add_help=False, help=f'{summary} (see kelly {name} --help)', description=f'{summary} ({module}).')
-    i = sub.add_parser('info', help="show kelly's version, folders and device", description="Print kelly's version, folders and device as JSON.")
+        sub.add_parser(name, add_help=False, help=f'{summary} (see kelly {name} --help)',
+                       description=f'{summary} ({module}).')
+    i = sub.add_parser('info', help="show kelly's version, folders and device",
+                       description="Print kelly's version, folders and device as JSON.")
     i.set_defaults(func=cmd_info)
     return p
 
@@ -194,7 +208,8 @@ def _guarded(run) -> int:
         return 2
     except OSError as e:
         what = e.filename if e.filename is not None else e
-        _say(f'kelly: error: {e.strerror or type(e).__name__}: {_short.repr(str(what))}. Fix: check that path and its permissions')
+        reason = e.strerror or type(e).__name__
+        _say(f'kelly: error: {reason}: {_short.repr(str(what))}. Fix: check that path and its permissions')
         return 2
 
 def main(argv:list=None, # the arguments (default: the command line)
@@ -225,7 +240,8 @@ def entry(argv:list=None, # the arguments (default: the command line)
 
 
 # %% ../nbs/91_cli.ipynb #06510aad
-STARTUP_GOALS = {'kelly --help': 0.5, 'kelly --version': 0.5, 'import kelly.core': 0.3, 'kelly recommend (30 tracks)': 1.5}
+STARTUP_GOALS = {'kelly --help': 0.5, 'kelly --version': 0.5, 'import kelly.core': 0.3,
+                 'kelly recommend (30 tracks)': 1.5}
 
 def _median_start(cmd:list, repeat:int, cwd) -> float:
     "Median wall time of `repeat` runs of the process `cmd`, which must succeed."
@@ -261,5 +277,6 @@ def bench_startup(size:str='full', # "full": 10 starts per case; "tiny": 2
         records.append(dict(case=case, metric='wall_median', value=seconds, unit='s'))
         if case in STARTUP_GOALS:
             records.append(dict(case=case, metric='goal_ratio', value=seconds / STARTUP_GOALS[case], unit='x'))
-            records.append(dict(case=case, metric='vs_bare_python', value=seconds / medians['python -c pass'], unit='x'))
+            ratio = seconds / medians['python -c pass']
+            records.append(dict(case=case, metric='vs_bare_python', value=ratio, unit='x'))
     return records

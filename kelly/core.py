@@ -108,7 +108,7 @@ def reports_dir() -> Path:
     return _env_dir('KELLY_REPORTS', project_root()/'reports')
 
 def cache_dir() -> Path:
-    "Folder of derived data worth keeping between runs (parsed corpora): `$KELLY_CACHE`, else `~/.cache/kelly`; created if missing."
+    "Folder of derived data worth keeping between runs (parsed corpora): `$KELLY_CACHE`, else `~/.cache/kelly`."
     d = _env_dir('KELLY_CACHE', Path.home()/'.cache'/'kelly')
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -334,7 +334,7 @@ def _plotly_div_bundle(fig_dict):
 def use_offline_plotly():
     "Make plotly's default renderer emit its JSON and a CDN-free HTML div."
     import plotly.io as pio
-    from plotly.io._base_renderers import ExternalRenderer, MimetypeRenderer
+    from plotly.io._base_renderers import MimetypeRenderer
     class OfflineDivRenderer(MimetypeRenderer):
         "HTML div that uses the plotly.js already on the page."
         def to_mimebundle(self, fig_dict): return _plotly_div_bundle(fig_dict)
@@ -350,7 +350,8 @@ MATHJAX_CONFIG = 'TeX-AMS-MML_HTMLorMML-full,Safe'   # a configuration that jupy
 # the only web font it ships is STIX-Web: say so before MathJax starts, or it asks for TeX fonts that are not there;
 # and its probe font (MathJax_Blank, "url('about:blank')") is looked up locally, which browsers do without a request
 MATHJAX_FONTS = {'HTML-CSS': dict(availableFonts=[], preferredFont=None, webFont='STIX-Web', imageFont=None,
-                                  styles={'@font-face': {'font-family': 'MathJax_Blank', 'src': "local('MathJax_Blank')"}}),
+                                  styles={'@font-face': {'font-family': 'MathJax_Blank',
+                                                        'src': "local('MathJax_Blank')"}}),
                  'SVG': dict(font='STIX-Web')}
 
 def mathjax_dir() -> Path:

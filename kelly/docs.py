@@ -8,7 +8,7 @@ from __future__ import annotations
 import json, os, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
-from .core import MATHJAX_FONTS, ConfigError, InputError, atomic_write, mathjax_dir, plotlyjs, project_root, require
+from .core import MATHJAX_FONTS, ConfigError, InputError, atomic_write, mathjax_dir, plotlyjs, project_root
 
 # %% auto #0
 __all__ = ['AREAS', 'show_doc', 'docs_notebook', 'page_name', 'doc_notebooks', 'api_page', 'build_docs', 'page_area',
@@ -127,7 +127,8 @@ def page_name(path:Path, # a notebook
 def doc_notebooks(nbs:Path, # the notebooks folder
                  ) -> list[Path]:
     "The notebooks that become pages: all under `nbs`, except folders and files starting with `_` or `.`."
-    return [p for p in sorted(nbs.rglob('*.ipynb')) if not any(s.startswith(('_', '.')) for s in p.relative_to(nbs).parts)]
+    return [p for p in sorted(nbs.rglob('*.ipynb'))
+            if not any(s.startswith(('_', '.')) for s in p.relative_to(nbs).parts)]
 
 # %% ../nbs/92_docs.ipynb #9d9a81b2
 def _slug(name:str) -> str:
@@ -160,10 +161,12 @@ html_context = {{"default_mode": "light"}}
 html_static_path = ["_static"]
 html_js_files = ["plotly.min.js"]
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-mathjax2_config = {{"tex2jax": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]], "processEscapes": True,
+mathjax2_config = {{"tex2jax": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]],
+                                "processEscapes": True,
                                 "processClass": "tex2jax_process|mathjax_process|math|output_area"}},
                    **{fonts}}}
-html_theme_options = {{"navigation_with_keys": False, "show_toc_level": 2, "footer_start": ["copyright"], "footer_end": []}}
+html_theme_options = {{"navigation_with_keys": False, "show_toc_level": 2, "footer_start": ["copyright"],
+                      "footer_end": []}}
 html_sidebars = {{"**": ["sidebar-nav-bs"]}}
 myst_heading_anchors = 3
 myst_enable_extensions = ["dollarmath", "colon_fence"]
@@ -191,7 +194,8 @@ def _is_site(folder:Path) -> bool:
 def _check_site_folder(out:Path):
     "Refuse an output folder whose replacement would lose a user's files: a file, or a folder that is not a site."
     if out.exists() and not out.is_dir():
-        raise InputError('--out', str(out), 'give a folder for the site (created if missing), not a file', 'not a folder')
+        raise InputError('--out', str(out), 'give a folder for the site (created if missing), not a file',
+                         'not a folder')
     if out.is_dir() and any(out.iterdir()) and not _is_site(out):
         fix = 'give an empty or new folder, or one that an earlier `kelly docs` wrote: this one would be replaced'
         raise InputError('--out', str(out), fix, 'folder holds other files')
@@ -212,7 +216,8 @@ def build_docs(out:Path=None, # the site folder (default: `_docs/` of the projec
     if not any(p.name == 'index.ipynb' for p in notebooks):
         raise InputError('notebooks', [p.name for p in notebooks], 'include nbs/index.ipynb: it is the home page')
     with tempfile.TemporaryDirectory(prefix='kelly-docs-') as d:
-        return _build(Path(d), out, execute, nbs, notebooks, say or (lambda line: print(line, file=sys.stderr, flush=True)))
+        say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        return _build(Path(d), out, execute, nbs, notebooks, say)
 
 
 # %% ../nbs/92_docs.ipynb #b8697e6f
@@ -244,7 +249,8 @@ def area_pages(pages:list, # page names
     for area, (title, line) in AREAS.items():
         members = [p for p in pages if page_area(p) == area]
         if members:
-            found[f'area-{area}'] = f'# {title}\n\n{line}.\n\n```{{toctree}}\n:maxdepth: 1\n\n' + '\n'.join(members) + '\n```\n'
+            toctree = '```{toctree}\n:maxdepth: 1\n\n' + '\n'.join(members) + '\n```\n'
+            found[f'area-{area}'] = f'# {title}\n\n{line}.\n\n' + toctree
     return found
 
 # %% ../nbs/92_docs.ipynb #5ecc4c9a
@@ -331,7 +337,8 @@ def _stage_pages(stage:Path, nbs:Path, notebooks:list, execute:bool=False, say=p
     index = json.loads((stage/'index.ipynb').read_text(encoding='utf-8'))
     toc = '```{toctree}\n:maxdepth: 2\n:hidden:\n\n' + '\n'.join([*areas, 'api']) + '\n```'
     listing = '\n'.join(f'- [{AREAS[a[5:]][0]}]({a}.md): {AREAS[a[5:]][1]}' for a in areas) + '\n- [API index](api.md)'
-    index['cells'].append(dict(cell_type='markdown', id='kelly-docs-toc', metadata={}, source=f'## Sections\n\n{listing}\n\n{toc}'))
+    index['cells'].append(dict(cell_type='markdown', id='kelly-docs-toc', metadata={},
+                               source=f'## Sections\n\n{listing}\n\n{toc}'))
     (stage/'index.ipynb').write_text(json.dumps(index, indent=1, ensure_ascii=False), encoding='utf-8')
     return pages
 
@@ -344,7 +351,8 @@ def _sphinx_cause(log:str) -> str:
     notebook = re.findall(r'ExecutionError: (\S+\.ipynb)', text)
     cell = re.search(r'An error occurred while executing the following cell:\s*\n\s*-+\n(.*?)\n\s*-+\n', text, re.S)
     error = re.findall(r'^\s*(\w+(?:Error|Exception|Exit)\b.*)$', text, re.M)
-    said = [f'notebook {Path(notebook[-1]).stem}' if notebook else '', f'cell `{cell.group(1).strip()[:200]}`' if cell else '',
+    said = [f'notebook {Path(notebook[-1]).stem}' if notebook else '',
+            f'cell `{cell.group(1).strip()[:200]}`' if cell else '',
             error[-1].strip()[:300] if error else text[-1500:]]
     return '; '.join(s for s in said if s)
 

@@ -5,12 +5,14 @@
 # %% ../nbs/90_reports.ipynb #91e4383d
 from __future__ import annotations
 
-import ast, configparser, datetime as dt, hashlib, html, importlib.util, json, os, re, shutil, subprocess, sys, tempfile, time
+import ast, configparser, datetime as dt, hashlib, html, importlib.util, json, os, re, shutil, subprocess, sys
+import tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 
 import kelly
-from .core import (MATHJAX_CONFIG, MATHJAX_FONTS, ConfigError, InputError, KellyError, atomic_write, data_dir, file_sha256,
+from .core import (MATHJAX_CONFIG, MATHJAX_FONTS, ConfigError, InputError, KellyError, atomic_write, data_dir,
+                        file_sha256,
                         mathjax_dir, plotlyjs, progress_enabled, project_root, reports_dir)
 
 # %% auto #0
@@ -46,7 +48,9 @@ class Manifest:
                 ):
         self.settings = Path(settings or project_root()/'settings.ini')
         if not self.settings.is_file():
-            raise ConfigError('settings', str(self.settings), 'run kelly from a kelly checkout, or pass the path of settings.ini', 'manifest not found')
+            raise ConfigError('settings', str(self.settings),
+                              'run kelly from a kelly checkout, or pass the path of settings.ini',
+                              'manifest not found')
         self.nbs = Path(nbs or self.settings.parent/'nbs')
         self.parser = configparser.ConfigParser(interpolation=None)
         self.parser.optionxform = str  # parameter names are case-sensitive
@@ -63,9 +67,13 @@ class Manifest:
     def notebook(self, name:str) -> Path:
         "The notebook that makes report `name`."
         if name not in self.names:
-            raise ConfigError('report', name, f'choose one of: {", ".join(self.names) or "(none)"}, or add a [{name}] section to {self.settings.name}', 'unknown report')
+            choices = ', '.join(self.names) or '(none)'
+            raise ConfigError('report', name,
+                              f'choose one of: {choices}, or add a [{name}] section to {self.settings.name}',
+                              'unknown report')
         found = [p for p in sorted(self.nbs.rglob('*.ipynb'))
-                 if _notebook_stem(p) == name and not any(part.startswith(('.', '_')) for part in p.relative_to(self.nbs).parts)]
+                 if _notebook_stem(p) == name
+                 and not any(part.startswith(('.', '_')) for part in p.relative_to(self.nbs).parts)]
         if len(found) != 1:
             raise ConfigError('report', name, f'keep exactly one notebook named NN_{name}.ipynb under {self.nbs}',
                               f'{len(found)} notebooks match' if found else 'no notebook matches')
@@ -85,7 +93,9 @@ class Manifest:
         found = [value] if isinstance(value, str) else list(value)
         for u in found:
             if u not in self.names:
-                raise ConfigError(f'{self.settings.name} [{name}] after', u, f'name reports of the manifest: {", ".join(self.names)}', 'unknown report')
+                raise ConfigError(f'{self.settings.name} [{name}] after', u,
+                                  f'name reports of the manifest: {", ".join(self.names)}',
+                                  'unknown report')
         return found
 
 
@@ -96,13 +106,15 @@ def notebook_parameters(path:Path, # a notebook
     import nbformat
     nb = nbformat.read(path, as_version=4)
     if not any('parameters' in c.get('metadata', {}).get('tags', []) for c in nb.cells):
-        raise ConfigError('notebook', str(path), 'tag the cell of quick defaults "parameters" (nbdev keeps tags: allowed_cell_metadata_keys)', 'no parameters cell')
+        raise ConfigError('notebook', str(path), 'tag the cell of quick defaults "parameters" '
+                          '(nbdev keeps tags: allowed_cell_metadata_keys)', 'no parameters cell')
     import papermill
     return {k: parse_value(v['default']) for k, v in papermill.inspect_notebook(str(path)).items()}
 
 # %% ../nbs/90_reports.ipynb #90cf11c7
 _KINDS = ((bool, (bool,), 'True or False'), (int, (int,), 'a whole number (write 1000, not 1e3 or 1000.0)'),
-          (float, (int, float), 'a number'), (str, (str,), 'a text in quotes'), ((list, tuple), (list, tuple), 'a list'))
+          (float, (int, float), 'a number'), (str, (str,), 'a text in quotes'),
+          ((list, tuple), (list, tuple), 'a list'))
 
 def _kind_of(default):
     "The types a parameter whose default is `default` accepts, and how to say so (None: any)."
@@ -131,7 +143,8 @@ def resolve_parameters(manifest:Manifest, # the report manifest
     known = ', '.join(declared) or '(none)'
     for k in own:
         if k not in declared:
-            raise ConfigError(f'{manifest.settings.name} [{name}] {k}', own[k], f'remove it, or use one of the notebook\'s parameters: {known}', 'unknown parameter')
+            raise ConfigError(f'{manifest.settings.name} [{name}] {k}', own[k],
+                              f'remove it, or use one of the notebook\'s parameters: {known}', 'unknown parameter')
     params = {} if quick else {**{k: v for k, v in shared.items() if k in declared}, **own}
     for k, v in (overrides or {}).items():
         if k not in declared:
@@ -145,7 +158,7 @@ def resolve_parameters(manifest:Manifest, # the report manifest
 
 # %% ../nbs/90_reports.ipynb #8fcbd847
 def _write_demo_project(root:Path, # an empty folder
-                        body:str="assert x >= 0, 'x must not be negative'\ny = 2 * x", # the notebook's code after its parameters
+                        body:str="assert x >= 0, 'x must not be negative'\ny = 2 * x", # code after the parameters
                        ) -> Manifest:
     "A minimal project (manifest, one report notebook) for tests and examples."
     import nbformat
@@ -153,7 +166,8 @@ def _write_demo_project(root:Path, # an empty folder
     nb = nbf.new_notebook(cells=[nbf.new_markdown_cell('# Demo\n> A tiny report'),
                                  nbf.new_code_cell("x = 1\nlabel = 'quick'", metadata={'tags': ['parameters']}),
                                  nbf.new_code_cell(body),
-                                 nbf.new_code_cell("from kelly.core import artifacts_dir\n(artifacts_dir('demo')/'y.txt').write_text(str(y))")])
+                                 nbf.new_code_cell("from kelly.core import artifacts_dir\n"
+                                                   "(artifacts_dir('demo')/'y.txt').write_text(str(y))")])
     nb.metadata['kernelspec'] = dict(name='python3', display_name='Python 3', language='python')
     (root/'nbs').mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, root/'nbs'/'01_demo.ipynb')
@@ -178,7 +192,8 @@ def git_commit(root:Path=None, # a folder inside the repository
 # %% ../nbs/90_reports.ipynb #7e22e3f5
 RESULTS_KEY = 'kelly_results'   # the output metadata that marks a report's "Results" block
 
-def _verdict(ok:bool) -> str: return '<span class="kelly-pass">pass</span>' if ok else '<span class="kelly-fail">fail</span>'
+def _verdict(ok:bool) -> str:
+    return '<span class="kelly-pass">pass</span>' if ok else '<span class="kelly-fail">fail</span>'
 
 def results(headline:dict, # label -> a figure (a number, or a text with its unit), in reading order
             checks:dict=None, # validation -> whether it passed (computed by the notebook, never typed in)
@@ -195,9 +210,11 @@ def results(headline:dict, # label -> a figure (a number, or a text with its uni
     rows = ''.join(f'<tr><th>{e(k)}</th><td>{e(fmt(v))}</td></tr>' for k, v in figures)
     verdicts = ''.join(f'<li>{_verdict(ok)} {e(k)}</li>' for k, ok in checks)
     block = (f'<div class="kelly-results"><h2>Results</h2><table>{rows}</table>'
-             + (f'<h3>Validation: {payload["passed"]} of {len(checks)} passed</h3><ul>{verdicts}</ul>' if checks else '')
+             + (f'<h3>Validation: {payload["passed"]} of {len(checks)} passed</h3><ul>{verdicts}</ul>'
+                if checks else '')
              + '</div>')
-    text = '\n'.join([*(f'{k}: {fmt(v)}' for k, v in figures), *(f'[{"pass" if ok else "FAIL"}] {k}' for k, ok in checks)])
+    text = '\n'.join([*(f'{k}: {fmt(v)}' for k, v in figures),
+                      *(f'[{"pass" if ok else "FAIL"}] {k}' for k, ok in checks)])
     display({'text/html': block, 'text/plain': text}, raw=True, metadata={RESULTS_KEY: payload})
     return payload
 
@@ -248,7 +265,8 @@ def reader_notebook(nb, # an executed notebook (nbformat node); not changed
             results_cells.append(shown)
         else:
             cells += [_folded(cell.source), shown]
-    title = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown' and c.source.lstrip().startswith('# ')), -1)
+    title = next((i for i, c in enumerate(cells)
+                  if c.cell_type == 'markdown' and c.source.lstrip().startswith('# ')), -1)
     out = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata))
     out.cells = cells[:title + 1] + results_cells + cells[title + 1:]
     return out
@@ -287,7 +305,8 @@ def notebook_html(path:Path, # an executed notebook
     body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r'<script src="[^"]*require(\.min)?\.js"></script>', '', body)
     body = _unescape_folds(body)
-    head = f'<head>\n<meta charset="utf-8">\n<style>{READER_CSS}</style>\n<script>window.MathJax = {json.dumps(MATHJAX_FONTS)};</script>'
+    head = (f'<head>\n<meta charset="utf-8">\n<style>{READER_CSS}</style>\n'
+            f'<script>window.MathJax = {json.dumps(MATHJAX_FONTS)};</script>')
     if 'Plotly.newPlot' in body:
         head += f'\n<script type="text/javascript" src="{plotly_url}"></script>'
     return body.replace('<head>', head, 1)
@@ -345,12 +364,14 @@ def _publish_assets(reports:Path):
 def _execute(notebook, output, params, cwd, show_progress):
     import papermill
     env_before = {k: os.environ.get(k) for k in ('KELLY_ARTIFACTS', 'KELLY_PROGRESS', 'PYDEVD_DISABLE_FILE_VALIDATION')}
-    os.environ.update(KELLY_ARTIFACTS=str(output.parent/'artifacts'), KELLY_PROGRESS='0', PYDEVD_DISABLE_FILE_VALIDATION='1')
+    os.environ.update(KELLY_ARTIFACTS=str(output.parent/'artifacts'), KELLY_PROGRESS='0',
+                      PYDEVD_DISABLE_FILE_VALIDATION='1')
+    cell_bar = dict(desc='  cells', unit='cell', leave=False) if show_progress else False
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(cwd), kernel_name='python3',
-                                   progress_bar=dict(desc='  cells', unit='cell', leave=False) if show_progress else False,
+                                   progress_bar=cell_bar,
                                    request_save_on_cell_execute=False,
-                                   extra_arguments=['--IPKernelApp.log_level=CRITICAL'])  # the kernel's own chatter is not the report's
+                                   extra_arguments=['--IPKernelApp.log_level=CRITICAL'])  # quiet kernel
     finally:
         for k, v in env_before.items():
             if v is None:
@@ -369,7 +390,7 @@ def _source_cell(err, notebook:Path, injected:bool):
     return i + (-1 if injected and i > params else 0) + 1
 
 def _sweep_dead_runs(reports:Path):
-    "Remove the work folders (`.run-*`) of report runs whose process is gone: a run killed outright cannot clean up after itself."
+    "Remove the work folders (`.run-*`) of report runs whose process is gone (a killed run cannot clean up)."
     for d in Path(reports).glob('.run-*'):
         try:
             pid = int((d/'pid').read_text())
@@ -414,7 +435,8 @@ def _kelly_imports(tree) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split('.')[0] == 'kelly'}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split('.')[0] == 'kelly':
+        elif (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+              and node.module.split('.')[0] == 'kelly'):
             found.add(node.module)
             found |= {f'{node.module}.{a.name}' for a in node.names}
     return found
@@ -426,7 +448,8 @@ def _code_imports(code:str) -> set[str]:
         return _kelly_imports(ast.parse(code))
     except SyntaxError:
         found = set()
-        for frm, names, imp in re.findall(r'^\s*(?:from\s+(kelly[\w.]*)\s+import\s+([\w, ()]+)|import\s+(kelly[\w.]*))', code, re.M):
+        kelly_import = r'^\s*(?:from\s+(kelly[\w.]*)\s+import\s+([\w, ()]+)|import\s+(kelly[\w.]*))'
+        for frm, names, imp in re.findall(kelly_import, code, re.M):
             found |= {imp} if imp else {frm} | {f'{frm}.{n.strip()}' for n in names.strip('()').split(',') if n.strip()}
         return found
 
@@ -436,7 +459,7 @@ def _module_imports(path:Path, module:str) -> set[str]:
     tree = ast.parse(path.read_text(encoding='utf-8'))
     if path.name == '__init__.py':
         tree = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
-                                                     type_ignores=[])   # a package's lazy attributes are not its imports
+                                                     type_ignores=[])   # lazy attributes are not imports
     found = _kelly_imports(tree)
     package = module.split('.')[:-1] if path.name != '__init__.py' else module.split('.')
     for node in ast.walk(tree):
@@ -450,7 +473,7 @@ def kelly_sources(code:str, # Python source (a notebook's code cells, joined)
                   package:Path=None, # the kelly package folder (default: the installed one)
                  ) -> list[Path]:
     "The source files of the kelly modules that `code` imports, directly or through other kelly modules."
-    import ast, importlib.util
+    import importlib.util
     package = Path(package or Path(importlib.util.find_spec('kelly').origin).parent)
     def source(name):
         parts = name.split('.')[1:]
@@ -494,7 +517,7 @@ def report_inputs(manifest:Manifest, # the report manifest
                   params:dict, # its resolved parameters
                   reports:Path=None, # the reports folder (for the reports it runs after)
                  ) -> dict:
-    "What report `name` depends on, each part hashed: notebook, kelly sources, parameters, data, dependencies, upstream."
+    "What report `name` depends on, each part hashed: notebook, kelly sources, parameters, data, dependencies, upstream"
     import nbformat
     nb_path = manifest.notebook(name)
     code = '\n'.join(c.source for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == 'code')
@@ -561,7 +584,8 @@ def _failure(e, name:str, notebook:Path, executed:Path, record:dict, reports:Pat
             os.replace(executed, failed_copy)
         _write_index(reports, record)
     fix = f'see the executed copy {failed_copy} at that cell, correct the code or the parameters and run again'
-    return ReportError(record['notebook'], f'{fix}; the published report is unchanged', f'failed in {where}: {what}', cell)
+    return ReportError(record['notebook'], f'{fix}; the published report is unchanged', f'failed in {where}: {what}',
+                       cell)
 
 def _publish(name:str, work:Path, record:dict, reports:Path):
     "Move a successful run's notebook, page and artifacts into `reports/` and record it, holding the folder's lock."
@@ -570,7 +594,8 @@ def _publish(name:str, work:Path, record:dict, reports:Path):
         os.replace(work/f'{name}.ipynb', reports/f'{name}.ipynb')
         os.replace(work/f'{name}.html', reports/f'{name}.html')
         # only the report's own folder: a notebook that merely asked for another report's artifacts_dir (to read its
-        # published files) must not replace them with the empty folder that call created; none made means none kept stale
+        # published files) must not replace them with the empty folder that call created;
+        # none made means none kept stale
         _publish_dir(work/'artifacts'/name, reports/'artifacts'/name)
         (reports/'_failed'/f'{name}.ipynb').unlink(missing_ok=True)
         _write_index(reports, record)
@@ -625,7 +650,8 @@ def read_index(reports:Path=None, # the reports folder
     try:
         return json.loads(p.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e:
-        raise ConfigError('reports/index.json', str(p), 'delete it; the next report run writes a new one', f'unreadable index ({e})') from None
+        raise ConfigError('reports/index.json', str(p), 'delete it; the next report run writes a new one',
+                          f'unreadable index ({e})') from None
 
 def _write_index(reports:Path, record:dict) -> dict:
     "Add `record` to the index and rewrite index.json and index.html (the caller holds the lock)."
@@ -688,7 +714,8 @@ def _sweep_list(sweeps:list) -> str:
     if not sweeps:
         return ''
     items = ''.join(f'<li><a href="sweeps/{_e(s["name"])}/index.html">{_e(s["title"])}</a>: {len(s["variants"])} runs, '
-                    f'{sum(v["status"] == "ok" for v in s["variants"])} ok, finished {_e(s["finished"])}</li>' for s in sweeps)
+                    f'{sum(v["status"] == "ok" for v in s["variants"])} ok, finished {_e(s["finished"])}</li>'
+                     for s in sweeps)
     return f'<h2>Parameter sweeps</h2><ul>{items}</ul>'
 
 def index_html(index:dict, # the report index
@@ -698,7 +725,8 @@ def index_html(index:dict, # the report index
     rows = '\n'.join(_index_row(name, index[name]) for name in sorted(index))
     return f'''<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>kelly reports</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;}} table{{border-collapse:collapse}} ul{{margin:0;padding-left:1.1em}}
+<style>body{{font-family:system-ui,sans-serif;margin:2em;}} table{{border-collapse:collapse}}
+ul{{margin:0;padding-left:1.1em}}
 td,th{{border:1px solid #ccc;padding:.4em .7em;text-align:left;vertical-align:top}} .muted{{color:#888}}
 .kelly-pass{{color:#080}} .kelly-fail{{color:#b00}}</style>
 </head><body><h1>kelly reports</h1>
@@ -720,7 +748,8 @@ def _child_run(name:str, params_given:dict, quick:bool, manifest:Manifest, repor
     for k, v in params_given.items():
         argv += ['-p', k, repr(v)]
     code = 'import sys; from kelly.cli import entry; entry(sys.argv[1:])'
-    env = {**os.environ, 'KELLY_REPORTS': str(reports), 'KELLY_PROJECT': str(manifest.settings.parent), 'KELLY_PROGRESS': '0'}
+    env = {**os.environ, 'KELLY_REPORTS': str(reports), 'KELLY_PROJECT': str(manifest.settings.parent),
+           'KELLY_PROGRESS': '0'}
     done = subprocess.run([sys.executable, '-c', code, *argv], cwd=manifest.settings.parent, env=env,
                           capture_output=True, text=True)
     said = [l for l in done.stderr.splitlines() if l.strip() and not l.startswith(('[', 'project '))]
@@ -766,7 +795,8 @@ def run_reports(names:list, # the reports to bring up to date, in manifest order
                 ok, said = _child_run(n, overrides[n], quick, manifest, reports)
             else:
                 try:
-                    ok, said = True, str(run_report(n, overrides[n], quick, manifest=manifest, reports=reports)['status'])
+                    record = run_report(n, overrides[n], quick, manifest=manifest, reports=reports)
+                    ok, said = True, str(record['status'])
                 except ReportError as e:
                     ok, said = False, str(e)
             outcome[n] = 'ok' if ok else 'failed'
@@ -810,9 +840,11 @@ def _run_variant(job:dict) -> dict:
         argv += ['-p', k, repr(v)]
     env = {**os.environ, 'KELLY_REPORTS': job['folder'], 'KELLY_PROJECT': job['project'], 'KELLY_PROGRESS': '0'}
     code = 'import sys; from kelly.cli import entry; entry(sys.argv[1:])'
-    done = subprocess.run([sys.executable, '-c', code, *argv], cwd=job['project'], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, '-c', code, *argv], cwd=job['project'], env=env, capture_output=True,
+                          text=True)
     record = read_index(Path(job['folder'])).get(job['name'], {}).get('last', {})
-    return dict(params=job['params'], folder=Path(job['folder']).name, status='ok' if done.returncode == 0 else 'failed',
+    return dict(params=job['params'], folder=Path(job['folder']).name,
+                status='ok' if done.returncode == 0 else 'failed',
                 duration_s=record.get('duration_s'), results=record.get('results'), error=record.get('error'))
 
 
@@ -824,7 +856,7 @@ def run_sweep(name:str, # the report to sweep
               manifest:Manifest=None, # the manifest (default: the project's)
               reports:Path=None, # the reports folder (default: `reports_dir()`)
              ) -> dict:
-    "Run every variant of report `name` (each published into `sweeps/NAME/VARIANT/`) and write the sweep's summary page."
+    "Run every variant of report `name` (each published in `sweeps/NAME/VARIANT/`); write the sweep's summary page."
     from kelly.parallel import parallel_map
     manifest, reports = manifest or Manifest(), Path(reports or reports_dir())
     for params in variants:
@@ -857,7 +889,10 @@ def sweep_html(summary:dict) -> str:
     fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
     rows = []
     for v, shown in zip(summary['variants'], figures):
-        link = f'<a href="{_e(v["folder"])}/{_e(summary["name"])}.html">{_e(v["status"])}</a>' if v['status'] == 'ok' else \
+        if v['status'] == 'ok':
+            link = f'<a href="{_e(v["folder"])}/{_e(summary["name"])}.html">{_e(v["status"])}</a>'
+        else:
+            link = \
                f'<span class="kelly-fail">failed</span><br><small>{_e(v.get("error") or "")}</small>'
         res = v.get('results') or {}
         verdict = f'{res.get("passed", 0)} of {res.get("passed", 0) + res.get("failed", 0)}' if res else ''
@@ -868,6 +903,7 @@ def sweep_html(summary:dict) -> str:
 <style>body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .kelly-fail{{color:#b00}}</style></head><body>
 <h1>Sweep of {_e(summary['title'])}</h1><p>{_e(summary['summary'])}</p><p><a href="../../index.html">all reports</a> ·
-finished {_e(summary['finished'])}</p><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>
+finished {_e(summary['finished'])}</p>
+<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>
 """
 

@@ -53,9 +53,10 @@ def demo_project(tmp_path):
 
 
 def kelly_cli(*args, project=None, env=None, timeout=300, cwd=None):
-    "Run the installed `kelly` command (in `project` when given, the project one stands in); return the CompletedProcess."
+    "Run the installed `kelly` command (in `project` if given, else the one we stand in); return the CompletedProcess."
     e = {**os.environ, 'KELLY_PROGRESS': '0', **(env or {})}
     if project is not None:
         e.update(KELLY_PROJECT=str(project), KELLY_REPORTS=str(Path(project) / 'reports'))
     where = cwd or project or ROOT
-    return subprocess.run([str(BIN / 'kelly'), *args], capture_output=True, text=True, env=e, timeout=timeout, cwd=where)
+    return subprocess.run([str(BIN / 'kelly'), *args], capture_output=True, text=True, env=e, timeout=timeout,
+                          cwd=where)

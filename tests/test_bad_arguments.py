@@ -1,6 +1,6 @@
 """Every `kelly` subcommand against a table of bad arguments: exit code 2, one line on stderr that names the argument,
 the value and the fix, no traceback, and no file written or changed."""
-import hashlib, os, subprocess, sys
+import hashlib, os, subprocess
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +75,14 @@ CASES = [
     (['compose', '--emotion', 'happy', '--tonic', '3.7', '--out', 'x.mid'], ['tonic', '3.7']),
     (['compose', '--emotion', 'happy', '--out', 'a_folder'], ['out', 'a_folder']),
     (['compose', '--emotion', 'happy', '--out', 'a.wav'], ['out', 'a.wav']),
-    (['compose', '--emotion', 'happy', '--weights', 'no_such_weights', '--out', 'x.mid'], ['weights', 'no_such_weights']),
+    (['compose', '--emotion', 'happy', '--weights', 'no_such_weights', '--out', 'x.mid'],
+     ['weights', 'no_such_weights']),
     (['compose', '--emotion', 'no-such-emotion', '--out', 'x.mid'], ['emotion', 'no-such-emotion']),
     (['compose', '--emotion', 'happy', '--bars', '0', '--out', 'x.mid'], ['bars', '0']),
     (['export', '--format', 'onnx', '--out', 'a_file.txt'], ['--out', 'a_file.txt']),
     (['export', '--format', 'onnx', '--out', 'exported', '--frames', '0'], ['--frames', '0']),
-    (['export', '--format', 'onnx', '--out', 'exported', '--weights', 'no_such_weights'], ['weights', 'no_such_weights']),
+    (['export', '--format', 'onnx', '--out', 'exported', '--weights', 'no_such_weights'],
+     ['weights', 'no_such_weights']),
     (['export', '--format', 'nope', '--out', 'exported'], ['--format', 'nope']),
     (['predict-features', str(CATALOG), '--model', 'corrupt.pt', '--out', 'f.csv'], ['corrupt.pt']),
     (['predict-features', 'no_such_catalog', '--out', 'f.csv'], ['no_such_catalog']),
@@ -115,13 +117,14 @@ def test_bad_argument_is_one_clear_line_and_writes_nothing(workdir, tmp_path, ar
 
 def test_every_command_is_in_the_table():
     "A new subcommand needs its bad arguments here too."
-    from kelly.cli import FORWARDED, parser
+    from kelly.cli import parser
     commands = set(parser()._subparsers._group_actions[0].choices) - {'info'}
     assert commands <= {argv[0] for argv, _ in CASES}, commands - {argv[0] for argv, _ in CASES}
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: v != int(v) if np.isfinite(v) else True),
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True)
+                   .filter(lambda v: v != int(v) if np.isfinite(v) else True),
                  st.text(alphabet='abcxyz', min_size=1, max_size=5)))
 def test_report_refuses_every_value_of_the_wrong_kind(value):
     "`-p n_notes VALUE` with anything but a whole number is refused before any notebook runs, in one line."

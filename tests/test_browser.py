@@ -76,7 +76,8 @@ def _drawn_and_typeset(page, html):
     figures = html.count('Plotly.newPlot')
     page.wait_for_function(f'document.querySelectorAll(".main-svg").length >= {max(1, figures)}', timeout=60_000)
     page.wait_for_function('window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 && '
-                           'document.querySelectorAll(".MathJax, .MathJax_Display, .MathJax_CHTML, .MathJax_SVG").length > 0',
+                           'document.querySelectorAll('
+                           '".MathJax, .MathJax_Display, .MathJax_CHTML, .MathJax_SVG").length > 0',
                            timeout=60_000)
     return figures
 

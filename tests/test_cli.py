@@ -19,7 +19,7 @@ def test_no_command_is_a_usage_error():
 
 
 def test_the_project_is_the_one_you_stand_in(demo_project, tmp_path):
-    "A second project, run from its own folder (no KELLY_PROJECT), reads and writes its own reports, never the checkout's."
+    "A second project, run from its own folder (no KELLY_PROJECT), uses its own reports, never the checkout's."
     env = {k: v for k, v in os.environ.items() if k not in ('KELLY_PROJECT', 'KELLY_REPORTS')}
     sub = demo_project / 'nbs'
     listed = subprocess.run([str(BIN / 'kelly'), 'report', '--list'], cwd=sub, env=env, capture_output=True, text=True)

@@ -1,5 +1,5 @@
 "atomic_write under a simulated crash: the target holds either the old or the new contents, never a torn file."
-import os, signal, subprocess, sys, textwrap
+import os, subprocess, sys, textwrap
 
 import pytest
 

@@ -5,7 +5,7 @@ from conftest import ROOT
 def test_readme_matches_index():
     from kelly.docs import readme_text
     assert (ROOT / 'README.md').read_text() == readme_text(ROOT / 'nbs' / 'index.ipynb'), \
-        'README.md is out of step with nbs/index.ipynb: run `make export` (or `kelly docs --readme`) and commit README.md'
+        'README.md is out of step with nbs/index.ipynb: run `make export` (or `kelly docs --readme`), commit README.md'
 
 
 def test_readme_documents_the_commands():

@@ -15,8 +15,8 @@ def test_success_publishes_notebook_html_artifacts_and_index(demo_project):
     res = kelly_cli('report', 'demo', project=demo_project)
     assert res.returncode == 0, res.stderr
     reports = demo_project / 'reports'
-    assert {p.name for p in reports.iterdir()} == {'demo.ipynb', 'demo.html', 'artifacts', 'mathjax', 'plotly', 'index.json',
-                                                   'index.html', '.lock'}
+    assert {p.name for p in reports.iterdir()} == {'demo.ipynb', 'demo.html', 'artifacts', 'mathjax', 'plotly',
+                                                   'index.json', 'index.html', '.lock'}
     assert (reports / 'artifacts' / 'demo' / 'y.txt').read_text() == '10'  # the manifest's x = 5, doubled
     index = json.loads((reports / 'index.json').read_text())
     rec = index['demo']['published']
@@ -67,9 +67,9 @@ def test_unknown_report_and_parameters_are_clear_errors(demo_project):
 
 
 def test_report_all_goes_on_after_a_failure(demo_project):
-    import shutil
     nbs = demo_project / 'nbs'
-    (nbs / '02_other.ipynb').write_text((nbs / '01_demo.ipynb').read_text().replace("artifacts_dir('demo')", "artifacts_dir('other')"))
+    demo_source = (nbs / '01_demo.ipynb').read_text()
+    (nbs / '02_other.ipynb').write_text(demo_source.replace("artifacts_dir('demo')", "artifacts_dir('other')"))
     (demo_project / 'settings.ini').write_text('[demo]\nx = -1\n\n[other]\nx = 4\n')
     res = kelly_cli('report', 'all', project=demo_project)
     assert res.returncode == 1 and '1 failed (demo)' in res.stderr and 'demo: FAILED' in res.stderr
@@ -92,7 +92,7 @@ def test_report_html_renders_plotly_offline(root, tmp_path):
 
 
 def test_every_report_of_the_manifest_resolves(root):
-    "kelly's own settings.ini: each section's values are parameters of its notebook, of the right kind (what `make reports` checks first)."
+    "kelly's settings.ini: each section's values are parameters of its notebook, of the right kind (checked first)."
     from kelly.reports import Manifest, notebook_parameters, resolve_parameters
     m = Manifest(root / 'settings.ini')
     assert len(m.names) >= 15
@@ -102,14 +102,14 @@ def test_every_report_of_the_manifest_resolves(root):
 
 
 def test_no_notebook_replaces_the_offline_plotly_renderer(root):
-    "kelly.core sets a renderer that keeps plotly.js out of the outputs; a notebook that sets another puts CDN scripts in its report."
+    "kelly.core's renderer keeps plotly.js out of the outputs; another one puts CDN scripts in reports."
     offenders = [str(p.relative_to(root)) for p in sorted((root / 'nbs').rglob('*.ipynb'))
                  if p.name != '00_core.ipynb' and re.search(r'renderers\.default\s*=', p.read_text())]
     assert offenders == []
 
 
 def test_a_killed_run_leaves_the_report_and_its_folder_is_swept_by_the_next(demo_project):
-    "SIGKILL mid-run (kernel included): the published report is untouched, and the next run removes the dead run's work folder."
+    "SIGKILL mid-run (kernel included): the published report is untouched; the next run removes the dead run's folder."
     reports = demo_project / 'reports'
     assert kelly_cli('report', 'demo', project=demo_project).returncode == 0
     before = _published(reports)
@@ -133,9 +133,10 @@ def test_a_killed_run_leaves_the_report_and_its_folder_is_swept_by_the_next(demo
 
 
 def test_second_run_redoes_only_what_changed_and_runs_in_parallel(demo_project):
-    "`kelly report all` twice: the second runs nothing; a changed parameter re-runs that report only; -j 2 runs two at once."
+    "`kelly report all` twice: the second runs nothing; a changed parameter re-runs that report only; -j 2 runs two."
     nbs = demo_project / 'nbs'
-    (nbs / '02_other.ipynb').write_text((nbs / '01_demo.ipynb').read_text().replace("artifacts_dir('demo')", "artifacts_dir('other')"))
+    demo_source = (nbs / '01_demo.ipynb').read_text()
+    (nbs / '02_other.ipynb').write_text(demo_source.replace("artifacts_dir('demo')", "artifacts_dir('other')"))
     (demo_project / 'settings.ini').write_text('[demo]\nx = 5\n\n[other]\nx = 4\nafter = "demo"\n')
     first = kelly_cli('report', 'all', '-j', '2', project=demo_project)
     assert first.returncode == 0 and '2 ok' in first.stderr, first.stderr
@@ -158,6 +159,7 @@ def test_sweep_runs_each_value_on_a_local_dask_cluster(demo_project):
     sweep = demo_project / 'reports' / 'sweeps' / 'demo'
     summary = json.loads((sweep / 'summary.json').read_text())
     assert [v['params'] for v in summary['variants']] == [{'x': 1}, {'x': 2}, {'x': 3}]
-    assert [(sweep / v['folder'] / 'artifacts' / 'demo' / 'y.txt').read_text() for v in summary['variants']] == ['2', '4', '6']
+    outputs = [(sweep / v['folder'] / 'artifacts' / 'demo' / 'y.txt').read_text() for v in summary['variants']]
+    assert outputs == ['2', '4', '6']
     bad = kelly_cli('report', 'all', '--sweep', 'x=1,2', project=demo_project)
     assert bad.returncode == 2 and 'one report at a time' in bad.stderr

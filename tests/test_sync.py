@@ -1,5 +1,5 @@
 "kelly/ must be exactly what nbdev-export makes of nbs/, and nbs/ exactly what nbdev-clean leaves."
-import filecmp, shutil, subprocess, sys
+import shutil, subprocess
 from pathlib import Path
 
 import pytest
@@ -50,7 +50,7 @@ def test_sync_check_can_fail(tmp_path):
 
 
 def test_parameters_tag_survives_clean(regenerated):
-    "nbdev-clean keeps the papermill `parameters` tag (allowed_cell_metadata_keys), or reports would run with wrong values."
+    "nbdev-clean keeps the papermill `parameters` tag (allowed_cell_metadata_keys): reports run with the right values."
     import nbformat
     nb = nbformat.read(regenerated / 'nbs' / '05_pitch.ipynb', as_version=4)
     assert any('parameters' in c.metadata.get('tags', []) for c in nb.cells)

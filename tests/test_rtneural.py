@@ -1,15 +1,24 @@
-"kelly.music.rtneural: RTNeural JSON, the NumPy reference runner, ONNX, checkpoints, `kelly export`, and refusals of bad input."
-import contextlib, io, json
+"""kelly.music.rtneural: RTNeural JSON, the NumPy reference runner, ONNX, checkpoints, `kelly export`, the real-time
+runtime and its benchmark, and refusals of bad input."""
+import json
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from kelly.core import InputError, KellyError, MissingResourceError
+from kelly.core import InputError, KellyError, MissingResourceError, limit_threads
 from kelly.music.idaw import MODELS, IDAWPipeline
-from kelly.music.rtneural import (RTNeuralModel, check_onnx, check_pipeline_rtneural, check_rtneural, export_main, load_checkpoints,
-                                  load_rtneural, rtneural_layers, save_checkpoints, save_onnx, save_rtneural, training_data_sha256)
+from kelly.music.rtneural import (RealtimePipeline, RTNeuralModel, bench_idaw, check_onnx, check_pipeline_rtneural,
+                                  export_main, load_checkpoints, load_rtneural, rtneural_layers, save_checkpoints,
+                                  save_onnx, save_rtneural, training_data_sha256)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    "Tiny networks on a shared machine: one thread for torch and BLAS (kelly.core.limit_threads), restored after."
+    with limit_threads(1):
+        yield
 
 
 @pytest.fixture(scope='module')
@@ -36,7 +45,8 @@ def test_json_matches_pytorch_over_100_stateful_frames(name, models, json_dir):
     n = rt.in_size
     x = np.random.default_rng(1).standard_normal((100, n)).astype(np.float32)
     with torch.no_grad():
-        want = (m(torch.as_tensor(x)[None])[0] if name in ('EmotionRecognizer', 'MelodyTransformer') else m(torch.as_tensor(x))).numpy()
+        recurrent = name in ('EmotionRecognizer', 'MelodyTransformer')
+        want = (m(torch.as_tensor(x)[None])[0] if recurrent else m(torch.as_tensor(x))).numpy()
     got = rt.run(x)
     assert np.abs(got - want).max() < 1e-5
     if name in ('EmotionRecognizer', 'MelodyTransformer'):  # the state matters, and reset() forgets it
@@ -59,9 +69,11 @@ def test_json_layout_follows_rtneural_loader(models, json_dir):
     m = models['EmotionRecognizer']
     k, r, b = spec['layers'][2]['weights']
     assert np.array(k).shape == (256, 512) and np.array(r).shape == (128, 512) and np.array(b).shape == (512,)
-    np.testing.assert_array_equal(np.array(k, np.float32), m.lstm.weight_ih_l0.detach().numpy().T)  # exact float32 round trip
+    # exact float32 round trip
+    np.testing.assert_array_equal(np.array(k, np.float32), m.lstm.weight_ih_l0.detach().numpy().T)
     np.testing.assert_array_equal(np.array(b, np.float32), (m.lstm.bias_ih_l0 + m.lstm.bias_hh_l0).detach().numpy())
-    np.testing.assert_array_equal(np.array(spec['layers'][0]['weights'][0], np.float32), m.fc1.weight.detach().numpy().T)
+    first_kernel = np.array(spec['layers'][0]['weights'][0], np.float32)
+    np.testing.assert_array_equal(first_kernel, m.fc1.weight.detach().numpy().T)
     # a standalone activation has empty weights
     seq = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Sigmoid())
     layers = rtneural_layers(seq)[0]['layers']
@@ -69,7 +81,7 @@ def test_json_layout_follows_rtneural_loader(models, json_dir):
 
 
 def test_lstm_gate_order_by_hand():
-    "i, f, c, o column blocks: a network whose forget gate alone is open keeps its cell, as PyTorch's i, f, g, o order says."
+    "i, f, c, o column blocks: a network whose forget gate alone is open keeps its cell, as PyTorch's i, f, g, o says."
     lstm = nn.LSTM(2, 3)
     with torch.no_grad():
         for p in lstm.parameters():
@@ -78,8 +90,9 @@ def test_lstm_gate_order_by_hand():
         lstm.bias_ih_l0[0:3] = 50  # i open
         lstm.bias_ih_l0[9:12] = 50  # o open
         lstm.weight_ih_l0[6:9, 0] = 1.0  # c candidate follows input 0
-    seq_model = dict(in_shape=[None, None, 2], layers=[dict(type='lstm', shape=[None, None, 3], weights=[
-        lstm.weight_ih_l0.detach().T.tolist(), lstm.weight_hh_l0.detach().T.tolist(), (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().tolist()])])
+    weights = [lstm.weight_ih_l0.detach().T.tolist(), lstm.weight_hh_l0.detach().T.tolist(),
+               (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().tolist()]
+    seq_model = dict(in_shape=[None, None, 2], layers=[dict(type='lstm', shape=[None, None, 3], weights=weights)])
     x = np.array([[0.5, 0], [0.2, 0], [-0.1, 0]], np.float32)
     with torch.no_grad():
         want = lstm(torch.as_tensor(x)[:, None])[0][:, 0].numpy()
@@ -155,14 +168,16 @@ def _good():
     (lambda s: s['layers'][0].pop('type'), 'missing key "type"'),
     (lambda s: s['layers'][0].update(type='gru'), 'unsupported layer'),
     (lambda s: s['layers'][0].update(activation='linear'), 'unknown activation'),
-    (lambda s: s['layers'][0].update(shape=[None, None, 5]), 'disagree'),  # shape says 5, weights hold 4: RTNeural would zero-fill
+    (lambda s: s['layers'][0].update(shape=[None, None, 5]), 'disagree'),  # 5, but 4 weights: RTNeural would zero-fill
     (lambda s: s['layers'][0]['weights'][0].pop(), 'disagree'),  # a kernel row short
     (lambda s: s['layers'][0]['weights'][1].pop(), 'disagree'),  # a short bias: RTNeural reads past the end
     (lambda s: s['layers'][1]['weights'][0][0].append(0.5), 'ragged|disagree'),
     (lambda s: s.update(in_shape=[None, None, 2]), 'disagree'),
     (lambda s: s['layers'][0]['weights'][1].__setitem__(0, float('inf')), 'non-finite'),
-    (lambda s: s['layers'].append(dict(type='activation', activation='tanh', shape=[None, None, 3], weights=[])), 'shape disagrees'),
-    (lambda s: s['layers'].append(dict(type='activation', activation='tanh', shape=[None, None, 2], weights=[[1.0]])), 'disagree'),
+    (lambda s: s['layers'].append(dict(type='activation', activation='tanh', shape=[None, None, 3], weights=[])),
+     'shape disagrees'),
+    (lambda s: s['layers'].append(dict(type='activation', activation='tanh', shape=[None, None, 2], weights=[[1.0]])),
+     'disagree'),
 ])
 def test_bad_json_is_refused(breaker, match):
     s = _good()
@@ -220,7 +235,8 @@ def test_export_main(tmp_path, monkeypatch, capsys):
     with pytest.raises(MissingResourceError, match='allow-untrained'):
         export_main(['--format', 'rtneural', '--out', str(tmp_path/'out')])
     assert not (tmp_path/'out').exists()
-    rc = export_main(['--format', 'rtneural', '--format', 'checkpoint', '--out', str(tmp_path/'out'), '--allow-untrained', '--frames', '5'])
+    rc = export_main(['--format', 'rtneural', '--format', 'checkpoint', '--out', str(tmp_path/'out'),
+                      '--allow-untrained', '--frames', '5'])
     assert rc == 0
     captured = capsys.readouterr()
     assert 'largest difference' in captured.out and 'untrained' in captured.out and 'warning: untrained' in captured.err
@@ -249,3 +265,93 @@ def test_export_finds_published_weights(tmp_path, monkeypatch):
     got, src = idaw_weights()
     assert src == dict(folder=str(folder), source='report', untrained=[], scores=dict(n_train=3, n_test=1))
     assert torch.equal(got['EmotionRecognizer'].fc1.weight, trained['EmotionRecognizer'].fc1.weight)
+
+
+def _sharpened(models, shift):
+    "Copies of `models` whose note probabilities move (untrained ones sit near 0.5): notes change, or rest."
+    out = {k: MODELS[k]().eval() for k in models}
+    for k, m in out.items():
+        m.load_state_dict(models[k].state_dict())
+    with torch.no_grad():
+        out['MelodyTransformer'].fc3.weight.mul_(20)
+        out['MelodyTransformer'].fc3.bias.sub_(shift)
+    return out
+
+
+def _frames_agree(pipe, fast, mels):
+    "Step both frame by frame; the largest difference of any output, and the notes and chords chosen."
+    worst, notes, chords = 0.0, [], []
+    for mel in mels:
+        want, got = pipe.step(mel=torch.as_tensor(mel[None])), fast.step(mel)
+        for k in ('notes', 'chords', 'groove', 'expression', 'embedding'):
+            worst = max(worst, float(np.abs(got[k] - want[k][0].numpy()).max()))
+        assert (got['note'], got['chord']) == (int(want['note'][0]), int(want['chord'][0]))
+        notes.append(got['note'])
+        chords.append(got['chord'])
+    return worst, set(notes), set(chords)
+
+
+@pytest.mark.parametrize('shift,key', [(3, dict(tonic=2, major=False, tempo=120.0, density=1.6, beats_per_bar=3)),
+                                       (6, dict(tonic=9, major=True, tempo=70.0, density=0.8, beats_per_bar=5))])
+def test_realtime_pipeline_matches_step_frame_by_frame(models, shift, key):
+    "Every output of every frame, the LSTM states, previous note, chord and beat carried over 150 frames, then reset."
+    nets = _sharpened(models, shift)
+    pipe = IDAWPipeline(nets).reset(batch=1, **key)
+    fast = RealtimePipeline(nets).reset(**key)
+    mels = np.random.default_rng(shift).random((150, 128), dtype=np.float32)
+    worst, notes, chords = _frames_agree(pipe, fast, mels)
+    assert worst < 1e-5
+    assert len(chords) > 1 and (len(notes) > 1 if shift == 3 else notes == {-1})  # notes vary, or rests only
+    pipe.reset(batch=1)
+    fast.reset()
+    assert _frames_agree(pipe, fast, mels[:20])[0] < 1e-5
+
+
+def test_realtime_pipeline_takes_over_a_stream(models):
+    "`from_pipeline` continues the PyTorch pipeline's stream; a fresh runtime, without that state, does not."
+    nets = _sharpened(models, 3)
+    pipe = IDAWPipeline(nets).reset(batch=1, tonic=4, beats_per_bar=3)
+    mels = np.random.default_rng(7).random((60, 128), dtype=np.float32)
+    pipe.run(mels=torch.as_tensor(mels[None, :40]))
+    fast = RealtimePipeline.from_pipeline(pipe)
+    assert fast.beat == 40 and fast.beats_per_bar == 3 and fast.note == int(pipe.state['note'][0])
+    continued = fast.run(mels[40:])
+    want = pipe.run(mels=torch.as_tensor(mels[None, 40:]))
+    for k in ('notes', 'chords', 'expression'):
+        assert np.abs(continued[k] - want[k][0].numpy()).max() < 1e-5
+    fresh = RealtimePipeline(nets).reset(tonic=4, beats_per_bar=3).run(mels[40:])
+    assert np.abs(fresh['chords'] - continued['chords']).max() > 1e-4  # the state taken over matters
+    with pytest.raises(InputError, match='batch'):
+        RealtimePipeline(nets).load_state(IDAWPipeline(nets).reset(batch=2))
+
+
+def test_realtime_pipeline_refuses_bad_input(models):
+    fast = RealtimePipeline(models)
+    with pytest.raises(InputError, match='128 mel values'):
+        fast.step(np.zeros(127, np.float32))
+    with pytest.raises(InputError, match='128 mel values'):
+        fast.step(np.zeros((2, 128), np.float32))
+    for bad in (dict(tonic=12), dict(tonic=True), dict(beats_per_bar=0)):
+        with pytest.raises(InputError):
+            fast.reset(**bad)
+
+
+def test_bench_idaw_records():
+    "The idaw benchmark is the runtime's, times the three runtimes, and its records agree with each other."
+    from kelly.bench import BENCHMARKS
+    assert BENCHMARKS['idaw'] is bench_idaw  # imported after kelly.music.idaw's, it replaces it
+    recs = bench_idaw('tiny')
+    value = {(r['case'], r['metric']): r['value'] for r in recs}
+    for runtime in ('torch', 'realtime', 'onnxruntime'):
+        case = f'pipeline {runtime} batch=1 threads=1 normal'
+        p50, p99, p999, worst = (value[case, m] for m in ('latency_p50', 'latency_p99', 'latency_p999', 'latency_max'))
+        assert 0 < p50 <= p99 <= p999 <= worst
+        assert 0 <= value[case, 'frames_over_1ms'] <= 1 and value[case, 'frames_over_buffer'] <= 400
+        assert value[case, 'cpu_time_p99'] <= p999 + 0.05  # CPU time within the wall time (clock granularity aside)
+        if runtime != 'torch':
+            torch_p50 = value[case.replace(runtime, 'torch'), 'latency_p50']
+            assert value[case, 'speedup_p50_vs_torch'] == pytest.approx(torch_p50 / p50)
+            assert value[f'pipeline {runtime} batch=1', 'max_abs_diff_vs_torch'] < 1e-5
+            assert value[f'pipeline {runtime} batch=1', 'same_notes_and_chords'] == 1
+    assert value['machine', 'cpus'] >= 1
+    assert {case.split()[0] for case, metric in value if metric == 'speedup_vs_spec'} == set(MODELS)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse, importlib, json, os, subprocess, sys, tempfile, time
+from contextlib import contextmanager
 from pathlib import Path
 
 import kelly
@@ -86,10 +87,24 @@ def cmd_report(args) -> int:
     return 1 if failed else 0
 
 # %% ../nbs/91_cli.ipynb #17f4286a
+@contextmanager
+def _stdout_to_stderr():
+    "Send what anything writes to file descriptor 1 (C libraries included: FAISS's on-disk lists print) to stderr."
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
 def cmd_bench(args) -> int:
-    "Run `kelly bench`."
+    "Run `kelly bench`; stdout holds only the records (what the benchmarks print goes to stderr)."
     from kelly.bench import run_benchmarks
-    recs = run_benchmarks(args.name, size='tiny' if args.tiny else 'full')
+    with _stdout_to_stderr():
+        recs = run_benchmarks(args.name, size='tiny' if args.tiny else 'full')
     if args.json:
         print(json.dumps(recs))
     else:
@@ -123,7 +138,7 @@ def cmd_info(args) -> int:
 FORWARDED = {  # command: (module, function, one-line summary)
     'emotion': ('kelly.music.emotion', 'emotion_main',
                 'print the 8 emotion probabilities and valence/arousal/dominance of texts and audio files'),
-    'compose': ('kelly.music.idaw', 'compose_main', 'write a MIDI file for an emotion with the five iDAW networks'),
+    'compose': ('kelly.music.compose', 'compose_main', 'write a MIDI file for an emotion with the five iDAW networks'),
     'export': ('kelly.music.rtneural', 'export_main',
                'export the iDAW networks as RTNeural JSON, ONNX or checkpoints, checked against PyTorch'),
     'index': ('kelly.audio.search', 'index_main',
@@ -134,6 +149,8 @@ FORWARDED = {  # command: (module, function, one-line summary)
                 'check a catalog folder written by hand: every problem at once, with its file and line'),
     'predict-features': ('kelly.predictor', 'predict_features_main',
                          "predict Spotify-style audio features from a catalog's metadata"),
+    'train': ('kelly.career.deep', 'train_main',
+              'train the emotional transformer in one process, several (--nproc) or on several machines (--nnodes)'),
 }
 
 # %% ../nbs/91_cli.ipynb #fd5cb9a1

@@ -1,5 +1,5 @@
 "Every command has help; the bench runner prints the records DESIGN.md defines."
-import json, os, subprocess
+import json, os, subprocess, sys
 
 import pytest
 
@@ -58,3 +58,20 @@ def test_unknown_bench_is_a_clear_error():
 def test_info():
     res = kelly_cli('info')
     assert res.returncode == 0 and json.loads(res.stdout)['device'] == 'cpu'
+
+
+def test_bench_json_stdout_holds_only_the_records(tmp_path):
+    "A benchmark whose library writes to file descriptor 1 (FAISS's on-disk lists do) cannot corrupt the JSON."
+    code = '\n'.join([
+        'import os, sys',
+        'from kelly.bench import benchmark',
+        "@benchmark('fdprint')",
+        "def bench_fdprint(size='full'):",
+        "    os.write(1, b'noise from C\\n')",
+        "    return [dict(case='x', metric='m', value=1.0, unit='u')]",
+        'from kelly.cli import main',
+        "sys.exit(main(['bench', 'fdprint', '--json']))"])
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [dict(bench='fdprint', case='x', metric='m', value=1.0, unit='u')]
+    assert 'noise from C' in res.stderr

@@ -10,12 +10,11 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from kelly.core import ConfigError, InputError
-from kelly.data import EMOTIONS
 from kelly.music.extensions import (ContextVocabulary, CulturalContextAdapter, DatasetDiversityManager,
                                     DynamicEmotionToMusicMapper, EmotionTransitionModel, ExtendedEmotionModel,
                                     context_ids, fit_transition_model, minority_recall, read_manifest,
                                     section_sequences, transition_recovery)
-from kelly.simulate import ctmc_transition, simulate_catalog
+from kelly.simulate import simulate_catalog
 
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')

@@ -24,8 +24,10 @@ def benchmark(name:str, # the name `kelly bench NAME` runs it by: a lowercase wo
         raise InputError('name', name, 'use a lowercase word such as "idaw" or "changepoints"')
     def register(fn):
         old = BENCHMARKS.get(name)
-        if old is not None and old.__qualname__ != fn.__qualname__:  # the same function again (a notebook re-run) replaces it
-            raise ConfigError('name', name, f'choose another name: {old.__module__}.{old.__qualname__} has it', 'benchmark name taken')
+        # the same function again (a notebook re-run) replaces it
+        if old is not None and old.__qualname__ != fn.__qualname__:
+            raise ConfigError('name', name, f'choose another name: {old.__module__}.{old.__qualname__} has it',
+                              'benchmark name taken')
         BENCHMARKS[name] = fn
         return fn
     return register
@@ -64,7 +66,8 @@ _keys = ('case', 'metric', 'value', 'unit')
 
 def _check_record(name, rec):
     if not isinstance(rec, dict) or set(_keys) - set(rec):
-        raise ConfigError(f'benchmark {name}', rec, f'return dicts with the keys {", ".join(_keys)}', 'malformed record')
+        raise ConfigError(f'benchmark {name}', rec, f'return dicts with the keys {", ".join(_keys)}',
+                          'malformed record')
     v = rec['value']
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
         raise ConfigError(f'benchmark {name}: {rec["case"]} {rec["metric"]}', v, 'return a finite number', 'bad value')
@@ -82,5 +85,6 @@ def run_benchmarks(names='all', # a name, a list of names, or "all"
         names = sorted(known)
     for n in names:
         if n not in known:
-            raise ConfigError('bench', n, f'choose one of: {", ".join(sorted(known)) or "(none)"}, or "all"', 'unknown benchmark')
+            raise ConfigError('bench', n, f'choose one of: {", ".join(sorted(known)) or "(none)"}, or "all"',
+                              'unknown benchmark')
     return [_check_record(n, r) for n in names for r in known[n](size=size)]

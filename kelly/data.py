@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import csv, difflib, io, json, math, os, re, sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 from .core import ArgumentParser, InputError, MissingResourceError, atomic_write, data_dir, require
 
@@ -24,7 +25,8 @@ __all__ = ['EMOTIONS', 'VAD', 'EMOTION_COLUMNS', 'AUDIO_FEATURES', 'TABLES', 'RE
 EMOTIONS = ('happy', 'sad', 'angry', 'fearful', 'surprised', 'disgusted', 'neutral', 'excited')
 VAD = ('valence', 'arousal', 'dominance')   # the emotion coordinates; the column names on `sections`
 EMOTION_COLUMNS = tuple(f'emo_{name}' for name in VAD)   # the same coordinates on `songs`
-AUDIO_FEATURES = ('energy', 'valence', 'danceability', 'acousticness', 'instrumentalness', 'liveness', 'speechiness', 'tempo')
+AUDIO_FEATURES = ('energy', 'valence', 'danceability', 'acousticness', 'instrumentalness', 'liveness', 'speechiness',
+                  'tempo')
 TABLES = ('artists', 'albums', 'songs', 'sections', 'life_events', 'collaborations')
 REQUIRED_TABLES = ('artists', 'albums', 'songs')
 
@@ -35,6 +37,7 @@ def _col(table, column, kind, required=True, nullable=False, lo=None, hi=None, r
 _unit = lambda t, c, doc, required=True: _col(t, c, 'float', required, True, 0.0, 1.0, doc=doc)
 _vad = lambda t, c, doc, req=False: _col(t, c, 'float', req, True, -1.0, 1.0, doc=doc)
 
+# %% ../nbs/01_data.ipynb #6da51dc1
 _SCHEMA_ROWS = [
     _col('artists', 'artist_id', 'id', doc='unique id of the artist'),
     _col('artists', 'name', 'text', doc='display name'),
@@ -49,10 +52,12 @@ _SCHEMA_ROWS = [
     _col('albums', 'total_tracks', 'int', lo=1, doc='number of tracks on the album'),
     _col('songs', 'song_id', 'id', doc='unique id of the song'),
     _col('songs', 'artist_id', 'id', ref='artists.artist_id', doc='the song\'s main artist'),
-    _col('songs', 'album_id', 'id', nullable=True, ref='albums.album_id', doc='album the song is on (missing for a single)'),
+    _col('songs', 'album_id', 'id', nullable=True, ref='albums.album_id',
+         doc='album the song is on (missing for a single)'),
     _col('songs', 'title', 'text', doc='song title'),
     _col('songs', 'release_date', 'date', nullable=True, doc='release date (missing when unknown)'),
-    _col('songs', 'track_number', 'int', lo=1, doc='position on the album (1 for a single); at most the album\'s total_tracks'),
+    _col('songs', 'track_number', 'int', lo=1,
+         doc='position on the album (1 for a single); at most the album\'s total_tracks'),
     _col('songs', 'duration_ms', 'int', lo=1, doc='duration in milliseconds'),
     _col('songs', 'explicit', 'bool', doc='explicit lyrics'),
     _col('songs', 'genres', 'tags', doc='genre tags (list of strings, may be empty)'),
@@ -71,7 +76,8 @@ _SCHEMA_ROWS = [
     _vad('songs', 'emo_valence', 'emotional valence of the song, in [-1, 1]'),
     _vad('songs', 'emo_arousal', 'emotional arousal of the song, in [-1, 1]'),
     _vad('songs', 'emo_dominance', 'emotional dominance of the song, in [-1, 1]'),
-    *[_unit('songs', f'p_{e}', f'probability of the emotion "{e}"; the eight sum to 1 when all are present', required=False)
+    *[_unit('songs', f'p_{e}', f'probability of the emotion "{e}"; the eight sum to 1 when all are present',
+            required=False)
       for e in EMOTIONS],
     _col('sections', 'song_id', 'id', ref='songs.song_id', doc='the section\'s song'),
     _col('sections', 'index', 'int', lo=0, doc='position of the section in the song, 0, 1, ...; unique per song'),
@@ -84,11 +90,14 @@ _SCHEMA_ROWS = [
     _col('life_events', 'artist_id', 'id', ref='artists.artist_id', doc='whose life event'),
     _col('life_events', 'date', 'date', doc='when it happened'),
     _col('life_events', 'kind', 'text', doc='loss, relationship, relocation, health, award, label_change, ...'),
-    _col('life_events', 'magnitude', 'float', lo=-1.0, hi=1.0, doc='signed strength: negative is a hardship, positive a boon'),
-    _col('collaborations', 'artist_a', 'id', ref='artists.artist_id', doc='the artist who reaches out (the tie is directed a -> b)'),
+    _col('life_events', 'magnitude', 'float', lo=-1.0, hi=1.0,
+         doc='signed strength: negative is a hardship, positive a boon'),
+    _col('collaborations', 'artist_a', 'id', ref='artists.artist_id',
+         doc='the artist who reaches out (the tie is directed a -> b)'),
     _col('collaborations', 'artist_b', 'id', ref='artists.artist_id', doc='the artist reached; differs from artist_a'),
     _col('collaborations', 'date', 'date', doc='when the collaboration was released'),
-    _col('collaborations', 'weight', 'float', lo=0.0, lo_open=True, doc='strength, e.g. the number of joint songs; > 0'),
+    _col('collaborations', 'weight', 'float', lo=0.0, lo_open=True,
+         doc='strength, e.g. the number of joint songs; > 0'),
 ]
 SCHEMA = pd.DataFrame(_SCHEMA_ROWS)
 
@@ -118,7 +127,8 @@ class CatalogError(InputError):
         super().__init__(where, value, fix, problem)
 
 # %% ../nbs/01_data.ipynb #7feed112
-def _is_number(v): return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+def _is_number(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 _ISO_DATE = re.compile(r'\d{4}(-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?)?)?')
 
@@ -225,7 +235,8 @@ def _kind_bad(s:pd.Series, kind:str, present:np.ndarray) -> tuple[np.ndarray, st
         ok = np.fromiter((_parse_date(v) is not None for v in s.to_numpy(object)), bool, n)
         return present & ~ok, 'not an ISO 8601 date', date_fix
     if kind == 'tags':
-        ok = np.fromiter((isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1 and all(isinstance(x, str) for x in v)
+        ok = np.fromiter((isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1
+                          and all(isinstance(x, str) for x in v)
                           for v in s.to_numpy(object)), bool, n)
         return present & ~ok, 'not a list of strings', 'write a list of strings, e.g. ["pop", "rock"] (or [] for none)'
     raise ValueError(f'unknown kind {kind}')
@@ -260,7 +271,10 @@ def _column_problems(table, df, spec):
         if c.kind in ('int', 'float') and not (pd.isna(c.lo) and pd.isna(c.hi)):
             good = present & ~bad
             x = np.full(len(s), np.nan)
-            x[good] = np.asarray([float(v) for v in vals[good]]) if s.dtype == object else s.to_numpy(float, na_value=np.nan)[good]
+            if s.dtype == object:
+                x[good] = np.asarray([float(v) for v in vals[good]])
+            else:
+                x[good] = s.to_numpy(float, na_value=np.nan)[good]
             with np.errstate(invalid='ignore'):
                 low = (x <= c.lo if c.lo_open else x < c.lo) if not pd.isna(c.lo) else np.zeros(len(s), bool)
                 high = x > c.hi if not pd.isna(c.hi) else np.zeros(len(s), bool)
@@ -269,11 +283,13 @@ def _column_problems(table, df, spec):
                 out.append(_problem(table, c.column, int(i), vals[i], 'out of range', f'use a value in {rng}'))
     return out
 
+# %% ../nbs/01_data.ipynb #468c2aab
 def _usable(df, col):
     "Values of `col` that are present and strings (so ids can be compared)."
     if col not in df.columns:
         return None
-    return pd.Series([v if isinstance(v, str) and v else None for v in df[col].to_numpy(object)], index=df.index, dtype=object)
+    return pd.Series([v if isinstance(v, str) and v else None for v in df[col].to_numpy(object)], index=df.index,
+                     dtype=object)
 
 def _relation_problems(tables):
     out = []
@@ -298,6 +314,7 @@ def _relation_problems(tables):
                                 f'use an id that exists in {c.ref}, or add that row there'))
     return out
 
+# %% ../nbs/01_data.ipynb #725dcc0a
 def _num(df, col):
     if col not in df.columns:
         return pd.Series(np.nan, index=df.index)
@@ -312,7 +329,8 @@ def _consistency_problems(tables):
         tn = _num(songs, 'track_number').to_numpy()
         cap = _usable(songs, 'album_id').map(total).astype(float).to_numpy()
         for i in np.flatnonzero(tn > cap):
-            out.append(_problem('songs', 'track_number', int(i), songs['track_number'].iloc[i], 'track number beyond the album',
+            out.append(_problem('songs', 'track_number', int(i), songs['track_number'].iloc[i],
+                                'track number beyond the album',
                                 f"use a track number <= the album's total_tracks ({cap[i]:g}), or raise total_tracks"))
     if songs is not None:
         pcols = [f'p_{e}' for e in EMOTIONS]
@@ -338,7 +356,8 @@ def _consistency_problems(tables):
             key = pd.DataFrame({'s': _usable(secs, 'song_id'), 'i': _num(secs, 'index')}).dropna()
             for i in key.index[key.duplicated(keep='first')]:
                 out.append(_problem('sections', 'index', int(secs.index.get_loc(i)), secs['index'].loc[i],
-                                    'duplicate section index', 'number the sections of a song 0, 1, 2, ... without repeats'))
+                                    'duplicate section index',
+                                    'number the sections of a song 0, 1, 2, ... without repeats'))
     col = tables.get('collaborations')
     if col is not None and {'artist_a', 'artist_b'} <= set(col.columns):
         a, b = _usable(col, 'artist_a'), _usable(col, 'artist_b')
@@ -363,11 +382,13 @@ def _conform_column(s, kind):
     if kind == 'date':
         if pd.api.types.is_datetime64_dtype(s.dtype):
             return s.astype('datetime64[ns]')
-        return pd.Series([pd.NaT if _missing_value(v) else _parse_date(v) for v in s], index=s.index, dtype='datetime64[ns]')
+        return pd.Series([pd.NaT if _missing_value(v) else _parse_date(v) for v in s], index=s.index,
+                         dtype='datetime64[ns]')
     if kind == 'tags':
         return pd.Series([list(v) for v in s], index=s.index, dtype=object)
     raise ValueError(kind)
 
+# %% ../nbs/01_data.ipynb #d7c9a8c2
 @dataclass(eq=False)
 class Catalog:
     "The tables of a music catalog: artists, albums and songs, and optionally sections, life events and collaborations."
@@ -381,23 +402,6 @@ class Catalog:
     def tables(self) -> dict:
         "The tables that are present, by name."
         return {t: getattr(self, t) for t in TABLES if getattr(self, t) is not None}
-
-    def problems(self) -> pd.DataFrame:
-        "Every violation of the schema, one row each (empty when the catalog is valid)."
-        out = []
-        for t in TABLES:
-            df = getattr(self, t)
-            if df is None:
-                if t in REQUIRED_TABLES:
-                    out.append(_problem(t, '', None, None, 'missing table', f'pass a DataFrame as {t}='))
-                continue
-            if not isinstance(df, pd.DataFrame):
-                out.append(_problem(t, '', None, type(df).__name__, 'not a DataFrame', f'pass a pandas DataFrame as {t}='))
-                continue
-            out += _column_problems(t, df.reset_index(drop=True), SCHEMA[SCHEMA.table == t])
-        tabs = {t: df.reset_index(drop=True) for t, df in self.tables().items() if isinstance(df, pd.DataFrame)}
-        out += _relation_problems(tabs) + _consistency_problems(tabs)
-        return pd.DataFrame(out, columns=_PROBLEM_COLUMNS).astype({'row': 'Int64'})
 
     def validate(self, all:bool=False, # return every problem as a DataFrame instead of raising on the first
                 ):
@@ -424,39 +428,63 @@ class Catalog:
             out[t] = pd.DataFrame(new)[cols].join(df[[c for c in df.columns if c not in cols]])
         return Catalog(**out)
 
-    def equals(self, other:Catalog) -> bool:
-        "Whether both catalogs hold the same tables with the same values and dtypes."
-        a, b = self.tables(), other.tables()
-        if a.keys() != b.keys():
-            return False
-        for t in a:
-            try:
-                pd.testing.assert_frame_equal(a[t], b[t], check_exact=True)
-            except AssertionError:
-                return False
-        return True
-
-    def summary(self) -> pd.DataFrame:
-        "Rows and columns of each table."
-        return pd.DataFrame([dict(table=t, rows=len(df), columns=df.shape[1]) for t, df in self.tables().items()])
-
     def __repr__(self):
         return 'Catalog(' + ', '.join(f'{t}={len(df)}' for t, df in self.tables().items()) + ')'
+
+# %% ../nbs/01_data.ipynb #809e5fd4
+@patch
+def problems(self:Catalog) -> pd.DataFrame:
+    "Every violation of the schema, one row each (empty when the catalog is valid)."
+    out = []
+    for t in TABLES:
+        df = getattr(self, t)
+        if df is None:
+            if t in REQUIRED_TABLES:
+                out.append(_problem(t, '', None, None, 'missing table', f'pass a DataFrame as {t}='))
+            continue
+        if not isinstance(df, pd.DataFrame):
+            out.append(_problem(t, '', None, type(df).__name__, 'not a DataFrame',
+                                f'pass a pandas DataFrame as {t}='))
+            continue
+        out += _column_problems(t, df.reset_index(drop=True), SCHEMA[SCHEMA.table == t])
+    tabs = {t: df.reset_index(drop=True) for t, df in self.tables().items() if isinstance(df, pd.DataFrame)}
+    out += _relation_problems(tabs) + _consistency_problems(tabs)
+    return pd.DataFrame(out, columns=_PROBLEM_COLUMNS).astype({'row': 'Int64'})
+
+@patch
+def equals(self:Catalog, other:Catalog) -> bool:
+    "Whether both catalogs hold the same tables with the same values and dtypes."
+    a, b = self.tables(), other.tables()
+    if a.keys() != b.keys():
+        return False
+    for t in a:
+        try:
+            pd.testing.assert_frame_equal(a[t], b[t], check_exact=True)
+        except AssertionError:
+            return False
+    return True
+
+@patch
+def summary(self:Catalog) -> pd.DataFrame:
+    "Rows and columns of each table."
+    return pd.DataFrame([dict(table=t, rows=len(df), columns=df.shape[1]) for t, df in self.tables().items()])
 
 # %% ../nbs/01_data.ipynb #55bb1eb5
 def tiny_catalog() -> Catalog:
     "A small valid catalog written by hand, for examples and tests."
     artists = pd.DataFrame(dict(artist_id=['a1', 'a2'], name=['Ada', 'Bo'], genre=['pop', 'folk'],
                                 region=['Europe', None], language=['en', 'sv'], culture=['western', 'nordic']))
-    albums = pd.DataFrame(dict(album_id=['al1'], artist_id=['a1'], title=['First'], release_date=['2019-05-01'], total_tracks=[2]))
+    albums = pd.DataFrame(dict(album_id=['al1'], artist_id=['a1'], title=['First'], release_date=['2019-05-01'],
+                               total_tracks=[2]))
     feats = dict(energy=[0.8, 0.3, 0.5], valence=[0.9, 0.2, np.nan], danceability=[0.7, 0.4, 0.5],
                  acousticness=[0.1, 0.8, 0.5], instrumentalness=[0.0, 0.1, 0.0], liveness=[0.1, 0.2, 0.1],
                  speechiness=[0.05, 0.04, 0.3], tempo=[128.0, 72.0, 95.5])
     songs = pd.DataFrame(dict(song_id=['s1', 's2', 's3'], artist_id=['a1', 'a1', 'a2'], album_id=['al1', 'al1', None],
                               title=['Up', 'Down', 'Alone'], release_date=['2019-05-01', '2019-05-01', '2020-02-29'],
-                              track_number=[1, 2, 1], duration_ms=[200_000, 180_000, 150_000], explicit=[False, False, True],
-                              genres=[['pop'], ['pop', 'ballad'], []], moods=[['happy'], ['sad'], ['tense']], **feats,
-                              emo_valence=[0.7, -0.6, -0.2], emo_arousal=[0.5, -0.4, 0.6], emo_dominance=[0.3, -0.3, 0.1]))
+                              track_number=[1, 2, 1], duration_ms=[200_000, 180_000, 150_000],
+                              explicit=[False, False, True], genres=[['pop'], ['pop', 'ballad'], []],
+                              moods=[['happy'], ['sad'], ['tense']], **feats, emo_valence=[0.7, -0.6, -0.2],
+                              emo_arousal=[0.5, -0.4, 0.6], emo_dominance=[0.3, -0.3, 0.1]))
     sections = pd.DataFrame(dict(song_id=['s1', 's1', 's2'], index=[0, 1, 0], kind=['verse', 'chorus', 'verse'],
                                  start=[0.0, 60.0, 0.0], end=[60.0, 200.0, 180.0], valence=[0.6, 0.8, -0.6],
                                  arousal=[0.4, 0.7, -0.4], dominance=[0.3, 0.4, -0.3]))
@@ -493,6 +521,7 @@ def _bool_text(text:str):
     "True or False from CSV text in any case, else the text unchanged (and refused by the check)."
     return {'true': True, 'false': False}.get(text.strip().lower(), text)
 
+# %% ../nbs/01_data.ipynb #50ce737b
 def _decoder(kind):
     def safe(f):
         def g(x):
@@ -578,6 +607,7 @@ def _csv_records(path:Path, table:str) -> tuple:
     except csv.Error as e:
         return stop(reader.line_num, '', f'not CSV ({e})', 'remove the stray quote or control character')
 
+# %% ../nbs/01_data.ipynb #208e63ff
 def _read_csv(path:Path, spec:pd.DataFrame) -> tuple:
     "A CSV table: its DataFrame (None if unreadable), each row's line, each column's letter, and the file's problems."
     table, name = spec.table.iloc[0], path.name
@@ -720,9 +750,10 @@ def check_catalog(folder, # a catalog folder: TABLE.csv or TABLE.parquet files
     return _load(folder)[1]
 
 # %% ../nbs/01_data.ipynb #ec9cc231
-def _write(self:Catalog, folder, # the folder to write into (created if missing)
-           format:str='parquet', # "parquet" or "csv"
-          ) -> Path:
+@patch
+def write(self:Catalog, folder, # the folder to write into (created if missing)
+          format:str='parquet', # "parquet" or "csv"
+         ) -> Path:
     "Validate the catalog and write it into `folder`, one file per table plus a `catalog.json` manifest."
     if format not in _FORMATS:
         raise InputError('format', format, 'use "parquet" or "csv"')
@@ -735,7 +766,8 @@ def _write(self:Catalog, folder, # the folder to write into (created if missing)
         if format == 'parquet':
             df.to_parquet(buf, index=False)
         else:
-            buf.write(_encode_csv(df, SCHEMA[SCHEMA.table == t]).to_csv(index=False, lineterminator='\r\n').encode('utf-8'))
+            text = _encode_csv(df, SCHEMA[SCHEMA.table == t]).to_csv(index=False, lineterminator='\r\n')
+            buf.write(text.encode('utf-8'))
         blobs[t] = buf.getvalue()
     for t, b in blobs.items():
         with atomic_write(folder/f'{t}.{format}', 'wb') as f:
@@ -745,9 +777,10 @@ def _write(self:Catalog, folder, # the folder to write into (created if missing)
         f.write(json.dumps(manifest, indent=1) + '\n')
     return folder
 
-def _read(cls, folder, # a folder written by `Catalog.write`, or one holding TABLE.csv / TABLE.parquet files
-          validate:bool=True, # validate and conform (False returns the tables as read)
-         ) -> Catalog:
+@patch(cls_method=True)
+def read(cls:Catalog, folder, # a folder written by `Catalog.write`, or one holding TABLE.csv / TABLE.parquet files
+         validate:bool=True, # validate and conform (False returns the tables as read)
+        ) -> Catalog:
     "Read a catalog folder; one with problems raises a `CatalogError` that locates the first and carries them all."
     tabs, probs = _load(folder)
     if not validate:
@@ -759,9 +792,6 @@ def _read(cls, folder, # a folder written by `Catalog.write`, or one holding TAB
         raise CatalogError(p.table, p.column, None if pd.isna(p.row) else int(p.row), p.value, p.fix, p.problem,
                            p.file, None if pd.isna(p.line) else int(p.line), probs.reset_index(drop=True))
     return cls(**tabs).conform()
-
-Catalog.write = _write
-Catalog.read = classmethod(_read)
 
 # %% ../nbs/01_data.ipynb #0a9050bf
 def format_problem(p:dict, # one problem of `check_catalog`, as a dict
@@ -797,6 +827,7 @@ def _counts(tabs:dict) -> str:
     "`2 artists, 1 album, 3 songs`: the rows of each table read."
     return ', '.join(f"{len(tabs[t])} {_SINGULAR[t]}{'' if len(tabs[t]) == 1 else 's'}" for t in TABLES if t in tabs)
 
+# %% ../nbs/01_data.ipynb #a72b3198
 def _catalog_parser() -> ArgumentParser:
     p = ArgumentParser(prog='kelly catalog', description='Check catalog folders, written by hand or by kelly: '
                        'TABLE.csv or TABLE.parquet files as kelly.data.SCHEMA describes them.')
@@ -851,8 +882,8 @@ import re
 
 def _immich_listing(text:str) -> pd.DataFrame:
     "Parse the per-track lines of immich-memories-music's LICENSE-MUSIC."
-    pat = re.compile(r'^\s*(?P<file>\S+\.opus)\s+(?P<bpm>\d+(?:\.\d+)?)\s*bpm\s+(?P<key>[A-G][b#]?\s+(?:major|minor))\s+'
-                     r'seed\s+(?P<seed>\d+)\s+\[(?P<style>\w+)\]\s*$')
+    pat = re.compile(r'^\s*(?P<file>\S+\.opus)\s+(?P<bpm>\d+(?:\.\d+)?)\s*bpm\s+'
+                     r'(?P<key>[A-G][b#]?\s+(?:major|minor))\s+seed\s+(?P<seed>\d+)\s+\[(?P<style>\w+)\]\s*$')
     rows = [m.groupdict() for m in map(pat.match, text.splitlines()) if m]
     df = pd.DataFrame(rows, columns=['file', 'bpm', 'key', 'seed', 'style'])
     return df.astype({'bpm': float, 'seed': int})
@@ -870,11 +901,13 @@ def immich_catalog() -> Catalog:
     listing = _immich_listing(Path(dist.locate_file(lic)).read_text(encoding='utf-8')).set_index('file')
     paths = sorted(Path(mod.tracks_dir()).glob('*/*.opus'))
     if not paths:
-        raise MissingResourceError('tracks', str(mod.tracks_dir()), 'reinstall immich-memories-music', 'no tracks found')
+        raise MissingResourceError('tracks', str(mod.tracks_dir()), 'reinstall immich-memories-music',
+                                   'no tracks found')
     rows = []
     for p in paths:
         if p.name not in listing.index:
-            raise MissingResourceError('LICENSE-MUSIC', p.name, 'reinstall immich-memories-music', 'track not in the listing')
+            raise MissingResourceError('LICENSE-MUSIC', p.name, 'reinstall immich-memories-music',
+                                       'track not in the listing')
         info = listing.loc[p.name]
         mood = p.parent.name
         rows.append(dict(song_id=f'immich-{p.stem}', artist_id='ace-step', album_id=f'immich-{mood}', title=p.stem,
@@ -887,7 +920,8 @@ def immich_catalog() -> Catalog:
         songs[f] = np.nan
     albums = songs.groupby('album_id').agg(total_tracks=('song_id', 'size')).reset_index()
     albums = albums.assign(artist_id='ace-step', title=albums.album_id.str.removeprefix('immich-'), release_date=pd.NaT)
-    artists = pd.DataFrame(dict(artist_id=['ace-step'], name=['ACE-Step 1.5 (immich-memories-music)'], genre=['instrumental']))
+    artists = pd.DataFrame(dict(artist_id=['ace-step'], name=['ACE-Step 1.5 (immich-memories-music)'],
+                                genre=['instrumental']))
     return Catalog(artists, albums, songs).conform()
 
 # %% ../nbs/01_data.ipynb #825d1b6c
@@ -904,7 +938,8 @@ def music21_corpus(collection:str=None, # keep only this collection (folder), e.
     df = pd.DataFrame(rows, columns=['collection', 'name', 'format', 'path'])
     if collection is not None:
         if collection not in set(df.collection):
-            raise InputError('collection', collection, f'use one of {sorted(set(df.collection))[:10]} ...', 'unknown collection')
+            raise InputError('collection', collection, f'use one of {sorted(set(df.collection))[:10]} ...',
+                             'unknown collection')
         df = df[df.collection == collection].reset_index(drop=True)
     return df
 
@@ -943,7 +978,8 @@ def social_graph(name:str, # one of "florentine", "karate", "les_miserables", "d
     return getattr(nx, _GRAPHS[name])()
 
 # %% ../nbs/01_data.ipynb #c7f790bd
-NRC_AFFECTS = ('anger', 'anticipation', 'disgust', 'fear', 'joy', 'sadness', 'surprise', 'trust', 'positive', 'negative')
+NRC_AFFECTS = ('anger', 'anticipation', 'disgust', 'fear', 'joy', 'sadness', 'surprise', 'trust', 'positive',
+               'negative')
 
 def _nrc():
     return require('nrclex', 'nrclex').NRCLex(None)

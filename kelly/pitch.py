@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bench import benchmark, time_call
-from .core import InputError, artifacts_dir, atomic_write
+from .core import InputError
 
 # %% auto #0
 __all__ = ['NOTE_NAMES', 'midi_to_hz', 'hz_to_midi', 'note_name', 'bench_pitch']

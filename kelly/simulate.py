@@ -6,17 +6,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .core import InputError, data_dir
-from .data import AUDIO_FEATURES, EMOTIONS, Catalog
+from .data import AUDIO_FEATURES, EMOTION_COLUMNS, EMOTIONS, VAD, Catalog
 
 # %% auto #0
-__all__ = ['GENRES', 'REGIONS', 'EVENT_KINDS', 'VAD', 'GENRE_OFFSETS', 'FEATURE_RULES', 'EMOTION_PROTOTYPES', 'MOOD_QUADRANTS',
+__all__ = ['GENRES', 'REGIONS', 'EVENT_KINDS', 'GENRE_OFFSETS', 'FEATURE_RULES', 'EMOTION_PROTOTYPES', 'MOOD_QUADRANTS',
            'SECTION_TEMPLATES', 'SECTION_WEIGHTS', 'SECTION_BASIS', 'SECTION_AMPLITUDE', 'SCM', 'ERGM_TERMS',
            'SECTION_STATIONARY', 'DEFAULT_CATALOG_ARGS', 'expit', 'section_basis', 'network_stats', 'ergm_sample',
            'SimulationTruth', 'section_generator', 'ctmc_transition', 'simulate_catalog', 'write_default_catalog',
@@ -27,7 +27,6 @@ GENRES = ('pop', 'rock', 'hiphop', 'electronic', 'folk', 'jazz', 'rnb', 'metal')
 REGIONS = {'North America': ('en', 'western'), 'Europe': ('de', 'western'), 'Latin America': ('es', 'latin'),
            'East Asia': ('ja', 'east_asian'), 'Africa': ('fr', 'african'), 'Nordic': ('sv', 'nordic')}
 EVENT_KINDS = {'loss': -1, 'health': -1, 'breakup': -1, 'award': 1, 'relationship': 1, 'label_change': 1}
-VAD = ('valence', 'arousal', 'dominance')
 
 # genre offsets inside the logistic links (danceability, acousticness, instrumentalness, speechiness) and on tempo (BPM)
 GENRE_OFFSETS = pd.DataFrame({
@@ -54,7 +53,8 @@ FEATURE_RULES = {
 # VAD prototypes of kelly's eight emotions; p(emotion) = softmax(-|emotion - prototype|^2 / (2 * 0.35^2))
 EMOTION_PROTOTYPES = pd.DataFrame({
     'happy': [0.8, 0.5, 0.4], 'sad': [-0.7, -0.4, -0.4], 'angry': [-0.6, 0.7, 0.6], 'fearful': [-0.6, 0.6, -0.6],
-    'surprised': [0.3, 0.8, 0.0], 'disgusted': [-0.7, 0.3, 0.3], 'neutral': [0.0, 0.0, 0.0], 'excited': [0.7, 0.8, 0.4]},
+    'surprised': [0.3, 0.8, 0.0], 'disgusted': [-0.7, 0.3, 0.3], 'neutral': [0.0, 0.0, 0.0],
+    'excited': [0.7, 0.8, 0.4]},
     index=list(VAD)).T.loc[list(EMOTIONS)]
 # mood tags from the (valence, arousal) quadrant: (primary, secondary when the emotion is far from neutral)
 MOOD_QUADRANTS = {(True, True): ('happy', 'energetic'), (True, False): ('calm', 'tender'),
@@ -75,7 +75,8 @@ SECTION_AMPLITUDE = np.array([[0.15, -0.20, 0.05],   # valence: lift in the chor
 SCM = {('life_event', 'arousal'): -0.35, ('life_event_lag1', 'valence'): 0.5, ('collaboration', 'dominance'): 0.15}
 
 # %% ../nbs/02_simulate.ipynb #944cb898
-def expit(x): return 1.0 / (1.0 + np.exp(-x))
+def expit(x):
+    return 1.0 / (1.0 + np.exp(-x))
 
 def section_basis(kinds, # the kinds of the K sections of one song, in order
                  ) -> np.ndarray:
@@ -104,6 +105,7 @@ def network_stats(G, # a networkx DiGraph whose nodes have a `genre` attribute
         out['formation'] = len(arcs - old)
     return out
 
+# %% ../nbs/02_simulate.ipynb #6260aa2d
 def ergm_sample(n:int, # number of nodes
                 theta:dict, # coefficients by term name (see ERGM_TERMS); absent terms are 0
                 genre, # genre index of each node (array of n ints)
@@ -117,7 +119,8 @@ def ergm_sample(n:int, # number of nodes
     if unknown:
         raise InputError('theta', sorted(unknown), f'use terms among {ERGM_TERMS}', 'unknown ERGM term')
     if ('stability' in theta or 'formation' in theta) and prev is None:
-        raise InputError('prev', None, 'pass the previous period\'s arcs to use stability/formation', 'missing previous network')
+        raise InputError('prev', None, 'pass the previous period\'s arcs to use stability/formation',
+                         'missing previous network')
     te, tm, tt, th = (float(theta.get(k, 0.0)) for k in ('edges', 'mutual', 'ttriple', 'homophily'))
     ts, tf = float(theta.get('stability', 0.0)), float(theta.get('formation', 0.0))
     genre = [int(g) for g in genre]
@@ -229,14 +232,16 @@ def _draw_artists(n, rng, p):
     debut_days = rng.integers(0, 31 * 365, n)
     debut = pd.Timestamp('1975-01-01') + pd.to_timedelta(debut_days, unit='D')
     career = rng.uniform(10, 25, n)
-    syll = np.array(['ka', 'lo', 'mi', 'ra', 'ten', 'vo', 'sel', 'dur', 'an', 'is', 'bel', 'ro', 'nu', 'fa', 'zen', 'tor'])
+    syll = np.array(['ka', 'lo', 'mi', 'ra', 'ten', 'vo', 'sel', 'dur', 'an', 'is', 'bel', 'ro', 'nu', 'fa', 'zen',
+                     'tor'])
     names = [' '.join(''.join(rng.choice(syll, 2)).title() for _ in range(2)) for _ in range(n)]
     ids = [f'a{i:04d}' for i in range(n)]
     artists = pd.DataFrame(dict(artist_id=ids, name=names, genre=[GENRES[g] for g in genre],
                                 region=[regions[r] for r in region], language=[REGIONS[regions[r]][0] for r in region],
                                 culture=[REGIONS[regions[r]][1] for r in region]))
     truth = pd.DataFrame(dict(artist_id=ids, genre=artists.genre, genre_index=genre, debut=debut, career_years=career,
-                              gp_sigma=_lognormal(p['gp_sigma'], rng, n), gp_lengthscale=_lognormal(p['gp_lengthscale'], rng, n)))
+                              gp_sigma=_lognormal(p['gp_sigma'], rng, n),
+                              gp_lengthscale=_lognormal(p['gp_lengthscale'], rng, n)))
     return artists, truth
 
 # %% ../nbs/02_simulate.ipynb #c52d7ec7
@@ -259,13 +264,14 @@ def _life_events(truth, rng, rate):
         mag = np.array([EVENT_KINDS[kinds[j]] for j in kind]) * rng.uniform(0.3, 1.0, k)
         days = np.floor(t * 365.25).astype(int)
         for d, j, m in zip(days, kind, mag):
-            rows.append(dict(artist_id=a.artist_id, date=a.debut + pd.Timedelta(days=int(d)), kind=kinds[j], magnitude=float(m)))
+            rows.append(dict(artist_id=a.artist_id, date=a.debut + pd.Timedelta(days=int(d)), kind=kinds[j],
+                             magnitude=float(m)))
     ev = pd.DataFrame(rows, columns=['artist_id', 'date', 'kind', 'magnitude'])
     ev['date'] = ev['date'].astype('datetime64[ns]')
     return ev.sort_values(['artist_id', 'date'], kind='stable').reset_index(drop=True)
 
 def _window_sums(song_dates, event_dates, values, first_start):
-    "For each song, the sum of `values` of events dated in (previous song, this song]; the first window starts at first_start."
+    "Per song, the summed `values` of events dated in (previous song, this song]; the first opens at first_start."
     ed = np.asarray(event_dates, 'datetime64[ns]')
     order = np.argsort(ed, kind='stable')
     ed, cs = ed[order], np.r_[0.0, np.cumsum(np.asarray(values, float)[order])]
@@ -300,7 +306,8 @@ def _draw_network(truth, rng, p):
         offs = rng.integers(0, max(span, 1), len(arcs))
         wts = 1.0 + rng.poisson(0.5, len(arcs))
         for (i, j), o, w in zip(arcs, offs, wts):
-            rows.append(dict(artist_a=ids[i], artist_b=ids[j], date=periods.start[k] + pd.Timedelta(days=int(o)), weight=float(w)))
+            rows.append(dict(artist_a=ids[i], artist_b=ids[j], date=periods.start[k] + pd.Timedelta(days=int(o)),
+                             weight=float(w)))
         prev = arcs
     col = pd.DataFrame(rows, columns=['artist_a', 'artist_b', 'date', 'weight'])
     col['date'] = col['date'].astype('datetime64[ns]')
@@ -320,11 +327,15 @@ def _features(emo, genre_idx, rng):
         z = r['intercept'] + sum(r.get(k, 0.0) * x[k] for k in VAD) + (offs[:, col[f]] if f in col else 0.0)
         out[f] = expit(z + r['noise'] * rng.standard_normal(n))
     r = FEATURE_RULES['tempo']
-    out['tempo'] = np.clip(r['intercept'] + r['arousal'] * a + offs[:, col['tempo']] + r['noise'] * rng.standard_normal(n), 40, 240)
+    out['tempo'] = np.clip(r['intercept'] + r['arousal'] * a + offs[:, col['tempo']] + r['noise']
+                           * rng.standard_normal(n), 40, 240)
     r = FEATURE_RULES['duration_s']
-    out['duration_ms'] = np.round(1000 * np.clip(r['intercept'] + r['arousal'] * a + r['noise'] * rng.standard_normal(n), 60, 600)).astype(np.int64)
+    out['duration_ms'] = np.round(1000
+                                  * np.clip(r['intercept'] + r['arousal'] * a + r['noise'] * rng.standard_normal(n), 60,
+                                            600)).astype(np.int64)
     r = FEATURE_RULES['explicit']
-    pe = expit(r['intercept'] + r['valence'] * v + r['arousal'] * a + r['hiphop'] * (genre_idx == GENRES.index('hiphop')))
+    pe = expit(r['intercept'] + r['valence'] * v + r['arousal'] * a + r['hiphop']
+               * (genre_idx == GENRES.index('hiphop')))
     out['explicit'] = rng.random(n) < pe
     dist2 = ((emo[:, None, :] - EMOTION_PROTOTYPES.to_numpy()[None]) ** 2).sum(-1)
     logit = -dist2 / (2 * 0.35**2)
@@ -333,7 +344,8 @@ def _features(emo, genre_idx, rng):
     for k, e in enumerate(EMOTIONS):
         out[f'p_{e}'] = pr[:, k]
     strong = np.hypot(v, a) > 0.5
-    out['moods'] = [list(MOOD_QUADRANTS[(bool(vi > 0), bool(ai > 0))][:2 if s else 1]) for vi, ai, s in zip(v, a, strong)]
+    out['moods'] = [list(MOOD_QUADRANTS[(bool(vi > 0), bool(ai > 0))][:2 if s else 1])
+                    for vi, ai, s in zip(v, a, strong)]
     return out
 
 # %% ../nbs/02_simulate.ipynb #2f311d86
@@ -353,12 +365,15 @@ def _sections(song_ids, emo, dur_s, rng, noise_sd):
         end[:, -1] = dur_s[idx]
         start = np.c_[np.zeros(len(idx)), end[:, :-1]]
         phi = section_basis(kinds)  # K x 3
-        eta = emo[idx, None, :] + np.einsum('nvb,kb->nkv', A[idx], phi) + noise_sd * rng.standard_normal((len(idx), K, 3))
+        eta = emo[idx, None, :] + np.einsum('nvb,kb->nkv', A[idx],
+                                            phi) + noise_sd * rng.standard_normal((len(idx), K, 3))
         eta = np.clip(eta, -1, 1)
-        frames.append(pd.DataFrame(dict(order=np.repeat(idx, K), song_id=np.repeat(np.asarray(song_ids, object)[idx], K),
-                                        index=np.tile(np.arange(K), len(idx)), kind=np.tile(np.array(kinds, object), len(idx)),
-                                        start=start.ravel(), end=end.ravel(), valence=eta[..., 0].ravel(),
-                                        arousal=eta[..., 1].ravel(), dominance=eta[..., 2].ravel())))
+        frames.append(pd.DataFrame(dict(order=np.repeat(idx, K),
+                                        song_id=np.repeat(np.asarray(song_ids, object)[idx], K),
+                                        index=np.tile(np.arange(K), len(idx)),
+                                        kind=np.tile(np.array(kinds, object), len(idx)), start=start.ravel(),
+                                        end=end.ravel(), valence=eta[..., 0].ravel(), arousal=eta[..., 1].ravel(),
+                                        dominance=eta[..., 2].ravel())))
     sec = pd.concat(frames).sort_values(['order', 'index'], kind='stable').drop(columns='order').reset_index(drop=True)
     return sec, A
 
@@ -408,6 +423,245 @@ def _section_emotions(secs, song_ids, p_song, Q, rng):
     return labels
 
 
+# %% ../nbs/02_simulate.ipynb #ca81daa2
+def _bad_seed(seed):
+    raise InputError('seed', seed, 'pass an integer >= 0')
+
+def _check_args(p:dict, # the arguments of `simulate_catalog`
+               ) -> dict:
+    "Raise an `InputError` for the first bad argument of `simulate_catalog`; return the SCM coefficients it asks for."
+    minimums = dict(n_artists=1, songs_per_artist=2, songs_per_album=1, min_regime_songs=1, n_periods=1, n_factors=1)
+    for k, lo in minimums.items():
+        v = p[k]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise InputError(k, v, f'pass an integer >= {lo}')
+    for k in ('change_rate', 'noise_sd', 'event_rate', 'album_sd', 'section_noise_sd'):
+        if not (isinstance(p[k], (int, float)) and math.isfinite(p[k]) and p[k] >= 0):
+            raise InputError(k, p[k], 'pass a number >= 0')
+    rate = p['section_rate']
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise InputError('section_rate', rate, 'pass a rate > 0 per second')
+    coherence = p['coherence']
+    if not (0 < coherence[0] <= coherence[1] < 1):
+        raise InputError('coherence', coherence, 'pass (low, high) with 0 < low <= high < 1')
+    coef = {**SCM, **(p['scm'] or {})}
+    unknown = set(coef) - set(SCM)
+    if unknown:
+        raise InputError('scm', sorted(unknown), f'use keys among {list(SCM)}', 'unknown SCM edge')
+    return coef
+
+def _seed_streams(seed, # an integer >= 0
+                 ) -> tuple:
+    "The seed's `SeedSequence` and its nine child generators, one for each part of the simulation."
+    valid = not isinstance(seed, bool) and isinstance(seed, (int, np.integer)) and seed >= 0
+    seeds = np.random.SeedSequence(int(seed) if valid else _bad_seed(seed))
+    return seeds, [np.random.default_rng(s) for s in seeds.spawn(9)]
+
+
+# %% ../nbs/02_simulate.ipynb #976335e4
+def _artist_regimes(artist_id:str, # the artist's id
+                    dates:np.ndarray, # the release dates of the artist's songs, sorted
+                    p:dict, # the arguments of `simulate_catalog`
+                    rng:np.random.Generator, # the regimes' random stream
+                   ) -> tuple:
+    "One career's regime mean and noise per song (m x 3 each), regime index per song, regime rows, change point rows."
+    m, nu = len(dates), 10
+    kmax = min(p['max_change_points'], m // p['min_regime_songs'] - 1)
+    n_change_points = min(int(rng.poisson(p['change_rate'])), max(kmax, 0))
+    bounds = np.r_[0, _change_points(m, n_change_points, p['min_regime_songs'], rng), m]
+    mean, noise, regime = np.zeros((m, 3)), np.zeros((m, 3)), np.zeros(m, int)
+    regime_rows, cp_rows = [], []
+    mu = np.clip(rng.normal(0, 0.3, 3), -0.5, 0.5)
+    for k in range(len(bounds) - 1):
+        if k:
+            u = rng.standard_normal(3)
+            u /= np.linalg.norm(u)
+            mu = np.clip(mu + u * rng.uniform(0.5, 0.9), -0.8, 0.8)
+        noise_sd = p['noise_sd']
+        S = _inv_wishart(nu, noise_sd**2 * (nu - 4) * np.eye(3), rng) if noise_sd > 0 else np.zeros((3, 3))
+        first, stop = bounds[k], bounds[k + 1]
+        regime[first:stop] = k
+        mean[first:stop] = mu
+        noise[first:stop] = rng.standard_normal((stop - first, 3)) @ np.linalg.cholesky(S + 1e-12 * np.eye(3)).T
+        regime_rows.append(dict(artist_id=artist_id, regime=k, first_song=int(first), n_songs=int(stop - first),
+                                start_date=pd.Timestamp(dates[first]), mean_valence=mu[0], mean_arousal=mu[1],
+                                mean_dominance=mu[2], cov=S.tolist()))
+        if k:
+            cp_rows.append(dict(artist_id=artist_id, position=int(first), song_id=f'{artist_id}_s{first:03d}',
+                                date=pd.Timestamp(dates[first])))
+    return mean, noise, regime, regime_rows, cp_rows
+
+def _draw_regimes(atruth:pd.DataFrame, # the artists' truth (`_draw_artists`)
+                  dates:np.ndarray, # release dates, n x m
+                  p:dict, # the arguments of `simulate_catalog`
+                  rng:np.random.Generator, # the regimes' random stream
+                 ) -> tuple:
+    "Every career's regimes: mean and noise components (n x m x 3), regime index (n x m), regime and change point rows."
+    careers = [_artist_regimes(a, dates[i], p, rng) for i, a in enumerate(atruth.artist_id)]
+    mean, noise, regime = (np.stack([c[k] for c in careers]) for k in range(3))
+    return mean, noise, regime, [r for c in careers for r in c[3]], [r for c in careers for r in c[4]]
+
+
+# %% ../nbs/02_simulate.ipynb #96c18d3f
+def _song_context(atruth:pd.DataFrame, # the artists' truth
+                  dates:np.ndarray, # release dates, n x m
+                  events:pd.DataFrame, # the life events table
+                  collabs:pd.DataFrame, # the collaborations table
+                 ) -> np.ndarray:
+    "Each song's life_event, life_event_lag1 and collaboration, n x m x 3."
+    n, m = dates.shape
+    ctx = np.zeros((n, m, 3))
+    events_by_artist = dict(tuple(events.groupby('artist_id'))) if len(events) else {}
+    collab_dates = {}
+    if len(collabs):
+        both = pd.concat([collabs[['artist_a', 'date']].rename(columns={'artist_a': 'artist'}),
+                          collabs[['artist_b', 'date']].rename(columns={'artist_b': 'artist'})])
+        collab_dates = {a: g.date.to_numpy('datetime64[ns]') for a, g in both.groupby('artist')}
+    for i, artist_id in enumerate(atruth.artist_id):
+        first = dates[i, 0] - np.timedelta64(365, 'D')
+        ev = events_by_artist.get(artist_id)
+        if ev is not None:
+            ctx[i, :, 0] = _window_sums(dates[i], ev.date.to_numpy('datetime64[ns]'), ev.magnitude.to_numpy(), first)
+        ctx[i, 1:, 1] = ctx[i, :-1, 0]
+        cd = collab_dates.get(artist_id)
+        if cd is not None:
+            ctx[i, :, 2] = _window_sums(dates[i], cd, np.ones(len(cd)), first)
+    return ctx
+
+def _draw_albums(atruth:pd.DataFrame, # the artists' truth
+                 dates:np.ndarray, # release dates, n x m
+                 p:dict, # the arguments of `simulate_catalog`
+                 rng:np.random.Generator, # the albums' random stream
+                ) -> tuple:
+    "The album component (n x m x 3), each song's album id and track number (n x m) and the albums' truth rows."
+    n, m = dates.shape
+    per_album, album_sd = p['songs_per_album'], p['album_sd']
+    component, album_of, track, rows = np.zeros((n, m, 3)), np.empty((n, m), object), np.zeros((n, m), int), []
+    for i, artist_id in enumerate(atruth.artist_id):
+        for b in range(math.ceil(m / per_album)):
+            sl = slice(b * per_album, min((b + 1) * per_album, m))
+            size = sl.stop - sl.start
+            c = rng.uniform(*p['coherence'])
+            lam = rng.standard_normal((3, p['n_factors']))
+            lam *= math.sqrt(3 * album_sd**2 * c / (lam**2).sum())
+            psi = 3 * album_sd**2 * (1 - c) / 3
+            f = rng.standard_normal((size, p['n_factors']))
+            component[i, sl] = f @ lam.T + math.sqrt(psi) * rng.standard_normal((size, 3))
+            aid = f'{artist_id}_al{b:02d}'
+            album_of[i, sl] = aid
+            track[i, sl] = np.arange(1, size + 1)
+            rows.append(dict(album_id=aid, artist_id=artist_id, title=f'Album {b + 1}',
+                             release_date=dates[i, sl.stop - 1], total_tracks=size, coherence=c, psi=psi,
+                             loadings=lam.tolist()))
+    return component, album_of, track, rows
+
+
+# %% ../nbs/02_simulate.ipynb #dcc20360
+_POSITIVE_WORDS = np.array(['golden', 'bright', 'summer', 'sweet', 'dancing', 'wild', 'shining', 'brave'])
+_NEGATIVE_WORDS = np.array(['broken', 'cold', 'empty', 'lonely', 'fading', 'bitter', 'silent', 'lost'])
+_NOUNS = np.array(['heart', 'road', 'night', 'river', 'light', 'dream', 'city', 'sky', 'fire', 'rain'])
+
+def _songs_table(atruth:pd.DataFrame, # the artists' truth
+                 dates:np.ndarray, # release dates, n x m
+                 album_of:np.ndarray, # album id of each song, n x m
+                 track:np.ndarray, # track number of each song, n x m
+                 emo:np.ndarray, # each song's valence, arousal, dominance, (n m) x 3
+                 rng:np.random.Generator, # the features' random stream
+                ) -> pd.DataFrame:
+    "The catalog's songs: ids, album, track, features, genres, moods, emotion columns and class probabilities."
+    n, m = dates.shape
+    genre_idx = atruth.genre_index.to_numpy()[np.repeat(np.arange(n), m)]
+    feats = _features(emo, genre_idx, rng)
+    song_ids = [f'{aid}_s{j:03d}' for aid in atruth.artist_id for j in range(m)]
+    second = rng.integers(0, len(GENRES), n * m)
+    has2 = rng.random(n * m) < 0.3
+    genres = [[GENRES[g]] + ([GENRES[s]] if h and s != g else []) for g, s, h in zip(genre_idx, second, has2)]
+    wi, ni = rng.integers(0, 8, n * m), rng.integers(0, len(_NOUNS), n * m)
+    titles = [f"{(pw if v > 0 else nw).title()} {no.title()}" for v, pw, nw, no in
+              zip(emo[:, 0], _POSITIVE_WORDS[wi], _NEGATIVE_WORDS[wi], _NOUNS[ni])]
+    return pd.DataFrame(dict(song_id=song_ids, artist_id=np.repeat(atruth.artist_id.to_numpy(), m),
+                             album_id=album_of.ravel(), title=titles, release_date=dates.ravel(),
+                             track_number=track.ravel(), duration_ms=feats['duration_ms'], explicit=feats['explicit'],
+                             genres=genres, moods=feats['moods'],
+                             **{f: feats[f] for f in AUDIO_FEATURES},
+                             **{c: emo[:, d] for d, c in enumerate(EMOTION_COLUMNS)},
+                             **{f'p_{e}': feats[f'p_{e}'] for e in EMOTIONS}))
+
+
+# %% ../nbs/02_simulate.ipynb #ef26c47d
+def _truth_series(songs:pd.DataFrame, # the catalog's songs
+                  t:np.ndarray, # years since debut, n x m
+                  regime:np.ndarray, # regime index, n x m
+                  ctx:np.ndarray, # causal inputs, n x m x 3
+                  comps:dict, # components of eta by name, each n x m x 3
+                  eta:np.ndarray, # their sum, n x m x 3
+                 ) -> pd.DataFrame:
+    "One row per song: position, time, regime, album, causal inputs and each component of eta by VAD dimension."
+    n, m = regime.shape
+    ts = pd.DataFrame(dict(song_id=songs.song_id, artist_id=songs.artist_id, position=np.tile(np.arange(m), n),
+                           t=t.ravel(), regime=regime.ravel(), album_id=songs.album_id, life_event=ctx[..., 0].ravel(),
+                           life_event_lag1=ctx[..., 1].ravel(), collaboration=ctx[..., 2].ravel()))
+    for k, arr in list(comps.items()) + [('eta', eta)]:
+        for d, name in enumerate(VAD):
+            ts[f'{k}_{name}'] = arr[..., d].ravel()
+    return ts
+
+def _truth_dag(coef:dict, # SCM coefficients {(cause, effect): weight}
+              ):
+    "The generating DAG: SCM edges into emo_* and the feature rules out of them (weight, lag, link)."
+    dag = __import__('networkx').DiGraph()
+    for (cause, eff), w in coef.items():
+        dag.add_edge(cause, f'emo_{eff}', weight=w, lag=1 if cause.endswith('lag1') else 0, link='linear')
+    for fname, r in FEATURE_RULES.items():
+        node = {'duration_s': 'duration_ms'}.get(fname, fname)
+        link = 'linear' if fname in ('tempo', 'duration_s') else 'logistic'
+        for v in VAD:
+            if r.get(v):
+                dag.add_edge(f'emo_{v}', node, weight=r[v], lag=0, link=link)
+    return dag
+
+def _split_cps(rows, ids):
+    by = {}
+    for r in rows:
+        by.setdefault(r['artist_id'], []).append(r['position'])
+    return [by.get(a, []) for a in ids]
+
+
+# %% ../nbs/02_simulate.ipynb #6edf5c77
+def _no_network() -> tuple:
+    "The collaborations table and network truth of `network=False`: all empty."
+    collabs = pd.DataFrame(columns=['artist_a', 'artist_b', 'date', 'weight'])
+    return collabs, [], pd.DataFrame(columns=['period', 'start', 'end']), pd.DataFrame(), {}, {}
+
+def _causal_component(ctx:np.ndarray, # causal inputs, n x m x 3 (life_event, life_event_lag1, collaboration)
+                      coef:dict, # SCM coefficients
+                     ) -> np.ndarray:
+    "The causal term of eta, n x m x 3: each input times its SCM coefficient, on the dimension it affects."
+    causal = np.zeros_like(ctx)
+    causal[..., 1] = coef[('life_event', 'arousal')] * ctx[..., 0]
+    causal[..., 0] = coef[('life_event_lag1', 'valence')] * ctx[..., 1]
+    causal[..., 2] = coef[('collaboration', 'dominance')] * ctx[..., 2]
+    return causal
+
+def _draw_sections(songs:pd.DataFrame, # the catalog's songs
+                   emo:np.ndarray, # each song's valence, arousal, dominance, (n m) x 3
+                   p:dict, # the arguments of `simulate_catalog`
+                   rng:np.random.Generator, # the sections' random stream
+                   seeds:np.random.SeedSequence, # the simulation's seed sequence (the emotions spawn their own child)
+                  ) -> tuple:
+    "The sections table (or None), the section amplitudes and the section-emotion generator."
+    generator = section_generator(p['section_rate'])
+    if not p['sections']:
+        return None, np.zeros((0, 3, 3)), generator
+    secs, A = _sections(songs.song_id.tolist(), emo, songs.duration_ms.to_numpy() / 1000, rng, p['section_noise_sd'])
+    if p['section_emotions']:  # its own stream (the 10th child), so the other draws stay as they were
+        p_song = songs[[f'p_{e}' for e in EMOTIONS]].to_numpy()
+        codes = _section_emotions(secs, songs.song_id, p_song, generator.to_numpy(),
+                                  np.random.default_rng(seeds.spawn(1)[0]))
+        secs['emotion'] = np.asarray(EMOTIONS, object)[codes]
+    return secs, A, generator
+
+
 # %% ../nbs/02_simulate.ipynb #3ec54fb5
 def simulate_catalog(n_artists:int=20, # number of artists
                      seed:int=0, # the seed; the same seed gives the same catalog, bit for bit
@@ -418,7 +672,7 @@ def simulate_catalog(n_artists:int=20, # number of artists
                      min_regime_songs:int=8, # every regime lasts at least this many songs
                      gp_sigma:tuple=(0.15, 0.25), # GP amplitude sigma_i: (median, log-sd) of its log-normal prior
                      gp_lengthscale:tuple=(3.0, 0.25), # GP length-scale ell_i in years: (median, log-sd)
-                     noise_sd:float=0.1, # typical song noise sd; Sigma_k ~ InvWishart(10, noise_sd^2 * 6 I), mean noise_sd^2 I
+                     noise_sd:float=0.1, # song noise sd: Sigma_k ~ InvWishart(10, 6 noise_sd^2 I), mean noise_sd^2 I
                      event_rate:float=0.5, # life events per artist per year
                      n_factors:int=1, # latent factors r per album
                      album_sd:float=0.1, # typical sd of the album term per dimension
@@ -436,172 +690,37 @@ def simulate_catalog(n_artists:int=20, # number of artists
                     ) -> tuple[Catalog, SimulationTruth]:
     "Simulate a catalog of `n_artists` careers; return `(catalog, truth)`."
     p = dict(locals())
-    for k, lo in dict(n_artists=1, songs_per_artist=2, songs_per_album=1, min_regime_songs=1, n_periods=1, n_factors=1).items():
-        v = p[k]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise InputError(k, v, f'pass an integer >= {lo}')
-    for k in ('change_rate', 'noise_sd', 'event_rate', 'album_sd', 'section_noise_sd'):
-        if not (isinstance(p[k], (int, float)) and math.isfinite(p[k]) and p[k] >= 0):
-            raise InputError(k, p[k], 'pass a number >= 0')
-    if not (isinstance(section_rate, (int, float)) and math.isfinite(section_rate) and section_rate > 0):
-        raise InputError('section_rate', section_rate, 'pass a rate > 0 per second')
-    if not (0 < coherence[0] <= coherence[1] < 1):
-        raise InputError('coherence', coherence, 'pass (low, high) with 0 < low <= high < 1')
-    coef = {**SCM, **(scm or {})}
-    unknown = set(coef) - set(SCM)
-    if unknown:
-        raise InputError('scm', sorted(unknown), f'use keys among {list(SCM)}', 'unknown SCM edge')
-    ss = np.random.SeedSequence(int(seed) if not isinstance(seed, bool) and isinstance(seed, (int, np.integer)) and seed >= 0
-                                else _bad_seed(seed))
-    r_art, r_time, r_cp, r_gp, r_ev, r_net, r_alb, r_feat, r_sec = (np.random.default_rng(s) for s in ss.spawn(9))
-    n, m = n_artists, songs_per_artist
-
-    artists, atruth = _draw_artists(n, r_art, p)
-    dates, t = _song_times(atruth, m, r_time)
+    coef = _check_args(p)
+    seeds, (r_art, r_time, r_cp, r_gp, r_ev, r_net, r_alb, r_feat, r_sec) = _seed_streams(seed)
+    artists, atruth = _draw_artists(n_artists, r_art, p)
+    dates, t = _song_times(atruth, songs_per_artist, r_time)
     events = _life_events(atruth, r_ev, event_rate)
-    if network:
-        collabs, graphs, periods, nstats, ergm, tergm = _draw_network(atruth, r_net, p)
-    else:
-        collabs = pd.DataFrame(columns=['artist_a', 'artist_b', 'date', 'weight'])
-        graphs, periods, nstats, ergm, tergm = [], pd.DataFrame(columns=['period', 'start', 'end']), pd.DataFrame(), {}, {}
-
-    song_rows, regime_rows, cp_rows, album_rows = [], [], [], []
-    comps = {k: np.zeros((n, m, 3)) for k in ('mean', 'gp', 'album', 'causal', 'noise')}
-    ctx = np.zeros((n, m, 3))  # life_event, life_event_lag1, collaboration
-    regime = np.zeros((n, m), int)
-    album_of = np.empty((n, m), object)
-    track = np.zeros((n, m), int)
-    ev_by = dict(tuple(events.groupby('artist_id'))) if len(events) else {}
-    col_dates = {}
-    if len(collabs):
-        both = pd.concat([collabs[['artist_a', 'date']].rename(columns={'artist_a': 'artist'}),
-                          collabs[['artist_b', 'date']].rename(columns={'artist_b': 'artist'})])
-        col_dates = {a: g.date.to_numpy('datetime64[ns]') for a, g in both.groupby('artist')}
-    nu = 10
-    for i, a in enumerate(atruth.itertuples()):
-        # regimes and change points
-        kmax = min(max_change_points, m // min_regime_songs - 1)
-        K = min(int(r_cp.poisson(change_rate)), max(kmax, 0))
-        cps = _change_points(m, K, min_regime_songs, r_cp)
-        bounds = np.r_[0, cps, m]
-        mu = np.clip(r_cp.normal(0, 0.3, 3), -0.5, 0.5)
-        for k in range(len(bounds) - 1):
-            if k:
-                u = r_cp.standard_normal(3)
-                u /= np.linalg.norm(u)
-                mu = np.clip(mu + u * r_cp.uniform(0.5, 0.9), -0.8, 0.8)
-            S = _inv_wishart(nu, noise_sd**2 * (nu - 4) * np.eye(3), r_cp) if noise_sd > 0 else np.zeros((3, 3))
-            sl = slice(bounds[k], bounds[k + 1])
-            regime[i, sl] = k
-            comps['mean'][i, sl] = mu
-            comps['noise'][i, sl] = r_cp.standard_normal((bounds[k + 1] - bounds[k], 3)) @ np.linalg.cholesky(S + 1e-12 * np.eye(3)).T
-            regime_rows.append(dict(artist_id=a.artist_id, regime=k, first_song=int(bounds[k]), n_songs=int(bounds[k + 1] - bounds[k]),
-                                    start_date=pd.Timestamp(dates[i, bounds[k]]), mean_valence=mu[0], mean_arousal=mu[1],
-                                    mean_dominance=mu[2], cov=S.tolist()))
-            if k:
-                cp_rows.append(dict(artist_id=a.artist_id, position=int(bounds[k]), song_id=f'{a.artist_id}_s{bounds[k]:03d}',
-                                      date=pd.Timestamp(dates[i, bounds[k]])))
-        # GP
-        comps['gp'][i] = _gp_draw(t[i], a.gp_sigma, a.gp_lengthscale, r_gp)
-        # causal context
-        first = dates[i, 0] - np.timedelta64(365, 'D')
-        ev = ev_by.get(a.artist_id)
-        if ev is not None:
-            ctx[i, :, 0] = _window_sums(dates[i], ev.date.to_numpy('datetime64[ns]'), ev.magnitude.to_numpy(), first)
-        ctx[i, 1:, 1] = ctx[i, :-1, 0]
-        cd = col_dates.get(a.artist_id)
-        if cd is not None:
-            ctx[i, :, 2] = _window_sums(dates[i], cd, np.ones(len(cd)), first)
-        # albums: factor model with exact coherence
-        n_alb = math.ceil(m / songs_per_album)
-        for b in range(n_alb):
-            sl = slice(b * songs_per_album, min((b + 1) * songs_per_album, m))
-            size = sl.stop - sl.start
-            c = r_alb.uniform(*coherence)
-            lam = r_alb.standard_normal((3, n_factors))
-            lam *= math.sqrt(3 * album_sd**2 * c / (lam**2).sum())
-            psi = 3 * album_sd**2 * (1 - c) / 3
-            f = r_alb.standard_normal((size, n_factors))
-            comps['album'][i, sl] = f @ lam.T + math.sqrt(psi) * r_alb.standard_normal((size, 3))
-            aid = f'{a.artist_id}_al{b:02d}'
-            album_of[i, sl] = aid
-            track[i, sl] = np.arange(1, size + 1)
-            album_rows.append(dict(album_id=aid, artist_id=a.artist_id, title=f'Album {b + 1}', release_date=dates[i, sl.stop - 1],
-                                   total_tracks=size, coherence=c, psi=psi, loadings=lam.tolist()))
-    le, le1, co = ctx[..., 0], ctx[..., 1], ctx[..., 2]
-    comps['causal'][..., 1] = coef[('life_event', 'arousal')] * le
-    comps['causal'][..., 0] = coef[('life_event_lag1', 'valence')] * le1
-    comps['causal'][..., 2] = coef[('collaboration', 'dominance')] * co
+    collabs, graphs, periods, nstats, ergm, tergm = _draw_network(atruth, r_net, p) if network else _no_network()
+    mean, noise, regime, regime_rows, cp_rows = _draw_regimes(atruth, dates, p, r_cp)
+    gp = np.stack([_gp_draw(t[i], a.gp_sigma, a.gp_lengthscale, r_gp) for i, a in enumerate(atruth.itertuples())])
+    ctx = _song_context(atruth, dates, events, collabs)
+    album, album_of, track, album_rows = _draw_albums(atruth, dates, p, r_alb)
+    comps = dict(mean=mean, gp=gp, album=album, causal=_causal_component(ctx, coef), noise=noise)
     eta = sum(comps.values())
-    emo = np.clip(eta, -1, 1).reshape(n * m, 3)
-    aidx = np.repeat(np.arange(n), m)
-    genre_idx = atruth.genre_index.to_numpy()[aidx]
-    feats = _features(emo, genre_idx, r_feat)
-
-    song_ids = [f'{aid}_s{j:03d}' for aid in atruth.artist_id for j in range(m)]
-    second = r_feat.integers(0, len(GENRES), n * m)
-    has2 = r_feat.random(n * m) < 0.3
-    genres = [[GENRES[g]] + ([GENRES[s]] if h and s != g else []) for g, s, h in zip(genre_idx, second, has2)]
-    pos_words = np.array(['golden', 'bright', 'summer', 'sweet', 'dancing', 'wild', 'shining', 'brave'])
-    neg_words = np.array(['broken', 'cold', 'empty', 'lonely', 'fading', 'bitter', 'silent', 'lost'])
-    nouns = np.array(['heart', 'road', 'night', 'river', 'light', 'dream', 'city', 'sky', 'fire', 'rain'])
-    wi, ni = r_feat.integers(0, 8, n * m), r_feat.integers(0, len(nouns), n * m)
-    titles = [f"{(pw if v > 0 else nw).title()} {no.title()}" for v, pw, nw, no in
-              zip(emo[:, 0], pos_words[wi], neg_words[wi], nouns[ni])]
-    songs = pd.DataFrame(dict(song_id=song_ids, artist_id=np.repeat(atruth.artist_id.to_numpy(), m),
-                              album_id=album_of.ravel(), title=titles, release_date=dates.ravel(),
-                              track_number=track.ravel(), duration_ms=feats['duration_ms'], explicit=feats['explicit'],
-                              genres=genres, moods=feats['moods'],
-                              **{f: feats[f] for f in AUDIO_FEATURES},
-                              emo_valence=emo[:, 0], emo_arousal=emo[:, 1], emo_dominance=emo[:, 2],
-                              **{f'p_{e}': feats[f'p_{e}'] for e in EMOTIONS}))
+    emo = np.clip(eta, -1, 1).reshape(-1, 3)
+    songs = _songs_table(atruth, dates, album_of, track, emo, r_feat)
     albums_t = pd.DataFrame(album_rows)
     albums = albums_t[['album_id', 'artist_id', 'title', 'release_date', 'total_tracks']].copy()
-    secs, A = (_sections(song_ids, emo, feats['duration_ms'] / 1000, r_sec, section_noise_sd) if sections
-               else (None, np.zeros((0, 3, 3))))
-    generator = section_generator(section_rate)
-    if sections and section_emotions:  # its own stream (the 10th child), so the other draws stay as they were
-        r_emo = np.random.default_rng(ss.spawn(1)[0])
-        p_song = songs[[f'p_{e}' for e in EMOTIONS]].to_numpy()
-        codes = _section_emotions(secs, song_ids, p_song, generator.to_numpy(), r_emo)
-        secs['emotion'] = np.asarray(EMOTIONS, object)[codes]
+    secs, A, generator = _draw_sections(songs, emo, p, r_sec, seeds)
     cat = Catalog(artists, albums, songs, secs, events, collabs if network else None).conform()
-
-    ts = pd.DataFrame(dict(song_id=song_ids, artist_id=songs.artist_id, position=np.tile(np.arange(m), n), t=t.ravel(),
-                           regime=regime.ravel(), album_id=album_of.ravel(), life_event=le.ravel(),
-                           life_event_lag1=le1.ravel(), collaboration=co.ravel()))
-    for k, arr in list(comps.items()) + [('eta', eta)]:
-        for d, name in enumerate(VAD):
-            ts[f'{k}_{name}'] = arr[..., d].ravel()
-    nxm = __import__('networkx')
-    dag = nxm.DiGraph()
-    for (cause, eff), w in coef.items():
-        dag.add_edge(cause, f'emo_{eff}', weight=w, lag=1 if cause.endswith('lag1') else 0, link='linear')
-    for fname, r in FEATURE_RULES.items():
-        node = {'duration_s': 'duration_ms'}.get(fname, fname)
-        for v in VAD:
-            if r.get(v):
-                dag.add_edge(f'emo_{v}', node, weight=r[v], lag=0, link='linear' if fname in ('tempo', 'duration_s') else 'logistic')
-    p['ergm_theta'], p['tergm_theta'] = ergm, tergm
-    p['scm'] = coef
-    truth = SimulationTruth(params=p, artists=atruth.drop(columns='genre_index').assign(
-                                n_change_points=pd.Series([len(x) for x in _split_cps(cp_rows, atruth.artist_id)])),
+    p['ergm_theta'], p['tergm_theta'], p['scm'] = ergm, tergm, coef
+    n_change_points = pd.Series([len(x) for x in _split_cps(cp_rows, atruth.artist_id)])
+    truth = SimulationTruth(params=p,
+                            artists=atruth.drop(columns='genre_index').assign(n_change_points=n_change_points),
                             regimes=pd.DataFrame(regime_rows),
                             change_points=pd.DataFrame(cp_rows, columns=['artist_id', 'position', 'song_id', 'date']),
-                            songs=ts, albums=albums_t.drop(columns=['title', 'release_date', 'total_tracks']),
-                            section_amplitudes=A, section_noise_sd=section_noise_sd, dag=dag, scm=coef,
+                            songs=_truth_series(songs, t, regime, ctx, comps, eta),
+                            albums=albums_t.drop(columns=['title', 'release_date', 'total_tracks']),
+                            section_amplitudes=A, section_noise_sd=section_noise_sd, dag=_truth_dag(coef), scm=coef,
                             ergm_theta=ergm, tergm_theta=tergm, networks=graphs, periods=periods, network_stats=nstats,
                             section_generator=generator)
     return cat, truth
 
-def _split_cps(rows, ids):
-    by = {}
-    for r in rows:
-        by.setdefault(r['artist_id'], []).append(r['position'])
-    return [by.get(a, []) for a in ids]
-
-def _bad_seed(seed):
-    raise InputError('seed', seed, 'pass an integer >= 0')
 
 # %% ../nbs/02_simulate.ipynb #dba1020a
 DEFAULT_CATALOG_ARGS = dict(n_artists=20, seed=0, songs_per_artist=30)
@@ -623,7 +742,8 @@ def bench_simulate(size:str='full', # "full" (500 artists x 50 songs) or "tiny" 
                   ) -> list[dict]:
     "Wall time of `simulate_catalog` at the issue's size."
     n, m = (500, 50) if size == 'full' else (20, 10)
-    t = time_call(lambda: simulate_catalog(n_artists=n, seed=0, songs_per_artist=m), repeat=3 if size == 'full' else 1, warmup=0)
+    t = time_call(lambda: simulate_catalog(n_artists=n, seed=0, songs_per_artist=m), repeat=3 if size == 'full' else 1,
+                  warmup=0)
     case = f'{n} artists x {m} songs'
     return [dict(case=case, metric='wall_time', value=t['median'], unit='s'),
             dict(case=case, metric='songs_per_second', value=n * m / t['median'], unit='songs/s')]

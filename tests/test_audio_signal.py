@@ -5,8 +5,8 @@ import soundfile as sf
 from hypothesis import given, settings, strategies as st
 
 from kelly.core import InputError, KellyError
-from kelly.audio.signal import (HOP_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, check_waveform, is_silent, load_24k, load_audio,
-                                log_mel, mel_filterbank, n_segments, resample, segments, to_24k, to_mono)
+from kelly.audio.signal import (HOP_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, check_waveform, is_silent, load_24k,
+                                load_audio, log_mel, mel_filterbank, n_segments, resample, segments, to_24k, to_mono)
 
 
 def tone(freq, seconds, sr, amp=0.5):
@@ -20,10 +20,13 @@ def dominant_hz(x, sr):
 
 
 @pytest.mark.parametrize('suffix,fmt,subtype,sr', [('.wav', 'WAV', 'PCM_16', 44_100), ('.wav', 'WAV', 'FLOAT', 22_050),
-                                                   ('.flac', 'FLAC', 'PCM_24', 48_000), ('.ogg', 'OGG', 'VORBIS', 44_100),
-                                                   ('.opus', 'OGG', 'OPUS', 48_000), ('.mp3', 'MP3', 'MPEG_LAYER_III', 44_100),
-                                                   ('.MP3', 'MP3', 'MPEG_LAYER_III', 24_000), ('.aiff', 'AIFF', 'PCM_16', 44_100),
-                                                   ('.AIF', 'AIFF', 'PCM_24', 22_050), ('.WAV', 'WAV', 'PCM_16', 8_000)])
+                                                   ('.flac', 'FLAC', 'PCM_24', 48_000),
+                                                   ('.ogg', 'OGG', 'VORBIS', 44_100), ('.opus', 'OGG', 'OPUS', 48_000),
+                                                   ('.mp3', 'MP3', 'MPEG_LAYER_III', 44_100),
+                                                   ('.MP3', 'MP3', 'MPEG_LAYER_III', 24_000),
+                                                   ('.aiff', 'AIFF', 'PCM_16', 44_100),
+                                                   ('.AIF', 'AIFF', 'PCM_24', 22_050),
+                                                   ('.WAV', 'WAV', 'PCM_16', 8_000)])
 def test_formats_round_trip(tmp_path, suffix, fmt, subtype, sr):
     if fmt not in sf.available_formats():
         pytest.skip(f'this libsndfile cannot write {fmt}')  # MP3 needs libsndfile >= 1.1

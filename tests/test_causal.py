@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from kelly.core import InputError
-from kelly.career.causal import (SCM, bh_adjust, compare_graphs, cpdag, dag_frame, edge_marks, fisher_z, granger,
+from kelly.career.causal import (SCM, bh_adjust, compare_graphs, cpdag, edge_marks, fisher_z, granger,
                                  granger_graph, granger_power, granger_pooled, career_series, pc, random_linear_scm,
-                                 sachs, score_pc_on_simulator, simulate_var, SIM_TIERS)
+                                 sachs, score_pc_on_simulator, simulate_var)
 
 
 def test_fisher_z_matches_causal_learn():
@@ -45,7 +45,8 @@ def test_linear_effects_equal_path_sums_and_interventions(seed):
     m = random_linear_scm(8, expected_degree=3, seed=seed)
     order = list(nx.topological_sort(m.graph))
     x, y = order[0], order[-1]
-    paths = sum(math.prod(m.graph.edges[u, v]['weight'] for u, v in zip(p, p[1:])) for p in nx.all_simple_paths(m.graph, x, y))
+    paths = sum(math.prod(m.graph.edges[u, v]['weight'] for u, v in zip(p, p[1:]))
+                for p in nx.all_simple_paths(m.graph, x, y))
     assert m.total_effect(x, y) == pytest.approx(paths, abs=1e-9)
     assert m.simulated_effect(x, y, n=500, seed=seed) == pytest.approx(paths, abs=1e-8)
     for u, v in m.graph.edges:
@@ -95,7 +96,9 @@ def test_pc_background_knowledge():
 
 
 def test_pc_kernel_test_finds_nonlinear_dependence():
-    m = SCM().add('x').add('y', ['x'], fn=lambda pa, u: pa['x'] ** 2 + 0.3 * u).add('z', ['y'], fn=lambda pa, u: np.cos(pa['y']) + 0.3 * u)
+    m = SCM().add('x').add('y', ['x'],
+                           fn=lambda pa, u: pa['x'] ** 2 + 0.3 * u).add('z', ['y'],
+                                                                        fn=lambda pa, u: np.cos(pa['y']) + 0.3 * u)
     d = m.sample(250, seed=3)
     assert not pc(d, indep_test='fisherz').has_edge('x', 'y')  # x and x^2 are uncorrelated
     assert pc(d, indep_test='kci').has_edge('x', 'y')
@@ -124,7 +127,8 @@ def test_pairwise_granger_equals_statsmodels(lag):
 
 def test_conditional_granger_equals_statsmodels_ols():
     import statsmodels.api as sm
-    d = simulate_var(np.array([[[0.5, 0, 0], [0.3, 0.2, 0], [0, 0.3, 0.1]], [[0, 0, 0], [0, 0, 0], [0.2, 0, 0]]]), 200, seed=1)
+    d = simulate_var(np.array([[[0.5, 0, 0], [0.3, 0.2, 0], [0, 0.3, 0.1]], [[0, 0, 0], [0, 0, 0], [0.2, 0, 0]]]), 200,
+                     seed=1)
     tab = granger(d, lag=2, stationarity=None).set_index(['cause', 'effect'])
     X = d.to_numpy()
     lags = np.hstack([X[2 - l:200 - l] for l in (1, 2)])
@@ -181,11 +185,13 @@ def test_pooled_granger_finds_the_lagged_life_event_effect():
     cat, truth = simulate_catalog(n_artists=15, seed=5, songs_per_artist=40, sections=False, network=False)
     series = career_series(cat, columns=('life_event', 'emo_valence'))
     t = granger_pooled(series, lag=1).set_index(['cause', 'effect'])
-    assert t.loc[('life_event', 'emo_valence'), 'significant'] and not t.loc[('emo_valence', 'life_event'), 'significant']
+    assert t.loc[('life_event', 'emo_valence'),
+                 'significant'] and not t.loc[('emo_valence', 'life_event'), 'significant']
     assert list(granger_graph(t.reset_index()).edges) == [('life_event', 'emo_valence')]
     null, _ = simulate_catalog(n_artists=15, seed=5, songs_per_artist=40, sections=False, network=False,
                                scm={('life_event_lag1', 'valence'): 0.0})
-    t0 = granger_pooled(career_series(null, columns=('life_event', 'emo_valence')), lag=1).set_index(['cause', 'effect'])
+    t0 = granger_pooled(career_series(null, columns=('life_event', 'emo_valence')),
+                        lag=1).set_index(['cause', 'effect'])
     assert t0.loc[('life_event', 'emo_valence'), 'statistic'] < t.loc[('life_event', 'emo_valence'), 'statistic'] / 3
     assert not t0.loc[('life_event', 'emo_valence'), 'significant']
     fe = granger_pooled(series, lag=1, method='fixed_effects').set_index(['cause', 'effect'])
@@ -194,9 +200,11 @@ def test_pooled_granger_finds_the_lagged_life_event_effect():
 
 def test_pooled_fisher_skips_sparse_effect_series():
     rng = np.random.default_rng(0)
-    frames = {u: pd.DataFrame(dict(x=rng.standard_normal(40), c=(rng.random(40) < 0.05).astype(float))) for u in range(10)}
+    frames = {u: pd.DataFrame(dict(x=rng.standard_normal(40), c=(rng.random(40) < 0.05).astype(float)))
+              for u in range(10)}
     t = granger_pooled(frames, lag=1, min_distinct=5).set_index(['cause', 'effect'])
-    assert t.loc[('x', 'c'), 'units'] == 0 and np.isnan(t.loc[('x', 'c'), 'p_value']) and not t.loc[('x', 'c'), 'significant']
+    assert t.loc[('x', 'c'),
+                 'units'] == 0 and np.isnan(t.loc[('x', 'c'), 'p_value']) and not t.loc[('x', 'c'), 'significant']
     assert t.loc[('c', 'x'), 'units'] > 0
 
 
@@ -208,7 +216,8 @@ def test_sachs_data_and_consensus():
 
 
 def _textbook_pc_skeleton(X:np.ndarray, alpha:float) -> set:
-    "PC-stable's skeleton phase as Kalisch & Buehlmann (2007) state it: Fisher z on partial correlations from the inverse correlation matrix."
+    """PC-stable's skeleton phase as Kalisch & Buehlmann (2007) state it: Fisher z on partial correlations from the
+    inverse correlation matrix."""
     from scipy.stats import norm
     n, p = X.shape
     C = np.corrcoef(X, rowvar=False)
@@ -222,7 +231,8 @@ def _textbook_pc_skeleton(X:np.ndarray, alpha:float) -> set:
         frozen = {i: set(a) for i, a in adj.items()}  # "stable": the neighbourhoods of the level's start
         for i in range(p):
             for j in sorted(frozen[i]):
-                if j in adj[i] and any(p_value(i, j, S) > alpha for S in itertools.combinations(sorted(frozen[i] - {j}), level)):
+                if j in adj[i] and any(p_value(i, j, S) > alpha
+                                       for S in itertools.combinations(sorted(frozen[i] - {j}), level)):
                     adj[i].discard(j)
                     adj[j].discard(i)
         level += 1
@@ -240,15 +250,26 @@ def test_pc_on_sachs_equals_two_independent_implementations():
     assert ours == textbook and 5 < len(ours) < 40
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        skeleton, _ = PgmpyPC((X - X.mean()) / X.std()).estimate(variant='stable', ci_test='pearsonr', significance_level=0.01,
-                                                               return_type='skeleton', max_cond_vars=len(names), show_progress=False)
+        skeleton, _ = PgmpyPC((X - X.mean()) / X.std()).estimate(variant='stable', ci_test='pearsonr',
+                                                                 significance_level=0.01,
+                                                               return_type='skeleton', max_cond_vars=len(names),
+                                                                 show_progress=False)
     assert ours == {frozenset(e) for e in skeleton.edges}
 
 
-def test_benchmark_records():
+def test_benchmark_records(monkeypatch):
+    "Each record holds the median time_call measured, of PC on data with the number of variables its case names."
+    import kelly.career.causal as causal
     from kelly.bench import run_benchmarks
+    timed = []
+    def fake_time_call(fn, repeat=5, warmup=1):  # a clock that answers 0.25 s, then 0.5 s
+        timed.append(fn().number_of_nodes())
+        return dict(median=0.25 * len(timed), min=0.0, repeat=repeat)
+    monkeypatch.setattr(causal, 'time_call', fake_time_call)
     recs = run_benchmarks('causal', size='tiny')
-    assert len(recs) == 2 and all(r['unit'] == 's' and r['value'] > 0 for r in recs)
+    assert timed == [5, 10]
+    assert [(r['case'], r['metric'], r['value'], r['unit']) for r in recs] == [
+        ('pc_fisherz_5vars_n200', 'median_time', 0.25, 's'), ('pc_fisherz_10vars_n200', 'median_time', 0.5, 's')]
 
 
 def test_pc_defaults_to_causal_learns_level_and_it_scores_better_on_small_samples():

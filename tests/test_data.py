@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kelly.core import MissingResourceError
 from kelly.cli import FORWARDED
-from kelly.data import (AUDIO_FEATURES, EMOTIONS, SCHEMA, Catalog, CatalogError, catalog_main, check_catalog, co2, date_fix,
-                        immich_catalog, load_catalog, macrodata, music21_corpus, nile, nrc_affect, nrc_lexicon, sentence_encoder,
-                        social_graph, tiny_catalog)
+from kelly.data import (AUDIO_FEATURES, EMOTIONS, SCHEMA, Catalog, CatalogError, catalog_main, check_catalog, co2,
+                        date_fix, immich_catalog, load_catalog, macrodata, music21_corpus, nile, nrc_affect,
+                        nrc_lexicon, sentence_encoder, social_graph, tiny_catalog)
 from conftest import kelly_cli
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -26,27 +26,34 @@ def catalogs(draw):
     "A valid catalog: 1-3 artists, 0-3 albums, 1-6 songs, and each optional table present or not."
     n_art = draw(st.integers(1, 3))
     aid = [f'a{i}' for i in range(n_art)]
-    artists = pd.DataFrame(dict(artist_id=aid, name=[draw(TEXT) for _ in aid], genre=[draw(st.none() | TEXT) for _ in aid]))
+    artists = pd.DataFrame(dict(artist_id=aid, name=[draw(TEXT) for _ in aid],
+                                genre=[draw(st.none() | TEXT) for _ in aid]))
     if draw(st.booleans()):
         artists['culture'] = [draw(st.none() | TEXT) for _ in aid]
     n_alb = draw(st.integers(0, 3))
-    albums = pd.DataFrame(dict(album_id=[f'al{i}' for i in range(n_alb)], artist_id=[draw(st.sampled_from(aid)) for _ in range(n_alb)],
-                               title=[draw(TEXT) for _ in range(n_alb)], release_date=[draw(st.none() | DATE) for _ in range(n_alb)],
+    albums = pd.DataFrame(dict(album_id=[f'al{i}' for i in range(n_alb)],
+                               artist_id=[draw(st.sampled_from(aid)) for _ in range(n_alb)],
+                               title=[draw(TEXT) for _ in range(n_alb)],
+                               release_date=[draw(st.none() | DATE) for _ in range(n_alb)],
                                total_tracks=[draw(st.integers(6, 30)) for _ in range(n_alb)]),
                           columns=['album_id', 'artist_id', 'title', 'release_date', 'total_tracks'])
     n_song = draw(st.integers(1, 6))
     sid = [f's{i}' for i in range(n_song)]
     songs = pd.DataFrame(dict(song_id=sid, artist_id=[draw(st.sampled_from(aid)) for _ in sid],
                               album_id=[draw(st.sampled_from([None] + list(albums.album_id))) for _ in sid],
-                              title=[draw(TEXT) for _ in sid], release_date=[draw(st.none() | DATE | DATE.map(lambda d: d.strftime('%Y-%m-%d'))) for _ in sid],
-                              track_number=[draw(st.integers(1, 6)) for _ in sid], duration_ms=[draw(st.integers(1, 10**7)) for _ in sid],
-                              explicit=[draw(st.booleans()) for _ in sid], genres=[draw(st.lists(TEXT, max_size=3)) for _ in sid],
+                              title=[draw(TEXT) for _ in sid],
+                              release_date=[draw(st.none() | DATE | DATE.map(lambda d: d.strftime('%Y-%m-%d')))
+                                            for _ in sid], track_number=[draw(st.integers(1, 6)) for _ in sid],
+                              duration_ms=[draw(st.integers(1, 10**7)) for _ in sid],
+                              explicit=[draw(st.booleans()) for _ in sid],
+                              genres=[draw(st.lists(TEXT, max_size=3)) for _ in sid],
                               moods=[draw(st.lists(TEXT, max_size=2)) for _ in sid]))
     for f in AUDIO_FEATURES[:-1]:
         songs[f] = [draw(st.none() | UNIT) for _ in sid]
     songs['tempo'] = [draw(st.none() | st.floats(1, 400)) for _ in sid]
     if draw(st.booleans()):
-        songs['lyrics'] = [draw(st.none() | st.text(min_size=1, max_size=40).filter(lambda s: '\x00' not in s)) for _ in sid]
+        songs['lyrics'] = [draw(st.none() | st.text(min_size=1, max_size=40).filter(lambda s: '\x00' not in s))
+                           for _ in sid]
     if draw(st.booleans()):
         songs['emo_valence'] = [draw(st.none() | st.floats(-1, 1)) for _ in sid]
     if draw(st.booleans()):
@@ -66,14 +73,16 @@ def catalogs(draw):
         sections = pd.DataFrame(rows, columns=['song_id', 'index', 'kind', 'start', 'end', 'valence'])
     if draw(st.booleans()):
         k = draw(st.integers(0, 3))
-        life_events = pd.DataFrame(dict(artist_id=[draw(st.sampled_from(aid)) for _ in range(k)], date=[draw(DATE) for _ in range(k)],
-                                        kind=[draw(TEXT) for _ in range(k)], magnitude=[draw(st.floats(-1, 1)) for _ in range(k)]),
+        life_events = pd.DataFrame(dict(artist_id=[draw(st.sampled_from(aid)) for _ in range(k)],
+                                        date=[draw(DATE) for _ in range(k)], kind=[draw(TEXT) for _ in range(k)],
+                                        magnitude=[draw(st.floats(-1, 1)) for _ in range(k)]),
                                    columns=['artist_id', 'date', 'kind', 'magnitude'])
     if n_art > 1 and draw(st.booleans()):
         pairs = [(a, b) for a in aid for b in aid if a != b]
         k = draw(st.integers(1, 3))
         ch = [draw(st.sampled_from(pairs)) for _ in range(k)]
-        collaborations = pd.DataFrame(dict(artist_a=[a for a, _ in ch], artist_b=[b for _, b in ch], date=[draw(DATE) for _ in ch],
+        collaborations = pd.DataFrame(dict(artist_a=[a for a, _ in ch], artist_b=[b for _, b in ch],
+                                           date=[draw(DATE) for _ in ch],
                                            weight=[draw(st.floats(0.01, 100)) for _ in ch]))
     return Catalog(artists, albums, songs, sections, life_events, collaborations)
 
@@ -100,7 +109,8 @@ def _corrupt(cat, kind, data):
         _set(cat, 'songs', col, r, v)
         return 'songs', col, r, 'out of range'
     if kind == 'date':
-        bad = data.draw(st.sampled_from(['soon', '2020-13-45', 20200101, '31/31/2020', '01/02/1991', '24/01/2011', 'May 2019']))
+        bad = data.draw(st.sampled_from(['soon', '2020-13-45', 20200101, '31/31/2020', '01/02/1991', '24/01/2011',
+                                         'May 2019']))
         _set(cat, 'songs', 'release_date', r, bad)
         return 'songs', 'release_date', r, 'not an ISO 8601 date'
     if kind == 'dangling':
@@ -145,7 +155,8 @@ def _corrupt(cat, kind, data):
     raise ValueError(kind)
 
 
-KINDS = ['type', 'range', 'date', 'dangling', 'duplicate', 'section', 'missing', 'tags', 'int', 'bool', 'column', 'self']
+KINDS = ['type', 'range', 'date', 'dangling', 'duplicate', 'section', 'missing', 'tags', 'int', 'bool', 'column',
+         'self']
 
 
 @SETTINGS
@@ -205,7 +216,8 @@ def test_errors_name_table_column_row_value_and_fix():
     assert str(e.value) == 'out of range: songs.energy[row 2]=1.7. Fix: use a value in [0.0, 1.0]'
     assert (e.value.table, e.value.column, e.value.row, e.value.value) == ('songs', 'energy', 2, 1.7)
     probs = _set(cat, 'albums', 'total_tracks', 0, 0).validate(all=True)
-    assert list(probs.columns) == ['table', 'column', 'row', 'value', 'problem', 'fix'] and len(probs) == 4  # + two tracks beyond their album
+    # + two tracks beyond their album
+    assert list(probs.columns) == ['table', 'column', 'row', 'value', 'problem', 'fix'] and len(probs) == 4
 
 
 DELIMITERS = st.sampled_from([',', ';', '\t'])
@@ -281,7 +293,8 @@ def test_day_month_year_text_is_refused_with_its_iso_form(day):
     assert len(_set(tiny_catalog(), 'songs', 'release_date', 0, day.isoformat()).problems()) == 0
 
 
-FUZZ_TEXT = st.lists(st.sampled_from(list(',;\t"\n\r |[]0123456789.-/aAs\x00') + ['a1', 'al1', 's1', 'True', 'nan', '01/02/1991']),
+FUZZ_TEXT = st.lists(st.sampled_from(list(',;\t"\n\r |[]0123456789.-/aAs\x00')
+                                     + ['a1', 'al1', 's1', 'True', 'nan', '01/02/1991']),
                      max_size=8).map(''.join)
 
 
@@ -290,7 +303,7 @@ FUZZ_TEXT = st.lists(st.sampled_from(list(',;\t"\n\r |[]0123456789.-/aAs\x00') +
                           st.integers(0, 400), st.integers(0, 5), FUZZ_TEXT), max_size=4),
        st.sets(st.sampled_from(['artists.csv', 'albums.csv', 'songs.csv'])))
 def test_no_file_content_makes_check_or_read_fail_otherwise_than_with_a_kelly_error(edits, dropped):
-    "Hand edits gone wrong (text cut, inserted anywhere; files removed): only located problems or a KellyError come back."
+    "Hand edits gone wrong (text cut, inserted anywhere; files removed): only located problems or a KellyError."
     from kelly.core import KellyError
     with tempfile.TemporaryDirectory() as d:
         tiny_catalog().write(d, 'csv')
@@ -316,7 +329,8 @@ def test_no_file_content_makes_check_or_read_fail_otherwise_than_with_a_kelly_er
 
 HAND = {'artists.csv': 'artist_id\tname\tgenre\na1\tAda\tpop\n',
         'albums.csv': 'album_id,artist_id,title,release_date,total_tracks\nal1,a1,First,3/4/2001,1\n',
-        'songs.csv': 'song_id;artist_id;album_id;title;release_date;track_number;duration_ms;explicit;genres;moods;energy;'
+        'songs.csv':
+            'song_id;artist_id;album_id;title;release_date;track_number;duration_ms;explicit;genres;moods;energy;'
                      'valence;danceability;acousticness;instrumentalness;liveness;speechiness;tempo\n'
                      's1;a1;al1;Up;2001-04;1;200000;false;pop|rock;happy;0,8;;;;;;;120\n'
                      's2;a1;al9;Down;2001;1;200000;false;;;0.5;;;;;;;120\n'}
@@ -330,17 +344,21 @@ def test_catalog_check_lists_every_problem(tmp_path, capsys):
     assert out.splitlines() == [
         "albums.csv line 2, column D (release_date): not an ISO 8601 date: '3/4/2001'. Fix: write an ISO 8601 date: "
         "YYYY-MM-DD, YYYY-MM or YYYY; 3/4/2001 is 2001-04-03 if the day comes first, 2001-03-04 if the month does",
-        "songs.csv line 2, column K (energy): not a finite number: '0,8'. Fix: write the number with a decimal point: 0.8",
-        "songs.csv line 3, column C (album_id): unknown id: 'al9'. Fix: use an id that exists in albums.album_id, or add that row there"]
+        "songs.csv line 2, column K (energy): not a finite number: '0,8'. Fix: write the number with a decimal point: "
+        "0.8",
+        "songs.csv line 3, column C (album_id): unknown id: 'al9'. Fix: use an id that exists in albums.album_id, or "
+        "add that row there"]
     assert err == f'kelly catalog check: 3 problems in {tmp_path} (albums.csv, songs.csv)\n'
     assert catalog_main(['check', str(tmp_path), '--json']) == 2
     rec = json.loads(capsys.readouterr().out)
     assert [(p['file'], p['line'], p['column'], p['value']) for p in rec['problems']] == \
-           [('albums.csv', 2, 'release_date', '3/4/2001'), ('songs.csv', 2, 'energy', '0,8'), ('songs.csv', 3, 'album_id', 'al9')]
+           [('albums.csv', 2, 'release_date', '3/4/2001'), ('songs.csv', 2, 'energy', '0,8'),
+            ('songs.csv', 3, 'album_id', 'al9')]
     with pytest.raises(CatalogError, match=r'albums.csv line 2, release_date=.* \(and 2 more problems'):
         Catalog.read(tmp_path)
     (tmp_path / 'albums.csv').write_text(HAND['albums.csv'].replace('3/4/2001', '2001-04-03'))
-    (tmp_path / 'songs.csv').write_text(HAND['songs.csv'].replace('0,8', '0.8').replace('al9', 'al1').replace(';1;200000;false;;', ';2;200000;false;;'))
+    fixed_songs = HAND['songs.csv'].replace('0,8', '0.8').replace('al9', 'al1')
+    (tmp_path / 'songs.csv').write_text(fixed_songs.replace(';1;200000;false;;', ';2;200000;false;;'))
     (tmp_path / 'albums.csv').write_text((tmp_path / 'albums.csv').read_text().replace(',1\n', ',2\n'))
     assert catalog_main(['check', str(tmp_path)]) == 0
     assert capsys.readouterr().out == f'{tmp_path}: 1 artist, 1 album, 2 songs; no problems\n'
@@ -354,7 +372,8 @@ def test_catalog_command_installed(tmp_path):
         (tmp_path / name).write_text(text)
     res = kelly_cli('catalog', 'check', str(tmp_path))
     assert res.returncode == 2 and len(res.stdout.splitlines()) == 3 and len(res.stderr.splitlines()) == 1
-    for args in (['check', str(tmp_path / 'nope')], ['check'], ['check', str(tmp_path), '--jsn'], ['verify', str(tmp_path)]):
+    for args in (['check', str(tmp_path / 'nope')], ['check'], ['check', str(tmp_path), '--jsn'],
+                 ['verify', str(tmp_path)]):
         res = kelly_cli('catalog', *args)
         assert res.returncode == 2 and res.stdout == '' and len(res.stderr.splitlines()) == 1, (args, res.stderr)
         assert 'Traceback' not in res.stderr and 'error' in res.stderr
@@ -417,7 +436,8 @@ def test_sentence_encoder_offline(monkeypatch):
     enc = sentence_encoder()
     import os
     assert os.environ['HF_HUB_OFFLINE'] == '1'
-    e = enc.encode(['a sad song about loss', 'a mournful ballad of grief', 'stock prices rose today'], normalize_embeddings=True)
+    e = enc.encode(['a sad song about loss', 'a mournful ballad of grief', 'stock prices rose today'],
+                   normalize_embeddings=True)
     assert e.shape == (3, 384)
     assert e[0] @ e[1] > e[0] @ e[2]
 

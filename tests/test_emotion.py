@@ -1,4 +1,5 @@
-"kelly.music.emotion: one vocabulary from published norms, its conversions, negation-aware text emotion, the audio network and loaders, the CLI."
+"""kelly.music.emotion: one vocabulary from published norms, its conversions, negation-aware text emotion,
+the audio network and loaders, the CLI."""
 import json, subprocess, sys
 
 import numpy as np
@@ -70,7 +71,8 @@ def test_network_shapes_and_learning_signal():
     mels = [torch.as_tensor(m) for m in E.multiscale_logmel(x)]
     out = net(*mels)
     assert out.shape == (2, 11) and (out[:, 8:].abs() <= 1).all()
-    tgt = torch.tensor(np.r_[E.vad_to_probs(E.mood_vad('calm')), E.mood_vad('calm')], dtype=torch.float32)[None].repeat(2, 1)
+    tgt = torch.tensor(np.r_[E.vad_to_probs(E.mood_vad('calm')), E.mood_vad('calm')],
+                       dtype=torch.float32)[None].repeat(2, 1)
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     first = float(E.emotion_loss(net(*mels), tgt).detach())
     for _ in range(30):
@@ -96,7 +98,8 @@ def test_deam_and_emopia_standins(tmp_path):
     (deam / 'static_annotations_averaged_songs_1_2000.csv').write_text(
         'song_id, valence_mean, valence_std, arousal_mean, arousal_std\n2, 3.0, 1.1, 7.0, 1.2\n5, 9.0, 0.5, 1.0, 0.4\n')
     d = E.load_deam(deam)
-    assert d.song_id.tolist() == ['2', '5'] and np.allclose(d.valence, [-0.5, 1.0]) and np.allclose(d.arousal, [0.5, -1.0])
+    assert d.song_id.tolist() == ['2', '5'] and np.allclose(d.valence,
+                                                            [-0.5, 1.0]) and np.allclose(d.arousal, [0.5, -1.0])
     emo = tmp_path / 'emopia'
     emo.mkdir()
     for n in ('Q2_1a_0.wav', 'Q4_zz_3.wav'):
@@ -117,7 +120,9 @@ def test_emotion_main_text_json_and_bad_input(capsys):
 
 def test_emotion_command_one_line_errors(tmp_path):
     code = 'import sys; from kelly.core import KellyError\nfrom kelly.music.emotion import emotion_main\n' \
-           'try: sys.exit(emotion_main(sys.argv[1:]))\nexcept KellyError as e: print(f"kelly: error: {e}", file=sys.stderr); sys.exit(2)'
+           'try: sys.exit(emotion_main(sys.argv[1:]))\n' \
+           'except KellyError as e: print(f"kelly: error: {e}", file=sys.stderr); sys.exit(2)'
     for args in ([str(tmp_path / 'x.flac')], [], ['--bogus', 'x']):
         r = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2 and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)

@@ -1,5 +1,5 @@
-"Tests of kelly.career.network that are awkward inside the notebook: leakage across the artist split, GCN/GAT against references on random graphs, determinism."
-import math
+"""Tests of kelly.career.network that are awkward inside the notebook: leakage across the artist split, GCN/GAT
+against references on random graphs, determinism."""
 
 import networkx as nx
 import numpy as np
@@ -32,7 +32,8 @@ def _perturb_songs(cat, artists, rng):
 
 
 def test_no_test_artist_reaches_training(catalog):
-    "Training events hold only training artists, and changing every test artist's emotions changes neither them nor the trained weights."
+    """Training events hold only training artists; changing every test artist's emotions changes neither them nor the
+    trained weights."""
     train_ids, test_ids = split_artists(catalog.artists.artist_id, 0.3, seed=1)
     assert not set(train_ids) & set(test_ids) and sorted(train_ids + test_ids) == sorted(catalog.artists.artist_id)
     train = shift_events(restrict_catalog(catalog, train_ids))

@@ -47,9 +47,10 @@ def test_any_size_gives_a_valid_catalog(n, m, per_album, seed, network):
 
 
 def test_bad_arguments_are_refused():
-    for kw, field in [(dict(n_artists=0), 'n_artists'), (dict(seed=-2), 'seed'), (dict(songs_per_artist=1.5), 'songs_per_artist'),
-                      (dict(coherence=(0.5, 1.2)), 'coherence'), (dict(noise_sd=-1), 'noise_sd'),
-                      (dict(gp_sigma=(0, 0.1)), 'gp'), (dict(ergm_theta=dict(stars=1.0)), 'theta')]:
+    for kw, field in [(dict(n_artists=0), 'n_artists'), (dict(seed=-2), 'seed'),
+                      (dict(songs_per_artist=1.5), 'songs_per_artist'), (dict(coherence=(0.5, 1.2)), 'coherence'),
+                      (dict(noise_sd=-1), 'noise_sd'), (dict(gp_sigma=(0, 0.1)), 'gp'),
+                      (dict(ergm_theta=dict(stars=1.0)), 'theta')]:
         with pytest.raises(InputError, match=field):
             simulate_catalog(n_artists=kw.pop('n_artists', 3), **kw)
 
@@ -117,7 +118,8 @@ def test_transitivity_term_raises_transitive_triples():
     stats = {}
     for tt in (0.0, 0.4):
         th = dict(edges=-3.0, ttriple=tt)
-        stats[tt] = np.mean([network_stats(_graph(ergm_sample(40, th, genre, 8000, np.random.default_rng(s)), genre))['ttriple']
+        stats[tt] = np.mean([network_stats(_graph(ergm_sample(40, th, genre, 8000, np.random.default_rng(s)),
+                                                  genre))['ttriple']
                              for s in range(8)])
     assert stats[0.4] > 1.5 * stats[0.0]
 
@@ -133,7 +135,8 @@ def test_network_truth_is_the_catalog_network():
 
 
 def _best_split(y, min_len=4):
-    costs = [((y[:k] - y[:k].mean(0)) ** 2).sum() + ((y[k:] - y[k:].mean(0)) ** 2).sum() for k in range(min_len, len(y) - min_len)]
+    costs = [((y[:k] - y[:k].mean(0)) ** 2).sum() + ((y[k:] - y[k:].mean(0)) ** 2).sum()
+             for k in range(min_len, len(y) - min_len)]
     return min_len + int(np.argmin(costs))
 
 
@@ -155,13 +158,16 @@ def test_gp_hyperparameters_are_recovered_by_a_plain_fit():
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
     _, tr = simulate_catalog(n_artists=4, seed=31, songs_per_artist=120, change_rate=0, event_rate=0, album_sd=0,
-                             gp_sigma=(0.25, 0.0), gp_lengthscale=(1.5, 0.0), noise_sd=0.1, network=False, sections=False)
+                             gp_sigma=(0.25, 0.0), gp_lengthscale=(1.5, 0.0), noise_sd=0.1, network=False,
+                             sections=False)
     est = []
     for _, g in tr.songs.groupby('artist_id'):
         for v in ('valence', 'arousal', 'dominance'):
             k = ConstantKernel(0.02, (1e-4, 1)) * RBF(2.0, (0.05, 50)) + WhiteKernel(0.01, (1e-5, 1))
-            gp = GaussianProcessRegressor(k, random_state=0).fit(g.t.to_numpy()[:, None], (g[f'eta_{v}'] - g[f'mean_{v}']).to_numpy())
-            est.append((math.sqrt(gp.kernel_.k1.k1.constant_value), gp.kernel_.k1.k2.length_scale, gp.kernel_.k2.noise_level))
+            gp = GaussianProcessRegressor(k, random_state=0).fit(g.t.to_numpy()[:, None],
+                                                                 (g[f'eta_{v}'] - g[f'mean_{v}']).to_numpy())
+            est.append((math.sqrt(gp.kernel_.k1.k1.constant_value), gp.kernel_.k1.k2.length_scale,
+                        gp.kernel_.k2.noise_level))
     sigma, ell, noise = np.median(est, axis=0)
     assert abs(sigma / 0.25 - 1) < 0.3 and abs(ell / 1.5 - 1) < 0.3
     true_noise = np.mean([np.trace(np.array(c)) / 3 for c in tr.regimes['cov']])
@@ -178,7 +184,8 @@ def _pcorr(x, y, z=None):
 
 
 def test_dag_independences_are_visible_in_the_data():
-    cat, tr = simulate_catalog(n_artists=80, seed=41, songs_per_artist=40, event_rate=1.0, sections=False, network=False)
+    cat, tr = simulate_catalog(n_artists=80, seed=41, songs_per_artist=40, event_rate=1.0, sections=False,
+                               network=False)
     s = cat.songs.join(tr.songs[['life_event', 'life_event_lag1', 'collaboration']])
     crit = 3 / math.sqrt(len(s))
     # edges of the DAG are dependences ...
@@ -197,7 +204,8 @@ def test_dag_independences_are_visible_in_the_data():
 
 def test_lagged_effect_is_found_by_a_granger_test():
     from statsmodels.tsa.stattools import grangercausalitytests
-    cat, tr = simulate_catalog(n_artists=1, seed=51, songs_per_artist=400, event_rate=6.0, change_rate=0, network=False, sections=False)
+    cat, tr = simulate_catalog(n_artists=1, seed=51, songs_per_artist=400, event_rate=6.0, change_rate=0, network=False,
+                               sections=False)
     s = tr.songs
     y = s.eta_valence - s.mean_valence
     p_fwd = grangercausalitytests(np.column_stack([y, s.life_event]), maxlag=[1])[1][0]['ssr_ftest'][1]
@@ -209,7 +217,8 @@ def test_album_coherence_and_loadings():
     _, tr = simulate_catalog(n_artists=2, seed=61, songs_per_artist=400, songs_per_album=200, coherence=(0.5, 0.85),
                              network=False, sections=False)
     for alb in tr.albums.itertuples():
-        x = tr.songs.loc[tr.songs.album_id == alb.album_id, ['album_valence', 'album_arousal', 'album_dominance']].to_numpy()
+        x = tr.songs.loc[tr.songs.album_id == alb.album_id,
+                         ['album_valence', 'album_arousal', 'album_dominance']].to_numpy()
         lam = np.array(alb.loadings)
         pop = lam @ lam.T + alb.psi * np.eye(3)
         assert abs(1 - 3 * alb.psi / np.trace(pop) - alb.coherence) < 1e-9  # the coherence is exact
@@ -219,10 +228,12 @@ def test_album_coherence_and_loadings():
 
 def test_sections_follow_the_micro_model():
     cat, tr = simulate_catalog(n_artists=20, seed=71, songs_per_artist=30, network=False)
-    sec = cat.sections.merge(cat.songs[['song_id', 'emo_valence', 'emo_arousal', 'emo_dominance', 'duration_ms']], on='song_id')
+    sec = cat.sections.merge(cat.songs[['song_id', 'emo_valence', 'emo_arousal', 'emo_dominance', 'duration_ms']],
+                             on='song_id')
     assert (sec.end <= sec.duration_ms / 1000).all() and (sec.start < sec.end).all()
     ends = sec.groupby('song_id').end.max()
-    np.testing.assert_allclose(ends.to_numpy(), (cat.songs.set_index('song_id').duration_ms[ends.index] / 1000).to_numpy())
+    np.testing.assert_allclose(ends.to_numpy(),
+                               (cat.songs.set_index('song_id').duration_ms[ends.index] / 1000).to_numpy())
     # least squares of (section - song) emotion on phi recovers the mean amplitude matrix
     phi = np.vstack([section_basis(g.kind.tolist()) for _, g in sec.groupby('song_id', sort=False)])
     sec = pd.concat([g for _, g in sec.groupby('song_id', sort=False)])

@@ -5,12 +5,12 @@
 # %% ../../nbs/audio/10_signal.ipynb #0f1a95bb
 from __future__ import annotations
 
-import functools, io, math
+import functools
 from pathlib import Path
 
 import numpy as np
 
-from ..core import InputError, MissingResourceError, require
+from ..core import InputError, require
 
 # %% auto #0
 __all__ = ['SAMPLE_RATE', 'SEGMENT_SECONDS', 'OVERLAP', 'SEGMENT_SAMPLES', 'HOP_SAMPLES', 'MIN_SECONDS', 'SILENCE_PEAK',
@@ -26,7 +26,8 @@ SEGMENT_SAMPLES = int(SEGMENT_SECONDS * SAMPLE_RATE)  # L_seg = 120,000
 HOP_SAMPLES = int(SEGMENT_SAMPLES * (1 - OVERLAP))  # H = 60,000
 MIN_SECONDS = 0.5  # shortest audio accepted, in seconds
 SILENCE_PEAK = 1e-6  # peak magnitude at or below which audio is silent (-120 dBFS)
-AUDIO_SUFFIXES = ('.wav', '.flac', '.ogg', '.opus', '.mp3', '.aiff', '.aif')  # read through soundfile (libsndfile), any case
+# read through soundfile (libsndfile), any case
+AUDIO_SUFFIXES = ('.wav', '.flac', '.ogg', '.opus', '.mp3', '.aiff', '.aif')
 
 # %% ../../nbs/audio/10_signal.ipynb #128cbcb5
 def to_mono(x:np.ndarray, # samples, shape (frames,) or (frames, channels) as soundfile returns them
@@ -36,7 +37,8 @@ def to_mono(x:np.ndarray, # samples, shape (frames,) or (frames, channels) as so
     if x.ndim == 1:
         return x.astype(np.float32, copy=False)
     if x.ndim != 2 or x.shape[1] < 1:
-        raise InputError('x', f'array of shape {x.shape}', 'pass samples shaped (frames,) or (frames, channels)', 'not a waveform')
+        raise InputError('x', f'array of shape {x.shape}', 'pass samples shaped (frames,) or (frames, channels)',
+                         'not a waveform')
     if x.shape[1] == 1:
         return x[:, 0].astype(np.float32)
     total = x[:, 0].astype(np.float64)  # channel by channel: numpy's mean over a short axis is three times slower
@@ -62,7 +64,8 @@ def check_waveform(x:np.ndarray, # mono samples
         raise InputError(field, f'{int(bad.sum())} non-finite samples, the first at {int(np.argmax(bad))}',
                          'repair or re-export the audio: samples must be finite numbers', 'NaN or infinite samples')
     if x.size < MIN_SECONDS * sr:
-        raise InputError(field, f'{x.size} samples ({x.size / sr:.3f} s)', f'give at least {MIN_SECONDS} s of audio', 'audio too short')
+        raise InputError(field, f'{x.size} samples ({x.size / sr:.3f} s)', f'give at least {MIN_SECONDS} s of audio',
+                         'audio too short')
     return x
 
 def load_audio(path, # an audio file: WAV, FLAC, OGG, Opus, MP3 or AIFF
@@ -79,7 +82,8 @@ def load_audio(path, # an audio file: WAV, FLAC, OGG, Opus, MP3 or AIFF
     try:
         x, sr = sf.read(str(p), dtype='float32', always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise InputError(str(p), p.suffix or '(no suffix)', f'give a readable {"/".join(s[1:].upper() for s in AUDIO_SUFFIXES)} file',
+        raise InputError(str(p), p.suffix or '(no suffix)',
+                         f'give a readable {"/".join(s[1:].upper() for s in AUDIO_SUFFIXES)} file',
                          f'not audio, or corrupt ({str(e).strip()[:120]})') from None
     return check_waveform(x, sr, field=str(p)), int(sr)
 
@@ -147,7 +151,8 @@ def segments(x:np.ndarray, # mono samples at 24 kHz
     n = x.size
     if n < seg_len:
         if short == 'error':
-            raise InputError('x', f'{n} samples', f'give at least {seg_len} samples, or use short="pad" or "keep"', 'shorter than one segment')
+            raise InputError('x', f'{n} samples', f'give at least {seg_len} samples, or use short="pad" or "keep"',
+                             'shorter than one segment')
         if short == 'keep':
             return x[None, :].copy()
         out = np.zeros((1, seg_len), np.float32)
@@ -157,8 +162,15 @@ def segments(x:np.ndarray, # mono samples at 24 kHz
     return view[:n_segments(n, seg_len, hop)].copy()
 
 # %% ../../nbs/audio/10_signal.ipynb #b4067d11
-def hz_to_mel(f): return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-def mel_to_hz(m): return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+def hz_to_mel(f, # frequency or frequencies in Hz
+             ):
+    "Mel value of `f` on the HTK scale: 2595 log10(1 + f / 700)."
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+def mel_to_hz(m, # mel value(s) on the HTK scale
+             ):
+    "Frequency in Hz of mel value(s) `m`: the inverse of `hz_to_mel`."
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 def mel_filterbank(sr:int=SAMPLE_RATE, # sample rate in Hz
                    n_fft:int=1024, # FFT size; the bank has n_fft // 2 + 1 columns
@@ -186,13 +198,15 @@ def _sparse_filterbank(sr, n_fft, n_mels, fmin, fmax):
     from scipy.sparse import csr_matrix
     return csr_matrix(mel_filterbank(sr, n_fft, n_mels, fmin, fmax))
 
+# %% ../../nbs/audio/10_signal.ipynb #081e71b7
 def frames(x:np.ndarray, # samples, shape (..., n)
            n_fft:int, # frame length
            hop:int, # samples between frame starts
           ) -> np.ndarray:
     "A strided view of `x` as frames, shape (..., n_frames, n_fft); frames lie wholly inside the signal."
     if x.shape[-1] < n_fft:
-        raise InputError('x', f'{x.shape[-1]} samples', f'give at least n_fft={n_fft} samples', 'shorter than one frame')
+        raise InputError('x', f'{x.shape[-1]} samples', f'give at least n_fft={n_fft} samples',
+                         'shorter than one frame')
     return np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[..., ::hop, :]
 
 def power_spectrogram(x:np.ndarray, # samples, shape (..., n)

@@ -11,9 +11,11 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 from scipy import stats
+from fastcore.basics import patch
 
 from ..bench import benchmark, time_call
 from ..core import InputError, data_dir, require
+from ..simulate import _window_sums  # the simulator's own rule, so the context reads as it was made
 
 # %% auto #0
 __all__ = ['MARKS', 'SIM_TIERS', 'VAR_EXAMPLE', 'SCM', 'random_linear_scm', 'edge_marks', 'plot_graph', 'partial_correlation',
@@ -41,19 +43,22 @@ class SCM:
             raise InputError('name', name, 'use a new name; each variable has one equation', 'variable exists')
         parents = parents or {}
         if fn is None and not isinstance(parents, dict):
-            raise InputError('parents', parents, 'give a linear equation {parent: coefficient}, or pass fn for a nonlinear one')
+            raise InputError('parents', parents,
+                             'give a linear equation {parent: coefficient}, or pass fn for a nonlinear one')
         if fn is not None and not callable(fn):
             raise InputError('fn', fn, 'pass a function fn(parents, noise)')
         missing = [p for p in parents if p not in self.equations]
         if missing:
-            raise InputError('parents', missing, 'add the parents first (variables are added in causal order)', 'unknown parent')
+            raise InputError('parents', missing, 'add the parents first (variables are added in causal order)',
+                             'unknown parent')
         if not (math.isfinite(noise_sd) and noise_sd >= 0):
             raise InputError('noise_sd', noise_sd, 'pass a number >= 0')
         coefs = {p: float(parents[p]) for p in parents} if fn is None else None
         self.graph.add_node(name, linear=fn is None)
         for p in parents:
             self.graph.add_edge(p, name, weight=coefs[p] if coefs else None)
-        self.equations[name] = dict(parents=list(parents), coefs=coefs, intercept=float(intercept), noise_sd=float(noise_sd), fn=fn)
+        self.equations[name] = dict(parents=list(parents), coefs=coefs, intercept=float(intercept),
+                                    noise_sd=float(noise_sd), fn=fn)
         return self
 
     @property
@@ -61,95 +66,106 @@ class SCM:
     @property
     def is_linear(self) -> bool: return all(e['fn'] is None for e in self.equations.values())
 
-    def sample(self, n:int, # number of draws
-               seed:int=0, # seed of the noise
-               do:dict=None, # interventions {variable: value}: do(X = value) replaces X's equation
-              ) -> pd.DataFrame:
-        "Draw `n` samples, optionally under the intervention `do`."
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise InputError('n', n, 'pass an integer >= 1')
-        do = dict(do or {})
-        unknown = set(do) - set(self.equations)
-        if unknown:
-            raise InputError('do', sorted(unknown), f'intervene on variables of the model: {self.variables}', 'unknown variable')
-        U = np.random.default_rng(seed).standard_normal((n, len(self.equations)))
-        out = {}
-        for k, (v, e) in enumerate(self.equations.items()):
-            if v in do:
-                out[v] = np.broadcast_to(np.asarray(do[v], float), (n,)).copy()
-                continue
-            u = e['noise_sd'] * U[:, k]
-            if e['fn'] is None:
-                out[v] = e['intercept'] + sum((c * out[p] for p, c in e['coefs'].items()), np.zeros(n)) + u
-            else:
-                out[v] = np.asarray(e['fn']({p: out[p] for p in e['parents']}, u), float).reshape(n)
-        return pd.DataFrame(out)
+# %% ../../nbs/career/42_causal.ipynb #6994dc4c
+@patch
+def sample(self:SCM, n:int, # number of draws
+           seed:int=0, # seed of the noise
+           do:dict=None, # interventions {variable: value}: do(X = value) replaces X's equation
+          ) -> pd.DataFrame:
+    "Draw `n` samples, optionally under the intervention `do`."
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError('n', n, 'pass an integer >= 1')
+    do = dict(do or {})
+    unknown = set(do) - set(self.equations)
+    if unknown:
+        raise InputError('do', sorted(unknown), f'intervene on variables of the model: {self.variables}',
+                         'unknown variable')
+    U = np.random.default_rng(seed).standard_normal((n, len(self.equations)))
+    out = {}
+    for k, (v, e) in enumerate(self.equations.items()):
+        if v in do:
+            out[v] = np.broadcast_to(np.asarray(do[v], float), (n,)).copy()
+            continue
+        u = e['noise_sd'] * U[:, k]
+        if e['fn'] is None:
+            out[v] = e['intercept'] + sum((c * out[p] for p, c in e['coefs'].items()), np.zeros(n)) + u
+        else:
+            out[v] = np.asarray(e['fn']({p: out[p] for p in e['parents']}, u), float).reshape(n)
+    return pd.DataFrame(out)
 
-    def intervene(self, **values) -> 'SCM':
-        "The model under do(X = value) for each keyword: the intervened variables lose their parents and noise."
-        unknown = set(values) - set(self.equations)
-        if unknown:
-            raise InputError('values', sorted(unknown), f'intervene on variables of the model: {self.variables}', 'unknown variable')
-        m = SCM()
-        for v, e in self.equations.items():
-            if v in values:
-                m.add(v, {}, intercept=float(values[v]), noise_sd=0.0)
-            else:
-                m.add(v, e['parents'] if e['fn'] else e['coefs'], e['intercept'], e['noise_sd'], e['fn'])
-        return m
+@patch
+def intervene(self:SCM, **values) -> 'SCM':
+    "The model under do(X = value) for each keyword: the intervened variables lose their parents and noise."
+    unknown = set(values) - set(self.equations)
+    if unknown:
+        raise InputError('values', sorted(unknown), f'intervene on variables of the model: {self.variables}',
+                         'unknown variable')
+    m = SCM()
+    for v, e in self.equations.items():
+        if v in values:
+            m.add(v, {}, intercept=float(values[v]), noise_sd=0.0)
+        else:
+            m.add(v, e['parents'] if e['fn'] else e['coefs'], e['intercept'], e['noise_sd'], e['fn'])
+    return m
 
-    def coefficients(self) -> pd.DataFrame:
-        "The matrix B of a linear model: B[i, j] is the coefficient of X_i in the equation of X_j."
-        if not self.is_linear:
-            raise InputError('model', 'nonlinear', 'use simulated_effect for nonlinear equations', 'not a linear model')
-        B = pd.DataFrame(0.0, index=self.variables, columns=self.variables)
-        for v, e in self.equations.items():
-            for p, c in e['coefs'].items():
-                B.loc[p, v] = c
-        return B
+# %% ../../nbs/career/42_causal.ipynb #c3c91b37
+@patch
+def coefficients(self:SCM) -> pd.DataFrame:
+    "The matrix B of a linear model: B[i, j] is the coefficient of X_i in the equation of X_j."
+    if not self.is_linear:
+        raise InputError('model', 'nonlinear', 'use simulated_effect for nonlinear equations', 'not a linear model')
+    B = pd.DataFrame(0.0, index=self.variables, columns=self.variables)
+    for v, e in self.equations.items():
+        for p, c in e['coefs'].items():
+            B.loc[p, v] = c
+    return B
 
-    def _check_pair(self, x, y):
-        for f, v in (('x', x), ('y', y)):
-            if v not in self.equations:
-                raise InputError(f, v, f'use a variable of the model: {self.variables}', 'unknown variable')
+@patch
+def _check_pair(self:SCM, x, y):
+    for f, v in (('x', x), ('y', y)):
+        if v not in self.equations:
+            raise InputError(f, v, f'use a variable of the model: {self.variables}', 'unknown variable')
 
-    def total_effect(self, x:str, # the cause
+@patch
+def total_effect(self:SCM, x:str, # the cause
+                 y:str, # the outcome
+                ) -> float:
+    "dE[Y | do(X = x)]/dx of a linear model: entry (x, y) of (I - B)^-1, the sum over paths of their products."
+    self._check_pair(x, y)
+    B = self.coefficients()
+    T = np.linalg.inv(np.eye(len(B)) - B.to_numpy())
+    return float(T[self.variables.index(x), self.variables.index(y)])
+
+@patch
+def direct_effect(self:SCM, x:str, # the cause
+                  y:str, # the outcome
+                 ) -> float:
+    "The controlled direct effect of a linear model: the coefficient of X in Y's equation (0 without an edge)."
+    self._check_pair(x, y)
+    return float(self.coefficients().loc[x, y])
+
+@patch
+def simulated_effect(self:SCM, x:str, # the cause
                      y:str, # the outcome
+                     kind:str='total', # "total", or "direct" (Y's other parents held at their observational means)
+                     x0:float=0.0, # the reference level of X
+                     x1:float=1.0, # the contrasting level of X
+                     n:int=20_000, # draws per intervention
+                     seed:int=0, # seed of the shared noise
                     ) -> float:
-        "dE[Y | do(X = x)]/dx of a linear model: the (x, y) entry of (I - B)^-1, the sum over directed paths of the products of coefficients."
-        self._check_pair(x, y)
-        B = self.coefficients()
-        T = np.linalg.inv(np.eye(len(B)) - B.to_numpy())
-        return float(T[self.variables.index(x), self.variables.index(y)])
-
-    def direct_effect(self, x:str, # the cause
-                      y:str, # the outcome
-                     ) -> float:
-        "The controlled direct effect of a linear model: the coefficient of X in Y's equation (0 without an edge)."
-        self._check_pair(x, y)
-        return float(self.coefficients().loc[x, y])
-
-    def simulated_effect(self, x:str, # the cause
-                         y:str, # the outcome
-                         kind:str='total', # "total", or "direct" (Y's other parents held at their observational means)
-                         x0:float=0.0, # the reference level of X
-                         x1:float=1.0, # the contrasting level of X
-                         n:int=20_000, # draws per intervention
-                         seed:int=0, # seed of the shared noise
-                        ) -> float:
-        "E[Y | do(X = x1)] - E[Y | do(X = x0)] (per unit of x1 - x0) by simulation; works for nonlinear equations too."
-        self._check_pair(x, y)
-        if kind not in ('total', 'direct'):
-            raise InputError('kind', kind, 'use "total" or "direct"')
-        if x1 == x0:
-            raise InputError('x1', x1, 'choose x1 different from x0')
-        hold = {}
-        if kind == 'direct':
-            obs = self.sample(n, seed)
-            hold = {p: float(obs[p].mean()) for p in self.graph.predecessors(y) if p != x}
-        hi = self.sample(n, seed, do={**hold, x: x1})[y].mean()
-        lo = self.sample(n, seed, do={**hold, x: x0})[y].mean()
-        return float((hi - lo) / (x1 - x0))
+    "E[Y | do(X = x1)] - E[Y | do(X = x0)] (per unit of x1 - x0) by simulation; works for nonlinear equations too."
+    self._check_pair(x, y)
+    if kind not in ('total', 'direct'):
+        raise InputError('kind', kind, 'use "total" or "direct"')
+    if x1 == x0:
+        raise InputError('x1', x1, 'choose x1 different from x0')
+    hold = {}
+    if kind == 'direct':
+        obs = self.sample(n, seed)
+        hold = {p: float(obs[p].mean()) for p in self.graph.predecessors(y) if p != x}
+    hi = self.sample(n, seed, do={**hold, x: x1})[y].mean()
+    lo = self.sample(n, seed, do={**hold, x: x0})[y].mean()
+    return float((hi - lo) / (x1 - x0))
 
 # %% ../../nbs/career/42_causal.ipynb #84db9d51
 def random_linear_scm(n_vars:int, # number of variables X0, X1, ...
@@ -166,7 +182,8 @@ def random_linear_scm(n_vars:int, # number of variables X0, X1, ...
     order = rng.permutation(n_vars)
     m = SCM()
     for k, j in enumerate(order):
-        parents = {names[i]: float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.5)) for i in order[:k] if rng.random() < prob}
+        parents = {names[i]: float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.5))
+                   for i in order[:k] if rng.random() < prob}
         m.add(names[j], parents, noise_sd=float(rng.uniform(*noise_sd)))
     return m
 
@@ -188,6 +205,7 @@ def edge_marks(G:nx.DiGraph, # a graph from `pc` (edge attribute `mark`) or a DA
             out.append((u, v, mark))
     return out
 
+# %% ../../nbs/career/42_causal.ipynb #67414ad9
 def _layout(G):
     if nx.is_directed_acyclic_graph(G) and G.number_of_edges():
         for layer, nodes in enumerate(nx.topological_generations(G)):
@@ -233,7 +251,8 @@ def plot_graph(G:nx.DiGraph, # the graph to draw
                                  hoverinfo='skip', showlegend=False))
     fig.add_trace(go.Scatter(x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode='markers+text',
                              text=[str(n) for n in nodes], textposition='top center', hoverinfo='text',
-                             marker=dict(size=16, color='#9ecae1', line=dict(color='#3182bd', width=1)), showlegend=False))
+                             marker=dict(size=16, color='#9ecae1', line=dict(color='#3182bd', width=1)),
+                             showlegend=False))
     fig.update_layout(title=title, template='plotly_white', height=420, margin=dict(l=20, r=20, t=50, b=20),
                       xaxis=dict(visible=False), yaxis=dict(visible=False))
     return fig
@@ -255,7 +274,8 @@ def fisher_z(data:pd.DataFrame, # the samples, one column per variable
     "Fisher's z test of x independent of y given S: (statistic sqrt(n-|S|-3)|z|, two-sided p-value)."
     n = len(data)
     if n - len(given) - 3 < 1:
-        raise InputError('data', f'{n} rows', f'pass more than {len(given) + 3} rows for |S| = {len(given)}', 'too few rows')
+        raise InputError('data', f'{n} rows', f'pass more than {len(given) + 3} rows for |S| = {len(given)}',
+                         'too few rows')
     r = partial_correlation(data, x, y, given)
     stat = math.sqrt(n - len(given) - 3) * abs(0.5 * math.log((1 + r) / (1 - r)))
     return stat, float(2 * stats.norm.sf(stat))
@@ -267,8 +287,10 @@ def _check_frame(data, field='data', min_rows=3):
     if data.shape[1] < 2:
         raise InputError(field, list(data.columns), 'pass at least two columns')
     if data.columns.duplicated().any():
-        raise InputError(field, list(data.columns[data.columns.duplicated()]), 'give every column a unique name', 'duplicate columns')
-    bad = [c for c in data.columns if not (pd.api.types.is_numeric_dtype(data[c]) or pd.api.types.is_bool_dtype(data[c]))]
+        raise InputError(field, list(data.columns[data.columns.duplicated()]), 'give every column a unique name',
+                         'duplicate columns')
+    bad = [c for c in data.columns
+           if not (pd.api.types.is_numeric_dtype(data[c]) or pd.api.types.is_bool_dtype(data[c]))]
     if bad:
         raise InputError(field, bad, 'pass numeric columns only (encode categories first)', 'non-numeric columns')
     X = data.to_numpy(float)
@@ -309,6 +331,7 @@ def _background(names, forbidden, required, time_order):
             bk.add_node_to_tier(node[v], t)
     return bk
 
+# %% ../../nbs/career/42_causal.ipynb #c0bda7d9
 def _to_networkx(M, names):
     G = nx.DiGraph()
     G.add_nodes_from(names)
@@ -405,26 +428,21 @@ def alpha_study(alphas=(0.01, 0.05), # PC's levels to compare
             for a in alphas:
                 G = pc(data, alpha=a)
                 score = compare_graphs(G, m.graph)
-                rows.append(dict(n=int(n), seed=int(s), alpha=a, shd=score['shd'], shd_cpdag=compare_graphs(G, true_cp)['shd'],
+                rows.append(dict(n=int(n), seed=int(s), alpha=a, shd=score['shd'],
+                                 shd_cpdag=compare_graphs(G, true_cp)['shd'],
                                  skeleton_precision=score['skeleton_precision'],
                                  skeleton_recall=score['skeleton_recall']))
     return pd.DataFrame(rows)
 
 # %% ../../nbs/career/42_causal.ipynb #2e552879
-def _window_sum(song_dates, event_dates, values, first_start):
-    ed = np.asarray(event_dates, 'datetime64[ns]')
-    order = np.argsort(ed, kind='stable')
-    ed, cs = ed[order], np.r_[0.0, np.cumsum(np.asarray(values, float)[order])]
-    hi = np.searchsorted(ed, song_dates, side='right')
-    lo = np.searchsorted(ed, np.r_[np.datetime64(first_start, 'ns'), song_dates[:-1]], side='right')
-    return cs[hi] - cs[lo]
-
 def song_context(catalog, # a kelly.data.Catalog
                  by_kind:bool=False, # also one column `event_KIND` per kind of life event
                 ) -> pd.DataFrame:
-    "Per song, in release order within artist: summed life-event magnitude since the previous song (and its lag) and collaborations."
+    "Per song, in release order: life-event magnitude since the previous song (and its lag), and collaborations."
     songs = catalog.songs.sort_values(['artist_id', 'release_date', 'song_id'], kind='stable')
-    ev = catalog.life_events if catalog.life_events is not None else pd.DataFrame(columns=['artist_id', 'date', 'kind', 'magnitude'])
+    ev = catalog.life_events
+    if ev is None:
+        ev = pd.DataFrame(columns=['artist_id', 'date', 'kind', 'magnitude'])
     kinds = sorted(ev.kind.unique()) if by_kind and len(ev) else []
     co = catalog.collaborations
     co_long = (pd.concat([co[['artist_a', 'date']].rename(columns={'artist_a': 'artist_id'}),
@@ -436,7 +454,10 @@ def song_context(catalog, # a kelly.data.Catalog
         d = s.release_date.to_numpy('datetime64[ns]')
         first = d[0] - np.timedelta64(365, 'D')
         e, c = ev_by.get(aid), co_by.get(aid)
-        window = lambda g, v: _window_sum(d, g.date.to_numpy('datetime64[ns]'), v, first) if g is not None and len(g) else np.zeros(len(d))
+        def window(g, v):  # the summed values of g's rows dated in each song's window
+            if g is None or not len(g):
+                return np.zeros(len(d))
+            return _window_sums(d, g.date.to_numpy('datetime64[ns]'), v, first)
         le = window(e, None if e is None else e.magnitude.to_numpy())
         cc = window(c, None if c is None else np.ones(len(c)))
         part = pd.DataFrame(dict(song_id=s.song_id.to_numpy(), artist_id=aid, position=np.arange(len(d)), life_event=le,
@@ -456,7 +477,8 @@ def dag_frame(catalog, # a kelly.data.Catalog
              ) -> pd.DataFrame:
     "One row per song and one numeric column per causal variable: song context, latent emotions, audio features."
     ctx = song_context(catalog)
-    s = catalog.songs.drop(columns=[c for c in ('life_event', 'life_event_lag1', 'collaboration') if c in catalog.songs])
+    s = catalog.songs.drop(columns=[c for c in ('life_event', 'life_event_lag1', 'collaboration')
+                                    if c in catalog.songs])
     df = ctx.merge(s, on=['song_id', 'artist_id'], how='left')
     nodes = nodes or [v for tier in SIM_TIERS for v in tier]
     missing = [c for c in nodes if c not in df]
@@ -480,14 +502,16 @@ def score_pc_on_simulator(seeds=range(3), # seeds of the simulated catalogs
     from kelly.simulate import simulate_catalog
     rows = []
     for seed in seeds:
-        cat, truth = simulate_catalog(n_artists=n_artists, seed=int(seed), songs_per_artist=songs_per_artist, sections=False)
+        cat, truth = simulate_catalog(n_artists=n_artists, seed=int(seed), songs_per_artist=songs_per_artist,
+                                      sections=False)
         true_cp = cpdag(truth.dag)
         for setting, tiers, adjust in (('data only', None, True), ('time order', SIM_TIERS, True),
                                        ('time order, genre not adjusted', SIM_TIERS, False)):
             df = dag_frame(cat, adjust_genre=adjust)
             G = pc(df, alpha=alpha, time_order=tiers)
             s = compare_graphs(G, truth.dag)
-            rows.append(dict(seed=int(seed), setting=setting, n=len(df), **s, shd_cpdag=compare_graphs(G, true_cp)['shd']))
+            rows.append(dict(seed=int(seed), setting=setting, n=len(df), **s,
+                             shd_cpdag=compare_graphs(G, true_cp)['shd']))
     return pd.DataFrame(rows)
 
 # %% ../../nbs/career/42_causal.ipynb #c0689734
@@ -554,18 +578,23 @@ def granger(data:pd.DataFrame, # time series, one numeric column per series, row
     k_model = len(names) if mode == 'conditional' else 2
     p_min = lag or 1
     if len(X) - p_min - k_model * p_min - 1 < 1:
-        raise InputError('data', f'{len(X)} rows', f'pass more than {(k_model + 1) * p_min + 1} rows for lag {p_min} with '
-                         f'{k_model} series per model (T - p <= {k_model}p + 1 leaves no residual degrees of freedom)', 'series too short')
+        raise InputError('data', f'{len(X)} rows',
+                         f'pass more than {(k_model + 1) * p_min + 1} rows for lag {p_min} with '
+                         f'{k_model} series per model (T - p <= {k_model}p + 1 leaves no residual degrees of freedom)',
+                         'series too short')
     adf, differenced = {}, False
     if stationarity == 'adf':
         adf = _adf(X, names, adf_alpha)
         bad = [n for n, pv in adf.items() if pv > adf_alpha]
         if bad:
-            warnings.warn(f'ADF finds a unit root in {bad} (p > {adf_alpha}); differencing all series once', stacklevel=2)
+            warnings.warn(f'ADF finds a unit root in {bad} (p > {adf_alpha}); differencing all series once',
+                          stacklevel=2)
             X, differenced = np.diff(X, axis=0), True
             const = [n for n, s in zip(names, X.std(0)) if s == 0]
             if const:
-                raise InputError('data', const, 'drop series that are linear trends: they are constant once differenced', 'constant after differencing')
+                raise InputError('data', const,
+                                 'drop series that are linear trends: they are constant once differenced',
+                                 'constant after differencing')
     if lag is None:
         fits = [q for q in range(1, maxlag + 1) if len(X) - q - len(names) * q - 1 >= 1]
         if not fits:
@@ -576,7 +605,8 @@ def granger(data:pd.DataFrame, # time series, one numeric column per series, row
     else:
         p = lag
     if len(X) - p - k_model * p - 1 < 1:
-        raise InputError('data', f'{len(X)} rows', f'pass a longer series or a smaller lag than {p}', 'series too short')
+        raise InputError('data', f'{len(X)} rows', f'pass a longer series or a smaller lag than {p}',
+                         'series too short')
     rows = []
     for (i, x), (j, y) in itertools.permutations(enumerate(names), 2):
         keep = list(range(len(names))) if mode == 'conditional' else sorted({i, j})
@@ -585,9 +615,11 @@ def granger(data:pd.DataFrame, # time series, one numeric column per series, row
     out = pd.DataFrame(rows)
     out['p_adjusted'] = bh_adjust(out.p_value.to_numpy())
     out['significant'] = out.p_adjusted < alpha
-    out.attrs.update(lag=p, ic=ic if lag is None else 'fixed', mode=mode, differenced=differenced, adf_pvalues=adf, alpha=alpha)
+    out.attrs.update(lag=p, ic=ic if lag is None else 'fixed', mode=mode, differenced=differenced, adf_pvalues=adf,
+                     alpha=alpha)
     return out
 
+# %% ../../nbs/career/42_causal.ipynb #e596de28
 def bh_adjust(p, # p-values
              ) -> np.ndarray:
     "Benjamini-Hochberg adjusted p-values (step-up, monotone, capped at 1)."
@@ -635,7 +667,8 @@ def simulate_var(A, # coefficient matrices, shape (p, k, k): A[l-1][i, j] is the
     return pd.DataFrame(Y[burn:], columns=[f'y{i}' for i in range(k)])
 
 VAR_EXAMPLE = np.array([[[0.5, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.35, 0.2]],
-                        [[-0.2, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.0, 0.0]]])  # y0 -> y1 at lag 2 only, y1 -> y2 at lag 1
+                        # y0 -> y1 at lag 2 only, y1 -> y2 at lag 1
+                        [[-0.2, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.0, 0.0]]])
 
 def granger_power(A=VAR_EXAMPLE, # the VAR's coefficient matrices, shape (p, k, k)
                   T:int=200, # series length
@@ -662,19 +695,21 @@ def career_series(catalog, # a kelly.data.Catalog
                   columns=('life_event', 'collaboration', 'emo_valence', 'emo_arousal'), # the series to keep
                   min_songs:int=10, # artists with fewer songs are left out
                  ) -> dict:
-    "{artist_id: DataFrame} of song-indexed series for the Granger tests, in release order (`event_KIND` columns: one kind of life event)."
+    "{artist_id: DataFrame} of song-indexed series for Granger tests, in release order (`event_KIND`: a kind of event)."
     df = song_context(catalog, by_kind=any(str(c).startswith('event_') for c in columns)).merge(
         catalog.songs, on=['song_id', 'artist_id'], how='left')
     missing = [c for c in columns if c not in df]
     if missing:
         raise InputError('columns', missing, 'choose columns of the songs table or the song context')
-    return {a: g[list(columns)].astype(float).reset_index(drop=True) for a, g in df.groupby('artist_id', sort=True) if len(g) >= min_songs}
+    return {a: g[list(columns)].astype(float).reset_index(drop=True) for a, g in df.groupby('artist_id', sort=True)
+            if len(g) >= min_songs}
 
+# %% ../../nbs/career/42_causal.ipynb #9e22ae86
 def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows in time order
                    lag:int=1, # the lag order p
                    alpha:float=0.05, # level of the BH-corrected decisions
                    mode:str='conditional', # "conditional" (all series) or "pairwise"
-                   method:str='fisher', # "fisher": combine per-unit F-tests; "fixed_effects": one stacked within regression
+                   method:str='fisher', # "fisher": combine per-unit F-tests; "fixed_effects": one stacked regression
                    min_distinct:int=5, # "fisher": a unit's effect series needs this many distinct values to be tested
                   ) -> pd.DataFrame:
     "Granger tests pooled over units (artists) for every ordered pair, BH-corrected."
@@ -698,7 +733,8 @@ def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows 
         if len(X) - lag - k * lag - 1 >= 1:
             usable[u] = X
     if not usable:
-        raise InputError('frames', f'{len(frames)} units', f'pass series longer than {(k + 1) * lag + 1} rows', 'series too short')
+        raise InputError('frames', f'{len(frames)} units', f'pass series longer than {(k + 1) * lag + 1} rows',
+                         'series too short')
     rows = []
     for (i, x), (j, y) in itertools.permutations(enumerate(cols), 2):
         keep = list(range(len(cols))) if mode == 'conditional' else sorted({i, j})
@@ -706,8 +742,9 @@ def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows 
             ps = [_f_test(X, i, j, lag, keep)[3] for X in usable.values()
                   if X[:, i].std() > 0 and len(np.unique(X[lag:, j])) >= min_distinct]
             chi2 = float(-2 * np.log(np.clip(ps, 1e-300, 1)).sum())
-            rows.append(dict(cause=x, effect=y, lag=lag, units=len(ps), statistic=chi2 if ps else np.nan, df_num=2 * len(ps),
-                             df_denom=np.nan, p_value=float(stats.chi2.sf(chi2, 2 * len(ps))) if ps else np.nan))
+            rows.append(dict(cause=x, effect=y, lag=lag, units=len(ps), statistic=chi2 if ps else np.nan,
+                             df_num=2 * len(ps), df_denom=np.nan,
+                             p_value=float(stats.chi2.sf(chi2, 2 * len(ps))) if ps else np.nan))
             continue
         Ys, Ls = [], []
         for X in usable.values():
@@ -753,7 +790,8 @@ def sachs() -> tuple:
     d = data_dir()/'sachs'
     if not (d/'sachs.csv').is_file():
         from kelly.core import MissingResourceError
-        raise MissingResourceError('data', str(d/'sachs.csv'), 'restore data/sachs/ from the repository (see data/README.md)', 'Sachs data missing')
+        raise MissingResourceError('data', str(d/'sachs.csv'),
+                                   'restore data/sachs/ from the repository (see data/README.md)', 'Sachs data missing')
     data = pd.read_csv(d/'sachs.csv')
     edges = pd.read_csv(d/'consensus.csv')
     G = nx.DiGraph()

@@ -14,15 +14,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..core import InputError, seed_everything
-from ..data import Catalog
+from ..core import InputError, limit_threads, seed_everything
+from ..data import EMOTION_COLUMNS, Catalog
 from ..training import Trainer, TrainConfig
 
 # %% auto #0
-__all__ = ['INFLUENCE_WEIGHTS', 'N_STATE', 'VAD_COLUMNS', 'InfluenceBasis', 'influence_basis', 'collab_strength',
-           'influence_matrix', 'influence_graph', 'undirected_weights', 'influence_communities', 'plot_influence_graph',
-           'ShiftEvents', 'shift_events', 'split_artists', 'restrict_catalog', 'gcn_norm', 'GCNLayer', 'GATLayer',
-           'ShiftNet', 'fit_shift_net', 'predict_shift', 'GraphShiftRegressor', 'neighbour_summary', 'ridge_baseline',
+__all__ = ['INFLUENCE_WEIGHTS', 'N_STATE', 'InfluenceBasis', 'influence_basis', 'collab_strength', 'influence_matrix',
+           'influence_graph', 'undirected_weights', 'influence_communities', 'plot_influence_graph', 'ShiftEvents',
+           'shift_events', 'split_artists', 'restrict_catalog', 'gcn_norm', 'GCNLayer', 'GATLayer', 'ShiftNet',
+           'fit_shift_net', 'predict_shift', 'GraphShiftRegressor', 'neighbour_summary', 'ridge_baseline',
            'bootstrap_artists', 'compare_on_heldout', 'plant_influence']
 
 # %% ../../nbs/career/44_network.ipynb #a23bb75a
@@ -30,21 +30,25 @@ INFLUENCE_WEIGHTS = dict(collab=0.5, genre=0.3, time=0.2)
 
 @dataclass
 class InfluenceBasis:
-    "The static parts of the influence weights of a catalog: artist order, genre similarity, temporal proximity and dated collaborations."
+    "The static parts of a catalog's influence weights: artist order, genre similarity, time proximity, collaborations."
     ids:list # artist ids, in the order of the matrices
     genre_sim:np.ndarray # N x N cosine similarity of genre-tag shares
     proximity:np.ndarray # N x N temporal proximity exp(-|m_i - m_j| / time_scale)
     genre:list # main genre of each artist
     collab:pd.DataFrame # influenced (row index i), influencer (j), date (ns int), weight; sorted by date
     weights:dict # w_c, w_g, w_p
-    def index(self): return {a: k for k, a in enumerate(self.ids)}
+    def index(self):
+        return {a: k for k, a in enumerate(self.ids)}
 
 def _check_weights(weights):
     w = {**INFLUENCE_WEIGHTS, **(weights or {})}
-    if set(w) != set(INFLUENCE_WEIGHTS) or any(not (isinstance(v, (int, float)) and v >= 0) for v in w.values()) or sum(w.values()) <= 0:
-        raise InputError('weights', weights, 'give non-negative numbers for the keys collab, genre and time, not all zero')
+    if set(w) != set(INFLUENCE_WEIGHTS) or any(not (isinstance(v, (int, float)) and v >= 0)
+                                               for v in w.values()) or sum(w.values()) <= 0:
+        raise InputError('weights', weights,
+                         'give non-negative numbers for the keys collab, genre and time, not all zero')
     return w
 
+# %% ../../nbs/career/44_network.ipynb #7b1b10d2
 def influence_basis(catalog:Catalog, # a catalog with songs and (optionally) collaborations
                     weights:dict=None, # w_c, w_g, w_p by the keys collab, genre, time (default INFLUENCE_WEIGHTS)
                     time_scale:float=5.0, # tau of the temporal proximity, in years
@@ -75,7 +79,9 @@ def influence_basis(catalog:Catalog, # a catalog with songs and (optionally) col
     mid = years.groupby(dated.artist_id).median().reindex(ids).to_numpy()
     mid = np.where(np.isnan(mid), np.nanmean(mid) if np.isfinite(mid).any() else 0.0, mid)
     prox = np.exp(-np.abs(mid[:, None] - mid[None, :]) / time_scale)
-    col_df = catalog.collaborations if catalog.collaborations is not None else pd.DataFrame(columns=['artist_a', 'artist_b', 'date', 'weight'])
+    col_df = catalog.collaborations
+    if col_df is None:
+        col_df = pd.DataFrame(columns=['artist_a', 'artist_b', 'date', 'weight'])
     col_df = col_df[col_df.artist_a.isin(idx) & col_df.artist_b.isin(idx)]
     a = col_df.artist_a.map(idx).to_numpy(int)
     b = col_df.artist_b.map(idx).to_numpy(int)
@@ -170,7 +176,8 @@ def plot_influence_graph(G:nx.DiGraph, # an influence graph
             if lo < w <= hi or (lo == 0 and w == 0):
                 xs += [pos[u][0], pos[v][0], None]
                 ys += [pos[u][1], pos[v][1], None]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode='lines', line=dict(width=0.5 + 2.5 * hi / wmax, color='rgba(120,120,120,0.5)'),
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode='lines',
+                                 line=dict(width=0.5 + 2.5 * hi / wmax, color='rgba(120,120,120,0.5)'),
                                  hoverinfo='skip', showlegend=False))
     nodes = list(G.nodes())
     comm = communities.reindex(nodes).fillna(-1).astype(int)
@@ -186,7 +193,6 @@ def plot_influence_graph(G:nx.DiGraph, # an influence graph
 
 # %% ../../nbs/career/44_network.ipynb #b31fba97
 N_STATE = 10  # the features of one node: eta (3), eta - recent mean (3), last shift (3), recency (1)
-VAD_COLUMNS = ('emo_valence', 'emo_arousal', 'emo_dominance')
 _YEAR_NS = 365.25 * 86400e9
 
 @dataclass
@@ -197,16 +203,20 @@ class ShiftEvents:
     mask:np.ndarray # events x (1 + K), True for real nodes
     target:np.ndarray # events x 3, the shift of (valence, arousal, dominance)
     meta:pd.DataFrame # artist_id, song_id, date, n_neighbours
-    def __len__(self): return len(self.target)
+    def __len__(self):
+        return len(self.target)
     def tensors(self, rows=None) -> dict:
         "The Trainer's data dict (x, adj, mask, target) as float32 tensors, optionally only `rows`."
         rows = slice(None) if rows is None else np.asarray(rows)
-        return dict(x=torch.tensor(self.x[rows], dtype=torch.float32), adj=torch.tensor(self.adj[rows], dtype=torch.float32),
-                    mask=torch.tensor(self.mask[rows]), target=torch.tensor(self.target[rows], dtype=torch.float32))
+        return dict(x=torch.tensor(self.x[rows], dtype=torch.float32),
+                    adj=torch.tensor(self.adj[rows], dtype=torch.float32), mask=torch.tensor(self.mask[rows]),
+                    target=torch.tensor(self.target[rows], dtype=torch.float32))
 
 def _careers(catalog):
-    s = catalog.songs.dropna(subset=['release_date', *VAD_COLUMNS]).sort_values(['artist_id', 'release_date', 'song_id'], kind='stable')
-    return {a: (g.release_date.astype('datetime64[ns]').astype('int64').to_numpy(), g[list(VAD_COLUMNS)].to_numpy(float), g.song_id.to_numpy())
+    s = catalog.songs.dropna(subset=['release_date', *EMOTION_COLUMNS])
+    s = s.sort_values(['artist_id', 'release_date', 'song_id'], kind='stable')
+    return {a: (g.release_date.astype('datetime64[ns]').astype('int64').to_numpy(),
+                g[list(EMOTION_COLUMNS)].to_numpy(float), g.song_id.to_numpy())
             for a, g in s.groupby('artist_id', sort=False)}
 
 def _state(dates, eta, k, tau, window):
@@ -386,7 +396,8 @@ class ShiftNet(nn.Module):
         if hidden < 1 or layers < 1 or heads < 1:
             raise InputError('hidden/layers/heads', (hidden, layers, heads), 'use positive sizes')
         self.kind = kind
-        self.encoder = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout))
+        self.encoder = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                     nn.Dropout(dropout))
         if kind == 'gcn':
             self.graph = nn.ModuleList([GCNLayer(n_features if l == 0 else hidden, hidden) for l in range(layers)])
         elif kind == 'gat':
@@ -424,19 +435,16 @@ def fit_shift_net(kind:str, # "mlp", "gcn" or "gat"
                   seed:int=0, # seeds the initialisation, the validation split and the batches
                   patience:int=10, # early-stopping patience
                   min_delta:float=1e-5, # an improvement of the validation MSE by more than this resets the patience
-                  threads:int=1, # torch threads while training (restored after): networks this small only lose from more
+                  threads:int=1, # torch threads while training (restored after): small networks only lose from more
                   **net_kw): # more ShiftNet arguments (layers, heads, dropout)
     "Train a `ShiftNet`; return (model with its best validation weights, the Trainer's history)."
     seed_everything(seed)
     net = ShiftNet(kind, hidden=hidden, **net_kw)
-    trainer = Trainer(net, nn.functional.mse_loss, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_lr=lr / 10,
-                      seed=seed, patience=patience, min_delta=min_delta, val_frac=0.2), name=f'shift_{kind}')
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
+    trainer = Trainer(net, nn.functional.mse_loss,
+                      TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_lr=lr / 10, seed=seed,
+                                  patience=patience, min_delta=min_delta, val_frac=0.2), name=f'shift_{kind}')
+    with limit_threads(max(1, int(threads))):
         history = trainer.fit(train.tensors())
-    finally:
-        torch.set_num_threads(before)
     return trainer.restore_best().eval(), pd.DataFrame(history)
 
 @torch.no_grad()
@@ -448,7 +456,7 @@ def predict_shift(model:nn.Module, # a trained ShiftNet
     return model.eval()(T['x'], T['adj'], T['mask']).numpy()
 
 class GraphShiftRegressor:
-    "sklearn-style wrapper: `.fit(train_events)` trains a ShiftNet through the Trainer, `.predict(events)` returns shifts."
+    "sklearn-style wrapper: `.fit(train_events)` trains a ShiftNet with the Trainer, `.predict(events)` returns shifts."
     def __init__(self, kind:str='gcn', # "mlp", "gcn" or "gat"
                  **fit_kw): # fit_shift_net arguments (hidden, epochs, batch_size, lr, seed, layers, heads, ...)
         self.kind, self.fit_kw = kind, fit_kw
@@ -459,7 +467,7 @@ class GraphShiftRegressor:
 
 def neighbour_summary(events:ShiftEvents, # next-shift events
                      ) -> np.ndarray:
-    "Per event: the W-weighted mean of the influencers' first 9 features minus the artist's own, and log(1 + influencers)."
+    "Per event: the W-weighted mean of the influencers' first 9 features minus the artist's, and log(1 + influencers)."
     w = events.adj[:, 0, 1:] * events.mask[:, 1:]
     tot = w.sum(1, keepdims=True)
     mean = np.einsum('ek,ekf->ef', np.divide(w, tot, out=np.zeros_like(w), where=tot > 0), events.x[:, 1:, :9])
@@ -496,8 +504,9 @@ def bootstrap_artists(errors:pd.DataFrame, # one row per event: artist_id and on
     lo, hi = (1 - level) / 2, (1 + level) / 2
     diff = boot - boot[:, [b]]
     return pd.DataFrame(dict(mse=vals.mean(0), mse_lo=np.quantile(boot, lo, 0), mse_hi=np.quantile(boot, hi, 0),
-                             diff=vals.mean(0) - vals[:, b].mean(), diff_lo=np.quantile(diff, lo, 0), diff_hi=np.quantile(diff, hi, 0),
-                             better_share=(diff < 0).mean(0)), index=pd.Index(models, name='model'))
+                             diff=vals.mean(0) - vals[:, b].mean(), diff_lo=np.quantile(diff, lo, 0),
+                             diff_hi=np.quantile(diff, hi, 0), better_share=(diff < 0).mean(0)),
+                        index=pd.Index(models, name='model'))
 
 # %% ../../nbs/career/44_network.ipynb #7ce9dcb6
 def compare_on_heldout(catalog:Catalog, # a catalog with collaborations
@@ -506,14 +515,16 @@ def compare_on_heldout(catalog:Catalog, # a catalog with collaborations
                        kinds=('mlp', 'gcn', 'gat'), # networks to train
                        max_neighbours:int=16, # influencers per event
                        **fit_kw): # fit_shift_net arguments (hidden, epochs, batch_size, lr, ...)
-    "Per-event squared errors of every model on the held-out artists, and the training histories: (errors, histories, split)."
+    "Per-event squared errors of each model on held-out artists and the training histories: (errors, histories, split)."
     train_ids, test_ids = split_artists(catalog.artists.artist_id, test_frac, seed)
     train_cat = restrict_catalog(catalog, train_ids)
     train = shift_events(train_cat, max_neighbours=max_neighbours)
     test = shift_events(catalog, targets_for=test_ids, max_neighbours=max_neighbours)
     if len(train) < 10 or len(test) < 1:
-        raise InputError('catalog', repr(catalog), 'use more artists or songs: too few next-shift events to train and test', 'too small')
-    preds = dict(zero=np.zeros_like(test.target), ridge=ridge_baseline(train, test), ridge_graph=ridge_baseline(train, test, graph=True))
+        raise InputError('catalog', repr(catalog),
+                         'use more artists or songs: too few next-shift events to train and test', 'too small')
+    preds = dict(zero=np.zeros_like(test.target), ridge=ridge_baseline(train, test),
+                 ridge_graph=ridge_baseline(train, test, graph=True))
     histories = []
     for kind in kinds:
         reg = GraphShiftRegressor(kind, seed=seed, **fit_kw).fit(train)
@@ -534,11 +545,11 @@ def plant_influence(catalog:Catalog, # a catalog with collaborations
     basis = basis or influence_basis(catalog)
     idx = basis.index()
     songs = catalog.songs.copy()
-    ok = songs.release_date.notna() & songs[list(VAD_COLUMNS)].notna().all(axis=1)
+    ok = songs.release_date.notna() & songs[list(EMOTION_COLUMNS)].notna().all(axis=1)
     order = songs[ok].sort_values(['release_date', 'artist_id', 'song_id'], kind='stable')
     dates = order.release_date.astype('datetime64[ns]').astype('int64').to_numpy()
     arts = order.artist_id.map(idx).to_numpy(int)
-    eta = order[list(VAD_COLUMNS)].to_numpy(float)
+    eta = order[list(EMOTION_COLUMNS)].to_numpy(float)
     out = eta.copy()
     N = len(basis.ids)
     last = np.full((N, 3), np.nan)
@@ -564,7 +575,7 @@ def plant_influence(catalog:Catalog, # a catalog with collaborations
         for r in range(start, stop):
             last[arts[r]] = out[r]
         start = stop
-    songs.loc[order.index, list(VAD_COLUMNS)] = out
+    songs.loc[order.index, list(EMOTION_COLUMNS)] = out
     t = catalog.tables()
     t['songs'] = songs
     return Catalog(**t)

@@ -5,15 +5,16 @@
 # %% ../../nbs/career/46_variational.ipynb #f12beae8
 from __future__ import annotations
 
-import math, time, warnings
+import math, warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from fastcore.basics import patch
 
 from ..bench import benchmark, time_call
-from ..core import InputError, require
+from ..core import InputError, limit_threads, require
 
 # %% auto #0
 __all__ = ['LinearGaussianSSM', 'vad_model', 'check_observations', 'kalman_smoother', 'statsmodels_smoother', 'precision_blocks',
@@ -37,6 +38,7 @@ def _check_covariance(a, name):
     if not np.allclose(a, a.T, atol=1e-12*max(1.0, np.abs(a).max())) or np.linalg.eigvalsh((a + a.T)/2).min() <= 0:
         raise InputError(name, a, 'pass a symmetric positive definite matrix', 'not a covariance')
 
+# %% ../../nbs/career/46_variational.ipynb #6ca96593
 @dataclass
 class LinearGaussianSSM:
     "η_1 ~ N(m0, P0), η_t = F η_{t-1} + N(0, Q), y_t = H η_t + N(0, R)."
@@ -53,7 +55,8 @@ class LinearGaussianSSM:
         self.F = _as_matrix(F, (d, d), 'F')
         H = np.atleast_2d(np.asarray(self.H, float))
         if H.ndim != 2 or H.shape[1] != d:
-            raise InputError('H.shape', H.shape, f'pass a (p, {d}) matrix: d = {d} is the dimension of F', 'wrong shape')
+            raise InputError('H.shape', H.shape, f'pass a (p, {d}) matrix: d = {d} is the dimension of F',
+                             'wrong shape')
         self.H = _as_matrix(H, H.shape, 'H')
         self.Q, self.P0 = _as_matrix(self.Q, (d, d), 'Q'), _as_matrix(self.P0, (d, d), 'P0')
         self.R, self.m0 = _as_matrix(self.R, (self.p, self.p), 'R'), _as_matrix(self.m0, (d,), 'm0')
@@ -110,16 +113,23 @@ def check_observations(y, # observations, shape (T, p): an array or a DataFrame
         bad = tuple(np.argwhere(~np.isfinite(y))[0])
         raise InputError(f'{name}[{bad[0]}]', y[bad], 'impute or drop missing values before smoothing', 'not finite')
     if model is not None and y.shape[1] != model.p:
-        raise InputError(f'{name}.shape[1]', y.shape[1], f'pass {model.p} columns, as many as the rows of H', 'wrong number of series')
+        raise InputError(f'{name}.shape[1]', y.shape[1], f'pass {model.p} columns, as many as the rows of H',
+                         'wrong number of series')
     return y
+
+def _observed(model:LinearGaussianSSM, # the model
+              y, # observations, shape (T, p)
+             ) -> tuple:
+    "`(y, T, d)`: the checked observations, their number of time steps and the model's state dimension."
+    y = check_observations(y, model)
+    return y, len(y), model.d
 
 # %% ../../nbs/career/46_variational.ipynb #136387d7
 def kalman_smoother(model:LinearGaussianSSM, # the model
                     y, # observations, shape (T, p)
                    ) -> dict:
-    "Exact posterior marginals: `means` (T, d), `covs` (T, d, d), `cross` (T-1, d, d) = Cov(η_{t+1}, η_t | y), filtered moments and `loglik`."
-    y = check_observations(y, model)
-    T, d = len(y), model.d
+    "Exact marginals `means` (T, d), `covs` (T, d, d), `cross` (T-1, d, d) = Cov(η_{t+1}, η_t | y), filtered, `loglik`."
+    y, T, d = _observed(model, y)
     F, H, Q, R = model.F, model.H, model.Q, model.R
     mf, Pf, mp, Pp = np.zeros((T, d)), np.zeros((T, d, d)), np.zeros((T, d)), np.zeros((T, d, d))
     loglik = 0.0
@@ -157,15 +167,15 @@ def statsmodels_smoother(model:LinearGaussianSSM, # the model
     ks['selection'], ks['state_cov'] = np.eye(model.d), model.Q
     ks.initialize_known(model.m0, model.P0)
     res = ks.smooth()
-    return dict(means=res.smoothed_state.T.copy(), covs=np.moveaxis(res.smoothed_state_cov, 2, 0).copy(), loglik=float(res.llf_obs.sum()))
+    return dict(means=res.smoothed_state.T.copy(), covs=np.moveaxis(res.smoothed_state_cov, 2, 0).copy(),
+                loglik=float(res.llf_obs.sum()))
 
 # %% ../../nbs/career/46_variational.ipynb #6820e7b4
 def precision_blocks(model:LinearGaussianSSM, # the model
                      y, # observations, shape (T, p)
                     ) -> tuple:
-    "`(D, O, h, c)`: diagonal blocks D (T, d, d), sub-diagonal blocks O[t] = J[t+1, t] (T-1, d, d), h (T, d) and the constant c."
-    y = check_observations(y, model)
-    T, d = len(y), model.d
+    "`(D, O, h, c)`: diagonal blocks D (T, d, d), sub-diagonal blocks O[t] = J[t+1, t] (T-1, d, d), h (T, d), c."
+    y, T, d = _observed(model, y)
     Qi, Ri, P0i = (np.linalg.inv(a) for a in (model.Q, model.R, model.P0))
     F, H = model.F, model.H
     D = np.broadcast_to(H.T @ Ri @ H, (T, d, d)).copy()
@@ -239,7 +249,7 @@ def _check_int(name, v, lo=1):
 
 def cavi(model:LinearGaussianSSM, # the model
          y, # observations, shape (T, p)
-         factorisation:str='time', # "time": one d-dim Gaussian per step; "coordinate": one scalar Gaussian per step and dimension
+         factorisation:str='time', # "time": a d-dim Gaussian per step; "coordinate": a scalar Gaussian per step and dim
          max_iter:int=100000, # most sweeps
          tol:float=1e-10, # stop when no mean moves by more than this in a sweep
          init:np.ndarray=None, # starting means (T, d); zeros by default
@@ -254,7 +264,8 @@ def cavi(model:LinearGaussianSSM, # the model
         covs = np.zeros_like(D)
         covs[:, range(d), range(d)] = 1/np.einsum('tii->ti', D)
     else:
-        raise InputError('factorisation', factorisation, 'use "time" (one Gaussian per time step) or "coordinate" (one per step and dimension)')
+        raise InputError('factorisation', factorisation,
+                         'use "time" (one Gaussian per time step) or "coordinate" (one per step and dimension)')
     m = np.zeros((T, d)) if init is None else check_observations(init, name='init').copy()
     if m.shape != (T, d):
         raise InputError('init.shape', m.shape, f'pass starting means of shape {(T, d)}')
@@ -297,10 +308,10 @@ def gaussian_vi(model:LinearGaussianSSM, # the model
                 tol:float=1e-10, # stopping tolerance on the means and on the relative change of the ELBO
                ) -> VIResult:
     "Maximise the ELBO over a Gaussian family by natural-gradient or plain gradient steps; the ELBO after every step."
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):      # the matrices are small: one BLAS thread is faster, and much faster on a busy machine
+    with limit_threads(1):      # the matrices are small: one BLAS thread is faster, and much faster on a busy machine
         return _gaussian_vi(model, y, method, family, step, max_iter, tol)
 
+# %% ../../nbs/career/46_variational.ipynb #47222c79
 def _gaussian_vi(model, y, method, family, step, max_iter, tol):
     if method not in ('natural', 'gradient'):
         raise InputError('method', method, 'use "natural" or "gradient"')
@@ -313,7 +324,8 @@ def _gaussian_vi(model, y, method, family, step, max_iter, tol):
     T, d = h.shape
     n = T*d
     if n > 3000:
-        raise InputError('len(y)', T, f'use T*d <= 3000 here (dense matrices), or cavi() for long series', 'series too long')
+        raise InputError('len(y)', T, f'use T*d <= 3000 here (dense matrices), or cavi() for long series',
+                         'series too long')
     J, hv, mask = dense_precision(D, O), h.ravel(), _family_mask(n, d, family)
     Jin, Jout = J*mask, J*~mask
     m = np.zeros(n)
@@ -330,7 +342,8 @@ def _gaussian_vi(model, y, method, family, step, max_iter, tol):
             theta = (1 - step)*theta + step*(hv - Jout @ m)
             cP = np.linalg.cholesky(P)
             m = np.linalg.solve(P, theta)
-            trace.append(float(-0.5*(m @ J @ m) - 0.5*np.trace(np.linalg.solve(cP.T, np.linalg.solve(cP, Jin))) + hv @ m + c
+            trace.append(float(-0.5*(m @ J @ m) - 0.5*np.trace(np.linalg.solve(cP.T, np.linalg.solve(cP, Jin))) + hv
+                               @ m + c
                                - np.log(np.diag(cP)).sum() + 0.5*n*(1 + math.log(2*math.pi))))
         else:
             JL = J @ Lc
@@ -365,14 +378,13 @@ def advi_pymc(model:LinearGaussianSSM, # the model
               draws:int=500, # draws from the fitted approximation kept in the InferenceData
               learning_rate:float=0.01, # Adam's learning rate
              ) -> dict:
-    "Fit q with PyMC's ADVI: `means` (T, d), `variances` (T, d), `elbo` (the ELBO per iteration, from PyMC's loss) and `idata`."
+    "Fit q with PyMC's ADVI: `means` (T, d), `variances` (T, d), `elbo` (per iteration, from PyMC's loss) and `idata`."
     pm = require('pymc')
     if method not in ('advi', 'fullrank_advi'):
         raise InputError('method', method, 'use "advi" or "fullrank_advi"')
     _check_int('n', n)
     _check_int('draws', draws)
-    y = check_observations(y, model)
-    T, d = len(y), model.d
+    y, T, d = _observed(model, y)
     cQ, cR, cP0 = (np.linalg.cholesky(a) for a in (model.Q, model.R, model.P0))
     coords = dict(time=np.arange(T), state=[f'state_{i}' for i in range(d)], series=[f'y_{j}' for j in range(model.p)])
     with pm.Model(coords=coords):
@@ -449,7 +461,7 @@ _FAMILIES = dict(cavi=('time', 'coordinate'), natural=('time', 'full'), gradient
                  advi=('coordinate', 'full'), kalman=('time', 'full', 'coordinate'))
 
 class VariationalStateSmoother(BaseEstimator):
-    "Posterior of the emotional states of a linear-Gaussian state-space model, by CAVI, natural or plain gradient VI, ADVI or the exact smoother."
+    "Posterior emotional states of a linear-Gaussian state-space model: CAVI, natural/plain gradient VI, ADVI or exact."
     def __init__(self, model:LinearGaussianSSM=None, # the model; None fits F, Q, R by EM in `fit`
                  method:str='cavi', # "cavi", "natural", "gradient", "advi" or "kalman"
                  family:str=None, # the variational family (see the table); None: "time", or "coordinate" for ADVI
@@ -468,7 +480,8 @@ class VariationalStateSmoother(BaseEstimator):
             raise InputError('method', self.method, f'use one of {", ".join(_FAMILIES)}')
         fam = self.family or ('coordinate' if self.method == 'advi' else 'time')
         if fam not in _FAMILIES[self.method]:
-            raise InputError('family', fam, f'method {self.method!r} takes family {" or ".join(map(repr, _FAMILIES[self.method]))}')
+            raise InputError('family', fam,
+                             f'method {self.method!r} takes family {" or ".join(map(repr, _FAMILIES[self.method]))}')
         if self.model is not None and not isinstance(self.model, LinearGaussianSSM):
             raise InputError('model', self.model, 'pass a LinearGaussianSSM, or None to fit one by EM')
         return fam
@@ -476,95 +489,109 @@ class VariationalStateSmoother(BaseEstimator):
     def _frame(self, a, index):
         return pd.DataFrame(a, index=index, columns=self.state_names_)
 
-    def _posterior(self, y):
-        fam, model = self.family_, self.model_
-        if self.method == 'cavi':
-            r = cavi(model, y, fam, self.max_iter, self.tol)
-        elif self.method in ('natural', 'gradient'):
-            r = gaussian_vi(model, y, self.method, fam, self.step, self.max_iter, self.tol)
-        elif self.method == 'advi':
-            a = advi_pymc(model, y, n=self.max_iter, seed=self.seed, method='advi' if fam == 'coordinate' else 'fullrank_advi')
-            T, d = a['means'].shape
-            covs = np.stack([a['cov'][t*d:(t + 1)*d, t*d:(t + 1)*d] for t in range(T)])
-            r = VIResult(a['means'], covs, a['elbo'], self.max_iter, True, f'advi-{fam}')
-        else:
-            k = kalman_smoother(model, y)
-            r = VIResult(k['means'], k['covs'], np.array([k['loglik']]), 0, True, 'kalman')
-        return r
+# %% ../../nbs/career/46_variational.ipynb #d8899e4e
+@patch
+def _posterior(self:VariationalStateSmoother, y):
+    fam, model = self.family_, self.model_
+    if self.method == 'cavi':
+        r = cavi(model, y, fam, self.max_iter, self.tol)
+    elif self.method in ('natural', 'gradient'):
+        r = gaussian_vi(model, y, self.method, fam, self.step, self.max_iter, self.tol)
+    elif self.method == 'advi':
+        a = advi_pymc(model, y, n=self.max_iter, seed=self.seed,
+                      method='advi' if fam == 'coordinate' else 'fullrank_advi')
+        T, d = a['means'].shape
+        covs = np.stack([a['cov'][t*d:(t + 1)*d, t*d:(t + 1)*d] for t in range(T)])
+        r = VIResult(a['means'], covs, a['elbo'], self.max_iter, True, f'advi-{fam}')
+    else:
+        k = kalman_smoother(model, y)
+        r = VIResult(k['means'], k['covs'], np.array([k['loglik']]), 0, True, 'kalman')
+    return r
 
-    def fit(self, y, # one series, shape (T, p): a DataFrame (rows in time order) or an array
-            _=None):
-        "Fit the parameters (EM, unless `model` was given) and the posterior of the states."
-        self.family_ = self._check()
-        arr = check_observations(y, self.model)
-        self.index_ = y.index if isinstance(y, pd.DataFrame) else pd.RangeIndex(len(arr), name='t')
-        if self.model is None:
-            self.model_, self.em_loglik_ = fit_ssm_em([arr], n_iter=self.em_iter, structure=self.structure)
-        else:
-            self.model_, self.em_loglik_ = self.model, None
-        d = self.model_.d
-        same = self.model_.p == d and np.allclose(self.model_.H, np.eye(d))
-        self.state_names_ = list(y.columns) if isinstance(y, pd.DataFrame) and same else [f'state_{i}' for i in range(d)]
-        exact = kalman_smoother(self.model_, arr)
-        r = self._posterior(arr)
-        self.result_ = r
-        self.means_, self.variances_ = self._frame(r.means, self.index_), self._frame(r.variances, self.index_)
-        self.covariances_ = r.covs
-        self.exact_means_ = self._frame(exact['means'], self.index_)
-        self.exact_variances_ = self._frame(np.einsum('tii->ti', exact['covs']), self.index_)
-        self.elbo_ = pd.Series(r.elbo, name='elbo').rename_axis('iteration')
-        self.n_iter_, self.converged_, self.loglik_ = r.n_iter, r.converged, exact['loglik']
-        self.kl_ = float(self.loglik_ - r.elbo[-1])
-        self.y_ = arr
-        return self
+@patch
+def fit(self:VariationalStateSmoother, y, # one series, shape (T, p): a DataFrame (rows in time order) or an array
+        _=None):
+    "Fit the parameters (EM, unless `model` was given) and the posterior of the states."
+    self.family_ = self._check()
+    arr = check_observations(y, self.model)
+    self.index_ = y.index if isinstance(y, pd.DataFrame) else pd.RangeIndex(len(arr), name='t')
+    if self.model is None:
+        self.model_, self.em_loglik_ = fit_ssm_em([arr], n_iter=self.em_iter, structure=self.structure)
+    else:
+        self.model_, self.em_loglik_ = self.model, None
+    d = self.model_.d
+    same = self.model_.p == d and np.allclose(self.model_.H, np.eye(d))
+    self.state_names_ = list(y.columns) if isinstance(y,
+                                                      pd.DataFrame) and same else [f'state_{i}' for i in range(d)]
+    exact = kalman_smoother(self.model_, arr)
+    r = self._posterior(arr)
+    self.result_ = r
+    self.means_, self.variances_ = self._frame(r.means, self.index_), self._frame(r.variances, self.index_)
+    self.covariances_ = r.covs
+    self.exact_means_ = self._frame(exact['means'], self.index_)
+    self.exact_variances_ = self._frame(np.einsum('tii->ti', exact['covs']), self.index_)
+    self.elbo_ = pd.Series(r.elbo, name='elbo').rename_axis('iteration')
+    self.n_iter_, self.converged_, self.loglik_ = r.n_iter, r.converged, exact['loglik']
+    self.kl_ = float(self.loglik_ - r.elbo[-1])
+    self.y_ = arr
+    return self
 
-    def _check_fitted(self):
-        if not hasattr(self, 'means_'):
-            raise InputError('VariationalStateSmoother', 'not fitted', 'call fit(y) first', 'not fitted')
+# %% ../../nbs/career/46_variational.ipynb #c2ce5015
+@patch
+def _check_fitted(self:VariationalStateSmoother):
+    if not hasattr(self, 'means_'):
+        raise InputError('VariationalStateSmoother', 'not fitted', 'call fit(y) first', 'not fitted')
 
-    def predict(self, y=None, # a new series to smooth with the fitted parameters; None: the fitted series
-               ) -> pd.DataFrame:
-        "Posterior means of the states, one row per time step."
-        self._check_fitted()
-        if y is None:
-            return self.means_.copy()
-        arr = check_observations(y, self.model_)
-        index = y.index if isinstance(y, pd.DataFrame) else pd.RangeIndex(len(arr), name='t')
-        return self._frame(self._posterior(arr).means, index)
+@patch
+def predict(self:VariationalStateSmoother,
+            y=None, # a new series to smooth with the fitted parameters; None: the fitted series
+           ) -> pd.DataFrame:
+    "Posterior means of the states, one row per time step."
+    self._check_fitted()
+    if y is None:
+        return self.means_.copy()
+    arr = check_observations(y, self.model_)
+    index = y.index if isinstance(y, pd.DataFrame) else pd.RangeIndex(len(arr), name='t')
+    return self._frame(self._posterior(arr).means, index)
 
-    def interval(self, level:float=0.9, # the probability of the central band
-                ) -> pd.DataFrame:
-        "Central credible bands of q's marginals: columns (state, 'lower' | 'upper')."
-        self._check_fitted()
-        if not 0 < level < 1:
-            raise InputError('level', level, 'use a probability in (0, 1)')
-        from scipy.stats import norm
-        z = norm.ppf(0.5 + level/2)
-        sd = np.sqrt(self.variances_)
-        return pd.concat({'lower': self.means_ - z*sd, 'upper': self.means_ + z*sd}, axis=1).swaplevel(axis=1).sort_index(axis=1)
+@patch
+def interval(self:VariationalStateSmoother, level:float=0.9, # the probability of the central band
+            ) -> pd.DataFrame:
+    "Central credible bands of q's marginals: columns (state, 'lower' | 'upper')."
+    self._check_fitted()
+    if not 0 < level < 1:
+        raise InputError('level', level, 'use a probability in (0, 1)')
+    from scipy.stats import norm
+    z = norm.ppf(0.5 + level/2)
+    sd = np.sqrt(self.variances_)
+    return pd.concat({'lower': self.means_ - z*sd, 'upper': self.means_ + z*sd},
+                     axis=1).swaplevel(axis=1).sort_index(axis=1)
 
-    def score(self, y=None, _=None) -> float:
-        "The exact log-likelihood log p(y) under the fitted parameters (the fitted series when y is None)."
-        self._check_fitted()
-        return self.loglik_ if y is None else kalman_smoother(self.model_, y)['loglik']
+@patch
+def score(self:VariationalStateSmoother, y=None, _=None) -> float:
+    "The exact log-likelihood log p(y) under the fitted parameters (the fitted series when y is None)."
+    self._check_fitted()
+    return self.loglik_ if y is None else kalman_smoother(self.model_, y)['loglik']
 
-    def to_inference_data(self, draws:int=500, # draws from q
-                          seed:int=None, # their seed (default: the estimator's)
-                         ):
-        "An arviz InferenceData: draws of the states from q's marginals (posterior), the series (observed_data), the ELBO trace (sample_stats attrs)."
-        az = require('arviz')
-        self._check_fitted()
-        _check_int('draws', draws)
-        rng = np.random.default_rng(self.seed if seed is None else seed)
-        T, d = self.means_.shape
-        chol = np.linalg.cholesky(self.covariances_)
-        z = rng.standard_normal((draws, T, d))
-        eta = self.means_.to_numpy()[None] + np.einsum('tij,ntj->nti', chol, z)
-        coords = dict(time=np.asarray(self.index_), state=self.state_names_, series=[f'y_{j}' for j in range(self.y_.shape[1])])
-        idata = az.from_dict(posterior=dict(eta=eta[None]), observed_data=dict(y=self.y_),
-                             coords=coords, dims=dict(eta=['time', 'state'], y=['time', 'series']))
-        idata.posterior.attrs.update(method=self.result_.method, elbo=float(self.result_.elbo[-1]), loglik=self.loglik_)
-        return idata
+@patch
+def to_inference_data(self:VariationalStateSmoother, draws:int=500, # draws from q
+                      seed:int=None, # their seed (default: the estimator's)
+                     ):
+    "An arviz InferenceData: states drawn from q's marginals (posterior), the series (observed_data), ELBO trace."
+    az = require('arviz')
+    self._check_fitted()
+    _check_int('draws', draws)
+    rng = np.random.default_rng(self.seed if seed is None else seed)
+    T, d = self.means_.shape
+    chol = np.linalg.cholesky(self.covariances_)
+    z = rng.standard_normal((draws, T, d))
+    eta = self.means_.to_numpy()[None] + np.einsum('tij,ntj->nti', chol, z)
+    coords = dict(time=np.asarray(self.index_), state=self.state_names_,
+                  series=[f'y_{j}' for j in range(self.y_.shape[1])])
+    idata = az.from_dict(posterior=dict(eta=eta[None]), observed_data=dict(y=self.y_),
+                         coords=coords, dims=dict(eta=['time', 'state'], y=['time', 'series']))
+    idata.posterior.attrs.update(method=self.result_.method, elbo=float(self.result_.elbo[-1]), loglik=self.loglik_)
+    return idata
 
 # %% ../../nbs/career/46_variational.ipynb #f752007e
 @benchmark('variational')

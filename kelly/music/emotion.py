@@ -14,34 +14,37 @@ import pandas as pd
 
 from ..core import InputError, MissingResourceError, require, seed_everything
 from ..data import EMOTIONS
+from ..data import VAD as VAD_COLUMNS  # the column names of every VAD table here (`VAD` is the emotions' table)
 
 # %% auto #0
-__all__ = ['WARRINER_NORMS', 'VAD_COLUMNS', 'MOOD_VAD', 'VAD', 'NRC_TO_EMOTION', 'NEGATORS', 'SCALES', 'N_MELS', 'MOODS',
-           'AUDIO_SUFFIXES', 'QUADRANTS', 'AUDIO_EPOCHS', 'norms_to_vad', 'vader_lexicon', 'probs_to_vad',
-           'vad_to_probs', 'check_vad', 'mood_vad', 'resolve_vad', 'emotion_code', 'text_tokens', 'lexicon_counts',
-           'vader_compound', 'embed_texts', 'text_training_words', 'TextEmotion', 'text_model', 'emotion_frame',
-           'emotion_from_text', 'evaluate_text', 'multiscale_logmel', 'MultiScaleEmotionNet', 'emotion_loss',
-           'mood_tracks', 'audio_crops', 'train_audio_model', 'predict_audio', 'nearest_mood', 'logmel_stats',
-           'crossvalidate_audio', 'load_deam', 'load_emopia', 'audio_model', 'emotion_from_audio', 'emotion_main',
-           'bench_emotion']
+__all__ = ['WARRINER_NORMS', 'MOOD_VAD', 'VAD', 'NRC_TO_EMOTION', 'NEGATORS', 'SCALES', 'N_MELS', 'MOODS', 'AUDIO_SUFFIXES',
+           'QUADRANTS', 'AUDIO_EPOCHS', 'norms_to_vad', 'vader_lexicon', 'probs_to_vad', 'vad_to_probs', 'check_vad',
+           'mood_vad', 'resolve_vad', 'emotion_code', 'text_tokens', 'lexicon_counts', 'vader_compound', 'embed_texts',
+           'text_training_words', 'TextEmotion', 'text_model', 'emotion_frame', 'emotion_from_text', 'evaluate_text',
+           'multiscale_logmel', 'MultiScaleEmotionNet', 'emotion_loss', 'mood_tracks', 'audio_crops',
+           'train_audio_model', 'predict_audio', 'nearest_mood', 'logmel_stats', 'crossvalidate_audio', 'load_deam',
+           'load_emopia', 'audio_model', 'emotion_from_audio', 'emotion_main', 'bench_emotion']
 
 # %% ../../nbs/music/20_emotion.ipynb #c8845668
 # (valence, arousal, dominance) means on 1-9 scales, Warriner, Kuperman & Brysbaert (2013), typed in word by word
 WARRINER_NORMS = {
     'happy': (8.47, 6.05, 7.21), 'sad': (2.10, 3.49, 3.84), 'angry': (2.53, 6.20, 4.11), 'fearful': (2.66, 5.45, 3.12),
-    'surprised': (6.57, 5.95, 4.72), 'disgusted': (2.68, 4.89, 4.24), 'neutral': (5.50, 3.45, 5.81), 'excited': (8.11, 6.43, 7.33),
-    'calm': (6.89, 1.67, 7.44), 'tender': (6.47, 3.22, 5.85), 'nostalgic': (6.68, 4.37, 5.05), 'energetic': (7.57, 6.10, 5.81),
-    'tense': (2.75, 5.32, 4.72), 'anxious': (3.80, 6.20, 4.15), 'nervous': (3.56, 5.51, 4.02), 'terrified': (2.51, 6.10, 3.29),
-    'enraged': (2.33, 5.22, 4.40), 'annoyed': (2.80, 5.29, 4.08), 'brokenhearted': (2.47, 5.41, 3.47), 'dismal': (2.60, 3.29, 4.96),
-    'brooding': (3.29, 4.00, 4.18), 'subdued': (3.58, 2.95, 4.57), 'normal': (6.17, 2.29, 6.39), 'harmonious': (7.70, 4.25, 6.81),
-    'sweet': (7.77, 4.14, 6.12), 'sunny': (7.95, 5.38, 5.11), 'festive': (7.14, 5.67, 6.55), 'enthusiastic': (7.55, 5.90, 6.21),
-    'exhilarated': (6.90, 6.55, 6.51), 'fierce': (4.00, 5.70, 5.70), 'fiery': (5.70, 5.64, 5.89), 'surreal': (6.65, 5.11, 5.12),
-    'happiness': (8.48, 6.50, 7.05), 'sadness': (2.40, 2.81, 3.84), 'anger': (2.50, 5.93, 5.14), 'fear': (2.93, 6.14, 3.32),
-    'surprise': (7.44, 6.57, 5.17), 'disgust': (3.32, 5.00, 4.84), 'excitement': (7.62, 6.21, 6.33), 'tenderness': (6.89, 3.10, 5.08),
-    'nostalgia': (6.65, 4.38, 5.36), 'energy': (6.90, 6.25, 6.53), 'tension': (3.60, 5.08, 4.53), 'anguish': (3.14, 5.41, 4.27),
-    'harmony': (7.55, 4.33, 5.96), 'sunshine': (8.14, 5.32, 5.43), 'suspense': (5.26, 5.84, 4.95), 'terror': (2.75, 6.35, 2.95),
+    'surprised': (6.57, 5.95, 4.72), 'disgusted': (2.68, 4.89, 4.24), 'neutral': (5.50, 3.45, 5.81),
+    'excited': (8.11, 6.43, 7.33), 'calm': (6.89, 1.67, 7.44), 'tender': (6.47, 3.22, 5.85),
+    'nostalgic': (6.68, 4.37, 5.05), 'energetic': (7.57, 6.10, 5.81), 'tense': (2.75, 5.32, 4.72),
+    'anxious': (3.80, 6.20, 4.15), 'nervous': (3.56, 5.51, 4.02), 'terrified': (2.51, 6.10, 3.29),
+    'enraged': (2.33, 5.22, 4.40), 'annoyed': (2.80, 5.29, 4.08), 'brokenhearted': (2.47, 5.41, 3.47),
+    'dismal': (2.60, 3.29, 4.96), 'brooding': (3.29, 4.00, 4.18), 'subdued': (3.58, 2.95, 4.57),
+    'normal': (6.17, 2.29, 6.39), 'harmonious': (7.70, 4.25, 6.81), 'sweet': (7.77, 4.14, 6.12),
+    'sunny': (7.95, 5.38, 5.11), 'festive': (7.14, 5.67, 6.55), 'enthusiastic': (7.55, 5.90, 6.21),
+    'exhilarated': (6.90, 6.55, 6.51), 'fierce': (4.00, 5.70, 5.70), 'fiery': (5.70, 5.64, 5.89),
+    'surreal': (6.65, 5.11, 5.12), 'happiness': (8.48, 6.50, 7.05), 'sadness': (2.40, 2.81, 3.84),
+    'anger': (2.50, 5.93, 5.14), 'fear': (2.93, 6.14, 3.32), 'surprise': (7.44, 6.57, 5.17),
+    'disgust': (3.32, 5.00, 4.84), 'excitement': (7.62, 6.21, 6.33), 'tenderness': (6.89, 3.10, 5.08),
+    'nostalgia': (6.65, 4.38, 5.36), 'energy': (6.90, 6.25, 6.53), 'tension': (3.60, 5.08, 4.53),
+    'anguish': (3.14, 5.41, 4.27), 'harmony': (7.55, 4.33, 5.96), 'sunshine': (8.14, 5.32, 5.43),
+    'suspense': (5.26, 5.84, 4.95), 'terror': (2.75, 6.35, 2.95),
 }
-VAD_COLUMNS = ('valence', 'arousal', 'dominance')
 
 def norms_to_vad(ratings, # 1-9 ratings, one row per word (or one triple)
                 ) -> np.ndarray:
@@ -68,11 +71,12 @@ def vader_lexicon() -> pd.DataFrame:
 # %% ../../nbs/music/20_emotion.ipynb #100c0be7
 _VAD_MATRIX = VAD.to_numpy()
 
-def probs_to_vad(p, # 8 probabilities in EMOTIONS order, shape (..., 8), or a DataFrame/Series with p_<emotion> or <emotion> columns
+def probs_to_vad(p, # 8 probabilities in EMOTIONS order, shape (..., 8), or a DataFrame/Series of p_<emotion>/<emotion>
                 ) -> np.ndarray:
     "Valence, arousal, dominance of an 8-class distribution: its expectation over `VAD`, shape (..., 3)."
     if isinstance(p, (pd.DataFrame, pd.Series)):
-        names = [f'p_{e}' for e in EMOTIONS] if f'p_{EMOTIONS[0]}' in (p.columns if isinstance(p, pd.DataFrame) else p.index) else list(EMOTIONS)
+        labels = p.columns if isinstance(p, pd.DataFrame) else p.index
+        names = [f'p_{e}' for e in EMOTIONS] if f'p_{EMOTIONS[0]}' in labels else list(EMOTIONS)
         p = p[names].to_numpy(dtype=float)
     p = np.asarray(p, dtype=float)
     if p.shape[-1:] != (len(EMOTIONS),):
@@ -87,7 +91,7 @@ def probs_to_vad(p, # 8 probabilities in EMOTIONS order, shape (..., 8), or a Da
 def vad_to_probs(vad, # valence, arousal, dominance in [-1, 1], shape (..., 3)
                  temperature:float=0.25, # kernel width tau: smaller puts more mass on the nearest emotion
                 ) -> np.ndarray:
-    "8-class distribution (EMOTIONS order) of a VAD point: Gaussian kernel on the distance to each emotion's coordinates."
+    "8-class distribution (EMOTIONS order) of a VAD point: a Gaussian kernel on the distance to each emotion's point."
     v = check_vad(vad)
     if not temperature > 0:
         raise InputError('temperature', temperature, 'use a positive kernel width, e.g. 0.25')
@@ -111,8 +115,9 @@ def mood_vad(word:str, # a mood or emotion word rated by Warriner et al. (see MO
     "Valence, arousal, dominance of a mood word, from the same published norms as `VAD`."
     w = str(word).strip().lower()
     if w not in MOOD_VAD.index:
-        raise InputError('emotion', word, f'use one of {", ".join(MOOD_VAD.index)}; or give a text (emotion_from_text) or valence/arousal/dominance',
-                         'unknown mood word')
+        raise InputError('emotion', word,
+                         f'use one of {", ".join(MOOD_VAD.index)}; or give a text (emotion_from_text) or '
+                         'valence/arousal/dominance', 'unknown mood word')
     return MOOD_VAD.loc[w].to_numpy()
 
 def resolve_vad(emotion, # a mood/emotion word, a (valence, arousal, dominance) triple, or 8 probabilities
@@ -136,7 +141,8 @@ def emotion_code(emotion, # anything `resolve_vad` takes
 # %% ../../nbs/music/20_emotion.ipynb #ed5d65aa
 NRC_TO_EMOTION = {'joy': 'happy', 'sadness': 'sad', 'anger': 'angry', 'fear': 'fearful', 'surprise': 'surprised',
                   'disgust': 'disgusted', 'anticipation': 'excited'}
-NEGATORS = frozenset({'not', 'no', 'never', 'nothing', 'nobody', 'none', 'neither', 'nor', 'without', 'cannot', 'hardly', 'barely', 'nowhere'})
+NEGATORS = frozenset({'not', 'no', 'never', 'nothing', 'nobody', 'none', 'neither', 'nor', 'without', 'cannot',
+                      'hardly', 'barely', 'nowhere'})
 _TOKEN_RE = re.compile(r"[a-z]+(?:'[a-z]+)*|[.,;:!?]")
 
 def text_tokens(text:str, # any text
@@ -160,9 +166,9 @@ def _nrc():
     return require('nrclex', 'nrclex').NRCLex(None)
 
 def lexicon_counts(texts:list, # texts
-                   known:set=None, # words the lexicon may use (None: all of NRC); evaluation restricts it to training words
+                   known:set=None, # words the lexicon may use (None: all of NRC); evaluation gives the training words
                   ) -> tuple[np.ndarray, np.ndarray]:
-    "Per text: counts of the 8 classes among its non-negated NRC words, and a mask of the classes its negated words carry."
+    "Per text: counts of the 8 classes among its non-negated NRC words, and a mask of the classes of its negated words."
     lex, k = _nrc(), {e: i for i, e in enumerate(EMOTIONS)}
     counts, negated = np.zeros((len(texts), len(EMOTIONS))), np.zeros((len(texts), len(EMOTIONS)), bool)
     for n, text in enumerate(texts):
@@ -214,7 +220,9 @@ def embed_texts(texts:list, # texts (or words)
             _EMB.update(zip(z['words'].tolist(), z['vectors']))
     todo = sorted({t for t in texts if t not in _EMB})
     if todo and not cache:
-        new = dict(zip(todo, _encoder().encode(todo, batch_size=256, show_progress_bar=False, convert_to_numpy=True).astype(np.float32)))
+        new = dict(zip(todo,
+                       _encoder().encode(todo, batch_size=256, show_progress_bar=False,
+                                         convert_to_numpy=True).astype(np.float32)))
         return np.stack([_EMB[t] if t in _EMB else new[t] for t in texts])
     if todo:
         vec = _encoder().encode(todo, batch_size=256, show_progress_bar=False, convert_to_numpy=True)
@@ -228,7 +236,7 @@ def embed_texts(texts:list, # texts (or words)
 def text_training_words(per_class:int=None, # words per class at most (None: all)
                         seed:int=0, # seeds the subsample
                        ) -> pd.DataFrame:
-    "Labelled words kelly did not label: NRC words with one of the seven emotions, and VADER's near-zero-rated words as neutral."
+    "Words kelly did not label: NRC words with one of the seven emotions, and VADER's near-zero-rated words as neutral."
     lex = _nrc().__lexicon__
     rows = []
     for w, affects in lex.items():
@@ -256,7 +264,8 @@ class TextEmotion:
         bad = set(parts) - {'model', 'lexicon', 'vader'}
         if bad or not parts:
             raise InputError('parts', parts, 'combine some of "model", "lexicon", "vader"')
-        self.known, self.parts, self.suppress, self.vader_sd, self.cache = known, tuple(parts), suppress, vader_sd, cache
+        self.known, self.parts, self.suppress = known, tuple(parts), suppress
+        self.vader_sd, self.cache = vader_sd, cache
         self.coef = self.intercept = None
 
     def fit(self, words:list, emotions:list, C:float=1.0) -> TextEmotion:
@@ -355,7 +364,7 @@ def evaluate_text(per_class:int=None, # labelled words per class (None: all)
                   n_boot:int=200, # bootstrap resamples
                   seed:int=0,
                  ) -> dict:
-    "Held-out scores of the text model and its baselines: a score table, the confusion matrix and the VADER valence table."
+    "Held-out scores of the text model and its baselines: a score table, the confusion matrix, the VADER valence table."
     from sklearn.metrics import confusion_matrix, f1_score
     from sklearn.model_selection import train_test_split
     tw = text_training_words(per_class, seed)
@@ -370,8 +379,10 @@ def evaluate_text(per_class:int=None, # labelled words per class (None: all)
     majority = EMOTIONS.index(tr.emotion.value_counts().idxmax())
     preds = {k: m.predict_proba(te.word.tolist()).argmax(1) for k, m in systems.items()}
     preds['majority class'] = np.full(len(y), majority)
-    rows = [dict(system=k, accuracy=(p == y).mean(), acc_low=_boot_ci(p == y, n_boot, seed)[0], acc_high=_boot_ci(p == y, n_boot, seed)[1],
-                 macro_f1=f1_score(y, p, labels=range(len(EMOTIONS)), average='macro', zero_division=0)) for k, p in preds.items()]
+    rows = [dict(system=k, accuracy=(p == y).mean(), acc_low=_boot_ci(p == y, n_boot, seed)[0],
+                 acc_high=_boot_ci(p == y, n_boot, seed)[1],
+                 macro_f1=f1_score(y, p, labels=range(len(EMOTIONS)), average='macro', zero_division=0))
+            for k, p in preds.items()]
     cm = pd.DataFrame(confusion_matrix(y, preds['MiniLM + NRC + VADER'], labels=range(len(EMOTIONS))),
                       index=pd.Index(EMOTIONS, name='true'), columns=pd.Index(EMOTIONS, name='predicted'))
     vl = vader_lexicon()
@@ -386,8 +397,8 @@ def evaluate_text(per_class:int=None, # labelled words per class (None: all)
     from scipy.stats import spearmanr
     vrows = [dict(system=k, words=len(vw), sign_accuracy=(np.sign(v) == truth).mean(),
                   spearman=spearmanr(v, vw['mean']).statistic if np.ptp(v) > 0 else 0.0) for k, v in val.items()]
-    return dict(scores=pd.DataFrame(rows).set_index('system'), confusion=cm, vader=pd.DataFrame(vrows).set_index('system'),
-                n_train=len(tr), n_test=len(te))
+    return dict(scores=pd.DataFrame(rows).set_index('system'), confusion=cm,
+                vader=pd.DataFrame(vrows).set_index('system'), n_train=len(tr), n_test=len(te))
 
 # %% ../../nbs/music/20_emotion.ipynb #bbad6b1d
 import torch
@@ -401,7 +412,8 @@ def multiscale_logmel(x:np.ndarray, # mono samples at 24 kHz, shape (n,) or (bat
                       scales=SCALES, n_mels:int=N_MELS) -> list:
     "Log-mel spectrograms at each (FFT, hop) scale, scaled to about unit range: arrays (..., n_mels, frames)."
     from kelly.audio.signal import SAMPLE_RATE, log_mel
-    return [((log_mel(x, SAMPLE_RATE, n_fft=f, hop=h, n_mels=n_mels, top_db=80.0) + 50.0) / 25.0).astype(np.float32) for f, h in scales]
+    return [((log_mel(x, SAMPLE_RATE, n_fft=f, hop=h, n_mels=n_mels, top_db=80.0) + 50.0) / 25.0).astype(np.float32)
+            for f, h in scales]
 
 class MultiScaleEmotionNet(nn.Module):
     "Log-mel branches at several time resolutions → 8 emotion logits and valence/arousal/dominance."
@@ -413,8 +425,10 @@ class MultiScaleEmotionNet(nn.Module):
                  dropout:float=0.2): # dropout before the output layer
         super().__init__()
         self.branches = nn.ModuleList(nn.Sequential(nn.Conv1d(n_mels, width, 5, padding=2), nn.ReLU(),
-                                                    nn.Conv1d(width, width, 3, padding=2, dilation=2), nn.ReLU()) for _ in range(n_scales))
-        self.head = nn.Sequential(nn.Linear(2 * width * n_scales, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(EMOTIONS) + 3))
+                                                    nn.Conv1d(width, width, 3, padding=2, dilation=2), nn.ReLU())
+                                      for _ in range(n_scales))
+        self.head = nn.Sequential(nn.Linear(2 * width * n_scales, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden, len(EMOTIONS) + 3))
 
     def forward(self, *mels): # one tensor (batch, n_mels, frames) per scale
         if len(mels) != len(self.branches):
@@ -488,7 +502,8 @@ def train_audio_model(tracks:pd.DataFrame, # rows of `mood_tracks()` (path, vale
     seed_everything(seed)
     mels, y, _ = _crop_data(tracks, window_s, hop_s)
     net = MultiScaleEmotionNet()
-    tr = Trainer(net, emotion_loss, epochs=epochs, seed=seed, **{**dict(batch_size=16, lr=2e-3, patience=8, val_frac=0.2), **config})
+    tr = Trainer(net, emotion_loss, epochs=epochs, seed=seed,
+                 **{**dict(batch_size=16, lr=2e-3, patience=8, val_frac=0.2), **config})
     hist = tr.fit((*[torch.as_tensor(m) for m in mels], torch.as_tensor(y)))
     return tr.restore_best().eval(), hist
 
@@ -521,7 +536,7 @@ def _track_stats(path:str) -> np.ndarray: return logmel_stats(_track_audio(path)
 def crossvalidate_audio(epochs:int=25, window_s:float=4.0, n_boot:int=200, seed:int=0,
                         hop_s:float=None, # seconds between crops (default: half a window)
                        ) -> dict:
-    "Style-split cross-validation of MultiScaleEmotionNet against logistic regression on log-mel statistics and the majority mood."
+    "Style-split cross-validation of MultiScaleEmotionNet against log-mel logistic regression and the majority mood."
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -534,7 +549,8 @@ def crossvalidate_audio(epochs:int=25, window_s:float=4.0, n_boot:int=200, seed:
             pred = []
             for p in te.path:
                 z = net(*[torch.as_tensor(m) for m in _track_mels(p, window_s, hop_s)])
-                pred.append(np.r_[F.softmax(z[:, :len(EMOTIONS)], -1).mean(0).numpy(), z[:, len(EMOTIONS):].mean(0).numpy()])
+                pred.append(np.r_[F.softmax(z[:, :len(EMOTIONS)], -1).mean(0).numpy(),
+                                  z[:, len(EMOTIONS):].mean(0).numpy()])
             pred = np.array(pred)  # as predict_audio, on the crops already computed
         stats_tr, stats_te = np.stack([_track_stats(p) for p in tr.path]), np.stack([_track_stats(p) for p in te.path])
         lr = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000)).fit(stats_tr, tr.mood)
@@ -542,12 +558,14 @@ def crossvalidate_audio(epochs:int=25, window_s:float=4.0, n_boot:int=200, seed:
         major = tr.mood.value_counts().sort_index().idxmax()
         systems = {'MultiScaleEmotionNet': (nearest_mood(pred[:, 8:]), pred[:, 8:]),
                    'logistic regression on log-mel stats': (lr_mood, MOOD_VAD.loc[lr_mood].to_numpy()),
-                   'majority mood': (np.full(len(te), major), np.repeat(tr[list(VAD_COLUMNS)].mean().to_numpy()[None], len(te), 0))}
+                   'majority mood':
+                       (np.full(len(te), major), np.repeat(tr[list(VAD_COLUMNS)].mean().to_numpy()[None], len(te), 0))}
         for name, (mood, vad) in systems.items():
             for j, r in enumerate(te.itertuples()):
                 rows.append(dict(system=name, fold=f'test {test_style}', track=r.track, mood=r.mood, predicted=mood[j],
-                                 correct=mood[j] == r.mood, valence_err=abs(vad[j, 0] - r.valence), arousal_err=abs(vad[j, 1] - r.arousal),
-                                 pred_valence=vad[j, 0], pred_arousal=vad[j, 1]))
+                                 correct=mood[j] == r.mood, valence_err=abs(vad[j, 0] - r.valence),
+                                 arousal_err=abs(vad[j, 1] - r.arousal), pred_valence=vad[j, 0],
+                                 pred_arousal=vad[j, 1]))
     per_track = pd.DataFrame(rows)
     summ = []
     for name, g in per_track.groupby('system', sort=False):
@@ -581,15 +599,19 @@ def load_deam(folder, # a folder holding the audio (any depth) and the annotatio
         if 'song_id' in df.columns and vcol and acol:
             break
     else:
-        raise InputError('csv', str(csv or folder), 'add a CSV with columns song_id, valence_mean, arousal_mean (1-9 scales)', 'no annotation file')
+        raise InputError('csv', str(csv or folder),
+                         'add a CSV with columns song_id, valence_mean, arousal_mean (1-9 scales)',
+                         'no annotation file')
     df['path'] = df.song_id.astype(str).map(lambda s: str(files[s]) if s in files else None)
     missing = df.path.isna()
     if missing.any():
-        raise InputError('song_id', df.song_id[missing].astype(str).tolist()[:5], 'put each annotated song\'s audio file (named by its id) in the folder', 'audio missing')
+        raise InputError('song_id', df.song_id[missing].astype(str).tolist()[:5],
+                         'put each annotated song\'s audio file (named by its id) in the folder', 'audio missing')
     v, a = df[vcol].astype(float), df[acol].astype(float)
     if ((v < 1) | (v > 9) | (a < 1) | (a > 9)).any():
         raise InputError(vcol, 'values outside 1..9', 'give DEAM\'s 1-9 ratings')
-    return pd.DataFrame(dict(path=df.path, song_id=df.song_id.astype(str), valence=norms_to_vad(v), arousal=norms_to_vad(a)))
+    return pd.DataFrame(dict(path=df.path, song_id=df.song_id.astype(str), valence=norms_to_vad(v),
+                             arousal=norms_to_vad(a)))
 
 QUADRANTS = {'Q1': (1, 1), 'Q2': (-1, 1), 'Q3': (-1, -1), 'Q4': (1, -1)}
 
@@ -635,7 +657,8 @@ def _as_signals(path_or_array, sr):
         if isinstance(it, (str, Path)):
             p = Path(it)
             if not p.is_file():
-                raise InputError('path', str(it), 'give an existing audio file (wav, flac, ogg, opus, mp3, aiff)', 'no such file')
+                raise InputError('path', str(it), 'give an existing audio file (wav, flac, ogg, opus, mp3, aiff)',
+                                 'no such file')
             sigs.append(load_24k(p))
             names.append(str(it))
         else:
@@ -662,10 +685,14 @@ def emotion_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
                 ) -> int:
     "kelly emotion: the 8 emotion probabilities and valence/arousal/dominance of texts and audio files."
     from kelly.core import ArgumentParser
-    ap = ArgumentParser(prog='kelly emotion', description='Print the 8 emotion probabilities and valence, arousal, dominance of '
-                        'texts (titles, lyrics) and audio files. An argument that names an audio file is heard; any other is read as text.',
-                        epilog='examples:\n  kelly emotion "Here Comes the Sun"\n  kelly emotion song.wav "not angry" --json')
-    ap.add_argument('inputs', nargs='+', metavar='TEXT|AUDIO_PATH', help='texts and audio files (wav, flac, ogg, opus, mp3, aiff)')
+    ap = ArgumentParser(prog='kelly emotion',
+                        description='Print the 8 emotion probabilities and valence, arousal, dominance of '
+                        'texts (titles, lyrics) and audio files. An argument that names an audio file is heard; any '
+                        'other is read as text.',
+                        epilog='examples:\n  kelly emotion "Here Comes the Sun"\n  kelly emotion song.wav "not angry" '
+                               '--json')
+    ap.add_argument('inputs', nargs='+', metavar='TEXT|AUDIO_PATH',
+                    help='texts and audio files (wav, flac, ogg, opus, mp3, aiff)')
     ap.add_argument('--json', action='store_true', help='print JSON records instead of a table')
     args = ap.parse_args(argv)
     kinds = []
@@ -674,15 +701,18 @@ def emotion_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
             raise InputError('input', x, 'give a non-empty text or an audio file')
         is_audio = Path(x).suffix.lower() in AUDIO_SUFFIXES
         if is_audio and not Path(x).is_file():
-            raise InputError('input', x, 'give an existing audio file, or a text without an audio suffix', 'no such audio file')
+            raise InputError('input', x, 'give an existing audio file, or a text without an audio suffix',
+                             'no such audio file')
         kinds.append('audio' if is_audio else 'text')
     texts = [x for x, k in zip(args.inputs, kinds) if k == 'text']
     audio = [x for x, k in zip(args.inputs, kinds) if k == 'audio']
-    parts = ([emotion_from_text(texts).assign(kind='text')] if texts else []) + ([emotion_from_audio(audio).assign(kind='audio')] if audio else [])
+    parts = ([emotion_from_text(texts).assign(kind='text')] if texts
+             else []) + ([emotion_from_audio(audio).assign(kind='audio')] if audio else [])
     df = pd.concat(parts).loc[lambda d: ~d.index.duplicated()].reindex(list(dict.fromkeys(args.inputs)))
     cols = ['kind', *EMOTIONS, *VAD_COLUMNS]
     if args.json:
-        print(json.dumps([dict(input=i, **{k: (r[k] if k == 'kind' else round(float(r[k]), 4)) for k in cols}) for i, r in df.iterrows()], indent=1))
+        print(json.dumps([dict(input=i, **{k: (r[k] if k == 'kind' else round(float(r[k]), 4)) for k in cols})
+                          for i, r in df.iterrows()], indent=1))
     else:
         with pd.option_context('display.width', 200, 'display.max_columns', 20):
             print(df[cols].round(3).to_string())
@@ -696,11 +726,14 @@ def bench_emotion(size:str='full', # "full": 5 timed calls each; "tiny": 1
                  ) -> list[dict]:
     "Latency of emotion_from_text (ms per text) and emotion_from_audio (ms per second of audio), models loaded."
     repeat = 5 if size == 'full' else 1
-    texts = [f'{w} song number {i}' for i, w in enumerate(['happy', 'sad', 'angry', 'calm', 'tender', 'lonely', 'wild', 'quiet'] * 4)]
+    texts = [f'{w} song number {i}'
+             for i, w in enumerate(['happy', 'sad', 'angry', 'calm', 'tender', 'lonely', 'wild', 'quiet'] * 4)]
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal(240000)).astype(np.float32)
     net = audio_model() if size == 'full' else MultiScaleEmotionNet().eval()
     t = time_call(lambda: emotion_from_text(texts), repeat=repeat)
     a = time_call(lambda: emotion_from_audio(audio, sr=24000, model=net), repeat=repeat)
-    return [dict(case=f'text batch={len(texts)}', metric='latency_per_text', value=1e3 * t['median'] / len(texts), unit='ms'),
-            dict(case='audio 10 s at 24 kHz', metric='latency_per_audio_second', value=1e3 * a['median'] / 10, unit='ms')]
+    return [dict(case=f'text batch={len(texts)}', metric='latency_per_text', value=1e3 * t['median'] / len(texts),
+                 unit='ms'),
+            dict(case='audio 10 s at 24 kHz', metric='latency_per_audio_second', value=1e3 * a['median'] / 10,
+                 unit='ms')]

@@ -9,10 +9,10 @@ import math, sys, time, warnings
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from fastcore.basics import patch
 
 from ..bench import benchmark, time_call
-from ..core import InputError, require
+from ..core import InputError, limit_threads, require
 
 # %% auto #0
 __all__ = ['as_function', 'coalition_masks', 'shapley_matrix', 'ExactShapley', 'PermutationShapley', 'counterfactual',
@@ -44,7 +44,8 @@ def as_function(model, # a callable on arrays, an estimator with predict/predict
         return lambda A: np.asarray(model.predict_proba(frame(A)), dtype=float)[:, output]
     fn = model.predict if hasattr(model, 'predict') else model
     if not callable(fn):
-        raise InputError('model', type(model).__name__, 'pass a function of an array, an estimator with predict, or a torch module')
+        raise InputError('model', type(model).__name__,
+                         'pass a function of an array, an estimator with predict, or a torch module')
     def f(A):                                            # a model fitted on a DataFrame gets one back
         out = np.asarray(fn(frame(A)), dtype=float)
         return out.reshape(len(A), -1)[:, output] if out.ndim > 1 else out
@@ -58,11 +59,13 @@ def _matrix(X, field, p=None):
     if A.ndim == 1 and p is not None and A.shape[0] == p:
         A = A[None, :]
     if A.ndim != 2 or len(A) == 0:
-        raise InputError(field, getattr(X, 'shape', X), 'pass a non-empty 2-d table (rows, features)', 'not a 2-d table')
+        raise InputError(field, getattr(X, 'shape', X), 'pass a non-empty 2-d table (rows, features)',
+                         'not a 2-d table')
     if np.isnan(A).any():
         raise InputError(field, 'NaN', 'impute or drop missing values first', 'NaN in input')
     if p is not None and A.shape[1] != p:
-        raise InputError(field, f'{A.shape[1]} features', f'give the same {p} features as the background', 'mismatched shapes')
+        raise InputError(field, f'{A.shape[1]} features', f'give the same {p} features as the background',
+                         'mismatched shapes')
     return A
 
 # %% ../../nbs/stats/51_explain.ipynb #c4cfbca0
@@ -101,7 +104,8 @@ def _affine_split(model):
         return None  # importing sklearn.linear_model costs 0.3 s
     from sklearn.linear_model._base import LinearModel
     if isinstance(model, LinearModel) and np.ndim(getattr(model, 'coef_', None)) == 1:
-        return np.asarray(model.coef_, float)[None, :], np.atleast_1d(np.asarray(model.intercept_, float)), lambda H: H[:, 0]
+        return np.asarray(model.coef_, float)[None,
+                                              :], np.atleast_1d(np.asarray(model.intercept_, float)), lambda H: H[:, 0]
     return None
 
 # %% ../../nbs/stats/51_explain.ipynb #c3aee1a8
@@ -111,7 +115,8 @@ def _relu_head(model):
     if torch is None:
         return None
     if (isinstance(model, torch.nn.Sequential) and len(model) == 3 and isinstance(model[0], torch.nn.Linear)
-            and isinstance(model[1], torch.nn.ReLU) and isinstance(model[2], torch.nn.Linear) and model[2].out_features == 1):
+            and isinstance(model[1], torch.nn.ReLU) and isinstance(model[2], torch.nn.Linear) and model[2].out_features
+        == 1):
         lin1, lin2 = model[0], model[2]
         A = lin1.weight.detach().double().numpy()
         c = lin1.bias.detach().double().numpy() if lin1.bias is not None else np.zeros(len(A))
@@ -123,9 +128,10 @@ def _mean_relu(t, # (..., n) first-layer parts from the rows
                q, # (..., m) first-layer parts from the background rows
               ) -> np.ndarray:
     "mean_k max(0, t_i + q_k) for every i, by sorting: shape (..., n)."
-    m, n = q.shape[-1], t.shape[-1]
+    m = q.shape[-1]
     merged = np.concatenate([q, -t], axis=-1)
-    order = np.argsort(merged, axis=-1)                              # ties need no care: a q equal to -t adds t + q = 0 either way
+    # ties need no care: a q equal to -t adds t + q = 0 either way
+    order = np.argsort(merged, axis=-1)
     is_q = order < m
     q_at_or_below = np.cumsum(is_q, axis=-1)                         # q's sorted at or before each position
     j = q_at_or_below[~is_q].reshape(t.shape)                        # per row, in sorted order of -t
@@ -140,7 +146,8 @@ def _mean_relu(t, # (..., n) first-layer parts from the rows
 try:
     from numba import njit
 except ImportError:  # pragma: no cover - numba is in the venv; the plain-Python walk is slow but correct
-    def njit(*a, **k): return a[0] if a and callable(a[0]) else (lambda f: f)
+    def njit(*a, **k):
+        return a[0] if a and callable(a[0]) else (lambda f: f)
 
 def _tree_ensemble(model):
     """(left, right, feature, threshold, value, roots) of a fitted scikit-learn tree regressor or ensemble, else None;
@@ -170,10 +177,11 @@ def _tree_ensemble(model):
         offset += tr.node_count
     left, right, feature, threshold, value = (np.concatenate(c) for c in zip(*parts))
     ints = lambda a: a.astype(np.int64)
-    return ints(left), ints(right), ints(feature), threshold.astype(np.float64), value.astype(np.float64), np.array(roots, np.int64)
+    return (ints(left), ints(right), ints(feature), threshold.astype(np.float64), value.astype(np.float64),
+            np.array(roots, np.int64))
 
 def _leaf_weights(p):
-    "W[0, a, b] = (a-1)! b! / (a+b)! and W[1, a, b] = a! (b-1)! / (a+b)!: Shapley values of [A in S, B out of S] (or 0)."
+    "W[0, a, b] = (a-1)! b! / (a+b)!, W[1, a, b] = a! (b-1)! / (a+b)!: Shapley values of [A in S, B out of S] (or 0)."
     W = np.zeros((2, p + 1, p + 1))
     for a in range(p + 1):
         for b in range(p + 1 - a):
@@ -183,12 +191,14 @@ def _leaf_weights(p):
                 W[1, a, b] = math.factorial(a) * math.factorial(b - 1) / math.factorial(a + b)
     return W
 
+# %% ../../nbs/stats/51_explain.ipynb #541443b6
 @njit(cache='__file__' in globals())
 def _tree_shap(left, right, feature, threshold, value, roots, X, B, W):
-    "Interventional Shapley values (rows, p) of the tree ensemble: the leaf games' closed forms, averaged over background rows."
+    "Interventional Shapley values (rows, p) of a tree ensemble: leaf games' closed forms, averaged over background."
     n, p, m = X.shape[0], X.shape[1], B.shape[0]
     phi = np.zeros((n, p))
-    stack_node = np.empty(4096, np.int64)  # the walk's pending nodes, each with the path length and the constraint it adds
+    # the walk's pending nodes, each with the path length and the constraint it adds
+    stack_node = np.empty(4096, np.int64)
     stack_len = np.empty(4096, np.int64)
     stack_feat = np.empty(4096, np.int64)
     stack_side = np.empty(4096, np.int64)
@@ -255,7 +265,7 @@ def _composites(masks, # (coalitions, p) boolean
                 B, # (m, p) background rows
                 step:int, # coalitions per block
                ):
-    "Yield (start, composite rows (step * n * m, p)) a block at a time; a thread builds the next block while the caller uses this one."
+    "Yield (start, composite rows (step * n * m, p)) by blocks; a thread builds the next while the caller uses this."
     from concurrent.futures import ThreadPoolExecutor
     p = X.shape[1]
     make = lambda s: np.where(masks[s:s + step, None, None, :], X[None, :, None, :], B[None, None, :, :]).reshape(-1, p)
@@ -284,7 +294,8 @@ class ExactShapley:
                 ):
         self.background = _matrix(background, 'background')
         self.p = self.background.shape[1]
-        self.feature_names = list(background.columns) if isinstance(background, pd.DataFrame) else [f'x{i}' for i in range(self.p)]
+        is_frame = isinstance(background, pd.DataFrame)
+        self.feature_names = list(background.columns) if is_frame else [f'x{i}' for i in range(self.p)]
         self.f = as_function(model, output, proba)
         self.split = _affine_split(model) if fast and not proba and output == 0 else None
         self.relu = _relu_head(model) if fast and not proba and output == 0 else None
@@ -302,10 +313,11 @@ class ExactShapley:
         if self.relu is not None:
             A, c, wout, c2 = self.relu
             H = A.shape[0]
-            KX = (A[:, None, :] * X[None, :, :]).reshape(H * n, p)          # A_hj x_ij: P_S = mask_S @ KX.T, one matrix product
+            # A_hj x_ij: P_S = mask_S @ KX.T, one matrix product
+            KX = (A[:, None, :] * X[None, :, :]).reshape(H * n, p)
             KB = (A[:, None, :] * B[None, :, :]).reshape(H * m, p)
             step = max(1, self.block_elements // ((n + m) * H * 4))
-            with threadpool_limits(1):                                       # small products: BLAS threads only contend
+            with limit_threads(1):                                       # small products: BLAS threads only contend
                 for s in range(0, 2**p, step):
                     M = self.masks[s:s + step].astype(float)
                     P = (M @ KX.T).reshape(-1, H, n)                         # A_S x_S, (coalitions, H, n)
@@ -328,22 +340,26 @@ class ExactShapley:
             V[:, s:s + step] = self.f(Z).reshape(-1, n, m).mean(2).T
         return V
 
-    def shap_values(self, X, # rows to explain
-                   ) -> np.ndarray:
-        "Array (rows, p) of Shapley values."
-        X = _matrix(X, 'X', self.p)
-        if self.trees is not None:  # scikit-learn compares float32 features with the thresholds
-            f32 = lambda A: A.astype(np.float32).astype(np.float64)
-            return _tree_shap(*self.trees, f32(X), f32(self.background), _leaf_weights(self.p))
-        rows = max(1, 2**22 // 2**self.p)      # rows per pass: the table of coalition values stays below 32 MB
-        return np.vstack([self.coalition_values(X[i:i + rows]) @ self.W for i in range(0, len(X), rows)])
+# %% ../../nbs/stats/51_explain.ipynb #10f9629f
+@patch
+def shap_values(self:ExactShapley, X, # rows to explain
+               ) -> np.ndarray:
+    "Array (rows, p) of Shapley values."
+    X = _matrix(X, 'X', self.p)
+    if self.trees is not None:  # scikit-learn compares float32 features with the thresholds
+        f32 = lambda A: A.astype(np.float32).astype(np.float64)
+        return _tree_shap(*self.trees, f32(X), f32(self.background), _leaf_weights(self.p))
+    rows = max(1, 2**22 // 2**self.p)      # rows per pass: the table of coalition values stays below 32 MB
+    return np.vstack([self.coalition_values(X[i:i + rows]) @ self.W for i in range(0, len(X), rows)])
 
-    def explain(self, X, # rows to explain (a DataFrame keeps its index)
-               ) -> pd.DataFrame:
-        "DataFrame of Shapley values, one column per feature; `.attrs['base_value']` is E f(background)."
-        out = pd.DataFrame(self.shap_values(X), columns=self.feature_names, index=X.index if isinstance(X, pd.DataFrame) else None)
-        out.attrs['base_value'] = self.base_value
-        return out
+@patch
+def explain(self:ExactShapley, X, # rows to explain (a DataFrame keeps its index)
+           ) -> pd.DataFrame:
+    "DataFrame of Shapley values, one column per feature; `.attrs['base_value']` is E f(background)."
+    out = pd.DataFrame(self.shap_values(X), columns=self.feature_names,
+                       index=X.index if isinstance(X, pd.DataFrame) else None)
+    out.attrs['base_value'] = self.base_value
+    return out
 
 # %% ../../nbs/stats/51_explain.ipynb #4d212292
 class PermutationShapley:
@@ -361,8 +377,10 @@ class PermutationShapley:
             raise InputError('n_permutations', n_permutations, 'draw at least 2 orderings')
         self.background = _matrix(background, 'background')
         self.p = self.background.shape[1]
-        self.feature_names = list(background.columns) if isinstance(background, pd.DataFrame) else [f'x{i}' for i in range(self.p)]
-        self.f, self.n_pairs, self.seed, self.block_elements = as_function(model, output, proba), (int(n_permutations) + 1) // 2, seed, int(block_elements)
+        is_frame = isinstance(background, pd.DataFrame)
+        self.feature_names = list(background.columns) if is_frame else [f'x{i}' for i in range(self.p)]
+        self.f, self.seed = as_function(model, output, proba), seed
+        self.n_pairs, self.block_elements = (int(n_permutations) + 1) // 2, int(block_elements)
         self.base_value = float(self.f(self.background).mean())
 
     def _values(self, X, masks):
@@ -392,7 +410,8 @@ class PermutationShapley:
         est = pairs.mean(1)
         se = pairs.std(1, ddof=1) / np.sqrt(self.n_pairs)
         idx = X_in.index if isinstance(X_in, pd.DataFrame) else None
-        est_df, se_df = pd.DataFrame(est, columns=self.feature_names, index=idx), pd.DataFrame(se, columns=self.feature_names, index=idx)
+        est_df, se_df = pd.DataFrame(est, columns=self.feature_names,
+                                     index=idx), pd.DataFrame(se, columns=self.feature_names, index=idx)
         est_df.attrs['base_value'] = self.base_value
         return est_df, se_df
 
@@ -408,9 +427,10 @@ def counterfactual(model, # a regressor or classifier (estimator, function or to
                    n_starts:int=4, # SLSQP starting points (the first is delta = 0)
                    seed:int=0, # seed of the other starting points
                   ) -> pd.Series:
-    "The smallest-norm feasible change: a Series of the new input, with `distance`, `before`, `after`, `success` in `.attrs`."
+    "The smallest-norm feasible change: a Series of the new input; `distance`, `before`, `after`, `success` in attrs."
     from scipy.optimize import minimize
-    names = list(x.columns if isinstance(x, pd.DataFrame) else x.index) if isinstance(x, (pd.Series, pd.DataFrame)) else None
+    names = list(x.columns if isinstance(x, pd.DataFrame)
+                 else x.index) if isinstance(x, (pd.Series, pd.DataFrame)) else None
     x0 = _matrix(x, 'x', np.size(x) if np.ndim(x) == 1 else None)
     if len(x0) != 1:
         raise InputError('x', x0.shape, 'explain one row at a time')
@@ -421,12 +441,14 @@ def counterfactual(model, # a regressor or classifier (estimator, function or to
     lo = np.broadcast_to(np.asarray(-np.inf if lower is None else lower, float), (p,))
     hi = np.broadcast_to(np.asarray(np.inf if upper is None else upper, float), (p,))
     if np.any(lo > x0 + 1e-12) or np.any(hi < x0 - 1e-12) or np.any(lo > hi):
-        raise InputError('lower, upper', (lower, upper), 'give bounds with lower <= x <= upper for every feature', 'x outside its bounds')
+        raise InputError('lower, upper', (lower, upper), 'give bounds with lower <= x <= upper for every feature',
+                         'x outside its bounds')
     if classifier:
         if not hasattr(model, 'predict_proba'):
             raise InputError('model', type(model).__name__, 'pass a classifier with predict_proba')
         cols = getattr(model, 'feature_names_in_', None)
-        P = lambda z: np.asarray(model.predict_proba(np.atleast_2d(z) if cols is None else pd.DataFrame(np.atleast_2d(z), columns=cols)), float)[0]
+        P = lambda z: np.asarray(model.predict_proba(np.atleast_2d(z) if cols is None
+                                                     else pd.DataFrame(np.atleast_2d(z), columns=cols)), float)[0]
         start_class = int(np.argmax(P(x0)))
         targets = [target_class] if target_class is not None else [k for k in range(len(P(x0))) if k != start_class]
         cons = [lambda d, k=k: P(x0 + d)[k] - np.max(np.delete(P(x0 + d), k)) - margin for k in targets]
@@ -455,7 +477,8 @@ def counterfactual(model, # a regressor or classifier (estimator, function or to
     success = best is not None
     d = best if success else np.zeros(p)
     out = pd.Series(x0 + d, index=names or [f'x{i}' for i in range(p)], name='counterfactual')
-    out.attrs.update(delta=d, distance=float(np.sqrt(d @ d)), before=f_value(x0), after=f_value(x0 + d), success=success)
+    out.attrs.update(delta=d, distance=float(np.sqrt(d @ d)), before=f_value(x0), after=f_value(x0 + d),
+                     success=success)
     return out
 
 # %% ../../nbs/stats/51_explain.ipynb #ce49fef0
@@ -471,7 +494,7 @@ def bench_trees(size:str='full', # "full": 20 rows, 50 background rows; "tiny": 
                 ps=(10, 12), # feature counts
                 repeat:int=3, # timed runs of each path
                ) -> list[dict]:
-    "GradientBoostingRegressor: the enumeration against the time spent inside the model in the same runs; the tree walk against both."
+    "GradientBoostingRegressor: the enumeration against the time spent inside the model, the tree walk against both."
     n, m = (20, 50) if size == 'full' else (5, 20)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # shap's import warns that ipywidgets is missing
@@ -495,7 +518,8 @@ def bench_trees(size:str='full', # "full": 20 rows, 50 background rows; "tiny": 
             totals.append(time.perf_counter() - t0)
             model_times.append(inside[0])
         tree = ExactShapley(gbr, B)
-        tree_t = time_call(lambda: tree.shap_values(X), repeat=max(repeat, 5))['median']   # the warm-up compiles the walk
+        # the warm-up compiles the walk
+        tree_t = time_call(lambda: tree.shap_values(X), repeat=max(repeat, 5))['median']
         peer = shap.TreeExplainer(gbr, data=B, feature_perturbation='interventional')
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -508,7 +532,8 @@ def bench_trees(size:str='full', # "full": 20 rows, 50 background rows; "tiny": 
                  dict(case=case, metric='overhead_ratio', value=total / model_t, unit='x'),
                  dict(case=case, metric='treeshap_seconds', value=tree_t, unit='s'),
                  dict(case=case, metric='treeshap_speedup', value=total / tree_t, unit='x'),
-                 dict(case=case, metric='treeshap_max_abs_diff', value=float(np.abs(tree.shap_values(X) - exact).max()), unit=''),
+                 dict(case=case, metric='treeshap_max_abs_diff', value=float(np.abs(tree.shap_values(X) - exact).max()),
+                      unit=''),
                  dict(case=case, metric='shap_tree_seconds', value=shap_t, unit='s'),
                  dict(case=case, metric='max_abs_diff_vs_shap_tree', value=shap_diff, unit='')]
     return recs

@@ -10,9 +10,9 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
-from threadpoolctl import threadpool_limits
+from fastcore.basics import patch
 
-from ..core import InputError
+from ..core import InputError, limit_threads
 
 # %% auto #0
 __all__ = ['BRANIN_MIN', 'check_bounds', 'scalarize', 'scalarized_front', 'zdt1', 'zdt2', 'zdt_front', 'generational_distance',
@@ -28,7 +28,8 @@ def check_bounds(bounds, # sequence of (low, high) pairs, one per variable
     except (TypeError, ValueError):
         raise InputError('bounds', bounds, 'give a list of (low, high) pairs of numbers') from None
     if b.ndim != 2 or b.shape[1] != 2 or len(b) == 0:
-        raise InputError('bounds', bounds, 'give one (low, high) pair per variable, e.g. [(0, 1), (-5, 5)]', 'not a list of pairs')
+        raise InputError('bounds', bounds, 'give one (low, high) pair per variable, e.g. [(0, 1), (-5, 5)]',
+                         'not a list of pairs')
     if not np.isfinite(b).all() or np.any(b[:, 0] >= b[:, 1]):
         raise InputError('bounds', bounds, 'make every pair finite with low < high', 'empty or unbounded box')
     return b
@@ -57,16 +58,19 @@ def scalarized_front(fun, # population function: (candidates, n_var) -> (candida
     b = check_bounds(bounds)
     rng = np.random.default_rng(seed)
     n_obj = np.asarray(fun(b.mean(1)[None])).shape[1]
-    W = np.c_[np.linspace(0, 1, n_weights), 1 - np.linspace(0, 1, n_weights)] if n_obj == 2 else rng.dirichlet(np.ones(n_obj), n_weights)
+    W = np.c_[np.linspace(0, 1, n_weights),
+              1 - np.linspace(0, 1, n_weights)] if n_obj == 2 else rng.dirichlet(np.ones(n_obj), n_weights)
     rows = []
     for w in W:
         best = None
         for _ in range(n_starts):
-            res = minimize(lambda x: float(scalarize(fun(x[None])[0], w)), rng.uniform(b[:, 0], b[:, 1]), method='L-BFGS-B', bounds=b)
+            res = minimize(lambda x: float(scalarize(fun(x[None])[0], w)), rng.uniform(b[:, 0], b[:, 1]),
+                           method='L-BFGS-B', bounds=b)
             if best is None or res.fun < best.fun:
                 best = res
         f = np.asarray(fun(best.x[None]))[0]
-        rows.append({**{f'w{i}': v for i, v in enumerate(w)}, **{f'x{i}': v for i, v in enumerate(best.x)}, **{f'f{i}': v for i, v in enumerate(f)}})
+        rows.append({**{f'w{i}': v for i, v in enumerate(w)}, **{f'x{i}': v for i, v in enumerate(best.x)},
+                     **{f'f{i}': v for i, v in enumerate(f)}})
     return pd.DataFrame(rows)
 
 # %% ../../nbs/stats/52_optimize.ipynb #8a04c875
@@ -197,9 +201,11 @@ def _rank_and_crowding(F):
 
 def _tournament(rank, crowd, n, rng):
     a, b = rng.integers(0, len(rank), n), rng.integers(0, len(rank), n)
-    a_wins = (rank[a] < rank[b]) | ((rank[a] == rank[b]) & ((crowd[a] > crowd[b]) | ((crowd[a] == crowd[b]) & (rng.random(n) < 0.5))))
+    a_wins = (rank[a] < rank[b]) | ((rank[a] == rank[b])
+                                    & ((crowd[a] > crowd[b]) | ((crowd[a] == crowd[b]) & (rng.random(n) < 0.5))))
     return np.where(a_wins, a, b)
 
+# %% ../../nbs/stats/52_optimize.ipynb #6ae219c8
 class NSGA2:
     "NSGA-II: elitist multi-objective evolution with non-dominated sorting and crowding distance."
     def __init__(self,
@@ -218,33 +224,12 @@ class NSGA2:
         self.pop_size, self.n_gen, self.eta_c, self.eta_m = int(pop_size), int(n_gen), eta_c, eta_m
         self.p_crossover, self.p_mutation, self.seed = p_crossover, p_mutation, seed
 
-    def minimize(self, fun, # population function: (candidates, n_var) -> (candidates, n_obj)
-                 bounds, # (low, high) per variable
-                ):
-        "Run the evolution; sets `X_`, `F_` (final population), `rank_`, and returns self."
-        b = check_bounds(bounds)
-        lower, upper = b[:, 0], b[:, 1]
-        rng = np.random.default_rng(self.seed)
-        N = self.pop_size
-        X = rng.uniform(lower, upper, (N, len(b)))
-        F = self._evaluate(fun, X)
-        rank, crowd = _rank_and_crowding(F)
-        for _ in range(self.n_gen):
-            parents = _tournament(rank, crowd, N, rng)
-            C1, C2 = sbx_crossover(X[parents[0::2]], X[parents[1::2]], lower, upper, self.eta_c, self.p_crossover, rng)
-            children = polynomial_mutation(np.vstack([C1, C2]), lower, upper, self.eta_m, self.p_mutation, rng)
-            RX, RF = np.vstack([X, children]), np.vstack([F, self._evaluate(fun, children)])
-            keep = self._select(RF, N)
-            X, F = RX[keep], RF[keep]
-            rank, crowd = _rank_and_crowding(F)
-        self.X_, self.F_, self.rank_ = X, F, rank
-        return self
-
     @staticmethod
     def _evaluate(fun, X):
         F = np.asarray(fun(X), dtype=float)
         if F.ndim != 2 or len(F) != len(X):
-            raise InputError('fun', F.shape, 'return one row of objective values per candidate (candidates, n_obj)', 'bad objective shape')
+            raise InputError('fun', F.shape, 'return one row of objective values per candidate (candidates, n_obj)',
+                             'bad objective shape')
         if np.isnan(F).any():
             raise InputError('fun', 'NaN', 'return finite objective values', 'NaN objective')
         return F
@@ -264,15 +249,40 @@ class NSGA2:
                 break
         return np.array(keep)
 
-    def front(self, names=None, # objective names (default f0, f1, ...)
-             ) -> pd.DataFrame:
-        "The non-dominated candidates of the final population: their objectives and variables, sorted by the first objective."
-        if not hasattr(self, 'F_'):
-            raise InputError('minimize', 'not called', 'call .minimize(fun, bounds) first', 'not run')
-        names = names or [f'f{i}' for i in range(self.F_.shape[1])]
-        m = self.rank_ == 0
-        out = pd.concat([pd.DataFrame(self.F_[m], columns=names), pd.DataFrame(self.X_[m]).add_prefix('x')], axis=1)
-        return out.sort_values(names[0]).reset_index(drop=True)
+# %% ../../nbs/stats/52_optimize.ipynb #cf72ec41
+@patch
+def minimize(self:NSGA2, fun, # population function: (candidates, n_var) -> (candidates, n_obj)
+             bounds, # (low, high) per variable
+            ):
+    "Run the evolution; sets `X_`, `F_` (final population), `rank_`, and returns self."
+    b = check_bounds(bounds)
+    lower, upper = b[:, 0], b[:, 1]
+    rng = np.random.default_rng(self.seed)
+    N = self.pop_size
+    X = rng.uniform(lower, upper, (N, len(b)))
+    F = self._evaluate(fun, X)
+    rank, crowd = _rank_and_crowding(F)
+    for _ in range(self.n_gen):
+        parents = _tournament(rank, crowd, N, rng)
+        C1, C2 = sbx_crossover(X[parents[0::2]], X[parents[1::2]], lower, upper, self.eta_c, self.p_crossover, rng)
+        children = polynomial_mutation(np.vstack([C1, C2]), lower, upper, self.eta_m, self.p_mutation, rng)
+        RX, RF = np.vstack([X, children]), np.vstack([F, self._evaluate(fun, children)])
+        keep = self._select(RF, N)
+        X, F = RX[keep], RF[keep]
+        rank, crowd = _rank_and_crowding(F)
+    self.X_, self.F_, self.rank_ = X, F, rank
+    return self
+
+@patch
+def front(self:NSGA2, names=None, # objective names (default f0, f1, ...)
+         ) -> pd.DataFrame:
+    "The non-dominated candidates of the final population: objectives and variables, sorted by the first objective."
+    if not hasattr(self, 'F_'):
+        raise InputError('minimize', 'not called', 'call .minimize(fun, bounds) first', 'not run')
+    names = names or [f'f{i}' for i in range(self.F_.shape[1])]
+    m = self.rank_ == 0
+    out = pd.concat([pd.DataFrame(self.F_[m], columns=names), pd.DataFrame(self.X_[m]).add_prefix('x')], axis=1)
+    return out.sort_values(names[0]).reset_index(drop=True)
 
 # %% ../../nbs/stats/52_optimize.ipynb #885da1a3
 def expected_improvement(mu, # posterior means
@@ -310,6 +320,7 @@ def random_search(fun, # objective: 1-d array -> float
     U = np.random.default_rng(seed).random((n_iter, len(b)))
     return _history(U, [float(fun(b[:, 0] + u * (b[:, 1] - b[:, 0]))) for u in U], b)
 
+# %% ../../nbs/stats/52_optimize.ipynb #b07b21c8
 def bayes_opt(fun, # objective: 1-d array -> float (minimised)
               bounds, # (low, high) per variable
               n_iter:int=30, # total evaluations, including the initial design
@@ -327,7 +338,7 @@ def bayes_opt(fun, # objective: 1-d array -> float (minimised)
     to_x = lambda u: b[:, 0] + u * (b[:, 1] - b[:, 0])
     U = list(rng.random((n_init, d)))
     y = [float(fun(to_x(u))) for u in U]
-    with threadpool_limits(1):   # the GP's matrices are tiny: threads only add contention
+    with limit_threads(1):   # the GP's matrices are tiny: threads only add contention
         return _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b)
 
 def _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b):
@@ -335,14 +346,18 @@ def _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(np.full(d, 0.3), (1e-2, 1e2), nu=2.5) + WhiteKernel(1e-6, (1e-10, 1e-1))
+    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(np.full(d, 0.3), (1e-2, 1e2),
+                                                       nu=2.5) + WhiteKernel(1e-6, (1e-10, 1e-1))
     while len(y) < n_iter:
         A, t = np.array(U), np.array(y)
         with warnings.catch_warnings():
-            warnings.simplefilter('ignore', ConvergenceWarning)   # hyper-parameters at their bounds are expected early on
-            gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=1, random_state=int(rng.integers(2**31))).fit(A, t)
+            # hyper-parameters at their bounds are expected early on
+            warnings.simplefilter('ignore', ConvergenceWarning)
+            gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=1,
+                                          random_state=int(rng.integers(2**31))).fit(A, t)
         kernel = gp.kernel_                                            # warm start of the next fit
-        ei = lambda C: expected_improvement(*gp.predict(np.atleast_2d(C), return_std=True), best=t.min(), xi=xi * t.std())
+        ei = lambda C: expected_improvement(*gp.predict(np.atleast_2d(C), return_std=True), best=t.min(),
+                                            xi=xi * t.std())
         C = np.vstack([rng.random((2000, d)), np.clip(A[t.argmin()] + 0.05 * rng.normal(size=(200, d)), 0, 1)])
         start = C[np.argmax(ei(C))]
         res = minimize(lambda u: -ei(u)[0], start, method='L-BFGS-B', bounds=[(0, 1)] * d)

@@ -12,9 +12,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
-from ..core import ConfigError, InputError
+from ..core import InputError, limit_threads
 
 # %% auto #0
 __all__ = ['check_alpha', 'check_features', 'check_target', 'SmallCalibrationWarning', 'conformal_rank', 'conformal_quantile',
@@ -38,9 +37,12 @@ def check_features(X, # a 2-d array or DataFrame of features
     except (TypeError, ValueError):
         raise InputError(field, X, 'pass numbers: a 2-d array or a DataFrame of numeric columns') from None
     if A.ndim != 2 or A.shape[0] == 0:
-        raise InputError(field, getattr(X, 'shape', X), 'pass a non-empty 2-d table of shape (rows, features); reshape a single feature with X.reshape(-1, 1)', 'not a 2-d table')
+        raise InputError(field, getattr(X, 'shape', X),
+                         'pass a non-empty 2-d table of shape (rows, features); reshape a single feature with '
+                         'X.reshape(-1, 1)', 'not a 2-d table')
     if np.isnan(A).any():
-        raise InputError(field, f'{int(np.isnan(A).sum())} NaN values', 'impute or drop the missing values first', 'NaN in input')
+        raise InputError(field, f'{int(np.isnan(A).sum())} NaN values', 'impute or drop the missing values first',
+                         'NaN in input')
     return A
 
 def check_target(y, # a 1-d array or Series of targets
@@ -57,9 +59,11 @@ def check_target(y, # a 1-d array or Series of targets
     if a.ndim != 1:
         raise InputError(field, getattr(y, 'shape', y), 'pass a 1-d target', 'not 1-d')
     if len(a) != n_rows:
-        raise InputError(field, f'{len(a)} values for {n_rows} rows', 'give one target per row of the features', 'mismatched shapes')
+        raise InputError(field, f'{len(a)} values for {n_rows} rows', 'give one target per row of the features',
+                         'mismatched shapes')
     if np.isnan(a).any():
-        raise InputError(field, f'{int(np.isnan(a).sum())} NaN values', 'drop the rows with a missing target', 'NaN in input')
+        raise InputError(field, f'{int(np.isnan(a).sum())} NaN values', 'drop the rows with a missing target',
+                         'NaN in input')
     return a
 
 # %% ../../nbs/stats/50_uncertainty.ipynb #fd3d848e
@@ -104,6 +108,7 @@ def _frame(X, pred, lower, upper):
     index = X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
     return pd.DataFrame(dict(prediction=pred, lower=lower, upper=upper), index=index)
 
+# %% ../../nbs/stats/50_uncertainty.ipynb #444f2e04
 class SplitConformalRegressor(RegressorMixin, BaseEstimator):
     "Split conformal intervals around any regressor: absolute residuals, the exact finite-sample quantile."
     def __init__(self,
@@ -123,7 +128,8 @@ class SplitConformalRegressor(RegressorMixin, BaseEstimator):
     def _model(self):
         m = self.model_ if hasattr(self, 'model_') else self.model
         if not _is_fitted(m):
-            raise InputError('model', type(m).__name__, 'fit the model first, or call .fit(X_train, y_train)', 'model not fitted')
+            raise InputError('model', type(m).__name__, 'fit the model first, or call .fit(X_train, y_train)',
+                             'model not fitted')
         return m
 
     def _scores(self, X, y): return np.abs(y - np.asarray(self._model().predict(X), dtype=float))
@@ -147,7 +153,8 @@ class SplitConformalRegressor(RegressorMixin, BaseEstimator):
 
     def _check_calibrated(self):
         if not hasattr(self, 'q_'):
-            raise InputError('calibrate', 'not called', 'call .calibrate(X_cal, y_cal) before predicting intervals', 'not calibrated')
+            raise InputError('calibrate', 'not called', 'call .calibrate(X_cal, y_cal) before predicting intervals',
+                             'not calibrated')
 
     def predict_interval(self, X, # features
                         ) -> pd.DataFrame:
@@ -184,7 +191,8 @@ class NormalizedConformalRegressor(SplitConformalRegressor):
             raise InputError('cv', self.cv, 'use at least 2 folds')
         self.model_ = clone(self.model).fit(X, y)
         oof = cross_val_predict(clone(self.model), X, y, cv=KFold(self.cv, shuffle=True, random_state=0))
-        self.scale_model_ = clone(self.scale_model if self.scale_model is not None else _default_scale_model()).fit(X, np.abs(yv - oof))
+        self.scale_model_ = clone(self.scale_model if self.scale_model is not None
+                                  else _default_scale_model()).fit(X, np.abs(yv - oof))
         return self
 
     def sigma(self, X, # features
@@ -192,7 +200,8 @@ class NormalizedConformalRegressor(SplitConformalRegressor):
         "The estimated difficulty sigma(x) > 0 of each row."
         s = self.scale_model_ if hasattr(self, 'scale_model_') else self.scale_model
         if s is None or not _is_fitted(s):
-            raise InputError('scale_model', s, 'call .fit(X_train, y_train), or pass a fitted scale_model', 'scale model not fitted')
+            raise InputError('scale_model', s, 'call .fit(X_train, y_train), or pass a fitted scale_model',
+                             'scale model not fitted')
         return np.maximum(np.asarray(s.predict(X), dtype=float), self.eps)
 
     def _scores(self, X, y): return super()._scores(X, y) / self.sigma(X)
@@ -236,7 +245,8 @@ class ConformalizedQuantileRegressor(SplitConformalRegressor):
         hi = self.upper_model_ if hasattr(self, 'upper_model_') else self.upper_model
         for name, m in (('lower_model', lo), ('upper_model', hi)):
             if m is None or not _is_fitted(m):
-                raise InputError(name, m, 'call .fit(X_train, y_train), or pass fitted quantile models', 'model not fitted')
+                raise InputError(name, m, 'call .fit(X_train, y_train), or pass fitted quantile models',
+                                 'model not fitted')
         return np.asarray(lo.predict(X), dtype=float), np.asarray(hi.predict(X), dtype=float)
 
     def _scores(self, X, y):
@@ -271,11 +281,12 @@ def split_coverage(make_estimator, # a function of no arguments returning an unf
     A = check_features(X)
     yv = check_target(y, len(A))
     if n_train < 1 or n_calibration < 1 or n_train + n_calibration >= len(A):
-        raise InputError('n_train, n_calibration', (n_train, n_calibration), f'leave at least one of the {len(A)} rows for testing')
+        raise InputError('n_train, n_calibration', (n_train, n_calibration),
+                         f'leave at least one of the {len(A)} rows for testing')
     rng = np.random.default_rng(seed)
     take = (lambda idx: X.iloc[idx]) if isinstance(X, pd.DataFrame) else (lambda idx: A[idx])
     rows = []
-    with threadpool_limits(1):   # many tiny fits: BLAS threads only add contention
+    with limit_threads(1):   # many tiny fits: BLAS threads only add contention
         for _ in range(int(n_splits)):
             rows.append(_one_split(make_estimator, take, yv, rng.permutation(len(A)), n_train, n_calibration))
     return pd.DataFrame(rows)

@@ -284,7 +284,7 @@ def bench_startup(size:str='full', # "full": 10 starts per case; "tiny": 2
         d = Path(d)
         from kelly.audio.search import build_index, write_synthetic_tracks
         audio = write_synthetic_tracks(d/'music', n=30 if size == 'full' else 4, seconds=2.0, seed=0)
-        build_index(audio, d/'music.index', cache_dir=False, show_progress=False)
+        build_index(audio, d/'music.index', cache_dir=False, show_progress=False, scheduler='sync')
         cases = {'python -c pass': [python, '-c', 'pass'], 'kelly --help': [kelly_cmd, '--help'],
                  'kelly --version': [kelly_cmd, '--version'], 'import kelly.core': [python, '-c', 'import kelly.core'],
                  'kelly recommend (30 tracks)': [kelly_cmd, 'recommend', str(d/'music.index'), 'track000', '-k', '3']}

@@ -1,5 +1,5 @@
-"""Tests of kelly.audio.embed: the equations of §2.3 and §3 against plain loops, the extractors, the MERT loader on random
-MERT-layout folders, and cached, resumable extraction over a folder."""
+"""Tests of kelly.audio.embed: the equations of §2.3 and §3 against plain loops, the extractors, the MERT loader on
+random MERT-layout folders, and cached, resumable extraction over a folder, here and on Dask workers."""
 import json
 from pathlib import Path
 
@@ -156,7 +156,8 @@ def test_logmel_properties():
 
 def test_layouts():
     full = E.mert_layout('full')
-    assert (full['hidden_size'], full['num_hidden_layers'], full['num_attention_heads'], full['intermediate_size']) == (768, 12, 12, 3072)
+    sizes = (full['hidden_size'], full['num_hidden_layers'], full['num_attention_heads'], full['intermediate_size'])
+    assert sizes == (768, 12, 12, 3072)
     assert full['conv_dim'] == [512] * 7 and full['conv_kernel'] == [10, 3, 3, 3, 3, 2, 2]
     assert np.prod(full['conv_stride']) == 320 and E.frames_per_second(full) == 75.0
     tiny = E.mert_layout('tiny')
@@ -198,7 +199,8 @@ def test_pytorch_bin_legacy_names_and_prefix(tiny, tiny_dir, tmp_path):
     sd = load_file(str(tiny_dir / 'model.safetensors'))
     legacy = {}
     for k, v in sd.items():
-        k = k.replace('.parametrizations.weight.original0', '.weight_g').replace('.parametrizations.weight.original1', '.weight_v')
+        k = k.replace('.parametrizations.weight.original0', '.weight_g')
+        k = k.replace('.parametrizations.weight.original1', '.weight_v')
         legacy['mert.' + k] = v
     legacy['mert.label_embs_concat'] = torch.zeros(3, 4)  # a MERT training head: ignored
     d = tmp_path / 'bin'
@@ -365,10 +367,59 @@ def test_skipped_files_are_reported_with_their_reasons(tmp_path):
     sf.write(folder / 'SHORT.AIFF', music(0.2), SR, format='AIFF')
     sf.write(folder / 't0.mp3', music(1), SR, format='MP3')  # a second file for track t0
     details = []
-    ids, X = E.embed_folder(folder, E.LogMelExtractor(), cache_dir=False, show_progress=False, on_error='skip', details=details)
+    ids, X = E.embed_folder(folder, E.LogMelExtractor(), cache_dir=False, show_progress=False, on_error='skip',
+                            details=details)
     assert ids == ['moods/calm/t1', 't0'] and X.shape == (2, 384)
     skipped = {Path(d['path']).name: d['problem'] for d in details if d['status'] == 'skipped'}
-    assert skipped == {'broken.ogg': 'not audio, or corrupt', 'SHORT.AIFF': 'audio too short', 't0.mp3': "two files for track 't0'"}
+    assert skipped == {'broken.ogg': 'not audio, or corrupt', 'SHORT.AIFF': 'audio too short',
+                       't0.mp3': "two files for track 't0'"}
     assert E.other_files(folder) == {'.txt': 1}
     with pytest.raises(InputError, match="two files for track 't0'"):  # raised before anything is embedded
         E.embed_folder(folder, E.LogMelExtractor(), cache_dir=False, show_progress=False)
+
+
+# --- extraction on workers (kelly.parallel) --------------------------------------------------------------------------
+
+def _cache_state(cache):
+    "Each cache entry's inode and modification time: a rewritten entry changes both."
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.rglob('*.npy')}
+
+
+def test_workers_give_the_serial_result_bit_for_bit_and_write_each_entry_once(tmp_path):
+    folder = make_folder(tmp_path / 'audio', n=4)
+    ex = E.LogMelExtractor()
+    serial_ids, serial = E.embed_folder(folder, ex, cache_dir=False, show_progress=False)
+    cache = tmp_path / 'shared-cache'
+    with pytest.raises(KeyboardInterrupt):  # an interrupted serial run leaves one whole entry of four
+        E.embed_folder(folder, Counting(fail_on='t3.flac'), cache_dir=cache, show_progress=False)
+    before = _cache_state(cache)
+    assert len(before) == 1
+    ids, X = E.embed_folder(folder, ex, cache_dir=cache, show_progress=False, scheduler='local')
+    assert ids == serial_ids and X.dtype == np.float32 and np.array_equal(X, serial)   # bit for bit, input order
+    after = _cache_state(cache)
+    assert len(after) == 4 and {k: after[k] for k in before} == before   # old entries untouched, new ones written
+    details = []
+    ids2, X2 = E.embed_folder(folder, ex, cache_dir=cache, show_progress=False, scheduler='sync', details=details)
+    assert ids2 == ids and np.array_equal(X2, serial) and _cache_state(cache) == after   # all read, none rewritten
+    assert [d['status'] for d in details] == ['cached'] * 4
+    assert not list(cache.rglob('*.tmp'))
+
+
+def test_errors_from_workers_are_the_serial_errors(tmp_path):
+    folder = make_folder(tmp_path / 'audio', n=2)
+    (folder / 'broken.ogg').write_bytes(b'OggS' + bytes(64))
+    sf.write(folder / 't0.mp3', music(1), SR, format='MP3')
+    ex = E.LogMelExtractor()
+    serial, sync = [], []
+    a = E.embed_folder(folder, ex, cache_dir=False, show_progress=False, on_error='skip', details=serial)
+    b = E.embed_folder(folder, ex, cache_dir=False, show_progress=False, on_error='skip', details=sync,
+                       scheduler='sync')
+    assert a[0] == b[0] and np.array_equal(a[1], b[1]) and serial == sync
+    (folder / 't0.mp3').unlink()
+    with pytest.raises(InputError) as here:
+        E.embed_folder(folder, ex, cache_dir=False, show_progress=False)
+    with pytest.raises(InputError) as there:
+        E.embed_folder(folder, ex, cache_dir=False, show_progress=False, scheduler='sync')
+    assert str(there.value) == str(here.value) and 'broken.ogg' in str(here.value)
+    with pytest.raises(InputError, match='scheduler'):
+        E.embed_folder(folder, ex, cache_dir=False, show_progress=False, scheduler='nowhere')

@@ -44,17 +44,21 @@ def dask_client(scheduler:str='local', # "sync", "local" or an address such as "
     if name == 'sync':
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
     if name == 'local':
         n = workers or os.cpu_count() or 1
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        glibc_malloc = {'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_': None}   # see the notes
+        with dask.config.set(glibc_malloc), \
+             LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
              Client(cluster) as client:
                  yield client
         return
     try:
         client = Client(name, timeout='10s')
     except (OSError, TimeoutError) as e:
-        raise ConfigError('scheduler', name, 'start it (`dask scheduler`) or give the address it prints', f'unreachable ({e})') from None
+        raise ConfigError('scheduler', name, 'start it (`dask scheduler`) or give the address it prints',
+                          f'unreachable ({e})') from None
     try:
         yield client
     finally:

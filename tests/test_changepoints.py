@@ -1,4 +1,5 @@
-"Tests of kelly.career.changepoints that are awkward inside the notebook: enumeration, invariances, MC agreement, real data."
+"""Tests of kelly.career.changepoints that are awkward inside the notebook: enumeration, invariances, MC agreement, real
+data."""
 import itertools
 
 import numpy as np
@@ -209,7 +210,8 @@ def test_sklearn_params_and_gaussian_sampler_without_collapsed_moves():
     prior = cp.default_prior(Y)
     L = cp.niw_segment_loglik(Y, prior, 3)
     ex = cp.exact_posterior(L, 1.0, 8, 3)
-    idata, _ = cp.run_rjmcmc(L, cp._NIWRegimes(Y, prior), ex.log_w, 3, n_iter=1500, n_chains=4, seed=2, collapsed_shift=False)
+    idata, _ = cp.run_rjmcmc(L, cp._NIWRegimes(Y, prior), ex.log_w, 3, n_iter=1500, n_chains=4, seed=2,
+                             collapsed_shift=False)
     ind = idata.posterior['change_at'].values.astype(float)
     diff = np.abs(ind.mean((0, 1)) - ex.change_prob)
     assert (diff <= 4*cp.mc_standard_error(ind) + 0.01).all(), diff.max()
@@ -235,12 +237,15 @@ def test_simulated_careers_exact_posterior_against_truth_and_pelt():
     tab = cp.career_benchmark(careers, margin=3, lam=1.0, min_size=8, min_jump=0.4, peers=('ruptures PELT (BIC)',),
                                kelly_defaults=False)
     mean = tab.groupby('method')[['f1', 'recall', 'covering']].mean()
-    kelly, plain, pelt = (mean.loc[m] for m in ('kelly exact (simulator priors) + min jump', 'kelly exact (simulator priors)', 'ruptures PELT (BIC)'))
+    kelly, plain, pelt = (mean.loc[m]
+                          for m in ('kelly exact (simulator priors) + min jump', 'kelly exact (simulator priors)',
+                                    'ruptures PELT (BIC)'))
     assert plain['recall'] >= 0.9 and kelly['recall'] >= 0.9      # the exact posterior finds the real changes
     assert kelly['f1'] >= 0.75
     assert kelly['f1'] >= pelt['f1']
     assert kelly['covering'] >= pelt['covering'] - 0.02
-    assert plain['f1'] <= kelly['f1']                              # the rule only removes changes, and here only spurious ones on balance
+    # the rule only removes changes, and here only spurious ones on balance
+    assert plain['f1'] <= kelly['f1']
 
 
 @settings(max_examples=25, deadline=None)
@@ -308,7 +313,8 @@ def test_sampler_diagnostics_in_results_and_warnings():
     Y = _series(np.random.default_rng(2), 80, 1, [(30, 3.0), (55, -3.0)])
     with pytest.warns(cp.ConvergenceWarning, match='reversible-jump sampler: poor convergence'):
         fit = cp.BayesianChangePoints('gibbs', min_size=5, n_iter=40, n_chains=2, seed=1).fit(Y)
-    assert list(fit.diagnostics_.index) == ['K', 'log_post'] and {'r_hat', 'ess_bulk', 'ess_tail'} <= set(fit.diagnostics_.columns)
+    assert list(fit.diagnostics_.index) == ['K', 'log_post'] and {'r_hat', 'ess_bulk',
+                                                                  'ess_tail'} <= set(fit.diagnostics_.columns)
 
 
 def test_simulated_trend_and_ar_collections():
@@ -399,3 +405,18 @@ def test_auto_picks_student_t_on_heavy_tails_only_and_nan_is_missing():
     assert L_gap[72, 120] == pytest.approx(L_drop[72, 119], abs=1e-10)   # the NaN at 100 adds nothing
     with pytest.raises(InputError, match='no sampler for this model'):
         cp.BayesianChangePoints('gibbs', segment_model='student_t')
+
+
+# ---- issue 24: the per-artist map, serial against a local cluster ----
+def test_changepoints_by_artist_on_two_local_workers_equals_the_serial_fit():
+    from kelly.simulate import simulate_catalog
+    from kelly.parallel import dask_client
+    cat, truth = simulate_catalog(4, seed=2, songs_per_artist=25, change_rate=2.0, sections=False, network=False)
+    careers = cp.simulated_careers(cat, truth)
+    serial = cp.changepoints_by_artist(careers, scheduler='sync', seed=3, lam=1.0, min_size=6, min_jump=0.3)
+    assert list(serial.index) == [c.artist_id for c in careers]
+    with dask_client('local', workers=2) as client:
+        local = cp.changepoints_by_artist(careers, scheduler=client, seed=3, lam=1.0, min_size=6, min_jump=0.3)
+    pd.testing.assert_frame_equal(local, serial, check_exact=True)
+    found = sum(serial.n_changes)
+    assert found > 0 and all(set(c) <= set(k.Y.index) for c, k in zip(serial.change_points, careers))

@@ -1,4 +1,5 @@
-"Tests of kelly.career.ergm: statistics and change statistics against brute-force recounts, the sampler against exact enumeration, MCMC-MLE against the exact MLE of a small graph."
+"""Tests of kelly.career.ergm: statistics and change statistics against brute-force recounts, the sampler against exact
+enumeration, MCMC-MLE against the exact MLE of a small graph."""
 import itertools, math, warnings
 
 import networkx as nx
@@ -9,8 +10,10 @@ from kelly.career.ergm import (ERGM, TERGM, Chain, DegenerateModelError, Degener
                                _neighbour_lists, as_network, bench_ergm, change_statistics, florentine, parse_terms,
                                snapshot_stats, statistics)
 
-DIRECTED_TERMS = ['edges', 'mutual', 'ttriple', 'nodematch(g)', 'gwesp(0.7)', 'gwesp(0)', 'gwesp(2)', 'stability', 'formation']
-UNDIRECTED_TERMS = ['edges', 'triangle', 'nodematch(g)', 'gwesp(0.4)', 'gwesp(0)', 'gwesp(1.5)', 'stability', 'formation']
+DIRECTED_TERMS = ['edges', 'mutual', 'ttriple', 'nodematch(g)', 'gwesp(0.7)', 'gwesp(0)', 'gwesp(2)', 'stability',
+                  'formation']
+UNDIRECTED_TERMS = ['edges', 'triangle', 'nodematch(g)', 'gwesp(0.4)', 'gwesp(0)', 'gwesp(1.5)', 'stability',
+                    'formation']
 
 
 def brute(A, terms, directed, attr, prev):
@@ -119,7 +122,8 @@ def all_graphs(n, directed):
 
 
 @pytest.mark.parametrize('directed,n,names,theta', [(False, 4, ['edges', 'triangle', 'gwesp(0.5)'], [-0.5, 0.4, -0.3]),
-                                                    (True, 3, ['edges', 'mutual', 'ttriple', 'gwesp(0.5)'], [-1.0, 1.2, 0.3, 0.2])])
+                                                    (True, 3, ['edges', 'mutual', 'ttriple', 'gwesp(0.5)'],
+                                                     [-1.0, 1.2, 0.3, 0.2])])
 def test_sampler_matches_exact_enumeration(directed, n, names, theta):
     terms = parse_terms(names, directed)
     S = np.array([statistics(A, terms, directed) for A in all_graphs(n, directed)])
@@ -153,7 +157,8 @@ def test_florentine_edges_only_is_exact_and_triangle_near_statnet():
     assert ERGM(['edges']).fit(G).coef_[0] == pytest.approx(math.log(20 / 100), abs=1e-9)
     tab = ERGM(['edges', 'triangle'], seed=3).fit(G).summary()
     assert abs(tab.estimate['edges'] + 1.69) < 0.5 * 0.36 and abs(tab.estimate['triangle'] - 0.19) < 0.5 * 0.60
-    assert tab.std_error['edges'] == pytest.approx(0.36, rel=0.15) and tab.std_error['triangle'] == pytest.approx(0.60, rel=0.15)
+    assert tab.std_error['edges'] == pytest.approx(0.36, rel=0.15) and tab.std_error['triangle'] == pytest.approx(0.60,
+                                                                                                                  rel=0.15)
     assert (tab.mcmc_se < 0.2 * tab.std_error).all()
 
 
@@ -247,7 +252,7 @@ def test_coverage_helpers_return_one_row_per_fit_and_term():
 # ---- statnet's covariate and degree terms (issue 21) ----
 from hypothesis import given, settings, strategies as st
 
-from kelly.career.ergm import Term, expand_terms
+from kelly.career.ergm import Term
 
 FLO_WEALTH = dict(Acciaiuoli=10, Albizzi=36, Barbadori=55, Bischeri=44, Castellani=20, Ginori=32, Guadagni=8,
                   Lamberteschi=42, Medici=103, Pazzi=48, Peruzzi=49, Pucci=3, Ridolfi=27, Salviati=10, Strozzi=146,
@@ -339,7 +344,8 @@ def test_chain_keeps_new_statistics_consistent(directed):
     theta[0] = -1.5
     for _ in range(4):
         ch.sample(theta, 10, 53, 0)
-        np.testing.assert_allclose(ch.g, statistics(ch.A, m.terms_, directed, ch.attr, ch.prev, ch.cov, ch.W), atol=1e-8)
+        np.testing.assert_allclose(ch.g, statistics(ch.A, m.terms_, directed, ch.attr, ch.prev, ch.cov, ch.W),
+                                   atol=1e-8)
 
 
 @pytest.mark.parametrize('names,theta', [(['edges', 'gwdegree(0.5)', 'gwdsp(0.5)'], [-0.3, -0.6, 0.2]),
@@ -360,8 +366,10 @@ def test_flomarriage_nodecov_wealth_matches_statnet():
     nx.set_node_attributes(G, FLO_WEALTH, 'wealth')
     tab = ERGM(['edges', 'nodecov(wealth)']).fit(G).summary()
     # statnet's tutorial: edges -2.5949 (0.5361), nodecov.wealth 0.0105 (0.0047); within 0.1 SE
-    assert abs(tab.estimate['edges'] + 2.5949) < 0.1 * 0.5361 and abs(tab.estimate['nodecov.wealth'] - 0.0105) < 0.1 * 0.0047
-    assert tab.std_error['edges'] == pytest.approx(0.5361, abs=1e-3) and tab.std_error['nodecov.wealth'] == pytest.approx(0.0047, abs=1e-4)
+    assert abs(tab.estimate['edges'] + 2.5949) < 0.1 * 0.5361 and abs(tab.estimate['nodecov.wealth']
+                                                                      - 0.0105) < 0.1 * 0.0047
+    assert tab.std_error['edges'] == pytest.approx(0.5361, abs=1e-3)
+    assert tab.std_error['nodecov.wealth'] == pytest.approx(0.0047, abs=1e-4)
 
 
 def test_dyad_independent_covariate_model_is_a_logistic_regression():
@@ -404,7 +412,8 @@ def test_kstar_model_near_statnet_and_gwdegree_near_exact_mle():
     G = nx.Graph([(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (4, 5)])
     terms = parse_terms(['edges', 'gwdegree(0.5)'], False)
     obs = statistics(nx.to_numpy_array(G, nodelist=range(6), dtype=int), terms, False)
-    vals, counts = np.unique(np.array([statistics(A, terms, False) for A in all_graphs(6, False)]), axis=0, return_counts=True)
+    vals, counts = np.unique(np.array([statistics(A, terms, False) for A in all_graphs(6, False)]), axis=0,
+                             return_counts=True)
     exact = minimize(lambda t: -(obs @ t - np.log(counts @ np.exp(vals @ t))), np.zeros(2), method='BFGS').x
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', DegeneracyWarning)
@@ -423,3 +432,28 @@ def test_covariate_errors_name_the_problem():
         ERGM(['edges', 'nodefactor(same)']).fit(G)
     with pytest.raises(ValueError, match='directed'):
         ERGM(['edges', 'istar(2)']).fit(G)
+
+
+# ---- issue 25: one state object for the sampler, methods on their class ----
+def test_sampler_takes_a_state_and_a_model_and_continues_in_place():
+    from kelly.career.ergm import GraphState, ModelArrays, _sample
+    ch = Chain(as_network(nx.gnp_random_graph(12, 0.2, seed=2, directed=True)), parse_terms(['edges', 'mutual'], True))
+    assert isinstance(ch.state, GraphState) and isinstance(ch.model, ModelArrays)
+    draws, acceptance = _sample(ch.state, ch.model, np.array([-1.0, 0.5]), 5, 50, 0, 1)
+    assert draws.shape == (5, 2) and 0 < acceptance <= 1
+    after = statistics(ch.A, ch.terms, True, ch.attr, ch.prev, ch.cov, ch.W)
+    assert np.allclose(after, ch.g + draws[-1]) and ch.ne[0] == ch.A.sum()   # the chain's own arrays moved
+    assert ERGM.gof.__qualname__ == 'ERGM.gof' and 'gof' in vars(ERGM)
+
+
+# ---- issue 24: the per-period map, serial against a local cluster ----
+def test_ergm_by_period_on_two_local_workers_equals_the_serial_fit():
+    import pandas as pd
+    from kelly.career.ergm import ergm_by_period, simulator_networks
+    from kelly.parallel import dask_client
+    snaps, _, _ = simulator_networks(16, seed=4, n_periods=3, network_steps=2000)
+    serial = ergm_by_period(snaps, ('edges', 'mutual'), scheduler='sync', seed=1, sample_size=64)
+    assert list(serial.index.get_level_values('period').unique()) == [0, 1, 2]
+    with dask_client('local', workers=2) as client:
+        local = ergm_by_period(snaps, ('edges', 'mutual'), scheduler=client, seed=1, sample_size=64)
+    pd.testing.assert_frame_equal(local, serial, check_exact=True)

@@ -1,7 +1,6 @@
 """kelly.parallel against a real Dask cluster: a `dask scheduler` and two `dask worker` processes on 127.0.0.1,
 one of them killed in the middle of a run."""
-import functools, json, os, signal, socket, subprocess, sys, threading, time
-from pathlib import Path
+import functools, json, os, signal, socket, subprocess, threading, time
 
 import pytest
 
@@ -22,7 +21,8 @@ def cluster(tmp_path):
     address = f'tcp://127.0.0.1:{port}'
     env = {**os.environ, 'DASK_DISTRIBUTED__WORKER__DAEMON': 'False'}
     log = open(tmp_path / 'dask.log', 'w')
-    start = lambda *a: subprocess.Popen([str(BIN / 'dask'), *a], stdout=log, stderr=log, env=env, start_new_session=True)
+    start = lambda *a: subprocess.Popen([str(BIN / 'dask'), *a], stdout=log, stderr=log, env=env,
+                                        start_new_session=True)
     procs = [start('scheduler', '--host', '127.0.0.1', '--port', str(port), '--no-dashboard')]
     procs += [start('worker', address, '--nthreads', '1', '--nworkers', '1', '--no-dashboard', '--name', f'w{i}')
               for i in (1, 2)]

@@ -12,7 +12,8 @@ from kelly.simulate import section_basis, simulate_catalog
 
 def _sections(mu, A, kinds, song='s0'):
     eta = mu[None] + section_basis(kinds) @ A.T
-    return pd.DataFrame(dict(song_id=song, index=np.arange(len(kinds)), kind=kinds, valence=eta[:, 0], arousal=eta[:, 1], dominance=eta[:, 2]))
+    return pd.DataFrame(dict(song_id=song, index=np.arange(len(kinds)), kind=kinds, valence=eta[:, 0],
+                             arousal=eta[:, 1], dominance=eta[:, 2]))
 
 
 def test_section_model_recovers_noiseless_coefficients_exactly():
@@ -64,13 +65,16 @@ def test_reml_is_invariant_to_a_shift_in_the_mean():
 
 
 def test_profile_interval_ends_are_where_an_independent_profile_crosses():
-    "Each end of the length-scale's profile interval, re-profiled by Nelder-Mead from several starts, sits chi2_1(0.9)/2 above the minimum."
+    """Each end of the length-scale's profile interval, re-profiled by Nelder-Mead from several starts, sits
+    chi2_1(0.9)/2 above the minimum."""
     from scipy import optimize, stats
     cat, _ = simulate_catalog(n_artists=1, seed=5, songs_per_artist=40, change_rate=0.0, network=False, sections=False)
     g = career_table(cat)
-    t, Y, X = g.t.to_numpy(float), g[['emo_valence', 'emo_arousal', 'emo_dominance']].to_numpy(float), np.ones((len(g), 1))
+    t, Y, X = (
+        g.t.to_numpy(float), g[['emo_valence', 'emo_arousal', 'emo_dominance']].to_numpy(float), np.ones((len(g), 1)))
     nll = lambda th: reml_nll(th, t, Y, X)
-    best = min((optimize.minimize(nll, np.log([0.2, l0, 0.1]), jac=True, method='L-BFGS-B') for l0 in (1.0, 3.0, 10.0)), key=lambda r: r.fun)
+    best = min((optimize.minimize(nll, np.log([0.2, l0, 0.1]), jac=True, method='L-BFGS-B') for l0 in (1.0, 3.0, 10.0)),
+               key=lambda r: r.fun)
     bounds = [(-8.0, 3.0), (np.log(np.ptp(t) / 50), np.log(10 * np.ptp(t))), (-8.0, 3.0)]
     lo, hi = profile_interval(nll, best.x, 1, bounds, level=0.9, step=0.2)
     assert lo < best.x[1] < hi
@@ -80,7 +84,8 @@ def test_profile_interval_ends_are_where_an_independent_profile_crosses():
     for end in interior:
         rise = min(optimize.minimize(lambda u: nll(np.array([u[0], end, u[1]]))[0], x0, method='Nelder-Mead',
                                      options=dict(xatol=1e-8, fatol=1e-10, maxiter=4000)).fun
-                   for x0 in ([best.x[0], best.x[2]], [best.x[0] + 0.5, best.x[2] - 0.3], [best.x[0] - 0.5, best.x[2] + 0.3])) - best.fun
+                   for x0 in ([best.x[0], best.x[2]], [best.x[0] + 0.5, best.x[2] - 0.3],
+                              [best.x[0] - 0.5, best.x[2] + 0.3])) - best.fun
         assert abs(rise - crit) < 2e-3, (end, rise, crit)
 
 
@@ -98,7 +103,8 @@ def test_career_gp_is_deterministic_and_checks_its_input():
 def test_bench_tiny_returns_the_issue_metrics():
     recs = run_benchmarks('temporal', size='tiny')
     metrics = {r['metric'] for r in recs}
-    assert {'nuts_fit_time', 'advi_fit_time', 'nuts_over_advi', 'nuts_ess_per_second', 'nuts_sigma_coverage', 'nuts_lengthscale_coverage'} <= metrics
+    assert {'nuts_fit_time', 'advi_fit_time', 'nuts_over_advi', 'nuts_ess_per_second', 'nuts_sigma_coverage',
+            'nuts_lengthscale_coverage'} <= metrics
     assert all(r['value'] > 0 for r in recs if r['unit'] != 'share')
     assert all(r['value'] in (0, 1 / 3, 2 / 3, 1) for r in recs if r['unit'] == 'share')   # covered artists out of 3
     assert {r['case'] for r in recs} == {'3 artists x 20 songs'}
@@ -136,7 +142,8 @@ def test_hierarchical_weights_follow_the_exact_conditional():
     hg = HierarchicalCareerGP(method='advi', advi_iter=200, draws=5, m=8, seed=1).fit(tab)
     w = hg.weights(5)
     assert w.shape == (5, 2, 8, 3) and np.isfinite(w).all()
-    # the conditional mean of the GP at the songs equals the exact GP posterior mean for the same draw (weights averaged over many conditional draws)
+    # the conditional mean of the GP at the songs equals the exact GP posterior mean for the same draw (weights averaged
+    # over many conditional draws)
     psd, a, s = hg._draws('sqrt_psd', 1)[0], hg._draws('intercept', 1)[0], hg._draws('noise', 1)[0]
     bi = hg._draws('beta_artist', 1)[0]
     d = hg._data
@@ -157,11 +164,44 @@ def test_every_estimator_refuses_a_level_outside_0_1_before_fitting():
     from kelly.career.temporal import EmotionalState, HierarchicalCareerGP
     cat, _ = simulate_catalog(n_artists=2, seed=6, songs_per_artist=12, change_rate=0.0, network=False)
     tab = career_table(cat)
-    albums = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3)), columns=list(VAD)).assign(album_id=['m0'] * 10 + ['m1'] * 10)
+    albums = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3)),
+                          columns=list(VAD)).assign(album_id=['m0'] * 10 + ['m1'] * 10)
     secs = cat.sections
-    for level, fit in [(90, lambda: CareerGP(level=90).fit(tab)), (1.0, lambda: HierarchicalCareerGP(level=1.0).fit(tab)),
-                       (0, lambda: AlbumCoherence(level=0).fit(albums)), (-0.1, lambda: SectionModel(level=-0.1).fit(secs)),
+    for level, fit in [(90, lambda: CareerGP(level=90).fit(tab)),
+                       (1.0, lambda: HierarchicalCareerGP(level=1.0).fit(tab)),
+                       (0, lambda: AlbumCoherence(level=0).fit(albums)),
+                       (-0.1, lambda: SectionModel(level=-0.1).fit(secs)),
                        ('90%', lambda: EmotionalState(level='90%').fit(cat))]:
         with pytest.raises(InputError, match='use a probability in') as e:
             fit()
         assert str(level) in str(e.value)
+
+
+# ---- issue 25: no flat spot where the Cholesky factorisation fails ----
+def test_reml_objective_has_no_flat_spot_where_the_kernel_is_singular():
+    """Songs of one album share a date: at a large amplitude, long length-scale and small noise K is singular in
+    floating point. The first version returned 1e10 with a zero gradient there, and L-BFGS-B stopped at once."""
+    import math
+    from scipy import optimize
+    t = np.repeat(np.arange(5.0), 4)
+    Y = np.random.default_rng(4).normal(size=(20, 3)) * 0.2
+    X = np.ones((20, 1))
+    corner = np.log([0.2 * math.exp(10), 200.0, 0.2 * math.exp(-10)])
+    value, grad = reml_nll(corner, t, Y, X)
+    assert np.isfinite(value) and value < 1e9 and np.abs(grad).max() > 0
+    good = optimize.minimize(reml_nll, np.log([0.2, 2.0, 0.1]), args=(t, Y, X), jac=True, method='L-BFGS-B')
+    back = optimize.minimize(reml_nll, corner, args=(t, Y, X), jac=True, method='L-BFGS-B')
+    assert abs(back.fun - good.fun) < 1e-3 * abs(good.fun)
+
+
+# ---- issue 24: the per-artist map, serial against a local cluster ----
+def test_careers_gp_on_two_local_workers_equals_the_serial_fit():
+    from kelly.career.temporal import careers_gp
+    cat, _ = simulate_catalog(n_artists=4, seed=5, songs_per_artist=15, change_rate=0.0, network=False, sections=False)
+    table = career_table(cat)
+    serial = careers_gp(table, scheduler='sync', interval='laplace')
+    assert list(serial.index) == sorted(table.artist_id.unique()) and serial.index.name == 'artist_id'
+    from kelly.parallel import dask_client
+    with dask_client('local', workers=2) as client:
+        local = careers_gp(table, scheduler=client, interval='laplace')
+    pd.testing.assert_frame_equal(local, serial, check_exact=True)

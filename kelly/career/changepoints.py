@@ -5,7 +5,7 @@
 # %% ../../nbs/career/41_changepoints.ipynb #fdc36f87
 from __future__ import annotations
 
-import bisect, itertools, math, time, warnings
+import bisect, functools, itertools, time, warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,10 +15,12 @@ from scipy.special import gammaln
 from fastcore.basics import patch
 
 from ..core import InputError, require
+from ..data import EMOTION_COLUMNS
+from ..parallel import parallel_map
 
 # %% auto #0
 __all__ = ['SEGMENT_MODELS', 'AUTO_MODELS', 'STUDENT_NU', 'NOISE_GRID', 'SHAPE_GRID', 'COAL_MINING_DISASTERS',
-           'COAL_MASKED_YEARS', 'EMOTION_COLUMNS', 'check_series', 'NIWPrior', 'robust_noise_cov', 'default_prior',
+           'COAL_MASKED_YEARS', 'PEERS', 'check_series', 'NIWPrior', 'robust_noise_cov', 'default_prior',
            'niw_segment_loglik', 'niw_loglik_chain', 'poisson_segment_loglik', 'gaussian_segment_loglik',
            'student_t_grid', 'student_t_segment_loglik', 'log_n_configurations', 'log_prior_K', 'ExactPosterior',
            'viterbi', 'exact_posterior', 'brute_force_posterior', 'series_log_evidence', 'empirical_bayes_segments',
@@ -26,7 +28,7 @@ __all__ = ['SEGMENT_MODELS', 'AUTO_MODELS', 'STUDENT_NU', 'NOISE_GRID', 'SHAPE_G
            'pymc_fixed_k', 'waic_table', 'BayesianChangePoints', 'coal_mining_disasters', 'true_positives', 'f_measure',
            'partition_from_cps', 'cover_single', 'covering', 'hausdorff', 'peer_change_points', 'real_annotated_series',
            'simulate_regime_series', 'evaluate_collection', 'Career', 'simulated_careers', 'drop_small_changes',
-           'score_change_points', 'career_benchmark', 'bench_changepoints']
+           'score_change_points', 'career_benchmark', 'catalog_careers', 'changepoints_by_artist', 'bench_changepoints']
 
 # %% ../../nbs/career/41_changepoints.ipynb #173b9e3a
 def check_series(Y, # a 1-d series of length T, or an array / DataFrame of shape (T, d)
@@ -44,7 +46,8 @@ def check_series(Y, # a 1-d series of length T, or an array / DataFrame of shape
     if Y.ndim == 1:
         Y = Y[:, None]
     if Y.ndim != 2:
-        raise InputError(f'{name}.shape', Y.shape, 'pass a 1-d series or a 2-d array of shape (T, d)', 'wrong number of dimensions')
+        raise InputError(f'{name}.shape', Y.shape, 'pass a 1-d series or a 2-d array of shape (T, d)',
+                         'wrong number of dimensions')
     bad_mask = np.isinf(Y) if allow_missing else ~np.isfinite(Y)
     if bad_mask.any():
         bad = tuple(np.argwhere(bad_mask)[0])
@@ -52,7 +55,9 @@ def check_series(Y, # a 1-d series of length T, or an array / DataFrame of shape
                'drop or impute missing values (NaN, inf), or use method="exact", which treats NaN as missing')
         raise InputError(f'{name}[{bad[0]}]', Y[bad], fix, 'not finite')
     if len(Y) < 2*min_size:
-        raise InputError(f'len({name})', len(Y), f'pass at least {2*min_size} observations (two segments of min_size={min_size}), or lower min_size', 'series too short')
+        raise InputError(f'len({name})', len(Y),
+                         f'pass at least {2*min_size} observations (two segments of min_size={min_size}), or lower '
+                         'min_size', 'series too short')
     if np.isfinite(Y).all(1).sum() < 2:
         raise InputError(name, Y, 'pass a series with at least two observed (non-NaN) rows', 'too few observed values')
     return Y
@@ -71,7 +76,8 @@ class NIWPrior:
         d = len(self.m0)
         self.psi0 = np.atleast_2d(np.asarray(self.psi0, float))
         if self.psi0.shape != (d, d):
-            raise InputError('psi0.shape', self.psi0.shape, f'pass a ({d}, {d}) matrix to match m0', 'prior dimensions disagree')
+            raise InputError('psi0.shape', self.psi0.shape, f'pass a ({d}, {d}) matrix to match m0',
+                             'prior dimensions disagree')
         if not self.kappa0 > 0:
             raise InputError('kappa0', self.kappa0, 'use a positive number')
         if not self.nu0 > d - 1:
@@ -134,6 +140,7 @@ def _logdet(M):
     with np.errstate(divide='ignore', invalid='ignore'):
         return np.log(det)
 
+# %% ../../nbs/career/41_changepoints.ipynb #34d1dbe4
 def niw_segment_loglik(Y:np.ndarray, # the series, shape (T, d)
                        prior:NIWPrior, # the NIW prior of one regime
                        min_size:int=2, # the shortest segment allowed
@@ -142,7 +149,8 @@ def niw_segment_loglik(Y:np.ndarray, # the series, shape (T, d)
     Y = check_series(Y, 1, allow_missing=True)
     T, d = Y.shape
     if d != prior.d:
-        raise InputError('Y.shape[1]', d, f'pass a series with {prior.d} columns, or a prior of dimension {d}', 'dimension does not match the prior')
+        raise InputError('Y.shape[1]', d, f'pass a series with {prior.d} columns, or a prior of dimension {d}',
+                         'dimension does not match the prior')
     _check_size(T)
     observed = np.isfinite(Y).all(1)                          # a row with a NaN is missing: it adds nothing
     Yc = np.where(observed[:, None], Y - prior.m0, 0.0)
@@ -163,7 +171,9 @@ def niw_segment_loglik(Y:np.ndarray, # the series, shape (T, d)
 
 def _check_size(T, limit=5_000):
     if T > limit:
-        raise InputError('len(Y)', T, f'split the series or aggregate it to at most {limit} points: the exact posterior stores a T×T matrix', 'series too long')
+        raise InputError('len(Y)', T,
+                         f'split the series or aggregate it to at most {limit} points: the exact posterior stores a '
+                         'T×T matrix', 'series too long')
 
 def _segment_blocks(T, min_size, max_pairs=300_000):
     "(s, t) index arrays of all segments [s, t) with t - s ≥ min_size, in blocks of about max_pairs segments."
@@ -424,6 +434,7 @@ class ExactPosterior:
             out.append(np.array(cps[::-1], dtype=int))
         return out
 
+# %% ../../nbs/career/41_changepoints.ipynb #3ee85931
 def viterbi(L:np.ndarray, # segment scores, shape (T+1, T+1)
             K:int, # number of change points
            ) -> np.ndarray:
@@ -435,7 +446,8 @@ def viterbi(L:np.ndarray, # segment scores, shape (T+1, T+1)
         ptrs.append(np.argmax(M, 0))
         V = M[ptrs[-1], np.arange(T + 1)]
     if not np.isfinite(V[T]):
-        raise InputError('K', K, 'ask for fewer change points: they do not fit with this min_size', 'too many change points')
+        raise InputError('K', K, 'ask for fewer change points: they do not fit with this min_size',
+                         'too many change points')
     cps, end = [], T
     for p in reversed(ptrs):
         end = int(p[end])
@@ -469,7 +481,8 @@ def exact_posterior(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1),
     change_prob = np.exp(lpc[:T] - logZ)
     change_prob[0] = 0.0
     if kmax == max_changes and kmax > 0 and log_joint[-1] - logZ > np.log(1e-3):
-        warnings.warn(f'P(K = max_changes = {kmax} | Y) = {np.exp(log_joint[-1] - logZ):.2g}: the truncation of the prior on K matters; raise max_changes')
+        warnings.warn(f'P(K = max_changes = {kmax} | Y) = {np.exp(log_joint[-1] - logZ):.2g}: the truncation of the '
+                      'prior on K matters; raise max_changes')
     return ExactPosterior(T=T, min_size=min_size, log_prob_K=log_joint - logZ, change_prob=change_prob,
                           log_evidence=logZ, A=A, B=B, L=L, log_w=log_w)
 
@@ -505,7 +518,8 @@ def series_log_evidence(L:np.ndarray, # segment log marginal likelihoods (T+1, T
                         lam:float=2.0, # Poisson prior mean of the number of change points
                         max_changes:int=30, # truncation of the prior on K
                         min_size:int=2, # the shortest segment (as used to build L)
-                        stop_below:float=None, # stop once 3 terms in a row fall and lie this far (nats) below the largest
+                        # stop once 3 terms in a row fall and lie this far (nats) below the largest
+                        stop_below:float=None,
                        ) -> float:
     "log p(Y) summed over every segmentation (the forward recursion of `exact_posterior` alone)."
     T = L.shape[0] - 1
@@ -513,7 +527,8 @@ def series_log_evidence(L:np.ndarray, # segment log marginal likelihoods (T+1, T
     log_w = log_prior_K(T, lam, kmax, min_size) - log_n_configurations(T, np.arange(kmax + 1), min_size)
     A, terms = L[0].copy(), [log_w[0] + L[0, T]]
     for k in range(2, kmax + 2):
-        if stop_below is not None and len(terms) > 3 and terms[-1] < max(terms) - stop_below and terms[-1] < terms[-2] < terms[-3] < terms[-4]:
+        falling = len(terms) > 3 and terms[-1] < terms[-2] < terms[-3] < terms[-4]
+        if stop_below is not None and falling and terms[-1] < max(terms) - stop_below:
             break                                                 # the rest adds less than e^-stop_below each
         lo = (k - 1)*min_size
         A_next = np.full(T + 1, -np.inf)
@@ -522,6 +537,7 @@ def series_log_evidence(L:np.ndarray, # segment log marginal likelihoods (T+1, T
         terms.append(log_w[k - 1] + A[T])
     return float(_lse(np.array(terms), 0))
 
+# %% ../../nbs/career/41_changepoints.ipynb #4285ff81
 NOISE_GRID = np.logspace(-5, 0.5, 12)     # s² / Var(y) tried by empirical Bayes
 SHAPE_GRID = np.logspace(-1, 2, 10)       # Gamma shapes a tried for counts
 
@@ -558,7 +574,8 @@ def empirical_bayes_segments(y, # a univariate series (NaN missing); counts for 
         ev = series_log_evidence(L, lam, max_changes, min_size, stop_below=40.0)
         return dict(model=model, log_evidence=ev, noise_var=float(r*var), kappa0=kappa0, m0=m0, a0=a0, L=L, i=i)
     best = max((score(i) for i in range(0, len(NOISE_GRID), 2)), key=lambda f: f['log_evidence'])   # every decade
-    near = [score(i) for i in (best['i'] - 1, best['i'] + 1) if 0 <= i < len(NOISE_GRID)]           # then its neighbours
+    # then its neighbours
+    near = [score(i) for i in (best['i'] - 1, best['i'] + 1) if 0 <= i < len(NOISE_GRID)]
     return max([best, *near], key=lambda f: f['log_evidence'])
 
 def select_segment_model(y, # a univariate series (NaN missing)
@@ -579,7 +596,8 @@ def simulate_changepoint_series(T:int=200, # series length
                                 K:int=3, # number of change points
                                 min_size:int=10, # the shortest regime
                                 kappa:float=0.25, # prior strength of the regime means (smaller: larger shifts)
-                                nu:float=None, # inverse Wishart degrees of freedom (default d + 10: near-identity noise)
+                                # inverse Wishart degrees of freedom (default d + 10: near-identity noise)
+                                nu:float=None,
                                 seed:int=0, # random seed
                                ) -> tuple:
     "(Y, change points): a draw from the §4.1 model with K uniform locations and NIW regimes."
@@ -637,7 +655,8 @@ class _NIWRegimes:
         mu, Sig = theta
         n, S1, SS = self._stats(s, t)
         kn = p.kappa0 + n
-        mu = S1/kn + (np.sqrt(Sig) if self.d == 1 else np.linalg.cholesky(Sig)) @ rng.standard_normal(self.d)/np.sqrt(kn)
+        mu = S1/kn + (np.sqrt(Sig) if self.d == 1
+                      else np.linalg.cholesky(Sig)) @ rng.standard_normal(self.d)/np.sqrt(kn)
         scatter = SS - np.outer(S1, mu) - np.outer(mu, S1) + n*np.outer(mu, mu)
         Sig, _ = _draw_inverse_wishart(p.nu0 + n + 1, p.psi0 + scatter + p.kappa0*np.outer(mu, mu), rng)
         return mu, Sig
@@ -735,7 +754,8 @@ def rjmcmc_chain(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1)
                       + np.log(_move_probs(nb, m, kmax)[1]) - np.log(K + 1) - np.log(pb) + np.log(cum[-1]))
                 acc['jump'][1] += 1
                 if np.log(rng.random()) < la:
-                    theta = theta[:seg] + [regimes.draw_exact(b[seg], t, rng), regimes.draw_exact(t, b[seg + 1], rng)] + theta[seg + 1:]
+                    theta = theta[:seg] + [regimes.draw_exact(b[seg], t, rng),
+                                           regimes.draw_exact(t, b[seg + 1], rng)] + theta[seg + 1:]
                     b = nb
                     acc['jump'][0] += 1
             elif u < pb + pd:
@@ -789,7 +809,8 @@ def run_rjmcmc(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1)
     for c in range(n_chains):
         rng = np.random.default_rng([seed, c])
         init = _random_init(T, min_size, c, rng)           # chain c starts with c random change points
-        chains.append(rjmcmc_chain(L, regimes, log_w, min_size, n_iter, rng, delta=delta, init=init, collapsed_shift=collapsed_shift))
+        chains.append(rjmcmc_chain(L, regimes, log_w, min_size, n_iter, rng, delta=delta, init=init,
+                                   collapsed_shift=collapsed_shift))
     seconds = time.perf_counter() - t0
     n = n_iter - burn
     K = np.array([ch['K'][burn:] for ch in chains])
@@ -822,7 +843,7 @@ def mc_standard_error(x:np.ndarray, # draws, shape (chains, draws, ...)
     return bm.std(0, ddof=1)/np.sqrt(c*n_batches)
 
 # %% ../../nbs/career/41_changepoints.ipynb #162c4f4e
-from ..core import ConvergenceWarning, sampler_diagnostics   # one check for every sampler of kelly (kelly.core)
+from ..core import ConvergenceWarning, sampler_diagnostics  # noqa: F401  one check for every sampler of kelly
 
 # %% ../../nbs/career/41_changepoints.ipynb #f342db6b
 def pymc_fixed_k(Y:np.ndarray, # the series, shape (T, d)
@@ -843,7 +864,7 @@ def pymc_fixed_k(Y:np.ndarray, # the series, shape (T, d)
     if d != prior.d:
         raise InputError('Y.shape[1]', d, f'pass a series with {prior.d} columns', 'dimension does not match the prior')
     t = np.arange(T, dtype=float)[:, None]
-    with pm.Model() as model:
+    with pm.Model():
         sig2 = pm.InverseGamma('sigma2', alpha=(prior.nu0 - d + 1)/2, beta=np.diag(prior.psi0)/2, shape=(K + 1, d))
         mu = pm.Normal('mu', mu=prior.m0, sigma=pt.sqrt(sig2/prior.kappa0), shape=(K + 1, d))
         if K == 0:
@@ -852,7 +873,9 @@ def pymc_fixed_k(Y:np.ndarray, # the series, shape (T, d)
             w = pm.Dirichlet('spacing', a=np.ones(K + 1))
             free = T - (K + 1)*min_size                                      # every regime at least min_size long
             if free <= 0:
-                raise InputError('K', K, f'use fewer changes: {K + 1} regimes of min_size={min_size} do not fit in {T} points', 'too many change points')
+                raise InputError('K', K,
+                                 f'use fewer changes: {K + 1} regimes of min_size={min_size} do not fit in {T} points',
+                                 'too many change points')
             tau = pm.Deterministic('tau', min_size*np.arange(1, K + 1) + free*pt.cumsum(w)[:K])
             past = pm.math.sigmoid((t - tau[None, :])/width)                  # (T, K): after the k-th change
             W = pt.concatenate([pt.ones((T, 1)), past], 1) - pt.concatenate([past, pt.zeros((T, 1))], 1)
@@ -878,7 +901,7 @@ def waic_table(fits:dict, # {label: InferenceData with log_likelihood}
     tab['waic'] = -2*tab['elpd_waic']
     return tab
 
-# %% ../../nbs/career/41_changepoints.ipynb #0fe1675f
+# %% ../../nbs/career/41_changepoints.ipynb #a92f679a
 def _quantile_interval(probs, ci):
     "Equal-tailed interval (lo, hi) of a discrete distribution over 0..T-1."
     cdf = np.cumsum(probs)/max(probs.sum(), 1e-300)
@@ -889,7 +912,8 @@ from sklearn.base import BaseEstimator
 class BayesianChangePoints(BaseEstimator):
     "Bayesian change points in a (multivariate) series: exact posterior, reversible-jump sampler or PyMC."
     def __init__(self,
-                 method:str='exact', # "exact" (dynamic programming), "gibbs" (the §4.2 sampler) or "pymc" (fixed K + WAIC)
+                 # "exact" (dynamic programming), "gibbs" (the §4.2 sampler) or "pymc" (fixed K + WAIC)
+                 method:str='exact',
                  likelihood:str='normal', # "normal" (Gaussian regimes) or "poisson" (Gamma-Poisson counts)
                  lam:float=2.0, # Poisson prior mean of the number of change points
                  min_size:int=5, # the shortest regime, in observations
@@ -918,138 +942,156 @@ class BayesianChangePoints(BaseEstimator):
         if method != 'exact' and segment_model in ('mean', 'trend', 'ar1', 'student_t'):
             raise InputError('segment_model', segment_model, f'use method="exact" for it, or segment_model="meanvar" '
                              f'with method="{method}"', 'no sampler for this model')
-        self.method, self.likelihood, self.lam, self.min_size, self.max_changes = method, likelihood, lam, int(min_size), max_changes
+        self.method, self.likelihood, self.lam, self.min_size, self.max_changes = (
+            method, likelihood, lam, int(min_size), max_changes)
         self.prior, self.ci, self.n_iter, self.n_chains, self.n_draws = prior, ci, n_iter, n_chains, n_draws
         self.pymc_max_changes, self.seed, self.segment_model = pymc_max_changes, seed, segment_model
 
-    def _fit_exact(self, Y, L, regimes):
-        az = require('arviz')
-        ex = self.exact_
-        T = len(Y)
-        rng = np.random.default_rng(self.seed)
-        self.change_prob_, self.prob_K_ = ex.change_prob, ex.prob_K
-        K = ex.K_map
-        self.change_points_ = ex.map_changes(K)
-        pos = ex.position_probs(K)
-        self.intervals_ = pd.DataFrame([dict(change=j + 1, index=int(c), lower=_quantile_interval(pos[j], self.ci)[0],
-                                             upper=_quantile_interval(pos[j], self.ci)[1], prob=float(pos[j, c]))
-                                        for j, c in enumerate(self.change_points_)],
-                                       columns=['change', 'index', 'lower', 'upper', 'prob'])
-        draws = ex.sample(self.n_draws, rng)
-        kk = max(len(c) for c in draws)
-        ind = np.zeros((1, len(draws), T), np.int8)
-        mu = np.full((1, len(draws), kk + 1, regimes.d), np.nan)
-        for i, c in enumerate(draws):
-            ind[0, i, c] = 1
-            b = [0, *c, T]
-            mu[0, i, :len(b) - 1] = [regimes.mean(regimes.draw_exact(b[r], b[r + 1], rng)) for r in range(len(b) - 1)]
-        self.posterior_ = az.from_dict(
-            posterior=dict(K=np.array([[len(c) for c in draws]]), change_at=ind, mu=mu),
-            coords=dict(time=np.arange(T), regime=np.arange(kk + 1), dim=np.arange(regimes.d)),
-            dims=dict(change_at=['time'], mu=['regime', 'dim']),
-            attrs=dict(method='exact', log_evidence=ex.log_evidence, seconds=self.exact_seconds_))
+# %% ../../nbs/career/41_changepoints.ipynb #1a97c01a
+@patch
+def _fit_exact(self:BayesianChangePoints, Y, L, regimes):
+    az = require('arviz')
+    ex = self.exact_
+    T = len(Y)
+    rng = np.random.default_rng(self.seed)
+    self.change_prob_, self.prob_K_ = ex.change_prob, ex.prob_K
+    K = ex.K_map
+    self.change_points_ = ex.map_changes(K)
+    pos = ex.position_probs(K)
+    self.intervals_ = pd.DataFrame([dict(change=j + 1, index=int(c), lower=_quantile_interval(pos[j], self.ci)[0],
+                                         upper=_quantile_interval(pos[j], self.ci)[1], prob=float(pos[j, c]))
+                                    for j, c in enumerate(self.change_points_)],
+                                   columns=['change', 'index', 'lower', 'upper', 'prob'])
+    draws = ex.sample(self.n_draws, rng)
+    kk = max(len(c) for c in draws)
+    ind = np.zeros((1, len(draws), T), np.int8)
+    mu = np.full((1, len(draws), kk + 1, regimes.d), np.nan)
+    for i, c in enumerate(draws):
+        ind[0, i, c] = 1
+        b = [0, *c, T]
+        mu[0, i, :len(b) - 1] = [regimes.mean(regimes.draw_exact(b[r], b[r + 1], rng)) for r in range(len(b) - 1)]
+    self.posterior_ = az.from_dict(
+        posterior=dict(K=np.array([[len(c) for c in draws]]), change_at=ind, mu=mu),
+        coords=dict(time=np.arange(T), regime=np.arange(kk + 1), dim=np.arange(regimes.d)),
+        dims=dict(change_at=['time'], mu=['regime', 'dim']),
+        attrs=dict(method='exact', log_evidence=ex.log_evidence, seconds=self.exact_seconds_))
 
-    def _fit_gibbs(self, Y, L, regimes):
-        idata, self.sampler_seconds_ = run_rjmcmc(L, regimes, self.exact_.log_w, self.min_size, self.n_iter,
-                                                  n_chains=self.n_chains, seed=self.seed)
-        self.posterior_ = idata
-        K = idata.posterior['K'].values.ravel()
-        ind = idata.posterior['change_at'].values.reshape(len(K), -1)
-        self.change_prob_ = ind.mean(0)
-        self.prob_K_ = np.bincount(K, minlength=len(self.exact_.prob_K))/len(K)
-        Kh = int(np.argmax(self.prob_K_))
-        sel = ind[K == Kh]
-        taus = np.array([np.flatnonzero(r) for r in sel]).reshape(len(sel), Kh)
-        q = (1 - self.ci)/2
-        self.change_points_ = np.round(np.median(taus, 0)).astype(int) if Kh else np.zeros(0, int)
-        self.intervals_ = pd.DataFrame([dict(change=j + 1, index=int(c), lower=int(np.quantile(taus[:, j], q)),
-                                             upper=int(np.quantile(taus[:, j], 1 - q)), prob=float(np.mean(taus[:, j] == c)))
-                                        for j, c in enumerate(self.change_points_)],
-                                       columns=['change', 'index', 'lower', 'upper', 'prob'])
-        self.diagnostics_ = sampler_diagnostics(idata, ['K', 'log_post'], label='reversible-jump sampler')
+# %% ../../nbs/career/41_changepoints.ipynb #cb139a4a
+@patch
+def _fit_gibbs(self:BayesianChangePoints, Y, L, regimes):
+    idata, self.sampler_seconds_ = run_rjmcmc(L, regimes, self.exact_.log_w, self.min_size, self.n_iter,
+                                              n_chains=self.n_chains, seed=self.seed)
+    self.posterior_ = idata
+    K = idata.posterior['K'].values.ravel()
+    ind = idata.posterior['change_at'].values.reshape(len(K), -1)
+    self.change_prob_ = ind.mean(0)
+    self.prob_K_ = np.bincount(K, minlength=len(self.exact_.prob_K))/len(K)
+    Kh = int(np.argmax(self.prob_K_))
+    sel = ind[K == Kh]
+    taus = np.array([np.flatnonzero(r) for r in sel]).reshape(len(sel), Kh)
+    q = (1 - self.ci)/2
+    self.change_points_ = np.round(np.median(taus, 0)).astype(int) if Kh else np.zeros(0, int)
+    self.intervals_ = pd.DataFrame([dict(change=j + 1, index=int(c), lower=int(np.quantile(taus[:, j], q)),
+                                         upper=int(np.quantile(taus[:, j], 1 - q)),
+                                         prob=float(np.mean(taus[:, j] == c)))
+                                    for j, c in enumerate(self.change_points_)],
+                                   columns=['change', 'index', 'lower', 'upper', 'prob'])
+    self.diagnostics_ = sampler_diagnostics(idata, ['K', 'log_post'], label='reversible-jump sampler')
 
-    def _fit_pymc(self, Y, L, regimes):
-        fits = {f'K={k}': pymc_fixed_k(Y, k, self.prior_, draws=self.n_draws, chains=self.n_chains, seed=self.seed, min_size=self.min_size)
-                for k in range(self.pymc_max_changes + 1)}
-        self.pymc_fits_ = fits
-        self.waic_table_ = waic_table(fits)
-        self.diagnostics_ = pd.DataFrame([dict(fit=k, r_hat_max=f.attrs['r_hat_max'],
-                                               ess_bulk_min=f.attrs['ess_bulk_min']) for k, f in fits.items()])
-        best = self.waic_table_.index[0]
-        idata = fits[best]
-        Kh = idata.attrs['K']
-        self.posterior_ = idata
-        T = len(Y)
-        self.prob_K_ = np.eye(self.pymc_max_changes + 1)[Kh]
-        if Kh == 0:
-            self.change_points_, self.change_prob_ = np.zeros(0, int), np.zeros(T)
-            self.intervals_ = pd.DataFrame(columns=['change', 'index', 'lower', 'upper', 'prob'])
-            return
-        idx = idata.posterior['change_index'].values.reshape(-1, Kh).astype(int)
-        self.change_prob_ = np.bincount(idx.ravel(), minlength=T)[:T]/len(idx)
-        q = (1 - self.ci)/2
-        self.change_points_ = np.round(np.median(idx, 0)).astype(int)
-        self.intervals_ = pd.DataFrame([dict(change=j + 1, index=int(c), lower=int(np.quantile(idx[:, j], q)),
-                                             upper=int(np.quantile(idx[:, j], 1 - q)), prob=float(np.mean(idx[:, j] == c)))
-                                        for j, c in enumerate(self.change_points_)],
-                                       columns=['change', 'index', 'lower', 'upper', 'prob'])
+# %% ../../nbs/career/41_changepoints.ipynb #97d81e1d
+@patch
+def _fit_pymc(self:BayesianChangePoints, Y, L, regimes):
+    fits = {f'K={k}': pymc_fixed_k(Y, k, self.prior_, draws=self.n_draws, chains=self.n_chains, seed=self.seed,
+                                   min_size=self.min_size)
+            for k in range(self.pymc_max_changes + 1)}
+    self.pymc_fits_ = fits
+    self.waic_table_ = waic_table(fits)
+    self.diagnostics_ = pd.DataFrame([dict(fit=k, r_hat_max=f.attrs['r_hat_max'],
+                                           ess_bulk_min=f.attrs['ess_bulk_min']) for k, f in fits.items()])
+    best = self.waic_table_.index[0]
+    idata = fits[best]
+    Kh = idata.attrs['K']
+    self.posterior_ = idata
+    T = len(Y)
+    self.prob_K_ = np.eye(self.pymc_max_changes + 1)[Kh]
+    if Kh == 0:
+        self.change_points_, self.change_prob_ = np.zeros(0, int), np.zeros(T)
+        self.intervals_ = pd.DataFrame(columns=['change', 'index', 'lower', 'upper', 'prob'])
+        return
+    idx = idata.posterior['change_index'].values.reshape(-1, Kh).astype(int)
+    self.change_prob_ = np.bincount(idx.ravel(), minlength=T)[:T]/len(idx)
+    q = (1 - self.ci)/2
+    self.change_points_ = np.round(np.median(idx, 0)).astype(int)
+    self.intervals_ = pd.DataFrame([dict(change=j + 1, index=int(c), lower=int(np.quantile(idx[:, j], q)),
+                                         upper=int(np.quantile(idx[:, j], 1 - q)), prob=float(np.mean(idx[:, j] == c)))
+                                    for j, c in enumerate(self.change_points_)],
+                                   columns=['change', 'index', 'lower', 'upper', 'prob'])
 
-    def _regime_means(self, regimes):
-        "Posterior mean and equal-tailed interval of each regime's mean, given the reported segmentation."
-        from scipy import stats
-        b = [0, *self.positions_, len(self.Y_)]
-        q = (1 - self.ci)/2
-        rows = []
-        for r in range(len(b) - 1):
-            s, t = b[r], b[r + 1]
-            if self.segment_model_ == 'student_t':                # μ | y on the grid, σ summed out
-                p = regimes.grid_posterior(s, t)
-                mu = regimes.grid['mu']
-                order = np.argsort(mu, kind='stable')
-                cdf = np.cumsum(p[order])
-                lower, upper = mu[order][np.searchsorted(cdf, [q, 1 - q])]
-                rows.append(dict(regime=r, start=s, end=t, dim=0, mean=float(p @ mu), lower=lower, upper=upper))
-                continue
-            if self.likelihood == 'poisson':
-                a, bb = self.prior_
-                post = stats.gamma(a + regimes.C[t] - regimes.C[s], scale=1/(bb + regimes.N[t] - regimes.N[s]))
-                rows.append(dict(regime=r, start=s, end=t, dim=0, mean=post.mean(), lower=post.ppf(q), upper=post.ppf(1 - q)))
-                continue
-            p = self.prior_
-            n, S1, SS = regimes._stats(s, t)
-            kn = p.kappa0 + n
-            psi = p.psi0 + SS - np.outer(S1, S1)/kn
-            df = p.nu0 + n - regimes.d + 1
-            for j in range(regimes.d):   # μ_j | Y ~ Student t(df, m_n, Ψ_n,jj / (κ_n df))
-                post = stats.t(df, loc=S1[j]/kn + p.m0[j], scale=np.sqrt(psi[j, j]/(kn*df)))
-                rows.append(dict(regime=r, start=s, end=t, dim=j, mean=post.mean(), lower=post.ppf(q), upper=post.ppf(1 - q)))
-        return pd.DataFrame(rows)
+# %% ../../nbs/career/41_changepoints.ipynb #2d59fb89
+@patch
+def _regime_means(self:BayesianChangePoints, regimes):
+    "Posterior mean and equal-tailed interval of each regime's mean, given the reported segmentation."
+    from scipy import stats
+    b = [0, *self.positions_, len(self.Y_)]
+    q = (1 - self.ci)/2
+    rows = []
+    for r in range(len(b) - 1):
+        s, t = b[r], b[r + 1]
+        if self.segment_model_ == 'student_t':                # μ | y on the grid, σ summed out
+            p = regimes.grid_posterior(s, t)
+            mu = regimes.grid['mu']
+            order = np.argsort(mu, kind='stable')
+            cdf = np.cumsum(p[order])
+            lower, upper = mu[order][np.searchsorted(cdf, [q, 1 - q])]
+            rows.append(dict(regime=r, start=s, end=t, dim=0, mean=float(p @ mu), lower=lower, upper=upper))
+            continue
+        if self.likelihood == 'poisson':
+            a, bb = self.prior_
+            post = stats.gamma(a + regimes.C[t] - regimes.C[s], scale=1/(bb + regimes.N[t] - regimes.N[s]))
+            rows.append(dict(regime=r, start=s, end=t, dim=0, mean=post.mean(), lower=post.ppf(q),
+                             upper=post.ppf(1 - q)))
+            continue
+        p = self.prior_
+        n, S1, SS = regimes._stats(s, t)
+        kn = p.kappa0 + n
+        psi = p.psi0 + SS - np.outer(S1, S1)/kn
+        df = p.nu0 + n - regimes.d + 1
+        for j in range(regimes.d):   # μ_j | Y ~ Student t(df, m_n, Ψ_n,jj / (κ_n df))
+            post = stats.t(df, loc=S1[j]/kn + p.m0[j], scale=np.sqrt(psi[j, j]/(kn*df)))
+            rows.append(dict(regime=r, start=s, end=t, dim=j, mean=post.mean(), lower=post.ppf(q),
+                             upper=post.ppf(1 - q)))
+    return pd.DataFrame(rows)
 
-    def plot(self, x=None, # the time axis (default: the series' index, else 0..T-1)
-             title:str='Bayesian change points', # the figure's title
-            ):
-        "A plotly figure: the series with the change points and their intervals, and P(change at t) below it."
-        from plotly.subplots import make_subplots
-        import plotly.graph_objects as go
-        if not hasattr(self, 'change_points_'):
-            raise InputError('estimator', self, 'call fit(Y) before plot()', 'not fitted')
-        T = len(self.Y_)
-        if x is None:
-            x = self.index_.astype(str) if isinstance(self.index_, pd.PeriodIndex) else self.index_
-        x = np.asarray(x)
-        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
-        for j in range(self.Y_.shape[1]):
-            fig.add_trace(go.Scatter(x=x, y=self.Y_[:, j], mode='lines+markers', marker_size=3, name=f'Y[{j}]'), 1, 1)
-        for _, r in self.intervals_.iterrows():
-            fig.add_vrect(x0=x[int(r['lower'])], x1=x[int(r['upper'])], fillcolor='orange', opacity=0.2, line_width=0, row=1, col=1)
-            fig.add_vline(x=x[int(r['index'])], line_dash='dash', line_color='firebrick', row=1, col=1)
-        for _, r in self.regime_means_.iterrows():
-            fig.add_trace(go.Scatter(x=[x[int(r['start'])], x[int(r['end']) - 1]], y=[r['mean']]*2, mode='lines', line_color='black',
-                                     showlegend=False, hovertext=f"regime {int(r['regime'])}: {r['mean']:.3g} [{r['lower']:.3g}, {r['upper']:.3g}]"), 1, 1)
-        fig.add_trace(go.Bar(x=x, y=self.change_prob_, name='P(change at t)', marker_color='firebrick'), 2, 1)
-        fig.update_yaxes(title_text='P(change)', range=[0, 1], row=2, col=1)
-        fig.update_layout(title=title, height=520, template='plotly_white', bargap=0)
-        return fig
+# %% ../../nbs/career/41_changepoints.ipynb #212dfd4b
+@patch
+def plot(self:BayesianChangePoints, x=None, # the time axis (default: the series' index, else 0..T-1)
+         title:str='Bayesian change points', # the figure's title
+        ):
+    "A plotly figure: the series with the change points and their intervals, and P(change at t) below it."
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+    if not hasattr(self, 'change_points_'):
+        raise InputError('estimator', self, 'call fit(Y) before plot()', 'not fitted')
+    if x is None:
+        x = self.index_.astype(str) if isinstance(self.index_, pd.PeriodIndex) else self.index_
+    x = np.asarray(x)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
+    for j in range(self.Y_.shape[1]):
+        fig.add_trace(go.Scatter(x=x, y=self.Y_[:, j], mode='lines+markers', marker_size=3, name=f'Y[{j}]'), 1, 1)
+    for _, r in self.intervals_.iterrows():
+        fig.add_vrect(x0=x[int(r['lower'])], x1=x[int(r['upper'])], fillcolor='orange', opacity=0.2, line_width=0,
+                      row=1, col=1)
+        fig.add_vline(x=x[int(r['index'])], line_dash='dash', line_color='firebrick', row=1, col=1)
+    for _, r in self.regime_means_.iterrows():
+        fig.add_trace(go.Scatter(x=[x[int(r['start'])], x[int(r['end']) - 1]], y=[r['mean']]*2, mode='lines',
+                                 line_color='black',
+                                 showlegend=False,
+                                 hovertext=f"regime {int(r['regime'])}: {r['mean']:.3g} [{r['lower']:.3g}, "
+                                 f"{r['upper']:.3g}]"), 1, 1)
+    fig.add_trace(go.Bar(x=x, y=self.change_prob_, name='P(change at t)', marker_color='firebrick'), 2, 1)
+    fig.update_yaxes(title_text='P(change)', range=[0, 1], row=2, col=1)
+    fig.update_layout(title=title, height=520, template='plotly_white', bargap=0)
+    return fig
 
 # %% ../../nbs/career/41_changepoints.ipynb #9b33cfcc
 @patch
@@ -1169,6 +1211,7 @@ def f_measure(annotations, # true change points: a list, or a dict of lists (one
     F = P*R/(alpha*R + (1 - alpha)*P)
     return (F, P, R) if return_PR else F
 
+# %% ../../nbs/career/41_changepoints.ipynb #0c03e467
 def partition_from_cps(locations, # change points
                        n_obs:int, # series length
                       ) -> list:
@@ -1182,7 +1225,8 @@ def cover_single(Sprime:list, # the predicted partition
     "Covering of partition S by Sprime (Arbelaez et al. 2010, eq. 8)."
     T = sum(map(len, Sprime))
     if T != sum(map(len, S)):
-        raise InputError('partitions', (T, sum(map(len, S))), 'pass two partitions of the same series', 'different lengths')
+        raise InputError('partitions', (T, sum(map(len, S))), 'pass two partitions of the same series',
+                         'different lengths')
     return sum(len(R)*max(len(R & Rp)/len(R | Rp) for Rp in Sprime) for R in S)/T
 
 def covering(annotations, # true change points: a list, or a dict of lists
@@ -1226,10 +1270,14 @@ def peer_change_points(Y:np.ndarray, # the series, shape (T, d)
         out[name] = (np.asarray(cps, int), time.perf_counter() - t0)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='New behaviour in v1.1.5')   # ruptures' covariance bias note
-        timed('ruptures PELT (BIC)', lambda: rpt.Pelt(model='normal', min_size=min_size, jump=1).fit(Y).predict(pen=pen)[:-1])
-        timed('ruptures BinSeg (BIC)', lambda: rpt.Binseg(model='normal', min_size=min_size, jump=1).fit(Y).predict(pen=pen)[:-1])
+        timed('ruptures PELT (BIC)',
+              lambda: rpt.Pelt(model='normal', min_size=min_size, jump=1).fit(Y).predict(pen=pen)[:-1])
+        timed('ruptures BinSeg (BIC)',
+              lambda: rpt.Binseg(model='normal', min_size=min_size, jump=1).fit(Y).predict(pen=pen)[:-1])
         if K is not None:
-            timed('ruptures Dynp (K given)', lambda: rpt.Dynp(model='normal', min_size=min_size, jump=1).fit(Y).predict(n_bkps=K)[:-1] if K > 0 else [])
+            timed('ruptures Dynp (K given)',
+                  lambda: rpt.Dynp(model='normal', min_size=min_size, jump=1).fit(Y).predict(n_bkps=K)[:-1] if K > 0
+                  else [])
     p = prior if prior is not None else default_prior(Y)
     def bocpd():
         cpd = cpt.Bocpd(prior=cpt.NormalInvWishart(p.m0, float(p.kappa0), int(round(p.nu0)), p.psi0), lam=T/(lam + 1))
@@ -1334,8 +1382,6 @@ def evaluate_collection(items:list, # dicts: y (NaN missing), cps (positions, or
     return pd.DataFrame(rows)
 
 # %% ../../nbs/career/41_changepoints.ipynb #200baa68
-EMOTION_COLUMNS = ('emo_valence', 'emo_arousal', 'emo_dominance')
-
 @dataclass
 class Career:
     "One artist's emotion series with the change points that generated it."
@@ -1354,12 +1400,15 @@ def simulated_careers(catalog, # a simulated `Catalog` (first element of `simula
     songs = catalog.songs
     missing = [c for c in ('song_id', 'artist_id', 'release_date', *columns) if c not in songs.columns]
     if missing:
-        raise InputError('catalog.songs', missing, 'pass the catalog returned by simulate_catalog (with its emotion columns)', 'missing columns')
+        raise InputError('catalog.songs', missing,
+                         'pass the catalog returned by simulate_catalog (with its emotion columns)', 'missing columns')
     order = truth.songs.set_index('song_id')['position']
     unknown = ~songs['song_id'].isin(order.index)
     if unknown.any():
-        raise InputError('catalog.songs.song_id', songs['song_id'][unknown].iloc[0], 'pass the truth returned together with this catalog', 'song not in the truth')
-    songs = songs.assign(_position=songs['song_id'].map(order)).sort_values(['artist_id', 'release_date', '_position'], kind='stable')
+        raise InputError('catalog.songs.song_id', songs['song_id'][unknown].iloc[0],
+                         'pass the truth returned together with this catalog', 'song not in the truth')
+    songs = songs.assign(_position=songs['song_id'].map(order)).sort_values(['artist_id', 'release_date', '_position'],
+                                                                            kind='stable')
     cps_by_artist = truth.change_points.groupby('artist_id')['song_id'].apply(list).to_dict()
     careers = []
     for artist, g in songs.groupby('artist_id', sort=True):
@@ -1372,9 +1421,11 @@ def simulated_careers(catalog, # a simulated `Catalog` (first element of `simula
 # %% ../../nbs/career/41_changepoints.ipynb #b807d107
 def drop_small_changes(Y, # the series, shape (T, d)
                        change_points, # change points (indices of first observations of new regimes)
-                       min_jump:float, # the smallest change of the regime mean worth reporting (Euclidean norm, in Y's units)
+                       # the smallest change of the regime mean worth reporting (Euclidean norm, in Y's units)
+                       min_jump:float,
                       ) -> np.ndarray:
-    "The change points left after merging, smallest jump first, neighbouring regimes whose means differ by less than `min_jump`."
+    """The change points left after merging, smallest jump first, neighbouring regimes whose means differ by less than
+    `min_jump`."""
     Y = check_series(Y, 1)
     if not min_jump >= 0:
         raise InputError('min_jump', min_jump, 'use a number >= 0 (0 keeps every change)')
@@ -1401,39 +1452,98 @@ def score_change_points(true_cps, # the true change points
     return dict(f1=f1, precision=precision, recall=recall, covering=covering(true_cps, pred_cps, T),
                 hausdorff=min(hausdorff(true_cps, pred_cps), float(T)), n_true=len(true_cps), n_found=len(pred_cps))
 
+def _benchmark_career(c, # one `Career`
+                      margin, lam, min_size, min_jump, peers, kelly_defaults, # as for `career_benchmark`
+                     ) -> list:
+    "`career_benchmark`'s rows for one career (one task of its map)."
+    Y = np.ascontiguousarray(c.Y.to_numpy(float))
+    T = len(Y)
+    found = {}
+    if kelly_defaults:
+        t0 = time.perf_counter()
+        fit = BayesianChangePoints('exact', n_draws=10).fit(Y)
+        found['kelly exact (defaults)'] = (fit.change_points_, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    cps = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y).change_points_
+    found['kelly exact (simulator priors)'] = (cps, time.perf_counter() - t0)
+    found['kelly exact (simulator priors) + min jump'] = (drop_small_changes(Y, cps, min_jump),
+                                                          time.perf_counter() - t0)
+    if 'ruptures Dynp (K given)' in peers:   # the oracle's like-for-like counterpart: kelly's MAP given the true K
+        t0 = time.perf_counter()
+        fit = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y)
+        found['kelly exact (K given)'] = (fit.exact_.map_changes(len(c.change_points)), time.perf_counter() - t0)
+    if peers:
+        given = len(c.change_points) if 'ruptures Dynp (K given)' in peers else None
+        found.update({k: v for k, v in peer_change_points(Y, K=given, min_size=min_size).items() if k in peers})
+    return [dict(artist_id=c.artist_id, method=method, T=T, **score_change_points(c.change_points, pred, T, margin),
+                 seconds=sec) for method, (pred, sec) in found.items()]
+
+PEERS = ('ruptures PELT (BIC)', 'ruptures BinSeg (BIC)', 'changepoint BOCPD (NIW)', 'ruptures Dynp (K given)')
+
 def career_benchmark(careers:list, # `Career`s, e.g. from `simulated_careers`
                      margin:int=3, # F1's margin, in songs
                      lam:float=1.0, # kelly's Poisson prior mean of K for the "simulator priors" fits
                      min_size:int=8, # kelly's (and the peers') shortest regime for the "simulator priors" fits
                      min_jump:float=0.4, # the minimum-effect rule's smallest jump (`drop_small_changes`)
-                     peers:tuple=('ruptures PELT (BIC)', 'ruptures BinSeg (BIC)', 'changepoint BOCPD (NIW)', 'ruptures Dynp (K given)'), # peers to run (names of `peer_change_points`)
+                     peers:tuple=PEERS, # peers to run (names of `peer_change_points`)
                      kelly_defaults:bool=True, # also fit kelly with its default priors (lam=2, min_size=5)
+                     scheduler:str='sync', # where the careers run: "sync", "local", an address or a dask Client
                     ) -> pd.DataFrame:
-    "One row per career and method: kelly's exact posterior (defaults; simulator priors; + minimum jump) and the peers, scored against the truth."
+    "One row per career and method: kelly's exact posterior (defaults; simulator priors; + minimum jump) and the peers."
     if not careers:
         raise InputError('careers', careers, 'pass at least one Career (see simulated_careers)', 'nothing to score')
-    rows = []
-    for c in careers:
-        Y = np.ascontiguousarray(c.Y.to_numpy(float))
-        T = len(Y)
-        found = {}
-        if kelly_defaults:
-            t0 = time.perf_counter()
-            found['kelly exact (defaults)'] = (BayesianChangePoints('exact', n_draws=10).fit(Y).change_points_, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        cps = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y).change_points_
-        found['kelly exact (simulator priors)'] = (cps, time.perf_counter() - t0)
-        found['kelly exact (simulator priors) + min jump'] = (drop_small_changes(Y, cps, min_jump), time.perf_counter() - t0)
-        if 'ruptures Dynp (K given)' in peers:   # the oracle's like-for-like counterpart: kelly's MAP segmentation given the true K
-            t0 = time.perf_counter()
-            fit = BayesianChangePoints('exact', lam=lam, min_size=min_size, n_draws=10).fit(Y)
-            found['kelly exact (K given)'] = (fit.exact_.map_changes(len(c.change_points)), time.perf_counter() - t0)
-        if peers:
-            res = peer_change_points(Y, K=len(c.change_points) if 'ruptures Dynp (K given)' in peers else None, min_size=min_size)
-            found.update({k: v for k, v in res.items() if k in peers})
-        for method, (pred, sec) in found.items():
-            rows.append(dict(artist_id=c.artist_id, method=method, T=T, **score_change_points(c.change_points, pred, T, margin), seconds=sec))
-    return pd.DataFrame(rows)
+    task = functools.partial(_benchmark_career, margin=margin, lam=lam, min_size=min_size, min_jump=min_jump,
+                             peers=tuple(peers), kelly_defaults=kelly_defaults)
+    keys = [f'{k}:{c.artist_id}' for k, c in enumerate(careers)]   # careers of several catalogs share artist ids
+    rows = parallel_map(task, careers, scheduler, keys=keys, desc='careers')
+    return pd.DataFrame([r for career_rows in rows for r in career_rows])
+
+# %% ../../nbs/career/41_changepoints.ipynb #2f2b14a9
+def catalog_careers(catalog, # a `Catalog` whose songs carry the emotion columns and release dates
+                    columns:tuple=EMOTION_COLUMNS, # the song columns that make the series
+                   ) -> list:
+    "One `Career` per artist with its songs in release order (change points unknown: empty)."
+    songs = catalog.songs
+    missing = [c for c in ('song_id', 'artist_id', 'release_date', *columns) if c not in songs.columns]
+    if missing:
+        raise InputError('catalog.songs', missing, 'add the emotion columns and release dates', 'missing columns')
+    songs = songs.dropna(subset=['release_date', *columns]).sort_values(['artist_id', 'release_date', 'song_id'],
+                                                                        kind='stable')
+    return [Career(a, g.set_index('song_id')[list(columns)].astype(float), np.zeros(0, int))
+            for a, g in songs.groupby('artist_id', sort=True)]
+
+def _career_changes(career, # one `Career`
+                    seed:int=0, # its seed
+                    min_jump:float=None, # also apply the minimum-effect rule with this jump
+                    **options, # BayesianChangePoints options (method "exact" unless given)
+                   ) -> dict:
+    "One career's change points: a row of `changepoints_by_artist`."
+    Y = career.Y
+    if len(Y) < 2 * options.get('min_size', 5):
+        return dict(songs=len(Y), n_changes=0, change_points=[], positions=[], prob_no_change=1.0)
+    fit = BayesianChangePoints(**{'method': 'exact', **options, 'seed': seed}).fit(Y)
+    positions = fit.positions_
+    if min_jump is not None:
+        positions = drop_small_changes(Y.to_numpy(float), positions, min_jump)
+    return dict(songs=len(Y), n_changes=len(positions), change_points=list(Y.index[positions]),
+                positions=[int(p) for p in positions], prob_no_change=float(fit.prob_K_[0]))
+
+def changepoints_by_artist(careers, # a list of `Career`s, or a `Catalog` (see `catalog_careers`)
+                           scheduler:str='local', # "sync", "local" (a cluster on this machine), an address or a Client
+                           seed:int=0, # base seed; each artist's comes from it and the artist id
+                           min_jump:float=None, # apply `drop_small_changes` with this jump (None: the plain MAP)
+                           **options, # BayesianChangePoints options, e.g. lam, min_size, n_draws
+                          ) -> pd.DataFrame:
+    "Each artist's change points (song ids and positions), their number and P(K = 0), one row per artist."
+    if not isinstance(careers, (list, tuple)):
+        careers = catalog_careers(careers)
+    if not careers:
+        raise InputError('careers', careers, 'pass at least one Career or a catalog with songs', 'nothing to fit')
+    options.setdefault('n_draws', 10)
+    task = functools.partial(_career_changes, min_jump=min_jump, **options)
+    ids = [c.artist_id for c in careers]
+    rows = parallel_map(task, careers, scheduler, seed=seed, keys=ids, desc='change points')
+    return pd.DataFrame(rows, index=pd.Index(ids, name='artist_id'))
 
 # %% ../../nbs/career/41_changepoints.ipynb #8fdff8d6
 from ..bench import benchmark, time_call

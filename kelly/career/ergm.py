@@ -5,13 +5,16 @@
 # %% ../../nbs/career/43_ergm.ipynb #b0d14bcb
 from __future__ import annotations
 
-import math, re, time, warnings
+import functools, math, re, time, warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 from ..core import InputError, KellyError
+from ..parallel import parallel_map
 
 try:
     from numba import njit
@@ -32,10 +35,11 @@ __all__ = ['TERM_CODES', 'DIRECTED_ONLY', 'UNDIRECTED_ONLY', 'TEMPORAL', 'NODE_F
            'ttriple', 'nodematch', 'gwesp', 'stability', 'formation', 'nodecov', 'nodefactor', 'absdiff', 'edgecov',
            'degree', 'kstar', 'istar', 'ostar', 'gwdegree', 'gwdsp', 'parse_term', 'parse_terms', 'node_covariate',
            'dyad_covariate', 'Network', 'as_network', 'to_graph', 'term_needs', 'expand_terms', 'statistics',
-           'change_statistics', 'Chain', 'mple', 'DegenerateModelError', 'DegeneracyWarning', 'ess', 'batch_means_cov',
-           'robbins_monro', 'geyer_thompson_step', 'ERGM', 'TERGM', 'snapshot_stats', 'gof_distributions', 'gof_table',
-           'plot_gof', 'plot_trace', 'florentine', 'simulator_networks', 'coverage_study', 'gwesp_coverage',
-           'coverage_summary', 'directed_benchmark_graph', 'bench_ergm']
+           'change_statistics', 'GraphState', 'ModelArrays', 'Chain', 'mple', 'DegenerateModelError',
+           'DegeneracyWarning', 'ess', 'batch_means_cov', 'robbins_monro', 'geyer_thompson_step', 'ERGM', 'TERGM',
+           'snapshot_stats', 'gof_distributions', 'gof_table', 'plot_gof', 'plot_trace', 'florentine',
+           'simulator_networks', 'coverage_study', 'gwesp_coverage', 'coverage_summary', 'directed_benchmark_graph',
+           'bench_ergm', 'ergm_by_period']
 
 # %% ../../nbs/career/43_ergm.ipynb #bf2867cd
 TERM_CODES = dict(edges=0, mutual=1, triangle=2, ttriple=3, nodematch=4, gwesp=5, stability=6, formation=7, nodecov=8,
@@ -101,7 +105,8 @@ def gwdsp(decay:float=0.5): return Term('gwdsp', decay=float(decay))
 _TERM_RE = re.compile(r'^\s*([a-z]+)\s*(?:\(\s*([^)]*?)\s*\))?\s*$')
 _NEEDS_ATTR = NODE_FACTOR_TERMS | NODE_COVARIATE_TERMS | {'edgecov'}
 _TERM_FIX = ("use one of edges, mutual, triangle, ttriple, nodematch(attr[, diff=True]), nodefactor(attr), "
-             "nodecov(attr), absdiff(attr), edgecov(name), degree(k), kstar(k), istar(k), ostar(k), gwesp(a), gwdegree(a), gwdsp(a), "
+             "nodecov(attr), absdiff(attr), edgecov(name), degree(k), kstar(k), istar(k), ostar(k), gwesp(a), "
+             "gwdegree(a), gwdsp(a), "
              "stability, formation (plus 'homophily')")
 
 def _number(spec, text, integer, fix):
@@ -143,13 +148,15 @@ def parse_term(spec) -> Term:
             args = ['genre']
         diff = kind == 'nodematch' and len(args) == 2 and args[1].replace(' ', '').lower() in ('diff=true', 'diff')
         if not args or not args[0] or len(args) > 1 + diff:
-            fix = f"name one attribute, e.g. '{kind}(wealth)'" + (" or 'nodematch(genre, diff=True)'" if kind == 'nodematch' else '')
+            fix = f"name one attribute, e.g. '{kind}(wealth)'" + (" or 'nodematch(genre, diff=True)'"
+                                                                  if kind == 'nodematch' else '')
             raise InputError('terms', spec, fix, 'bad term arguments')
         return Term(kind, attr=args[0], diff=diff)
     if args:
         raise InputError('terms', spec, f"'{kind}' takes no argument", 'unexpected argument')
     return Term(kind)
 
+# %% ../../nbs/career/43_ergm.ipynb #30460fb8
 def parse_terms(terms, directed:bool, temporal:bool=False) -> tuple:
     "Check a list of term specs against the graph's kind; returns a tuple of `Term`s."
     if isinstance(terms, (str, Term)):
@@ -166,9 +173,11 @@ def parse_terms(terms, directed:bool, temporal:bool=False) -> tuple:
                    else "use istar(k)/ostar(k) on a directed graph, or fit an undirected one")
             raise InputError('terms', t.kind, fix, 'term needs an undirected graph')
         if not directed and t.kind in DIRECTED_ONLY:
-            raise InputError('terms', t.kind, "drop it, or fit a directed graph (nx.DiGraph)", 'term needs a directed graph')
+            raise InputError('terms', t.kind, "drop it, or fit a directed graph (nx.DiGraph)",
+                             'term needs a directed graph')
         if t.kind in TEMPORAL and not temporal:
-            raise InputError('terms', t.kind, 'fit snapshots with TERGM to use stability/formation', 'temporal term in a cross-sectional ERGM')
+            raise InputError('terms', t.kind, 'fit snapshots with TERGM to use stability/formation',
+                             'temporal term in a cross-sectional ERGM')
     return out
 
 # %% ../../nbs/career/43_ergm.ipynb #482b7bd8
@@ -181,7 +190,8 @@ def node_covariate(G, # a networkx graph
     missing = [v for v, x in zip(nodes, vals) if x is None]
     field = f'node attribute {name!r}'
     if missing:
-        raise InputError(field, missing[:5], f'set G.nodes[v][{name!r}] to a number on every node', 'missing node attribute')
+        raise InputError(field, missing[:5], f'set G.nodes[v][{name!r}] to a number on every node',
+                         'missing node attribute')
     try:
         x = np.array(vals, float)
     except (TypeError, ValueError):
@@ -191,12 +201,14 @@ def node_covariate(G, # a networkx graph
     return x
 
 def dyad_covariate(G, # a networkx graph whose G.graph[name] holds the covariate
-                   name:str, # an (n, n) array in G's node order, a DataFrame indexed by node, or a graph (edge 'weight')
+                   # an (n, n) array in G's node order, a DataFrame indexed by node, or a graph (edge 'weight')
+                   name:str,
                    nodes:list, # the node order
                   ) -> np.ndarray:
     "The dyadic covariate `G.graph[name]` (e.g. past collaborations) as an (n, n) float matrix in `nodes`' order."
     field = f'graph attribute {name!r}'
-    fix = f'set G.graph[{name!r}] to an (n, n) array in node order, a DataFrame indexed by node, or a graph on the same nodes'
+    fix = (f'set G.graph[{name!r}] to an (n, n) array in node order, a DataFrame indexed by node, '
+           'or a graph on the same nodes')
     if name not in G.graph:
         raise InputError(field, 'missing', fix, 'missing dyadic covariate')
     w, n = G.graph[name], len(nodes)
@@ -228,7 +240,8 @@ def dyad_covariate(G, # a networkx graph whose G.graph[name] holds the covariate
 # %% ../../nbs/career/43_ergm.ipynb #32a01928
 @dataclass
 class Network:
-    "A graph as the samplers see it: a dense 0/1 adjacency, node order, the integer-coded attributes and the previous snapshot."
+    """A graph as the samplers see it: a dense 0/1 adjacency, node order, the integer-coded attributes and the previous
+    snapshot."""
     A:np.ndarray # (n, n) int32 adjacency, zero diagonal; symmetric when undirected
     directed:bool
     nodes:list
@@ -249,13 +262,15 @@ def as_network(G, # a networkx Graph or DiGraph (no self-loops, no multi-edges)
     if not hasattr(G, 'is_directed') or not hasattr(G, 'nodes'):
         raise InputError('graph', type(G).__name__, 'pass a networkx Graph or DiGraph', 'not a graph')
     if G.is_multigraph():
-        raise InputError('graph', type(G).__name__, 'collapse multi-edges first (nx.Graph(G) or nx.DiGraph(G))', 'multigraph')
+        raise InputError('graph', type(G).__name__, 'collapse multi-edges first (nx.Graph(G) or nx.DiGraph(G))',
+                         'multigraph')
     nodes = list(G.nodes()) if nodes is None else list(nodes)
     n = len(nodes)
     if n < 2:
         raise InputError('graph', n, 'pass a graph with at least 2 nodes', 'too few nodes')
     if set(nodes) != set(G.nodes()):
-        raise InputError('graph.nodes', sorted(map(str, set(nodes) ^ set(G.nodes())))[:5], 'give every snapshot the same nodes', 'node sets differ')
+        raise InputError('graph.nodes', sorted(map(str, set(nodes) ^ set(G.nodes())))[:5],
+                         'give every snapshot the same nodes', 'node sets differ')
     index = {v: k for k, v in enumerate(nodes)}
     A = np.zeros((n, n), np.int32)
     for u, v in G.edges():
@@ -269,7 +284,8 @@ def as_network(G, # a networkx Graph or DiGraph (no self-loops, no multi-edges)
         vals = [G.nodes[v].get(a) for v in nodes]
         missing = [v for v, x in zip(nodes, vals) if x is None]
         if missing:
-            raise InputError(f'node attribute {a!r}', missing[:5], f'set G.nodes[v][{a!r}] on every node', 'missing node attribute')
+            raise InputError(f'node attribute {a!r}', missing[:5], f'set G.nodes[v][{a!r}] on every node',
+                             'missing node attribute')
         lev = sorted(set(vals), key=str)
         pos = {x: k for k, x in enumerate(lev)}
         codes[a] = np.array([pos[x] for x in vals], np.int64)
@@ -277,12 +293,14 @@ def as_network(G, # a networkx Graph or DiGraph (no self-loops, no multi-edges)
     P = None
     if prev is not None:
         if prev.is_directed() != G.is_directed():
-            raise InputError('snapshots', 'mixed', 'make every snapshot directed, or every one undirected', 'mixed graph kinds')
+            raise InputError('snapshots', 'mixed', 'make every snapshot directed, or every one undirected',
+                             'mixed graph kinds')
         P = as_network(prev, (), nodes).A
     C = {a: node_covariate(G, a, nodes) for a in covs}
     W = {w: dyad_covariate(G, w, nodes) for w in dyadcovs}
     return Network(A, G.is_directed(), nodes, codes, levels, P, C, W)
 
+# %% ../../nbs/career/43_ergm.ipynb #7da375d9
 def to_graph(A:np.ndarray, # (n, n) 0/1 adjacency
              net:Network, # the network whose nodes and attributes the graph takes
             ):
@@ -304,7 +322,8 @@ def term_needs(terms) -> tuple:
 def expand_terms(terms, # `Term`s from `parse_terms`
                  net:Network, # the network whose factor levels split nodefactor and nodematch(diff=True)
                 ) -> tuple:
-    "Split `nodefactor(f)` into a term per level but the first (statnet's base=1), `nodematch(f, diff=True)` into one per level."
+    """Split `nodefactor(f)` into a term per level but the first (statnet's base=1), `nodematch(f, diff=True)` into one
+    per level."""
     out = []
     for t in terms:
         if t.kind not in NODE_FACTOR_TERMS or t.level >= 0 or (t.kind == 'nodematch' and not t.diff):
@@ -314,7 +333,8 @@ def expand_terms(terms, # `Term`s from `parse_terms`
         first = 1 if t.kind == 'nodefactor' else 0
         if len(levels) <= first:
             raise InputError('terms', t.label, f'drop it: every node has the same {t.attr!r}', 'one level only')
-        out += [Term(t.kind, attr=t.attr, diff=t.diff, level=c, level_name=str(levels[c])) for c in range(first, len(levels))]
+        out += [Term(t.kind, attr=t.attr, diff=t.diff, level=c, level_name=str(levels[c]))
+                for c in range(first, len(levels))]
     return tuple(out)
 
 def _kpar(terms):
@@ -496,6 +516,7 @@ def _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i,
             v = _comb(deg[0, i] - present, kpar[t] - 1)
         out[t] = v
 
+# %% ../../nbs/career/43_ergm.ipynb #808a8ee1
 @njit(cache=_CACHE)
 def _list_add(nbr, deg, npos, side, u, v):
     nbr[side, u, deg[side, u]] = v
@@ -549,6 +570,7 @@ def _toggle(A, T2, nbr, deg, npos, directed, i, j):
         A[i, j] += d
         A[j, i] += d
 
+# %% ../../nbs/career/43_ergm.ipynb #85f62900
 def _neighbour_lists(A):
     "Neighbour lists (out, in), their lengths and each entry's position, as the kernels keep them."
     n = len(A)
@@ -618,10 +640,43 @@ def _dyad_changes(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rp
     return X, y
 
 # %% ../../nbs/career/43_ergm.ipynb #4afaa4b5
+class GraphState(NamedTuple):
+    "The sampler's graph, changed in place by every accepted toggle."
+    A: np.ndarray       # (n, n) int32 adjacency
+    T2: np.ndarray      # (n, n) int32 two-paths, A @ A
+    nbr: np.ndarray     # neighbour lists (see `_neighbour_lists`)
+    deg: np.ndarray     # their lengths
+    npos: np.ndarray    # the position of each tie in its neighbour list
+    ei: np.ndarray      # tails of the ties, the first ne[0] entries used
+    ej: np.ndarray      # heads of the ties
+    pos: np.ndarray     # (n, n) the index of tie (i, j) in ei/ej, -1 if absent
+    ne: np.ndarray      # [number of ties]
+
+class ModelArrays(NamedTuple):
+    "What the change statistics read besides the graph: the terms' codes and data (fixed during sampling)."
+    prev: np.ndarray    # the previous snapshot (zeros for a cross-sectional model)
+    attr: np.ndarray    # node factors, one row per term
+    kpar: np.ndarray    # integer parameters (k of degree terms)
+    cov: np.ndarray     # node covariates, one row per term
+    W: np.ndarray       # dyad covariates, one matrix per term
+    directed: bool      # whether the graph is directed
+    codes: np.ndarray   # the terms' codes (TERM_CODES)
+    rpow: np.ndarray    # powers of the geometric weights of the GW terms
+
+# %% ../../nbs/career/43_ergm.ipynb #575ecc88
 @njit(cache=_CACHE)
-def _sample(A, T2, nbr, deg, npos, prev, attr, kpar, cov, W, directed, codes, rpow, theta, n_samples, interval, burnin, seed, ei, ej, pos, ne):
-    """Metropolis-Hastings with the tie/no-tie proposal from the state (A, T2, edge list ei/ej/pos, ne[0] edges).
+def _sample(state, # a `GraphState`, left at the last draw
+            model, # the `ModelArrays` of the terms
+            theta, # coefficients, one per term
+            n_samples, # draws to return
+            interval, # toggles between draws
+            burnin, # toggles before the first draw
+            seed, # seeds numba's generator
+           ):
+    """Metropolis-Hastings with the tie/no-tie proposal from `state`.
     Returns the statistics of the n_samples draws relative to the start, and the acceptance rate."""
+    A, T2, nbr, deg, npos, ei, ej, pos, ne = state
+    prev, attr, kpar, cov, W, directed, codes, rpow = model
     np.random.seed(seed)
     n = A.shape[0]
     K = codes.shape[0]
@@ -677,7 +732,8 @@ def _sample(A, T2, nbr, deg, npos, prev, attr, kpar, cov, W, directed, codes, rp
 
 # %% ../../nbs/career/43_ergm.ipynb #5dcdc9b2
 class Chain:
-    "A Markov chain over graphs on `net`'s nodes: its current state, kept between calls so that sampling continues where it stopped."
+    """A Markov chain over graphs on `net`'s nodes: its current state, kept between calls so that sampling continues
+    where it stopped."""
     def __init__(self, net:Network, terms, A0=None, seed:int=0):
         self.net, self.terms = net, tuple(terms)
         self.codes, self.decays, self.attr, self.kpar, self.cov, self.W = _term_arrays(self.terms, net)
@@ -696,6 +752,9 @@ class Chain:
         self.ne = np.array([len(i)], np.int64)
         self.g = statistics(self.A, self.terms, net.directed, self.attr, self.prev, self.cov, self.W)
         self.rng = np.random.default_rng(seed)
+        self.state = GraphState(self.A, self.T2, self.nbr, self.deg, self.npos, self.ei, self.ej, self.pos, self.ne)
+        self.model = ModelArrays(self.prev, self.attr, self.kpar, self.cov, self.W, bool(net.directed), self.codes,
+                                 self.rpow)
 
     def sample(self, theta, # coefficients, one per term
                n_samples:int, # draws to return
@@ -704,9 +763,8 @@ class Chain:
               ) -> np.ndarray:
         "Statistics of `n_samples` draws, shape (n_samples, K); the chain ends at the last draw."
         seed = int(self.rng.integers(2**31 - 1))
-        d, self.acceptance = _sample(self.A, self.T2, self.nbr, self.deg, self.npos, self.prev, self.attr, self.kpar, self.cov, self.W, self.net.directed, self.codes, self.rpow,
-                                     np.asarray(theta, np.float64), int(n_samples), int(interval), int(burnin), seed,
-                                     self.ei, self.ej, self.pos, self.ne)
+        d, self.acceptance = _sample(self.state, self.model, np.asarray(theta, np.float64), int(n_samples),
+                                     int(interval), int(burnin), seed)
         d = d + self.g
         self.g = d[-1].copy() if len(d) else self.g
         return d
@@ -725,7 +783,8 @@ DYAD_INDEPENDENT = {'edges', 'nodematch', 'stability', 'formation', 'nodecov', '
 def mple(nets:list, # `Network`s (one per transition for a temporal model)
          terms, # `Term`s
         ) -> tuple:
-    "Maximum pseudo-likelihood: logistic regression of each tie on its change statistics (statsmodels GLM); returns (theta, stderr, design)."
+    """Maximum pseudo-likelihood: logistic regression of each tie on its change statistics (statsmodels GLM); returns
+    (theta, stderr, design)."""
     import statsmodels.api as sm
     Xs, ys = [], []
     for net in nets:
@@ -740,13 +799,17 @@ def mple(nets:list, # `Network`s (one per transition for a temporal model)
     ones = np.bincount(inv, weights=y, minlength=len(rows))
     tot = np.bincount(inv, minlength=len(rows))
     if np.linalg.matrix_rank(rows) < rows.shape[1]:
-        raise InputError('terms', [t.label for t in terms], 'drop a term: the change statistics are collinear on this graph (e.g. nodematch when every node shares one value)', 'model not identifiable')
+        raise InputError('terms', [t.label for t in terms],
+                         'drop a term: the change statistics are collinear on this graph (e.g. nodematch when every '
+                         'node shares one value)', 'model not identifiable')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         res = sm.GLM(np.column_stack([ones, tot - ones]), rows, family=sm.families.Binomial()).fit()
     theta, se = np.asarray(res.params, float), np.asarray(res.bse, float)
     if not np.all(np.isfinite(theta)) or np.any(np.abs(theta) > 30):
-        raise DegenerateModelError('terms', [t.label for t in terms], 'the pseudo-likelihood has no finite maximum (a statistic at its extreme, e.g. no ties or no mutual pairs): drop that term', 'no finite estimate')
+        raise DegenerateModelError('terms', [t.label for t in terms],
+                                   'the pseudo-likelihood has no finite maximum (a statistic at its extreme, e.g. no '
+                                   'ties or no mutual pairs): drop that term', 'no finite estimate')
     return theta, se, (rows, ones, tot)
 
 # %% ../../nbs/career/43_ergm.ipynb #a615a920
@@ -800,19 +863,25 @@ def _check_degeneracy(draws, g_obs, labels, max_edges, obs_edges, where):
         full = np.mean(e >= 0.9 * max_edges)
         empty = np.mean(e <= 0)
         if (full > 0.5 and obs_edges < 0.5 * max_edges) or (empty > 0.5 and obs_edges > 0):
-            raise DegenerateModelError('terms', labels, fix, f'degenerate model: {where} the simulated graphs are {"nearly complete" if full > 0.5 else "empty"}')
+            raise DegenerateModelError('terms', labels, fix,
+                                       f'degenerate model: {where} the simulated graphs are '
+                                       f'{"nearly complete" if full > 0.5 else "empty"}')
         if full > 0.05 or empty > 0.05:
-            warnings.warn(f'near-degenerate model ({where}): {100 * max(full, empty):.0f} % of simulated graphs are {"nearly complete" if full > empty else "empty"}. Fix: {fix}', DegeneracyWarning, stacklevel=3)
+            warnings.warn(f'near-degenerate model ({where}): {100 * max(full, empty):.0f} % of simulated graphs are '
+                          f'{"nearly complete" if full > empty else "empty"}. Fix: {fix}', DegeneracyWarning,
+                          stacklevel=3)
     lo, hi = np.quantile(draws, 0.005, axis=0), np.quantile(draws, 0.995, axis=0)
     out = [l for l, o, a, b in zip(labels, g_obs, lo, hi) if (o < a or o > b) and a < b]
     if out:
-        warnings.warn(f'near-degenerate or misspecified model ({where}): observed {out} outside the central 99 % of simulated values. Fix: {fix}', DegeneracyWarning, stacklevel=3)
+        warnings.warn(f'near-degenerate or misspecified model ({where}): observed {out} outside the central 99 % of '
+                      f'simulated values. Fix: {fix}', DegeneracyWarning, stacklevel=3)
 
 MAX_COEF = 50.0  # a coefficient beyond this means the estimation ran off to a degenerate region
 
 def _sample_all(chains, theta, n, interval, burnin):
     return sum(c.sample(theta, n, interval, burnin) for c in chains)
 
+# %% ../../nbs/career/43_ergm.ipynb #4e7c7dbc
 def robbins_monro(chains:list, # `Chain`s (summed statistics; one per transition of a temporal model)
                   theta0:np.ndarray, # starting coefficients (the MPLE)
                   g_obs:np.ndarray, # observed statistics
@@ -821,7 +890,8 @@ def robbins_monro(chains:list, # `Chain`s (summed statistics; one per transition
                   gain:float=0.1, # first sub-phase gain a_1
                   n_phase1:int=None, # draws that estimate the scaling matrix D (default 7 + 3K, at least 50)
                  ) -> tuple:
-    "Stochastic approximation (Snijders 2002): theta <- theta - a_n D^-1 (g(y_n) - g_obs); returns (theta, trace of theta)."
+    """Stochastic approximation (Snijders 2002): theta <- theta - a_n D^-1 (g(y_n) - g_obs); returns (theta, trace of
+    theta)."""
     K = len(theta0)
     theta = np.array(theta0, float)
     n1 = n_phase1 or max(50, 7 + 3 * K)
@@ -840,20 +910,24 @@ def robbins_monro(chains:list, # `Chain`s (summed statistics; one per transition
                 dev = dev * (3 * math.sqrt(K) / m)  # clip outlying draws: one draw never throws theta far
             theta = theta - a * Dinv @ dev
             if not np.all(np.isfinite(theta)) or np.max(np.abs(theta)) > MAX_COEF:
-                raise DegenerateModelError('theta', theta, 'the stochastic approximation diverged: replace triangle/ttriple by gwesp, or start from other terms', 'degenerate model')
+                raise DegenerateModelError('theta', theta,
+                                           'the stochastic approximation diverged: replace triangle/ttriple by gwesp, '
+                                           'or start from other terms', 'degenerate model')
             kept.append(theta.copy())
             trace.append(theta.copy())
         theta = np.mean(kept, axis=0)
         a /= 2
     return theta, np.array(trace)
 
+# %% ../../nbs/career/43_ergm.ipynb #4c822370
 def geyer_thompson_step(theta:np.ndarray, # coefficients the draws were made at
                         draws:np.ndarray, # statistics of the draws (M, K)
                         g_obs:np.ndarray, # observed statistics
                         max_step:float=2.0, # largest step, in Mahalanobis units of the draws' covariance
                         n_newton:int=30, # Newton iterations
                        ) -> np.ndarray:
-    "Maximise the Geyer-Thompson importance-sampling log-likelihood ratio -log mean exp((t - theta)(g_m - g_obs)) by Newton steps."
+    """Maximise the Geyer-Thompson importance-sampling log-likelihood ratio -log mean exp((t - theta)(g_m - g_obs)) by
+    Newton steps."""
     Delta = draws - g_obs
     C0 = np.atleast_2d(np.cov(draws, rowvar=False)) + 1e-9 * np.eye(draws.shape[1])
     d = np.zeros_like(theta, dtype=float)
@@ -877,18 +951,20 @@ def geyer_thompson_step(theta:np.ndarray, # coefficients the draws were made at
             break
     return theta + d
 
-# %% ../../nbs/career/43_ergm.ipynb #aa01f8a6
+# %% ../../nbs/career/43_ergm.ipynb #141a5a6b
 class ERGM:
     "An exponential random graph model P(Y=y) = exp(theta . g(y)) / kappa(theta), fitted by MPLE then MCMC-MLE."
     temporal = False
-    def __init__(self, terms, # specs as `parse_term` reads them ('edges', 'nodecov(wealth)', 'gwesp(0.5)', ...), or `Term`s
+    def __init__(self,
+                 terms, # specs as `parse_term` reads them ('edges', 'nodecov(wealth)', 'gwesp(0.5)', ...), or `Term`s
                  sample_size:int=1024, # draws per Geyer-Thompson iteration
                  interval:int=None, # toggles between draws (default: 2 x dyads, within [128, 1024])
                  burnin:int=None, # toggles before the first draw (default 16 x interval)
                  n_subphases:int=4, # Robbins-Monro sub-phases
                  gain:float=0.1, # Robbins-Monro first gain
                  max_iter:int=6, # Geyer-Thompson iterations at most
-                 tol:float=0.1, # stop when a Geyer-Thompson step moves every coefficient less than tol s.e. + 3 MCMC s.e.
+                 # stop when a Geyer-Thompson step moves every coefficient less than tol s.e. + 3 MCMC s.e.
+                 tol:float=0.1,
                  method:str='mcmc', # 'mcmc' (MCMC-MLE) or 'mple' (pseudo-likelihood only)
                  seed:int=0, # seeds the chains
                 ):
@@ -900,11 +976,13 @@ class ERGM:
         if sample_size < 20:
             raise InputError('sample_size', sample_size, 'use at least 20 draws')
         self.terms, self.sample_size, self.interval, self.burnin = terms, int(sample_size), interval, burnin
-        self.n_subphases, self.gain, self.max_iter, self.tol, self.method, self.seed = n_subphases, gain, max_iter, tol, method, seed
+        self.n_subphases, self.gain, self.max_iter, self.tol, self.method, self.seed = (
+            n_subphases, gain, max_iter, tol, method, seed)
 
     def _nets(self, data):
         if not hasattr(data, 'is_directed'):
-            raise InputError('graph', type(data).__name__, 'pass a networkx Graph or DiGraph (TERGM takes a list of snapshots)', 'not a graph')
+            raise InputError('graph', type(data).__name__,
+                             'pass a networkx Graph or DiGraph (TERGM takes a list of snapshots)', 'not a graph')
         return [data]
 
     def _prepare(self, data):
@@ -927,153 +1005,13 @@ class ERGM:
 
     def _chains(self, seed=None, start=None):
         seed = self.seed if seed is None else seed
-        return [Chain(net, self.terms_, None if start is None else start[k], seed=seed + 7919 * k) for k, net in enumerate(self.nets_)]
+        return [Chain(net, self.terms_, None if start is None else start[k], seed=seed + 7919 * k) for k,
+                net in enumerate(self.nets_)]
 
     def _obs(self):
         return sum(Chain(net, self.terms_).g for net in self.nets_)
 
-    def fit(self, graph, # a networkx Graph/DiGraph (ERGM) or an ordered list of snapshots (TERGM)
-           ):
-        "Estimate the coefficients: MPLE, then (unless dyad-independent) Robbins-Monro and Geyer-Thompson MCMC-MLE."
-        t0 = time.perf_counter()
-        nets = self._prepare(graph)
-        labels = [t.label for t in self.terms_]
-        self.g_obs_ = self._obs()
-        _check_extremes(self.g_obs_, self.terms_, self.n_dyads_ * len(nets))
-        self.mple_, self.mple_se_, _ = mple(nets, self.terms_)
-        self.dyad_independent_ = all(t.kind in DYAD_INDEPENDENT for t in self.terms_)
-        self.draws_, self.rm_trace_, self.gt_path_ = None, None, []
-        if self.dyad_independent_ or self.method == 'mple':
-            self.coef_, self.stderr_ = self.mple_.copy(), self.mple_se_.copy()
-            self.mcmc_se_ = np.zeros(len(labels))
-            self.method_ = 'MLE (dyad-independent: logistic regression)' if self.dyad_independent_ else 'MPLE'
-            self.converged_ = True
-        else:
-            self._mcmcmle(labels)
-        self.fit_seconds_ = time.perf_counter() - t0
-        return self
-
-    def _mcmcmle(self, labels):
-        M, h, b = self.sample_size, self.interval_, self.burnin_
-        start, chains = self._start()
-        theta, self.rm_trace_ = robbins_monro(chains, start, self.g_obs_, h, self.n_subphases, self.gain)
-        self.converged_ = False
-        for it in range(self.max_iter):
-            draws = _sample_all(chains, theta, M, h, b // 4)
-            self._degeneracy(draws, 'during estimation')
-            new = geyer_thompson_step(theta, draws, self.g_obs_)
-            if not np.all(np.isfinite(new)) or np.max(np.abs(new)) > MAX_COEF:
-                raise DegenerateModelError('theta', new, 'the model is degenerate for these data: replace triangle/ttriple by gwesp, or drop a term', 'estimates diverged')
-            inv = _pinv(np.atleast_2d(np.cov(draws, rowvar=False)))
-            se = np.sqrt(np.maximum(np.diag(inv), 1e-300))
-            mc = np.sqrt(np.maximum(np.diag(inv @ batch_means_cov(draws - self.g_obs_) @ inv), 0))
-            self.gt_path_.append(dict(iteration=it, **{l: v for l, v in zip(labels, new)}))
-            step = np.max(np.abs(new - theta) / (se * self.tol + 3 * mc))  # < 1: within tol s.e. or the Monte Carlo noise
-            theta = new
-            if step < 1:
-                self.converged_ = True
-                break
-        # the final sample at the estimate: standard errors, MCMC error, diagnostics
-        draws = _sample_all(chains, theta, M, h, b // 4)
-        self.chains_ = chains
-        self._finish(theta, draws, labels)
-        if not self.converged_:
-            warnings.warn(f'MCMC-MLE did not converge in {self.max_iter} Geyer-Thompson iterations (last step {step:.1f} x the tolerance). Fix: raise max_iter or sample_size', DegeneracyWarning, stacklevel=3)
-
-    def _start(self):
-        "A starting point whose simulations have about as many ties as the data: the MPLE, else the MPLE with its dyad-dependent coefficients shrunk."
-        half = 1 if self.directed_ else 2
-        obs_ties = sum(net.A.sum() for net in self.nets_) / half
-        dep = np.array([t.kind not in DYAD_INDEPENDENT for t in self.terms_])
-        theta = self.mple_.copy()
-        for attempt in range(8):
-            chains = self._chains(self.seed + 101 * attempt)
-            _sample_all(chains, theta, 1, 1, self.burnin_)  # burn in from the observed graph
-            ties = []
-            for _ in range(4):
-                _sample_all(chains, theta, 5, self.interval_, 0)
-                ties.append(sum(c.A.sum() for c in chains) / half)
-            if 0.5 * obs_ties - 5 <= np.mean(ties) <= 2 * obs_ties + 5:
-                self.start_ = theta
-                return theta, chains
-            if attempt < 6:
-                theta[dep] *= 0.5  # the MPLE is often in a degenerate region: shrink toward dyad independence
-            else:
-                theta[:] = 0.0
-                ind = tuple(t for t in self.terms_ if t.kind in DYAD_INDEPENDENT)
-                if ind:
-                    theta[~dep] = mple(self.nets_, ind)[0]
-        raise DegenerateModelError('terms', [t.label for t in self.terms_], 'no starting value simulates graphs like the data: replace triangle/ttriple by gwesp, or drop a term', 'degenerate model')
-
-    def _finish(self, theta, draws, labels):
-        self.coef_, self.draws_ = theta, draws
-        self._degeneracy(draws, 'at the estimate')
-        info = np.atleast_2d(np.cov(draws, rowvar=False))
-        inv = _pinv(info)
-        self.stderr_ = np.sqrt(np.maximum(np.diag(inv), 0))
-        V = batch_means_cov(draws - self.g_obs_)
-        self.mcmc_se_ = np.sqrt(np.maximum(np.diag(inv @ V @ inv), 0))
-        self.method_ = 'MCMC-MLE (Robbins-Monro + Geyer-Thompson)'
-
-    def _degeneracy(self, draws, where):
-        labels = [t.label for t in self.terms_]
-        obs_edges = self.g_obs_[0] if labels[0] == 'edges' else None
-        _check_degeneracy(draws, self.g_obs_, labels, self.n_dyads_ * len(self.nets_), obs_edges, where)
-
-    def _check_fitted(self):
-        if not hasattr(self, 'coef_'):
-            raise InputError('model', 'unfitted', 'call .fit(graph) first', 'not fitted')
-
-    def summary(self) -> pd.DataFrame:
-        "One row per term: estimate, standard error (statistical, MCMC and total), z, p-value, 90 % interval, MPLE."
-        from scipy.stats import norm
-        self._check_fitted()
-        total = np.sqrt(self.stderr_ ** 2 + self.mcmc_se_ ** 2)
-        z = self.coef_ / np.where(total > 0, total, np.nan)
-        q = norm.ppf(0.95)
-        return pd.DataFrame(dict(estimate=self.coef_, std_error=self.stderr_, mcmc_se=self.mcmc_se_, total_se=total, z=z,
-                                 p_value=2 * norm.sf(np.abs(z)), lo90=self.coef_ - q * total, hi90=self.coef_ + q * total,
-                                 mple=self.mple_), index=pd.Index([t.label for t in self.terms_], name='term'))
-
-    def diagnostics(self) -> pd.DataFrame:
-        "MCMC diagnostics of the final sample: observed statistic, simulated mean and s.d., effective sample size, t of the difference."
-        self._check_fitted()
-        labels = [t.label for t in self.terms_]
-        if self.draws_ is None:
-            return pd.DataFrame(dict(observed=self.g_obs_), index=pd.Index(labels, name='term'))
-        d = self.draws_
-        e = ess(d)
-        sd = d.std(0)
-        t = (d.mean(0) - self.g_obs_) / np.where(sd > 0, sd / np.sqrt(e), np.nan)
-        return pd.DataFrame(dict(observed=self.g_obs_, sim_mean=d.mean(0), sim_sd=sd, ess=e, t=t,
-                                 acceptance=np.mean([c.acceptance for c in self.chains_])), index=pd.Index(labels, name='term'))
-
-    def simulate(self, n:int=10, # graphs to draw
-                 interval:int=None, # toggles between graphs (default: the fit's)
-                 burnin:int=None, # toggles before the first (default: the fit's)
-                 seed:int=None, # seeds the chain (default: the model's seed + 1)
-                 theta=None, # coefficients (default: the fitted ones)
-                ) -> list:
-        "`n` networkx graphs drawn from the model, the chain starting from the observed graph (a TERGM: one list per transition, each conditional on that transition's previous snapshot)."
-        if theta is None:
-            self._check_fitted()
-        elif not hasattr(self, 'nets_'):
-            raise InputError('model', 'unprepared', 'call .fit(graph) (or .prepare(graph)) first')
-        theta = np.asarray(self.coef_ if theta is None else theta, float)
-        if int(n) < 1:
-            raise InputError('n', n, 'draw at least one graph')
-        h = int(interval or self.interval_)
-        b = int(self.burnin_ if burnin is None else burnin)
-        chains = self._chains(self.seed + 1 if seed is None else seed)
-        out = [[to_graph(A, net) for A in c.sample_graphs(theta, int(n), h, b)] for c, net in zip(chains, self.nets_)]
-        return out if self.temporal else out[0]
-
-    def prepare(self, graph):
-        "Set up the model's nodes and terms for `graph` without fitting (to simulate from given coefficients)."
-        self._prepare(graph)
-        self.g_obs_ = self._obs()
-        return self
-
+# %% ../../nbs/career/43_ergm.ipynb #31bc3dcc
 def _pinv(M):
     try:
         return np.linalg.inv(M)
@@ -1084,31 +1022,211 @@ def _check_extremes(g_obs, terms, max_ties):
     "Refuse a statistic at its extreme (no ties of that kind, or every dyad tied): its MLE is infinite."
     for g, t in zip(g_obs, terms):
         if g <= 0 and t.kind not in ('nodecov', 'edgecov'):
-            raise DegenerateModelError('terms', t.label, f"drop '{t.label}': the observed graph has none of it, so its MLE is minus infinity", 'statistic at its extreme')
+            raise DegenerateModelError('terms', t.label,
+                                       f"drop '{t.label}': the observed graph has none of it, so its MLE is minus "
+                                       "infinity", 'statistic at its extreme')
         if t.kind == 'edges' and g >= max_ties:
-            raise DegenerateModelError('terms', t.label, 'a complete graph has no finite ERGM estimate: check the input', 'statistic at its extreme')
+            raise DegenerateModelError('terms', t.label,
+                                       'a complete graph has no finite ERGM estimate: check the input',
+                                       'statistic at its extreme')
+
+@patch
+def fit(self:ERGM, graph, # a networkx Graph/DiGraph (ERGM) or an ordered list of snapshots (TERGM)
+       ):
+    "Estimate the coefficients: MPLE, then (unless dyad-independent) Robbins-Monro and Geyer-Thompson MCMC-MLE."
+    t0 = time.perf_counter()
+    nets = self._prepare(graph)
+    labels = [t.label for t in self.terms_]
+    self.g_obs_ = self._obs()
+    _check_extremes(self.g_obs_, self.terms_, self.n_dyads_ * len(nets))
+    self.mple_, self.mple_se_, _ = mple(nets, self.terms_)
+    self.dyad_independent_ = all(t.kind in DYAD_INDEPENDENT for t in self.terms_)
+    self.draws_, self.rm_trace_, self.gt_path_ = None, None, []
+    if self.dyad_independent_ or self.method == 'mple':
+        self.coef_, self.stderr_ = self.mple_.copy(), self.mple_se_.copy()
+        self.mcmc_se_ = np.zeros(len(labels))
+        self.method_ = 'MLE (dyad-independent: logistic regression)' if self.dyad_independent_ else 'MPLE'
+        self.converged_ = True
+    else:
+        self._mcmcmle(labels)
+    self.fit_seconds_ = time.perf_counter() - t0
+    return self
+
+# %% ../../nbs/career/43_ergm.ipynb #f087da38
+@patch
+def _mcmcmle(self:ERGM, labels):
+    M, h, b = self.sample_size, self.interval_, self.burnin_
+    start, chains = self._start()
+    theta, self.rm_trace_ = robbins_monro(chains, start, self.g_obs_, h, self.n_subphases, self.gain)
+    self.converged_ = False
+    for it in range(self.max_iter):
+        draws = _sample_all(chains, theta, M, h, b // 4)
+        self._degeneracy(draws, 'during estimation')
+        new = geyer_thompson_step(theta, draws, self.g_obs_)
+        if not np.all(np.isfinite(new)) or np.max(np.abs(new)) > MAX_COEF:
+            raise DegenerateModelError('theta', new,
+                                       'the model is degenerate for these data: replace triangle/ttriple by gwesp, '
+                                       'or drop a term', 'estimates diverged')
+        inv = _pinv(np.atleast_2d(np.cov(draws, rowvar=False)))
+        se = np.sqrt(np.maximum(np.diag(inv), 1e-300))
+        mc = np.sqrt(np.maximum(np.diag(inv @ batch_means_cov(draws - self.g_obs_) @ inv), 0))
+        self.gt_path_.append(dict(iteration=it, **{l: v for l, v in zip(labels, new)}))
+        # < 1: within tol s.e. or the Monte Carlo noise
+        step = np.max(np.abs(new - theta) / (se * self.tol + 3 * mc))
+        theta = new
+        if step < 1:
+            self.converged_ = True
+            break
+    # the final sample at the estimate: standard errors, MCMC error, diagnostics
+    draws = _sample_all(chains, theta, M, h, b // 4)
+    self.chains_ = chains
+    self._finish(theta, draws, labels)
+    if not self.converged_:
+        warnings.warn(f'MCMC-MLE did not converge in {self.max_iter} Geyer-Thompson iterations (last step '
+                      f'{step:.1f} x the tolerance). Fix: raise max_iter or sample_size', DegeneracyWarning,
+                      stacklevel=3)
+
+# %% ../../nbs/career/43_ergm.ipynb #39e9b910
+@patch
+def _start(self:ERGM):
+    """A starting point whose simulations have about as many ties as the data: the MPLE, else the MPLE with its
+    dyad-dependent coefficients shrunk."""
+    half = 1 if self.directed_ else 2
+    obs_ties = sum(net.A.sum() for net in self.nets_) / half
+    dep = np.array([t.kind not in DYAD_INDEPENDENT for t in self.terms_])
+    theta = self.mple_.copy()
+    for attempt in range(8):
+        chains = self._chains(self.seed + 101 * attempt)
+        _sample_all(chains, theta, 1, 1, self.burnin_)  # burn in from the observed graph
+        ties = []
+        for _ in range(4):
+            _sample_all(chains, theta, 5, self.interval_, 0)
+            ties.append(sum(c.A.sum() for c in chains) / half)
+        if 0.5 * obs_ties - 5 <= np.mean(ties) <= 2 * obs_ties + 5:
+            self.start_ = theta
+            return theta, chains
+        if attempt < 6:
+            theta[dep] *= 0.5  # the MPLE is often in a degenerate region: shrink toward dyad independence
+        else:
+            theta[:] = 0.0
+            ind = tuple(t for t in self.terms_ if t.kind in DYAD_INDEPENDENT)
+            if ind:
+                theta[~dep] = mple(self.nets_, ind)[0]
+    raise DegenerateModelError('terms', [t.label for t in self.terms_],
+                               'no starting value simulates graphs like the data: replace triangle/ttriple by '
+                               'gwesp, or drop a term', 'degenerate model')
+
+@patch
+def _finish(self:ERGM, theta, draws, labels):
+    self.coef_, self.draws_ = theta, draws
+    self._degeneracy(draws, 'at the estimate')
+    info = np.atleast_2d(np.cov(draws, rowvar=False))
+    inv = _pinv(info)
+    self.stderr_ = np.sqrt(np.maximum(np.diag(inv), 0))
+    V = batch_means_cov(draws - self.g_obs_)
+    self.mcmc_se_ = np.sqrt(np.maximum(np.diag(inv @ V @ inv), 0))
+    self.method_ = 'MCMC-MLE (Robbins-Monro + Geyer-Thompson)'
+
+# %% ../../nbs/career/43_ergm.ipynb #4f6f1189
+@patch
+def _degeneracy(self:ERGM, draws, where):
+    labels = [t.label for t in self.terms_]
+    obs_edges = self.g_obs_[0] if labels[0] == 'edges' else None
+    _check_degeneracy(draws, self.g_obs_, labels, self.n_dyads_ * len(self.nets_), obs_edges, where)
+
+@patch
+def _check_fitted(self:ERGM):
+    if not hasattr(self, 'coef_'):
+        raise InputError('model', 'unfitted', 'call .fit(graph) first', 'not fitted')
+
+@patch
+def summary(self:ERGM) -> pd.DataFrame:
+    "One row per term: estimate, standard error (statistical, MCMC and total), z, p-value, 90 % interval, MPLE."
+    from scipy.stats import norm
+    self._check_fitted()
+    total = np.sqrt(self.stderr_ ** 2 + self.mcmc_se_ ** 2)
+    z = self.coef_ / np.where(total > 0, total, np.nan)
+    q = norm.ppf(0.95)
+    return pd.DataFrame(dict(estimate=self.coef_, std_error=self.stderr_, mcmc_se=self.mcmc_se_, total_se=total,
+                             z=z,
+                             p_value=2 * norm.sf(np.abs(z)), lo90=self.coef_ - q * total,
+                             hi90=self.coef_ + q * total,
+                             mple=self.mple_), index=pd.Index([t.label for t in self.terms_], name='term'))
+
+@patch
+def diagnostics(self:ERGM) -> pd.DataFrame:
+    """MCMC diagnostics of the final sample: observed statistic, simulated mean and s.d., effective sample size, t
+    of the difference."""
+    self._check_fitted()
+    labels = [t.label for t in self.terms_]
+    if self.draws_ is None:
+        return pd.DataFrame(dict(observed=self.g_obs_), index=pd.Index(labels, name='term'))
+    d = self.draws_
+    e = ess(d)
+    sd = d.std(0)
+    t = (d.mean(0) - self.g_obs_) / np.where(sd > 0, sd / np.sqrt(e), np.nan)
+    return pd.DataFrame(dict(observed=self.g_obs_, sim_mean=d.mean(0), sim_sd=sd, ess=e, t=t,
+                             acceptance=np.mean([c.acceptance for c in self.chains_])),
+                        index=pd.Index(labels, name='term'))
+
+# %% ../../nbs/career/43_ergm.ipynb #b859156a
+@patch
+def simulate(self:ERGM, n:int=10, # graphs to draw
+             interval:int=None, # toggles between graphs (default: the fit's)
+             burnin:int=None, # toggles before the first (default: the fit's)
+             seed:int=None, # seeds the chain (default: the model's seed + 1)
+             theta=None, # coefficients (default: the fitted ones)
+            ) -> list:
+    """`n` networkx graphs drawn from the model, the chain starting from the observed graph (a TERGM: one list per
+    transition, each conditional on that transition's previous snapshot)."""
+    if theta is None:
+        self._check_fitted()
+    elif not hasattr(self, 'nets_'):
+        raise InputError('model', 'unprepared', 'call .fit(graph) (or .prepare(graph)) first')
+    theta = np.asarray(self.coef_ if theta is None else theta, float)
+    if int(n) < 1:
+        raise InputError('n', n, 'draw at least one graph')
+    h = int(interval or self.interval_)
+    b = int(self.burnin_ if burnin is None else burnin)
+    chains = self._chains(self.seed + 1 if seed is None else seed)
+    out = [[to_graph(A, net) for A in c.sample_graphs(theta, int(n), h, b)] for c, net in zip(chains, self.nets_)]
+    return out if self.temporal else out[0]
+
+@patch
+def prepare(self:ERGM, graph):
+    "Set up the model's nodes and terms for `graph` without fitting (to simulate from given coefficients)."
+    self._prepare(graph)
+    self.g_obs_ = self._obs()
+    return self
 
 # %% ../../nbs/career/43_ergm.ipynb #1aa17711
 class TERGM(ERGM):
-    "A temporal ERGM: P(Y(t) | Y(t-1)) = exp(theta . g(y(t), y(t-1))) / kappa_t(theta), fitted by conditional MLE over the transitions of a list of snapshots."
+    """A temporal ERGM: P(Y(t) | Y(t-1)) = exp(theta . g(y(t), y(t-1))) / kappa_t(theta), fitted by conditional MLE over
+    the transitions of a list of snapshots."""
     temporal = True
-    def __init__(self, terms=('stability', 'formation', 'mutual', 'ttriple', 'nodematch(genre)'), # terms; stability and formation replace edges
+    def __init__(self,
+                 # terms; stability and formation replace edges
+                 terms=('stability', 'formation', 'mutual', 'ttriple', 'nodematch(genre)'),
                  **kw): # as for `ERGM`
         super().__init__(terms, **kw)
 
     def _nets(self, data):
         if hasattr(data, 'is_directed') or not isinstance(data, (list, tuple)) or len(data) < 2:
-            raise InputError('snapshots', type(data).__name__, 'pass an ordered list of at least two networkx graphs on the same nodes', 'not a list of snapshots')
+            raise InputError('snapshots', type(data).__name__,
+                             'pass an ordered list of at least two networkx graphs on the same nodes',
+                             'not a list of snapshots')
         if any(not hasattr(g, 'is_directed') for g in data):
             raise InputError('snapshots', [type(g).__name__ for g in data][:5], 'pass networkx graphs', 'not a graph')
         if len({g.is_directed() for g in data}) > 1:
-            raise InputError('snapshots', 'mixed', 'make every snapshot directed, or every one undirected', 'mixed graph kinds')
+            raise InputError('snapshots', 'mixed', 'make every snapshot directed, or every one undirected',
+                             'mixed graph kinds')
         return list(data)
 
 def snapshot_stats(snapshots:list, # an ordered list of networkx graphs on the same nodes
                    terms=('edges', 'stability', 'formation'), # terms to count (temporal ones need a previous snapshot)
                   ) -> pd.DataFrame:
-    "One row per snapshot with its statistics (stability and formation against the previous snapshot; NaN for the first)."
+    """One row per snapshot with its statistics (stability and formation against the previous snapshot; NaN for the
+    first)."""
     if not snapshots:
         raise InputError('snapshots', snapshots, 'pass at least one graph', 'no snapshots')
     directed = snapshots[0].is_directed()
@@ -1149,7 +1267,8 @@ def _geodesics(A, directed):
 def gof_distributions(A:np.ndarray, # (n, n) adjacency
                       directed:bool, # whether A is directed
                      ) -> dict:
-    "Degree (out/in when directed), edgewise shared partner and geodesic distance distributions of one graph, as count arrays."
+    """Degree (out/in when directed), edgewise shared partner and geodesic distance distributions of one graph, as count
+    arrays."""
     n = len(A)
     out = {}
     if directed:
@@ -1162,11 +1281,13 @@ def gof_distributions(A:np.ndarray, # (n, n) adjacency
     out['distance'] = np.r_[dist, inf]
     return out
 
+# %% ../../nbs/career/43_ergm.ipynb #62945020
 def gof_table(observed:np.ndarray, # adjacency of the observed graph
               simulated:list, # adjacency matrices simulated from the fitted model
               directed:bool, # whether the graphs are directed
              ) -> pd.DataFrame:
-    "Observed vs simulated distributions: one row per statistic and value, with the simulated mean, 95 % range and Monte Carlo p-value."
+    """Observed vs simulated distributions: one row per statistic and value, with the simulated mean, 95 % range and
+    Monte Carlo p-value."""
     if not simulated:
         raise InputError('simulated', simulated, 'simulate at least one graph', 'nothing to compare')
     obs = gof_distributions(observed, directed)
@@ -1186,20 +1307,22 @@ def gof_table(observed:np.ndarray, # adjacency of the observed graph
                              lo95=np.quantile(s, 0.025), hi95=np.quantile(s, 0.975), p_value=p))
     return pd.DataFrame(rows)
 
-def _gof(self, n_sim:int=100, # graphs to simulate
-         interval:int=None, # toggles between them (default: the fit's)
-         seed:int=None, # seeds the chain
-        ) -> pd.DataFrame:
-    "Goodness of fit: degree, edgewise shared partner and geodesic distributions of the observed graph against `n_sim` simulations."
+@patch
+def gof(self:ERGM, n_sim:int=100, # graphs to simulate
+        interval:int=None, # toggles between them (default: the fit's)
+        seed:int=None, # seeds the chain
+       ) -> pd.DataFrame:
+    """Goodness of fit: degree, edgewise shared partner and geodesic distributions of the observed graph against `n_sim`
+    simulations."""
     self._check_fitted()
     if self.temporal:
-        raise InputError('model', 'TERGM', 'check the fit of each transition with an ERGM on that snapshot', 'gof needs one graph')
+        raise InputError('model', 'TERGM', 'check the fit of each transition with an ERGM on that snapshot',
+                         'gof needs one graph')
     chains = self._chains(self.seed + 2 if seed is None else seed)
     sims = chains[0].sample_graphs(self.coef_, int(n_sim), int(interval or self.interval_), self.burnin_)
     return gof_table(self.nets_[0].A, sims, self.directed_)
 
-ERGM.gof = _gof
-
+# %% ../../nbs/career/43_ergm.ipynb #bd804f1f
 def plot_gof(gof:pd.DataFrame, # a `gof_table` / `ERGM.gof()` result
              title:str='Goodness of fit', # the figure's title
              max_values:int=25, # show at most this many values per statistic
@@ -1210,12 +1333,20 @@ def plot_gof(gof:pd.DataFrame, # a `gof_table` / `ERGM.gof()` result
     stats = list(dict.fromkeys(gof.statistic))
     fig = make_subplots(rows=1, cols=len(stats), subplot_titles=stats)
     for c, s in enumerate(stats, 1):
-        d = gof[gof.statistic == s].head(max_values) if s != 'distance' else pd.concat([gof[(gof.statistic == s) & (gof.value != 'inf')].head(max_values - 1), gof[(gof.statistic == s) & (gof.value == 'inf')]])
+        rows = gof[gof.statistic == s]
+        if s == 'distance':   # the finite distances, then the unreachable pairs
+            d = pd.concat([rows[rows.value != 'inf'].head(max_values - 1), rows[rows.value == 'inf']])
+        else:
+            d = rows.head(max_values)
         x = d.value.tolist()
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=d.hi95.tolist() + d.lo95.tolist()[::-1], fill='toself', line=dict(width=0),
-                                 fillcolor='rgba(99,110,250,0.25)', name='simulated 95 %', showlegend=c == 1), row=1, col=c)
-        fig.add_trace(go.Scatter(x=x, y=d.sim_mean, mode='lines', line=dict(color='rgb(99,110,250)'), name='simulated mean', showlegend=c == 1), row=1, col=c)
-        fig.add_trace(go.Scatter(x=x, y=d.observed, mode='markers+lines', line=dict(color='black'), name='observed', showlegend=c == 1), row=1, col=c)
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=d.hi95.tolist() + d.lo95.tolist()[::-1], fill='toself',
+                                 line=dict(width=0),
+                                 fillcolor='rgba(99,110,250,0.25)', name='simulated 95 %', showlegend=c == 1), row=1,
+                      col=c)
+        fig.add_trace(go.Scatter(x=x, y=d.sim_mean, mode='lines', line=dict(color='rgb(99,110,250)'),
+                                 name='simulated mean', showlegend=c == 1), row=1, col=c)
+        fig.add_trace(go.Scatter(x=x, y=d.observed, mode='markers+lines', line=dict(color='black'), name='observed',
+                                 showlegend=c == 1), row=1, col=c)
     fig.update_layout(title=title, height=350, width=320 * len(stats) + 100)
     return fig
 
@@ -1229,24 +1360,29 @@ def plot_trace(model:ERGM, # a fitted MCMC-MLE model
     labels = [t.label for t in model.terms_]
     fig = make_subplots(rows=len(labels), cols=1, subplot_titles=labels, shared_xaxes=True)
     for k, l in enumerate(labels, 1):
-        fig.add_trace(go.Scatter(y=model.draws_[:, k - 1] - model.g_obs_[k - 1], mode='lines', line=dict(width=1), showlegend=False), row=k, col=1)
+        fig.add_trace(go.Scatter(y=model.draws_[:, k - 1] - model.g_obs_[k - 1], mode='lines', line=dict(width=1),
+                                 showlegend=False), row=k, col=1)
     fig.update_layout(title='MCMC trace: simulated minus observed statistics', height=180 * len(labels) + 80, width=800)
     return fig
 
 # %% ../../nbs/career/43_ergm.ipynb #79b31180
-STATNET_FLORENTINE = pd.DataFrame(dict(estimate=[-1.69, 0.19], std_error=[0.36, 0.60]), index=pd.Index(['edges', 'triangle'], name='term'))
+STATNET_FLORENTINE = pd.DataFrame(dict(estimate=[-1.69, 0.19], std_error=[0.36, 0.60]),
+                                  index=pd.Index(['edges', 'triangle'], name='term'))
 # statnet's tutorial, ergm(flomarriage ~ edges + nodecov('wealth')): a logistic regression, so MPLE = MLE
 STATNET_FLORENTINE_WEALTH = pd.DataFrame(dict(estimate=[-2.5949, 0.0105], std_error=[0.5361, 0.0047]),
                                          index=pd.Index(['edges', 'nodecov.wealth'], name='term'))
-# ergm's tests/estflo.R, ergm(flomarriage ~ edges + kstar(2)): the MCMC-MLE and the MPLE it starts from (no s.e. printed)
+# ergm's tests/estflo.R, ergm(flomarriage ~ edges + kstar(2)): the MCMC-MLE and the MPLE it starts from (no s.e.
+# printed)
 STATNET_FLORENTINE_KSTAR = pd.DataFrame(dict(estimate=[-1.622292, 0.006467], mple=[-1.66463, 0.01181]),
                                         index=pd.Index(['edges', 'kstar2'], name='term'))
 FLORENTINE_WEALTH = dict(Acciaiuoli=10, Albizzi=36, Barbadori=55, Bischeri=44, Castellani=20, Ginori=32, Guadagni=8,
-                         Lamberteschi=42, Medici=103, Pazzi=48, Peruzzi=49, Pucci=3, Ridolfi=27, Salviati=10, Strozzi=146,
+                         Lamberteschi=42, Medici=103, Pazzi=48, Peruzzi=49, Pucci=3, Ridolfi=27, Salviati=10,
+                         Strozzi=146,
                          Tornabuoni=48)  # statnet's flomarriage %v% 'wealth'
 
 def florentine():
-    "Padgett's Florentine marriages as statnet ships them: networkx's 15 families, the isolate Pucci, each family's wealth."
+    """Padgett's Florentine marriages as statnet ships them: networkx's 15 families, the isolate Pucci, each family's
+    wealth."""
     from kelly.data import social_graph
     G = social_graph('florentine').copy()
     G.add_node('Pucci')
@@ -1263,13 +1399,43 @@ def simulator_networks(n_artists:int=40, # artists (nodes)
                        n_periods:int=3, # snapshots
                        network_steps:int=None, # the simulator's toggles per period (default 50 x dyads)
                       ) -> tuple:
-    "Snapshots of kelly.simulate's collaboration network and the true ERGM / TERGM coefficients, named as kelly.career.ergm labels them."
+    """Snapshots of kelly.simulate's collaboration network and the true ERGM / TERGM coefficients, named as
+    kelly.career.ergm labels them."""
     from kelly.simulate import simulate_catalog
     steps = network_steps or 50 * n_artists * (n_artists - 1)
-    _, truth = simulate_catalog(n_artists=n_artists, seed=seed, songs_per_artist=2, sections=False, n_periods=n_periods, network_steps=steps)
+    _, truth = simulate_catalog(n_artists=n_artists, seed=seed, songs_per_artist=2, sections=False, n_periods=n_periods,
+                                network_steps=steps)
     ergm = {SIM_TERMS[k]: v for k, v in truth.ergm_theta.items()}
     tergm = {SIM_TERMS[k]: v for k, v in truth.tergm_theta.items()}
     return truth.networks, ergm, tergm
+
+# %% ../../nbs/career/43_ergm.ipynb #6fcc4ffb
+def _coverage_one(s, # the catalog's seed
+                  n_artists, n_periods, level, sample_size, network_steps, # as for `coverage_study`
+                 ) -> list:
+    "`coverage_study`'s rows for one simulated catalog (one task of its map)."
+    from scipy.stats import norm
+    q = norm.ppf(0.5 + level / 2)
+    graphs, ergm_true, tergm_true = simulator_networks(n_artists, s, n_periods, network_steps)
+    fits = [('ERGM', ERGM(['edges', 'mutual', 'ttriple', 'nodematch(genre)'], sample_size=sample_size, seed=s),
+             graphs[0], ergm_true),
+            ('TERGM', TERGM(['stability', 'formation', 'mutual', 'ttriple', 'nodematch(genre)'],
+                            sample_size=sample_size, seed=s), graphs, tergm_true)]
+    rows = []
+    for model, m, data, true in fits:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', DegeneracyWarning)
+                tab = m.fit(data).summary()
+        except DegenerateModelError as e:  # e.g. no transitive triple in a small sparse graph: no finite MLE
+            rows.append(dict(seed=s, model=model, term=e.value, estimate=np.nan, total_se=np.nan, truth=np.nan,
+                             covered=np.nan, failed=str(e)))
+            continue
+        for term, r in tab.iterrows():
+            lo, hi = r.estimate - q * r.total_se, r.estimate + q * r.total_se
+            rows.append(dict(seed=s, model=model, term=term, estimate=r.estimate, total_se=r.total_se, truth=true[term],
+                             covered=float(lo <= true[term] <= hi), failed='', seconds=m.fit_seconds_))
+    return rows
 
 def coverage_study(n_networks:int=20, # simulated catalogs (seeds seed, seed + 1, ...)
                    n_artists:int=40, # nodes per network
@@ -1278,36 +1444,25 @@ def coverage_study(n_networks:int=20, # simulated catalogs (seeds seed, seed + 1
                    level:float=0.9, # interval level
                    sample_size:int=512, # MCMC-MLE draws per iteration
                    network_steps:int=None, # the simulator's toggles per period
+                   scheduler:str='sync', # where the catalogs' fits run: "sync", "local", an address or a dask Client
                   ) -> pd.DataFrame:
-    "Fit the simulator's ERGM (period 0) and TERGM (later periods) to simulated catalogs; one row per catalog, model and term, with the estimate, its interval and whether it covers the truth."
-    from scipy.stats import norm
-    q = norm.ppf(0.5 + level / 2)
-    rows = []
-    for s in range(seed, seed + n_networks):
-        graphs, ergm_true, tergm_true = simulator_networks(n_artists, s, n_periods, network_steps)
-        fits = [('ERGM', ERGM(['edges', 'mutual', 'ttriple', 'nodematch(genre)'], sample_size=sample_size, seed=s), graphs[0], ergm_true),
-                ('TERGM', TERGM(['stability', 'formation', 'mutual', 'ttriple', 'nodematch(genre)'], sample_size=sample_size, seed=s), graphs, tergm_true)]
-        for model, m, data, true in fits:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter('ignore', DegeneracyWarning)
-                    tab = m.fit(data).summary()
-            except DegenerateModelError as e:  # e.g. no transitive triple in a small sparse graph: no finite MLE
-                rows.append(dict(seed=s, model=model, term=e.value, estimate=np.nan, total_se=np.nan, truth=np.nan, covered=np.nan, failed=str(e)))
-                continue
-            for term, r in tab.iterrows():
-                lo, hi = r.estimate - q * r.total_se, r.estimate + q * r.total_se
-                rows.append(dict(seed=s, model=model, term=term, estimate=r.estimate, total_se=r.total_se, truth=true[term],
-                                 covered=float(lo <= true[term] <= hi), failed='', seconds=m.fit_seconds_))
-    return pd.DataFrame(rows)
+    """Fit the simulator's ERGM (period 0) and TERGM (later periods) to simulated catalogs; a row per catalog, model,
+    term."""
+    task = functools.partial(_coverage_one, n_artists=n_artists, n_periods=n_periods, level=level,
+                             sample_size=sample_size, network_steps=network_steps)
+    seeds = list(range(seed, seed + n_networks))
+    parts = parallel_map(task, seeds, scheduler, keys=seeds, desc='ERGM coverage')
+    return pd.DataFrame([r for rows in parts for r in rows])
 
+# %% ../../nbs/career/43_ergm.ipynb #37323860
 def gwesp_coverage(n_networks:int=20, # graphs drawn (seeds seed, seed + 1, ...)
                    n_nodes:int=60, # nodes per graph
                    seed:int=0, # first seed
                    level:float=0.9, # interval level
                    sample_size:int=512, # MCMC-MLE draws per iteration
                   ) -> pd.DataFrame:
-    "Coverage on a non-degenerate model: directed graphs drawn by kelly's sampler from edges + mutual + homophily + GWESP(0.5) at known coefficients (`directed_benchmark_graph`), fitted back; rows as in `coverage_study`."
+    """Coverage on a non-degenerate model: directed graphs drawn by kelly's sampler from edges + mutual + homophily +
+    GWESP(0.5) at known coefficients (`directed_benchmark_graph`), fitted back; rows as in `coverage_study`."""
     from scipy.stats import norm
     q = norm.ppf(0.5 + level / 2)
     labels = ['edges', 'mutual', 'nodematch.genre', 'gwesp.fixed.0.5']
@@ -1321,11 +1476,14 @@ def gwesp_coverage(n_networks:int=20, # graphs drawn (seeds seed, seed + 1, ...)
                 warnings.simplefilter('ignore', DegeneracyWarning)
                 tab = m.fit(G).summary()
         except DegenerateModelError as e:
-            rows.append(dict(seed=s, model='ERGM gwesp', term=e.value, estimate=np.nan, total_se=np.nan, truth=np.nan, covered=np.nan, failed=str(e)))
+            rows.append(dict(seed=s, model='ERGM gwesp', term=e.value, estimate=np.nan, total_se=np.nan, truth=np.nan,
+                             covered=np.nan, failed=str(e)))
             continue
         for term, r in tab.iterrows():
-            rows.append(dict(seed=s, model='ERGM gwesp', term=term, estimate=r.estimate, total_se=r.total_se, truth=true[term],
-                             covered=float(abs(r.estimate - true[term]) <= q * r.total_se), failed='', seconds=m.fit_seconds_))
+            rows.append(dict(seed=s, model='ERGM gwesp', term=term, estimate=r.estimate, total_se=r.total_se,
+                             truth=true[term],
+                             covered=float(abs(r.estimate - true[term]) <= q * r.total_se), failed='',
+                             seconds=m.fit_seconds_))
     return pd.DataFrame(rows)
 
 def coverage_summary(study:pd.DataFrame, # a `coverage_study` result
@@ -1335,7 +1493,8 @@ def coverage_summary(study:pd.DataFrame, # a `coverage_study` result
     g = ok.groupby(['model', 'term'], sort=False)
     out = g.agg(truth=('truth', 'first'), mean_estimate=('estimate', 'mean'), sd_estimate=('estimate', 'std'),
                 mean_se=('total_se', 'mean'), coverage=('covered', 'mean'), fits=('covered', 'size'))
-    out['failed_fits'] = study[study.failed != ''].groupby('model').seed.nunique().reindex(out.index.get_level_values(0)).fillna(0).astype(int).to_numpy()
+    failed = study[study.failed != ''].groupby('model').seed.nunique()
+    out['failed_fits'] = failed.reindex(out.index.get_level_values(0)).fillna(0).astype(int).to_numpy()
     return out
 
 # %% ../../nbs/career/43_ergm.ipynb #ccfbdc74
@@ -1343,9 +1502,11 @@ from ..bench import benchmark, time_call
 
 def directed_benchmark_graph(n:int=500, # nodes
                              seed:int=0, # seeds the genres and the chain
-                             theta=(None, 2.0, 1.0, 0.8), # edges (default -log(n) + 0.8), mutual, nodematch(genre), gwesp(0.5)
+                             # edges (default -log(n) + 0.8), mutual, nodematch(genre), gwesp(0.5)
+                             theta=(None, 2.0, 1.0, 0.8),
                             ):
-    "A directed graph drawn from edges + mutual + nodematch(genre) + gwesp(0.5) with 5 genres (the `directed N=...` benchmark's data: about 1,700 arcs at n = 500)."
+    """A directed graph drawn from edges + mutual + nodematch(genre) + gwesp(0.5) with 5 genres (the `directed N=...`
+    benchmark's data: about 1,700 arcs at n = 500)."""
     import networkx as nx
     rng = np.random.default_rng(seed)
     G = nx.DiGraph()
@@ -1357,7 +1518,8 @@ def directed_benchmark_graph(n:int=500, # nodes
 @benchmark('ergm')
 def bench_ergm(size:str='full', # "full" (Florentine and a 500-node directed graph) or "tiny" (Florentine, 100 nodes)
               ) -> list[dict]:
-    "MCMC-MLE wall time: edges + triangle on Florentine (median of 5 after a JIT warm-up) and edges + mutual + homophily + GWESP on a directed graph."
+    """MCMC-MLE wall time: edges + triangle on Florentine (median of 5 after a JIT warm-up) and edges + mutual +
+    homophily + GWESP on a directed graph."""
     if size not in ('full', 'tiny'):
         raise InputError('size', size, 'use "full" or "tiny"')
     G = florentine()
@@ -1368,3 +1530,34 @@ def bench_ergm(size:str='full', # "full" (Florentine and a 500-node directed gra
     d = time_call(lambda: ERGM(['edges', 'mutual', 'nodematch(genre)', 'gwesp(0.5)']).fit(D), repeat=1, warmup=0)
     return [dict(case='florentine edges+triangle', metric='seconds', value=t['median'], unit='s'),
             dict(case=f'directed N={n}', metric='seconds', value=d['median'], unit='s')]
+
+# %% ../../nbs/career/43_ergm.ipynb #d2517d1f
+def _fit_period(item, # (period, networkx graph)
+                terms:tuple=('edges',), # the model's terms
+                seed:int=0, # the period's seed
+                **options, # ERGM options
+               ) -> pd.DataFrame:
+    "One period's ERGM summary, or one row with the reason it has no estimate."
+    period, G = item
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DegeneracyWarning)
+            tab = ERGM(list(terms), seed=seed, **options).fit(G).summary()
+    except DegenerateModelError as e:
+        return pd.DataFrame([dict(term=str(e.value), failed=str(e))]).set_index('term')
+    return tab.assign(failed='')
+
+def ergm_by_period(snapshots:list, # one networkx graph per period, in order
+                   terms:tuple=('edges', 'mutual', 'ttriple', 'nodematch(genre)'), # the model of every period
+                   scheduler:str='local', # "sync", "local" (a cluster on this machine), an address or a dask Client
+                   seed:int=0, # base seed; each period's comes from it and the period
+                   **options, # ERGM options, e.g. sample_size, method
+                  ) -> pd.DataFrame:
+    "The ERGM of each period: estimates, standard errors and intervals, indexed by (period, term)."
+    if not snapshots or any(not hasattr(g, 'is_directed') for g in snapshots):
+        raise InputError('snapshots', type(snapshots).__name__, 'pass a list of networkx graphs, one per period',
+                         'not a list of graphs')
+    task = functools.partial(_fit_period, terms=tuple(terms), **options)
+    periods = list(range(len(snapshots)))
+    tables = parallel_map(task, list(zip(periods, snapshots)), scheduler, seed=seed, keys=periods, desc='ERGM periods')
+    return pd.concat(tables, keys=periods, names=['period', 'term'])

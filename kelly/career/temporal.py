@@ -5,43 +5,47 @@
 # %% ../../nbs/career/40_temporal.ipynb #72eff5c2
 from __future__ import annotations
 
-import functools, math, time, warnings
+import functools, importlib, math, os, time, warnings
 
 import numpy as np
 import pandas as pd
 from scipy import optimize
 from scipy.stats import norm
 from sklearn.base import BaseEstimator
+from fastcore.basics import patch
 
 from ..core import InputError, require, sampler_diagnostics
-from ..data import Catalog
+from ..data import EMOTION_COLUMNS, VAD, Catalog
+from ..parallel import parallel_map
 from ..simulate import SECTION_BASIS, section_basis
 
 # %% auto #0
-__all__ = ['VAD', 'ETA', 'COVARIATES', 'HYPER', 'career_table', 'SectionModel', 'ppca_coherence', 'AlbumCoherence', 'reml_nll',
-           'profile_interval', 'CareerGP', 'marginal_hsgp_logp', 'marginal_hsgp_grad', 'HierarchicalCareerGP',
-           'EmotionalState', 'hyper_coverage', 'true_song_coherence', 'coherence_validation', 'forecast_next',
-           'forecast_summary', 'bench_temporal']
+__all__ = ['ETA', 'COVARIATES', 'HYPER', 'JITTER', 'career_table', 'SectionModel', 'ppca_coherence', 'AlbumCoherence', 'reml_nll',
+           'profile_interval', 'CareerGP', 'careers_gp', 'marginal_hsgp_logp', 'marginal_hsgp_grad',
+           'HierarchicalCareerGP', 'EmotionalState', 'hyper_coverage', 'true_song_coherence', 'coherence_validation',
+           'forecast_next', 'forecast_summary', 'bench_temporal', 'bench_careers']
 
 # %% ../../nbs/career/40_temporal.ipynb #d6f29b74
-VAD = ('valence', 'arousal', 'dominance')
-ETA = tuple(f'emo_{v}' for v in VAD)
+ETA = EMOTION_COLUMNS   # the songs' emotion columns, the eta of §1.1 (kelly.career.deep imports this name)
 COVARIATES = ('life_event', 'life_event_lag1', 'collaboration')
 
-from ..simulate import _window_sums  # the simulator's own rule, so the table reads covariates exactly as they were made
+# the simulator's own rule, so the table reads covariates exactly as they were made
+from ..simulate import _window_sums
 
 def career_table(cat:Catalog, # a catalog whose songs carry emo_valence, emo_arousal, emo_dominance and release dates
                  window_days:int=365, # the first release's covariate window reaches back this many days
                 ) -> pd.DataFrame:
-    "One row per dated song with an emotion: artist, album, t (years since the artist's first release), emotions, covariates."
+    """One row per dated song with an emotion: artist, album, t (years since the artist's first release), emotions,
+    covariates."""
     if not isinstance(cat, Catalog):
         raise InputError('cat', type(cat).__name__, 'pass a kelly.data.Catalog')
     songs = cat.songs
-    miss = [c for c in ETA if c not in songs.columns]
+    miss = [c for c in EMOTION_COLUMNS if c not in songs.columns]
     if miss:
-        raise InputError('songs', miss, 'add the columns emo_valence, emo_arousal and emo_dominance', 'missing emotion columns')
-    keep = songs.release_date.notna() & songs[list(ETA)].notna().all(axis=1)
-    s = songs.loc[keep, ['song_id', 'artist_id', 'album_id', 'release_date', *ETA]].copy()
+        raise InputError('songs', miss, 'add the columns emo_valence, emo_arousal and emo_dominance',
+                         'missing emotion columns')
+    keep = songs.release_date.notna() & songs[list(EMOTION_COLUMNS)].notna().all(axis=1)
+    s = songs.loc[keep, ['song_id', 'artist_id', 'album_id', 'release_date', *EMOTION_COLUMNS]].copy()
     if not len(s):
         raise InputError('songs', 0, 'give songs a release_date and the three emo_ columns', 'no usable songs')
     s['release_date'] = s.release_date.astype('datetime64[ns]')
@@ -71,7 +75,7 @@ def career_table(cat:Catalog, # a catalog whose songs carry emo_valence, emo_aro
     return s
 
 # %% ../../nbs/career/40_temporal.ipynb #e2f354ab
-def _z(level):
+def _normal_quantile(level):
     "The two-sided normal quantile of a central interval of probability `level` (refusing levels outside (0, 1))."
     if not (isinstance(level, (int, float)) and 0 < level < 1):
         raise InputError('level', level, 'use a probability in (0, 1), such as 0.9')
@@ -104,7 +108,7 @@ class SectionModel(BaseEstimator):
 
     def fit(self, sections:pd.DataFrame, # the sections table: song_id, index, kind and the three emotion columns
            ) -> SectionModel:
-        _z(self.level)
+        _normal_quantile(self.level)
         terms = ('baseline',) + tuple(self.basis_names)
         rss, dof, fits = np.zeros((3, 3)), 0, []
         for kinds, items, Phi, keep in self._designs(sections):
@@ -117,7 +121,8 @@ class SectionModel(BaseEstimator):
             dof += len(items) * (len(kinds) - len(keep))
             fits.append((items, keep, B, np.diag(G)))
         if dof == 0:
-            raise InputError('sections', len(sections), 'give songs more sections than basis functions', 'no residual degrees of freedom')
+            raise InputError('sections', len(sections), 'give songs more sections than basis functions',
+                             'no residual degrees of freedom')
         self.sigma_eps_ = rss / dof
         self.dof_ = dof
         sd = np.sqrt(np.diag(self.sigma_eps_))
@@ -125,35 +130,42 @@ class SectionModel(BaseEstimator):
         for items, keep, B, gdiag in fits:
             n, p = len(items), len(keep)
             frames.append(pd.DataFrame(dict(
-                song_id=np.repeat([sid for sid, _ in items], p * 3), term=np.tile(np.repeat(np.array(terms, object)[keep], 3), n),
+                song_id=np.repeat([sid for sid, _ in items], p * 3),
+                term=np.tile(np.repeat(np.array(terms, object)[keep], 3), n),
                 dimension=np.tile(np.array(VAD, object), n * p), estimate=B.reshape(-1),
                 sd=np.tile((np.sqrt(gdiag)[:, None] * sd[None, :]).reshape(-1), n))))
-        z = _z(self.level)
-        coef = pd.concat(frames, ignore_index=True).sort_values(['song_id', 'term', 'dimension'], kind='stable').reset_index(drop=True)
+        z = _normal_quantile(self.level)
+        coef = pd.concat(frames, ignore_index=True).sort_values(['song_id', 'term', 'dimension'],
+                                                                kind='stable').reset_index(drop=True)
         coef['lo'], coef['hi'] = coef.estimate - z * coef['sd'], coef.estimate + z * coef['sd']
         self.coef_, self.terms_ = coef, terms
         return self
 
-    def amplitudes(self) -> pd.DataFrame:
-        "The precision-weighted mean amplitude over songs: dimension x basis function (the population A)."
-        c = self.coef_[self.coef_.term != 'baseline'].assign(w=lambda d: 1 / d['sd'] ** 2)
-        c = c.assign(wx=c.w * c.estimate).groupby(['dimension', 'term'])[['wx', 'w']].sum()
-        return (c.wx / c.w).unstack().loc[list(VAD), list(self.terms_[1:])]
+# %% ../../nbs/career/40_temporal.ipynb #3fb7f58b
+@patch
+def amplitudes(self:SectionModel) -> pd.DataFrame:
+    "The precision-weighted mean amplitude over songs: dimension x basis function (the population A)."
+    c = self.coef_[self.coef_.term != 'baseline'].assign(w=lambda d: 1 / d['sd'] ** 2)
+    c = c.assign(wx=c.w * c.estimate).groupby(['dimension', 'term'])[['wx', 'w']].sum()
+    return (c.wx / c.w).unstack().loc[list(VAD), list(self.terms_[1:])]
 
-    def predict(self, sections:pd.DataFrame) -> pd.DataFrame:
-        "Fitted section emotions mu + A phi(k) for songs seen in `fit`, one row per section."
-        wide = self.coef_.pivot_table(index=['song_id', 'dimension'], columns='term', values='estimate').reindex(columns=list(self.terms_)).fillna(0.0)
-        rows = []
-        for kinds, items, Phi, keep in self._designs(sections):
-            for sid, _ in items:
-                if (sid, VAD[0]) not in wide.index:
-                    raise InputError('sections.song_id', sid, 'predict songs that fit saw')
-                B = wide.loc[sid].loc[list(VAD)].to_numpy()            # 3 x (1 + B)
-                rows.append(pd.DataFrame(Phi @ B.T, columns=list(VAD)).assign(song_id=sid, index=np.arange(len(kinds)), kind=list(kinds)))
-        out = pd.concat(rows, ignore_index=True)[['song_id', 'index', 'kind', *VAD]]
-        return out.sort_values(['song_id', 'index'], kind='stable').reset_index(drop=True)
+@patch
+def predict(self:SectionModel, sections:pd.DataFrame) -> pd.DataFrame:
+    "Fitted section emotions mu + A phi(k) for songs seen in `fit`, one row per section."
+    wide = self.coef_.pivot_table(index=['song_id', 'dimension'], columns='term',
+                                  values='estimate').reindex(columns=list(self.terms_)).fillna(0.0)
+    rows = []
+    for kinds, items, Phi, keep in self._designs(sections):
+        for sid, _ in items:
+            if (sid, VAD[0]) not in wide.index:
+                raise InputError('sections.song_id', sid, 'predict songs that fit saw')
+            B = wide.loc[sid].loc[list(VAD)].to_numpy()            # 3 x (1 + B)
+            rows.append(pd.DataFrame(Phi @ B.T, columns=list(VAD)).assign(song_id=sid, index=np.arange(len(kinds)),
+                                                                          kind=list(kinds)))
+    out = pd.concat(rows, ignore_index=True)[['song_id', 'index', 'kind', *VAD]]
+    return out.sort_values(['song_id', 'index'], kind='stable').reset_index(drop=True)
 
-# %% ../../nbs/career/40_temporal.ipynb #6011c8d0
+# %% ../../nbs/career/40_temporal.ipynb #92e3468f
 def ppca_coherence(cov:np.ndarray, # a d x d covariance matrix
                    r:int, # number of factors
                   ) -> float:
@@ -173,7 +185,8 @@ def _batch_coherence(X, r):
     Xc = X - X.mean(1, keepdims=True)
     lam = np.clip(np.linalg.eigvalsh(np.einsum('bni,bnj->bij', Xc, Xc))[:, ::-1], 0, None)
     tot = lam.sum(1)
-    return np.where(tot > 0, 1 - X.shape[2] * lam[:, r:].mean(1) / np.where(tot > 0, tot, 1), 0.0) if r > 0 else np.zeros(len(X))
+    return np.where(tot > 0, 1 - X.shape[2] * lam[:, r:].mean(1) / np.where(tot > 0, tot, 1),
+                    0.0) if r > 0 else np.zeros(len(X))
 
 def _shares(X):
     "Sorted eigenvalue shares lambda_k / sum(lambda) of the covariance of each sample in a batch (b x n x d)."
@@ -181,8 +194,10 @@ def _shares(X):
     lam = np.clip(np.linalg.eigvalsh(np.einsum('bni,bnj->bij', Xc, Xc))[:, ::-1], 0, None)
     return lam / np.maximum(lam.sum(1, keepdims=True), 1e-300)
 
+# %% ../../nbs/career/40_temporal.ipynb #152d3f34
 def _parallel_analysis(groups, seed, n_null=200):
-    "Observed mean eigenvalue shares over albums against their null distribution for isotropic albums of the same sizes."
+    """Observed mean eigenvalue shares over albums against their null distribution for isotropic albums of the same
+    sizes."""
     rng = np.random.default_rng(seed + 1)
     d = groups[0][1].shape[1]
     obs = np.mean([_shares(x[None])[0] for _, x in groups], 0)
@@ -190,25 +205,28 @@ def _parallel_analysis(groups, seed, n_null=200):
     for n, k in pd.Series([len(x) for _, x in groups]).value_counts().items():
         null += k * _shares(rng.standard_normal((n_null * k, n, d))).reshape(n_null, k, d).mean(1)
     null /= len(groups)
-    return pd.DataFrame(dict(axis=np.arange(1, d + 1), observed=obs, null_mean=null.mean(0), null_q95=np.quantile(null, 0.95, 0)))
+    return pd.DataFrame(dict(axis=np.arange(1, d + 1), observed=obs, null_mean=null.mean(0),
+                             null_q95=np.quantile(null, 0.95, 0)))
 
 class AlbumCoherence(BaseEstimator):
     "Per-album factor model (probabilistic PCA) and Coherence(m) with a bootstrap interval."
-    def __init__(self, n_factors='parallel', # number of factors r, or "parallel" (parallel analysis) or "bic" to choose it
+    def __init__(self,
+                 n_factors='parallel', # number of factors r, or "parallel" (parallel analysis) or "bic" to choose it
                  n_boot:int=200, # bootstrap resamples per album
                  level:float=0.9, # interval level
                  bias_correct:bool=False, # subtract the bootstrap bias estimate from the coherence
                  min_songs:int=4, # albums with fewer songs are skipped
                  seed:int=0, # seeds the bootstrap
                 ):
-        self.n_factors, self.n_boot, self.level, self.bias_correct, self.min_songs, self.seed = n_factors, n_boot, level, bias_correct, min_songs, seed
+        self.n_factors, self.n_boot, self.level, self.bias_correct, self.min_songs, self.seed = (
+            n_factors, n_boot, level, bias_correct, min_songs, seed)
 
     def fit(self, X:pd.DataFrame, # one row per song: album_id and the emotion (or residual) columns
             cols:list=None, # the emotion columns (default: every column but album_id)
            ) -> AlbumCoherence:
         if 'album_id' not in X.columns:
             raise InputError('X', list(X.columns), 'add an album_id column', 'missing album_id')
-        _z(self.level)
+        _normal_quantile(self.level)
         cols = list(cols or [c for c in X.columns if c != 'album_id'])
         groups = [(a, g[cols].to_numpy(float)) for a, g in X.dropna(subset=['album_id']).groupby('album_id', sort=True)
                   if len(g) >= self.min_songs]
@@ -240,13 +258,15 @@ class AlbumCoherence(BaseEstimator):
             boots = _batch_coherence(x[rng.integers(0, n, (self.n_boot, n))], r)
             bias = boots.mean() - c if self.bias_correct else 0.0
             lo, hi = np.quantile(boots, [a, 1 - a]) - bias
-            rows.append(dict(album_id=alb, n_songs=n, coherence=float(np.clip(c - bias, 0, 1)), lo=float(np.clip(lo, 0, 1)),
+            rows.append(dict(album_id=alb, n_songs=n, coherence=float(np.clip(c - bias, 0, 1)),
+                             lo=float(np.clip(lo, 0, 1)),
                              hi=float(np.clip(hi, 0, 1)), raw=c))
         self.albums_ = pd.DataFrame(rows)
         return self
 
 # %% ../../nbs/career/40_temporal.ipynb #c2aa4124
 HYPER = ('sigma', 'lengthscale')
+JITTER = 1e-9   # white noise added to the kernel, relative to its variance: K = sigma^2 (E + JITTER I) + noise
 
 def reml_nll(theta:np.ndarray, # log(sigma, lengthscale, noise_1..noise_d) (or one shared noise)
              t:np.ndarray, # the n times
@@ -259,18 +279,16 @@ def reml_nll(theta:np.ndarray, # log(sigma, lengthscale, noise_1..noise_d) (or o
     s2, ell = math.exp(2 * theta[0]), math.exp(theta[1])
     nz2 = np.exp(2 * np.asarray(theta[2:])) * np.ones(d)
     D2 = (t[:, None] - t[None, :]) ** 2
-    E = np.exp(-0.5 * D2 / ell**2)
+    E = np.exp(-0.5 * D2 / ell**2) + JITTER * np.eye(n)
     K = s2 * E[None] + (nz2[:, None, None] + 1e-8) * np.eye(n)[None]
-    try:
-        Li = np.linalg.inv(np.linalg.cholesky(K))
-    except np.linalg.LinAlgError:
-        return 1e10, np.zeros(len(theta))
+    Li = np.linalg.inv(np.linalg.cholesky(K))
     Kinv = np.swapaxes(Li, 1, 2) @ Li
     KX = Kinv @ X
     XKX = np.swapaxes(KX, 1, 2) @ X[None]
     P = Kinv - KX @ np.linalg.solve(XKX, np.swapaxes(KX, 1, 2))
     Py = np.einsum('dij,jd->di', P, Y)
-    nll = 0.5 * (np.einsum('di,id->', Py, Y) - 2 * np.log(np.diagonal(Li, axis1=1, axis2=2)).sum() + np.linalg.slogdet(XKX)[1].sum())
+    nll = 0.5 * (np.einsum('di,id->', Py, Y) - 2 * np.log(np.diagonal(Li, axis1=1, axis2=2)).sum()
+                 + np.linalg.slogdet(XKX)[1].sum())
     g = np.zeros(len(theta))
     for k, M in enumerate((2 * s2 * E, s2 * E * D2 / ell**2)):
         g[k] = 0.5 * (np.einsum('dij,ji->', P, M) - np.einsum('di,ij,dj->', Py, M, Py))
@@ -294,13 +312,15 @@ def profile_interval(nll, # function theta -> (value, gradient): a negative log 
                      step:float=0.3, # first step away from the mode (the Laplace sd is a good one)
                      xtol:float=1e-4, # tolerance of the two ends
                     ) -> tuple[float, float]:
-    "The profile interval of theta[j]: where the rise of the minimum over the other coordinates crosses chi2_1(level) / 2 (a bound if it never does)."
+    """The profile interval of theta[j]: where the rise of the minimum over the other coordinates crosses chi2_1(level)
+    / 2 (a bound if it never does)."""
     theta = np.asarray(theta, float)
     if not 0 <= j < len(theta):
         raise InputError('j', j, f'use a coordinate of theta, 0 to {len(theta) - 1}')
     if len(bounds) != len(theta):
-        raise InputError('bounds', len(bounds), f'give one (low, high) pair for each of the {len(theta)} coordinates', 'wrong length')
-    crit, f0 = 0.5 * _z(level) ** 2, nll(theta)[0]
+        raise InputError('bounds', len(bounds), f'give one (low, high) pair for each of the {len(theta)} coordinates',
+                         'wrong length')
+    crit, f0 = 0.5 * _normal_quantile(level) ** 2, nll(theta)[0]
     rest = [k for k in range(len(theta)) if k != j]
     warm = {'x': theta[rest]}
     def rise(x):
@@ -334,22 +354,31 @@ def _design(df, covariates):
     cols = [df[c].to_numpy(float) if c in df.columns else np.zeros(len(df)) for c in covariates]
     return np.column_stack([np.ones(len(df))] + cols)
 
+def _weak_prior(span, sy, q):
+    "The weak data-scaled prior (mean, sd) of log(sigma, lengthscale, noise_1..noise_q)."
+    return np.log([sy, span / 4] + [sy / 2] * q), np.array([1.5, 1.0] + [1.5] * q)
+
 class CareerGP(BaseEstimator):
-    "A squared-exponential GP per artist with mean X(t)'beta, hyper-parameters by REML + prior, profile (or Laplace) intervals."
-    def __init__(self, covariates:tuple=COVARIATES, # columns of the career table used as mean regressors (besides the intercept)
-                 prior:str='weak', # "weak" (wide data-scaled prior), "population" (empirical Bayes), or None (plain REML)
+    "A squared-exponential GP per artist with mean X(t)'beta, hyper-parameters by REML + prior, profile intervals."
+    def __init__(self, covariates:tuple=COVARIATES, # columns of the career table used as mean regressors
+                 prior:str='weak', # "weak" (wide data-scaled), "population" (empirical Bayes), or None (plain REML)
                  level:float=0.9, # level of the hyper-parameter intervals and prediction bands
                  noise_per_dim:bool=True, # one noise variance per emotion dimension (else one shared)
                  interval:str='profile', # intervals of sigma and lengthscale: "profile" or "laplace"
+                 scheduler:str='sync', # where the per-artist fits run: "sync", "local", an address or a dask Client
+                 chunk_size:int=8, # artists per task (an artist's fit is ~0.1 s, less than a task costs to schedule)
                 ):
-        self.covariates, self.prior, self.level, self.noise_per_dim, self.interval = covariates, prior, level, noise_per_dim, interval
+        self.covariates, self.prior, self.level = covariates, prior, level
+        self.noise_per_dim, self.interval = noise_per_dim, interval
+        self.scheduler, self.chunk_size = scheduler, chunk_size
 
-    def _fit_one(self, t, Y, X, prior, T, sy):
+    def _fit_one(self, t, Y, X, prior, span, sy):
         q = Y.shape[1] if self.noise_per_dim else 1
         f = lambda th: reml_nll(th, t, Y, X, prior)
-        bounds = [(math.log(sy) - 6, math.log(sy) + 3), (math.log(T / 50), math.log(10 * T))] + [(math.log(sy) - 7, math.log(sy) + 2)] * q
+        bounds = [(math.log(sy) - 6, math.log(sy) + 3), (math.log(span / 50), math.log(10 * span))]
+        bounds += [(math.log(sy) - 7, math.log(sy) + 2)] * q
         best = None
-        for l0 in (T / 8, T / 3, T):
+        for l0 in (span / 8, span / 3, span):
             r = optimize.minimize(f, np.log([sy, l0] + [sy / 2] * q), jac=True, method='L-BFGS-B', bounds=bounds)
             if best is None or r.fun < best.fun:
                 best = r
@@ -362,7 +391,7 @@ class CareerGP(BaseEstimator):
         return th, var, f, bounds
 
     def _prepare(self, table):
-        need = {'artist_id', 't', *ETA} - set(table.columns)
+        need = {'artist_id', 't', *EMOTION_COLUMNS} - set(table.columns)
         if need:
             raise InputError('table', sorted(need), 'pass career_table(catalog)', 'missing columns')
         out = {}
@@ -371,90 +400,134 @@ class CareerGP(BaseEstimator):
                 raise InputError(f'songs of {a}', len(g), 'give every artist at least 4 dated songs', 'too few songs')
             X = _design(g, self.covariates)
             keep = np.r_[0, 1 + np.flatnonzero(X[:, 1:].std(0) > 0)]   # drop covariates constant for this artist
-            t, Y = g.t.to_numpy(float), g[list(ETA)].to_numpy(float)
-            out[a] = (t, Y, X[:, keep], keep, max(np.ptp(t), 1e-3), max(float(Y.std(0).mean()), 1e-3))
+            # C order, as the arrays arrive on a worker: BLAS's sums depend on the layout, results must not
+            t, Y = g.t.to_numpy(float), np.ascontiguousarray(g[list(EMOTION_COLUMNS)].to_numpy(float))
+            out[a] = (t, Y, np.ascontiguousarray(X[:, keep]), keep, max(np.ptp(t), 1e-3),
+                      max(float(Y.std(0).mean()), 1e-3))
         return out
 
-    def fit(self, table:pd.DataFrame, # career_table(catalog), or any table with artist_id, t, the emo_ columns and the covariates
-           ) -> CareerGP:
-        if self.prior not in ('population', 'weak', None):
-            raise InputError('prior', self.prior, 'use "population", "weak" or None')
-        if self.interval not in ('profile', 'laplace'):
-            raise InputError('interval', self.interval, 'use "profile" or "laplace"')
-        _z(self.level)
-        data = self._prepare(table)
-        weak = lambda T, sy, q: (np.log([sy, T / 4] + [sy / 2] * q), np.array([1.5, 1.0] + [1.5] * q))
-        q = 3 if self.noise_per_dim else 1
-        fits = {a: self._fit_one(t, Y, X, None if self.prior is None else weak(T, sy, q), T, sy) for a, (t, Y, X, k, T, sy) in data.items()}
-        self.population_ = None
-        if self.prior == 'population' and len(fits) >= 3:
-            th = np.array([f[0][:2] for f in fits.values()])
-            v = np.array([f[1][:2] for f in fits.values()])
-            mean = th.mean(0)
-            var = np.maximum(th.var(0, ddof=1) - np.nanmean(v, 0), 0.05**2)
-            self.population_ = pd.DataFrame(dict(log_mean=mean, log_sd=np.sqrt(var)), index=list(HYPER))
-            for a, (t, Y, X, k, T, sy) in data.items():
-                m0, s0 = weak(T, sy, q)
-                fits[a] = self._fit_one(t, Y, X, (np.r_[mean, m0[2:]], np.r_[np.sqrt(var), s0[2:]]), T, sy)
-        z = _z(self.level)
-        names = HYPER + (tuple(f'noise_{v}' for v in VAD) if q == 3 else ('noise',))
-        rows, self.state_ = [], {}
-        for a, (th, var, f, bounds) in fits.items():
-            t, Y, X, keep, T, sy = data[a]
-            row = dict(artist_id=a, n_songs=len(t))
-            for j, name in enumerate(names):
-                lo, hi = th[j] - z * math.sqrt(var[j]), th[j] + z * math.sqrt(var[j])
-                if self.interval == 'profile' and j < len(HYPER):
-                    lo, hi = profile_interval(f, th, j, bounds, self.level, step=math.sqrt(var[j]) if var[j] > 0 else 0.3)
-                row[name], row[f'{name}_lo'], row[f'{name}_hi'] = math.exp(th[j]), math.exp(lo), math.exp(hi)
-            rows.append(row)
-            self.state_[a] = self._posterior(t, Y, X, keep, th)
-        self.hyper_ = pd.DataFrame(rows)
-        return self
+# %% ../../nbs/career/40_temporal.ipynb #54e87921
+def _fit_artist(item, # (artist_id, its data from CareerGP._prepare, its prior or None)
+                model:CareerGP, # the estimator (its options)
+                finish:bool=True, # also the intervals and the posterior state (False: the estimate only)
+               ) -> dict:
+    "One artist's fit: theta and its Laplace variances, and with `finish` the hyper_ row and the posterior state."
+    artist, (t, Y, X, keep, span, sy), prior = item
+    th, var, f, bounds = model._fit_one(t, Y, X, prior, span, sy)
+    if not finish:
+        return dict(theta=th, var=var)
+    z = _normal_quantile(model.level)
+    names = HYPER + (tuple(f'noise_{v}' for v in VAD) if len(th) == 5 else ('noise',))
+    row = dict(artist_id=artist, n_songs=len(t))
+    for j, name in enumerate(names):
+        lo, hi = th[j] - z * math.sqrt(var[j]), th[j] + z * math.sqrt(var[j])
+        if model.interval == 'profile' and j < len(HYPER):
+            step = math.sqrt(var[j]) if var[j] > 0 else 0.3
+            lo, hi = profile_interval(f, th, j, bounds, model.level, step=step)
+        row[name], row[f'{name}_lo'], row[f'{name}_hi'] = math.exp(th[j]), math.exp(lo), math.exp(hi)
+    return dict(theta=th, var=var, row=row, state=_career_posterior(t, Y, X, keep, th))
 
-    @staticmethod
-    def _posterior(t, Y, X, keep, th):
-        s2, ell = math.exp(2 * th[0]), math.exp(th[1])
-        nz2 = np.exp(2 * th[2:]) * np.ones(Y.shape[1])
-        K = s2 * np.exp(-0.5 * (t[:, None] - t[None, :]) ** 2 / ell**2)
-        out = []
-        for d in range(Y.shape[1]):
-            L = np.linalg.cholesky(K + (nz2[d] + 1e-8) * np.eye(len(t)))
-            KiX = np.linalg.solve(L.T, np.linalg.solve(L, X))
-            Kiy = np.linalg.solve(L.T, np.linalg.solve(L, Y[:, d]))
-            A = X.T @ KiX
-            beta = np.linalg.solve(A, X.T @ Kiy)
-            out.append(dict(L=L, beta=beta, A=A, alpha=Kiy - KiX @ beta))
-        return dict(t=t, X=X, keep=keep, s2=s2, ell=ell, nz2=nz2, dims=out)
+def _fit_artists(chunk:list, # items of `_fit_artist`
+                 model:CareerGP, # the estimator (its options)
+                 finish:bool=True, # as for `_fit_artist`
+                ) -> list:
+    "One task: the fits of a few artists, in order."
+    return [_fit_artist(item, model, finish) for item in chunk]
 
-    def predict(self, X:pd.DataFrame, # rows with artist_id, t and (optionally) the covariates (missing ones count as 0)
-                noise:bool=False, # add the noise variance: a band for a new song rather than for the state
-               ) -> pd.DataFrame:
-        "Posterior mean, sd and band of each emotion dimension at the given (artist, t) rows, in the input's order."
-        out = pd.DataFrame(index=X.index)
-        z = _z(self.level)
-        for a, g in X.groupby('artist_id', sort=False):
-            if a not in self.state_:
-                raise InputError('artist_id', a, 'predict artists that fit saw')
-            s = self.state_[a]
-            Xs = _design(g, self.covariates)[:, s['keep']]
-            ts = g.t.to_numpy(float)
-            ks = s['s2'] * np.exp(-0.5 * (s['t'][:, None] - ts[None, :]) ** 2 / s['ell']**2)   # n x n*
-            for d, v in enumerate(VAD):
-                D = s['dims'][d]
-                V = np.linalg.solve(D['L'], ks)
-                KiK = np.linalg.solve(D['L'].T, V)
-                R = Xs.T - s['X'].T @ KiK
-                mean = Xs @ D['beta'] + ks.T @ D['alpha']
-                var = s['s2'] - (V**2).sum(0) + np.einsum('pi,pq,qi->i', R, np.linalg.inv(D['A']), R) + (s['nz2'][d] if noise else 0)
-                sd = np.sqrt(np.clip(var, 1e-12, None))
-                out.loc[g.index, f'{v}_mean'] = mean
-                out.loc[g.index, f'{v}_sd'] = sd
-                out.loc[g.index, f'{v}_lo'] = mean - z * sd
-                out.loc[g.index, f'{v}_hi'] = mean + z * sd
-        return out
+@patch
+def _map_artists(self:CareerGP, items, model, finish=True, desc='career GPs'):
+    "`_fit_artist` over the items, `chunk_size` artists a task, where `scheduler` says; results in the items' order."
+    if int(self.chunk_size) < 1:
+        raise InputError('chunk_size', self.chunk_size, 'use a positive number of artists per task')
+    size = int(self.chunk_size)
+    chunks = [items[k:k + size] for k in range(0, len(items), size)]
+    task = functools.partial(_fit_artists, model=model, finish=finish)
+    parts = parallel_map(task, chunks, self.scheduler, keys=[c[0][0] for c in chunks], desc=desc)
+    return [fit for part in parts for fit in part]
 
-# %% ../../nbs/career/40_temporal.ipynb #dc19869a
+@patch
+def fit(self:CareerGP,
+        table:pd.DataFrame, # career_table(catalog), or a table with artist_id, t, emo_ columns, covariates
+       ) -> CareerGP:
+    "Fit every artist's GP (hyper-parameters, intervals, posterior state), one task per artist."
+    if self.prior not in ('population', 'weak', None):
+        raise InputError('prior', self.prior, 'use "population", "weak" or None')
+    if self.interval not in ('profile', 'laplace'):
+        raise InputError('interval', self.interval, 'use "profile" or "laplace"')
+    _normal_quantile(self.level)
+    data = self._prepare(table)
+    q = 3 if self.noise_per_dim else 1
+    priors = {a: None if self.prior is None else _weak_prior(span, sy, q) for a, (*_, span, sy) in data.items()}
+    self.population_ = None
+    options = {k: v for k, v in self.get_params(deep=False).items() if k != 'scheduler'}
+    task_model = CareerGP(**options)   # what the tasks need: the options, not a dask client
+    if self.prior == 'population' and len(data) >= 3:
+        first = self._map_artists([(a, data[a], priors[a]) for a in data], task_model, finish=False,
+                                  desc='career GPs (first pass)')
+        th = np.array([f['theta'][:2] for f in first])
+        mean = th.mean(0)
+        var = np.maximum(th.var(0, ddof=1) - np.nanmean([f['var'][:2] for f in first], 0), 0.05**2)
+        self.population_ = pd.DataFrame(dict(log_mean=mean, log_sd=np.sqrt(var)), index=list(HYPER))
+        priors = {a: (np.r_[mean, m0[2:]], np.r_[np.sqrt(var), s0[2:]]) for a, (m0, s0) in priors.items()}
+    fits = self._map_artists([(a, data[a], priors[a]) for a in data], task_model)
+    self.hyper_ = pd.DataFrame([f['row'] for f in fits])
+    self.state_ = {a: f['state'] for a, f in zip(data, fits)}
+    return self
+
+def careers_gp(table:pd.DataFrame, # career_table(catalog)
+               scheduler:str='local', # "sync", "local" (a cluster on this machine), an address, or a dask Client
+               **options, # CareerGP's options (prior, level, interval, covariates, noise_per_dim)
+              ) -> pd.DataFrame:
+    "Every artist's career GP hyper-parameters with their intervals, fitted where `scheduler` says; index artist_id."
+    return CareerGP(scheduler=scheduler, **options).fit(table).hyper_.set_index('artist_id')
+
+# %% ../../nbs/career/40_temporal.ipynb #76a3664e
+def _career_posterior(t, Y, X, keep, th):
+    "The per-dimension GP posterior of one artist (Cholesky factor, GLS beta, weights) that `predict` reads."
+    s2, ell = math.exp(2 * th[0]), math.exp(th[1])
+    nz2 = np.exp(2 * th[2:]) * np.ones(Y.shape[1])
+    K = s2 * np.exp(-0.5 * (t[:, None] - t[None, :]) ** 2 / ell**2)
+    out = []
+    for d in range(Y.shape[1]):
+        L = np.linalg.cholesky(K + (nz2[d] + 1e-8 + JITTER * s2) * np.eye(len(t)))
+        KiX = np.linalg.solve(L.T, np.linalg.solve(L, X))
+        Kiy = np.linalg.solve(L.T, np.linalg.solve(L, Y[:, d]))
+        A = X.T @ KiX
+        beta = np.linalg.solve(A, X.T @ Kiy)
+        out.append(dict(L=L, beta=beta, A=A, alpha=Kiy - KiX @ beta))
+    return dict(t=t, X=X, keep=keep, s2=s2, ell=ell, nz2=nz2, dims=out)
+
+@patch
+def predict(self:CareerGP,
+            X:pd.DataFrame, # rows with artist_id, t and (optionally) the covariates (missing ones count as 0)
+            noise:bool=False, # add the noise variance: a band for a new song rather than for the state
+           ) -> pd.DataFrame:
+    "Posterior mean, sd and band of each emotion dimension at the given (artist, t) rows, in the input's order."
+    out = pd.DataFrame(index=X.index)
+    z = _normal_quantile(self.level)
+    for a, g in X.groupby('artist_id', sort=False):
+        if a not in self.state_:
+            raise InputError('artist_id', a, 'predict artists that fit saw')
+        s = self.state_[a]
+        Xs = _design(g, self.covariates)[:, s['keep']]
+        ts = g.t.to_numpy(float)
+        ks = s['s2'] * np.exp(-0.5 * (s['t'][:, None] - ts[None, :]) ** 2 / s['ell']**2)   # n x n*
+        for d, v in enumerate(VAD):
+            D = s['dims'][d]
+            V = np.linalg.solve(D['L'], ks)
+            KiK = np.linalg.solve(D['L'].T, V)
+            R = Xs.T - s['X'].T @ KiK
+            mean = Xs @ D['beta'] + ks.T @ D['alpha']
+            var = s['s2'] - (V**2).sum(0) + np.einsum('pi,pq,qi->i', R, np.linalg.inv(D['A']), R)
+            var = var + (s['nz2'][d] if noise else 0)
+            sd = np.sqrt(np.clip(var, 1e-12, None))
+            out.loc[g.index, f'{v}_mean'] = mean
+            out.loc[g.index, f'{v}_sd'] = sd
+            out.loc[g.index, f'{v}_lo'] = mean - z * sd
+            out.loc[g.index, f'{v}_hi'] = mean + z * sd
+    return out
+
+# %% ../../nbs/career/40_temporal.ipynb #dcba16cd
 def _marginal_parts(u, s2, r, P, G):
     m = u.shape[1]
     c = np.einsum('inj,ind->idj', P, r)                                   # Phi' r per artist and dimension
@@ -473,7 +546,8 @@ def _marginal_value_and_grad(u, s2, r, P, G, n):
     Gua = np.einsum('ikj,idj->idk', G, u[:, None] * alpha)
     gu = (-0.5 * (dlogdet - (2 * alpha * c - 2 / S * alpha * Gua) / S ** 2)).sum(1)
     aAa = np.einsum('idj,idjk,idk->id', alpha, A, alpha) - (alpha ** 2).sum(-1)
-    gs2 = -0.5 * (-(m - np.trace(Ainv, axis1=-2, axis2=-1)) / s2 + n[:, None] / s2 - rr / s2 ** 2 + (2 * ba - aAa) / s2 ** 3)
+    gs2 = -0.5 * (-(m - np.trace(Ainv, axis1=-2, axis2=-1)) / s2 + n[:, None] / s2 - rr / s2 ** 2 + (2 * ba - aAa)
+                  / s2 ** 3)
     gr = -r / s2[:, None, :] + np.einsum('inj,idj->ind', P, u[:, None, :] * alpha) / s2[:, None, :] ** 2
     return value, (gu, gs2, gr)
 
@@ -491,8 +565,10 @@ def marginal_hsgp_grad(u, s2, r, P, G, n):
     "Gradients of `marginal_hsgp_logp` with respect to u, s2 and r."
     return _marginal_value_and_grad(u, s2, r, P, G, n)[1]
 
+# %% ../../nbs/career/40_temporal.ipynb #c2952ba3
 def _marginal_kernel(u, s2, r, P, G, n):
-    "The marginal log-likelihood and its gradients as plain loops (compiled by numba for nutpie, so that chains run in parallel)."
+    """The marginal log-likelihood and its gradients as plain loops (compiled by numba for nutpie, so that chains run in
+    parallel)."""
     N, m = u.shape
     D = s2.shape[1]
     value = 0.0
@@ -523,6 +599,7 @@ def _marginal_kernel(u, s2, r, P, G, n):
             gr[i, :, d] = -ri / v + Pi @ (ui * alpha) / v ** 2
     return -0.5 * value, gu, gs2, gr
 
+# %% ../../nbs/career/40_temporal.ipynb #aae2015e
 def _marginal_op():
     "A PyTensor Op whose outputs are the marginal log-likelihood and its three gradients, from one evaluation."
     from pytensor.graph.basic import Apply
@@ -566,6 +643,7 @@ def _has_nutpie():
     except ImportError:
         return False
 
+# %% ../../nbs/career/40_temporal.ipynb #3a291edd
 def _pad(idx, N, *arrays):
     "Rows grouped by artist into artists x n_max x ... arrays (zeros on padding), the padding mask and the counts."
     order = np.argsort(idx, kind='stable')
@@ -592,14 +670,16 @@ class HierarchicalCareerGP(BaseEstimator):
                  advi_iter:int=20000, # ADVI iterations
                  m:int=None, # HSGP basis functions (default: the rule above)
                  c:float=1.5, # HSGP boundary factor L = c * max half-career
-                 lengthscale_min:float=None, # shortest length-scale the basis must resolve (default max half-career / 8)
+                 # shortest length-scale the basis must resolve (default max half-career / 8)
+                 lengthscale_min:float=None,
                  level:float=0.9, # level of the intervals and bands
                  target_accept:float=0.9, # NUTS target acceptance
                  sampler:str='auto', # NUTS implementation: "nutpie", "pymc", or "auto" (nutpie when installed)
                  seed:int=0, # seeds the sampler
                  progressbar:bool=False, # show PyMC's progress bar
                 ):
-        self.covariates, self.method, self.draws, self.tune, self.chains, self.cores = covariates, method, draws, tune, chains, cores
+        self.covariates, self.method, self.draws, self.tune, self.chains, self.cores = (
+            covariates, method, draws, tune, chains, cores)
         self.advi_iter, self.m, self.c, self.lengthscale_min, self.level = advi_iter, m, c, lengthscale_min, level
         self.target_accept, self.sampler, self.seed, self.progressbar = target_accept, sampler, seed, progressbar
 
@@ -607,149 +687,171 @@ class HierarchicalCareerGP(BaseEstimator):
         from pymc.gp.hsgp_approx import calc_eigenvectors
         return calc_eigenvectors(x[:, None], np.array([self.L_]), self.eigvals_, [self.m_]).eval()
 
-    def build_model(self, table:pd.DataFrame, # career_table(catalog)
-                   ):
-        "The PyMC model with the basis weights integrated out (also sets the basis, the artist index and the padded data)."
-        pm = require('pymc')
-        pt = require('pytensor.tensor', 'pytensor')
-        from pymc.gp.hsgp_approx import calc_eigenvalues
-        need = {'artist_id', 't', *ETA} - set(table.columns)
-        if need:
-            raise InputError('table', sorted(need), 'pass career_table(catalog)', 'missing columns')
-        self.artists_ = np.array(sorted(table.artist_id.unique()), object)
-        idx = pd.Categorical(table.artist_id, categories=self.artists_).codes
-        first, last = table.groupby('artist_id').t.min(), table.groupby('artist_id').t.max()
-        self.center_ = ((first + last) / 2).reindex(self.artists_).to_numpy(float)
-        half = ((last - first) / 2).reindex(self.artists_).to_numpy(float)
-        S = max(float(half.max()), 1e-3)
-        self.L_ = self.c * S
-        lmin = self.lengthscale_min or S / 8
-        self.m_ = int(self.m or max(8, math.ceil(1.75 * self.c * S / lmin)))
-        self.eigvals_ = calc_eigenvalues(np.array([self.L_]), [self.m_])
-        Phi = self._basis(table.t.to_numpy(float) - self.center_[idx])
-        Y = table[list(ETA)].to_numpy(float)
-        Xc = _design(table, self.covariates)[:, 1:]
-        sy = max(float(Y.std(0).mean()), 1e-3)
-        Sm = max(float(np.median(half)), 1e-3)
-        N, m, p = len(self.artists_), self.m_, Xc.shape[1]
-        (Pp, Yp, Xp), mask, counts = _pad(idx, N, Phi, Y, Xc)
-        self._data = dict(P=Pp, Y=Yp, X=Xp, mask=mask, G=np.einsum('inj,ink->ijk', Pp, Pp))
-        omega2 = self.eigvals_[:, 0]
-        coords = dict(artist=self.artists_, basis=np.arange(m), dim=list(VAD), covariate=list(self.covariates))
-        with pm.Model(coords=coords) as model:
-            mu_s = pm.Normal('mu_log_sigma', math.log(sy), 1.0)
-            tau_s = pm.HalfNormal('tau_log_sigma', 0.5)
-            mu_l = pm.Normal('mu_log_lengthscale', math.log(Sm / 2), 1.0)
-            tau_l = pm.HalfNormal('tau_log_lengthscale', 0.5)
-            mu_n = pm.Normal('mu_log_noise', math.log(sy / 2), 1.0)
-            tau_n = pm.HalfNormal('tau_log_noise', 0.5)
-            sigma = pm.Deterministic('sigma', pt.exp(mu_s + tau_s * pm.Normal('z_sigma', 0, 1, dims='artist')), dims='artist')
-            ell = pm.Deterministic('lengthscale', pt.exp(mu_l + tau_l * pm.Normal('z_lengthscale', 0, 1, dims='artist')), dims='artist')
-            noise = pm.Deterministic('noise', pt.exp(mu_n + tau_n * pm.Normal('z_noise', 0, 1, dims=('artist', 'dim'))), dims=('artist', 'dim'))
-            mean = pm.Normal('intercept', 0.0, 0.5, dims=('artist', 'dim'))[:, None, :]
-            if p:
-                b = pm.Normal('beta', 0.0, 1.0, dims=('covariate', 'dim'))
-                tau_b = pm.HalfNormal('tau_beta', 0.2)
-                bi = pm.Deterministic('beta_artist', b[None] + tau_b * pm.Normal('z_beta', 0, 1, dims=('artist', 'covariate', 'dim')),
-                                      dims=('artist', 'covariate', 'dim'))
-                mean = mean + (pt.as_tensor(Xp)[:, :, :, None] * bi[:, None]).sum(2)
-            sqrt_psd = pm.Deterministic('sqrt_psd', sigma[:, None] * pt.sqrt(math.sqrt(2 * math.pi) * ell[:, None])
-                                        * pt.exp(-0.25 * ell[:, None] ** 2 * omega2[None, :]), dims=('artist', 'basis'))
-            r = (pt.as_tensor(Yp) - mean) * mask
-            loglik = _marginal_op()(sqrt_psd, noise ** 2, r, Pp, self._data['G'], counts.astype(float))[0]
-            pm.Potential('eta', loglik - 0.5 * Y.size * math.log(2 * math.pi))
-        return model
+# %% ../../nbs/career/40_temporal.ipynb #82e2a9de
+@patch
+def build_model(self:HierarchicalCareerGP, table:pd.DataFrame, # career_table(catalog)
+               ):
+    "The PyMC model with the basis weights integrated out (also sets the basis, the artist index and the padded data)."
+    pm = require('pymc')
+    pt = require('pytensor.tensor', 'pytensor')
+    from pymc.gp.hsgp_approx import calc_eigenvalues
+    need = {'artist_id', 't', *EMOTION_COLUMNS} - set(table.columns)
+    if need:
+        raise InputError('table', sorted(need), 'pass career_table(catalog)', 'missing columns')
+    self.artists_ = np.array(sorted(table.artist_id.unique()), object)
+    idx = pd.Categorical(table.artist_id, categories=self.artists_).codes
+    first, last = table.groupby('artist_id').t.min(), table.groupby('artist_id').t.max()
+    self.center_ = ((first + last) / 2).reindex(self.artists_).to_numpy(float)
+    half = ((last - first) / 2).reindex(self.artists_).to_numpy(float)
+    S = max(float(half.max()), 1e-3)
+    self.L_ = self.c * S
+    lmin = self.lengthscale_min or S / 8
+    self.m_ = int(self.m or max(8, math.ceil(1.75 * self.c * S / lmin)))
+    self.eigvals_ = calc_eigenvalues(np.array([self.L_]), [self.m_])
+    Phi = self._basis(table.t.to_numpy(float) - self.center_[idx])
+    Y = table[list(EMOTION_COLUMNS)].to_numpy(float)
+    Xc = _design(table, self.covariates)[:, 1:]
+    sy = max(float(Y.std(0).mean()), 1e-3)
+    Sm = max(float(np.median(half)), 1e-3)
+    N, m, p = len(self.artists_), self.m_, Xc.shape[1]
+    (Pp, Yp, Xp), mask, counts = _pad(idx, N, Phi, Y, Xc)
+    self._data = dict(P=Pp, Y=Yp, X=Xp, mask=mask, G=np.einsum('inj,ink->ijk', Pp, Pp))
+    omega2 = self.eigvals_[:, 0]
+    coords = dict(artist=self.artists_, basis=np.arange(m), dim=list(VAD), covariate=list(self.covariates))
+    with pm.Model(coords=coords) as model:
+        mu_s = pm.Normal('mu_log_sigma', math.log(sy), 1.0)
+        tau_s = pm.HalfNormal('tau_log_sigma', 0.5)
+        mu_l = pm.Normal('mu_log_lengthscale', math.log(Sm / 2), 1.0)
+        tau_l = pm.HalfNormal('tau_log_lengthscale', 0.5)
+        mu_n = pm.Normal('mu_log_noise', math.log(sy / 2), 1.0)
+        tau_n = pm.HalfNormal('tau_log_noise', 0.5)
+        sigma = pm.Deterministic('sigma', pt.exp(mu_s + tau_s * pm.Normal('z_sigma', 0, 1, dims='artist')),
+                                 dims='artist')
+        ell = pm.Deterministic('lengthscale', pt.exp(mu_l + tau_l * pm.Normal('z_lengthscale', 0, 1, dims='artist')),
+                               dims='artist')
+        noise = pm.Deterministic('noise', pt.exp(mu_n + tau_n * pm.Normal('z_noise', 0, 1, dims=('artist', 'dim'))),
+                                 dims=('artist', 'dim'))
+        mean = pm.Normal('intercept', 0.0, 0.5, dims=('artist', 'dim'))[:, None, :]
+        if p:
+            b = pm.Normal('beta', 0.0, 1.0, dims=('covariate', 'dim'))
+            tau_b = pm.HalfNormal('tau_beta', 0.2)
+            bi = pm.Deterministic('beta_artist',
+                                  b[None] + tau_b * pm.Normal('z_beta', 0, 1, dims=('artist', 'covariate', 'dim')),
+                                  dims=('artist', 'covariate', 'dim'))
+            mean = mean + (pt.as_tensor(Xp)[:, :, :, None] * bi[:, None]).sum(2)
+        sqrt_psd = pm.Deterministic('sqrt_psd', sigma[:, None] * pt.sqrt(math.sqrt(2 * math.pi) * ell[:, None])
+                                    * pt.exp(-0.25 * ell[:, None] ** 2 * omega2[None, :]), dims=('artist', 'basis'))
+        r = (pt.as_tensor(Yp) - mean) * mask
+        loglik = _marginal_op()(sqrt_psd, noise ** 2, r, Pp, self._data['G'], counts.astype(float))[0]
+        pm.Potential('eta', loglik - 0.5 * Y.size * math.log(2 * math.pi))
+    return model
 
-    def fit(self, table:pd.DataFrame, # career_table(catalog)
-           ) -> HierarchicalCareerGP:
-        pm = require('pymc')
-        if self.method not in ('nuts', 'advi'):
-            raise InputError('method', self.method, 'use "nuts" or "advi"')
-        if self.sampler not in ('auto', 'nutpie', 'pymc'):
-            raise InputError('sampler', self.sampler, 'use "auto", "nutpie" or "pymc"')
-        _z(self.level)
-        if self.sampler == 'nutpie':
-            require('nutpie')
-        model = self.build_model(table)
-        self.sampler_ = 'nutpie' if self.sampler == 'nutpie' or (self.sampler == 'auto' and _has_nutpie()) else 'pymc'
-        t0 = time.perf_counter()
-        with model, warnings.catch_warnings():
-            warnings.filterwarnings('ignore', category=FutureWarning)   # library deprecations, not about this fit
-            if self.method == 'nuts':
-                kw = dict(nuts_sampler='nutpie', nuts_sampler_kwargs=dict(cores=self.cores)) if self.sampler_ == 'nutpie' else dict(cores=self.cores)
-                idata = pm.sample(draws=self.draws, tune=self.draws if self.tune is None else self.tune, chains=self.chains,
-                                  random_seed=self.seed, target_accept=self.target_accept,
-                                  progressbar=self.progressbar, compute_convergence_checks=False, **kw)
-            else:
-                approx = pm.fit(n=self.advi_iter, method='advi', random_seed=self.seed, progressbar=self.progressbar)
-                idata = approx.sample(self.draws, random_seed=self.seed)
-                self.advi_loss_ = np.asarray(approx.hist)
-        self.fit_seconds_ = time.perf_counter() - t0
-        self.idata_, self.model_ = idata, model
+# %% ../../nbs/career/40_temporal.ipynb #a3c21e63
+@patch
+def fit(self:HierarchicalCareerGP, table:pd.DataFrame, # career_table(catalog)
+       ) -> HierarchicalCareerGP:
+    pm = require('pymc')
+    if self.method not in ('nuts', 'advi'):
+        raise InputError('method', self.method, 'use "nuts" or "advi"')
+    if self.sampler not in ('auto', 'nutpie', 'pymc'):
+        raise InputError('sampler', self.sampler, 'use "auto", "nutpie" or "pymc"')
+    _normal_quantile(self.level)
+    if self.sampler == 'nutpie':
+        require('nutpie')
+    model = self.build_model(table)
+    self.sampler_ = 'nutpie' if self.sampler == 'nutpie' or (self.sampler == 'auto' and _has_nutpie()) else 'pymc'
+    t0 = time.perf_counter()
+    with model, warnings.catch_warnings():
+        warnings.filterwarnings('ignore', category=FutureWarning)   # library deprecations, not about this fit
         if self.method == 'nuts':
-            self.diagnostics_ = sampler_diagnostics(idata, list(HYPER), label='hierarchical career GP (NUTS)')
-        post = idata.posterior
-        a = (1 - self.level) / 2
-        rows = {'artist_id': self.artists_}
-        for h in HYPER:
-            x = post[h].stack(sample=('chain', 'draw')).transpose('artist', 'sample').values
-            rows[h] = np.median(x, 1)
-            rows[f'{h}_lo'] = np.quantile(x, a, 1)
-            rows[f'{h}_hi'] = np.quantile(x, 1 - a, 1)
-        self.hyper_ = pd.DataFrame(rows)
-        return self
+            kw = dict(cores=self.cores)
+            if self.sampler_ == 'nutpie':
+                kw = dict(nuts_sampler='nutpie', nuts_sampler_kwargs=dict(cores=self.cores))
+            idata = pm.sample(draws=self.draws, tune=self.draws if self.tune is None else self.tune, chains=self.chains,
+                              random_seed=self.seed, target_accept=self.target_accept,
+                              progressbar=self.progressbar, compute_convergence_checks=False, **kw)
+        else:
+            approx = pm.fit(n=self.advi_iter, method='advi', random_seed=self.seed, progressbar=self.progressbar)
+            idata = approx.sample(self.draws, random_seed=self.seed)
+            self.advi_loss_ = np.asarray(approx.hist)
+    self.fit_seconds_ = time.perf_counter() - t0
+    self.idata_, self.model_ = idata, model
+    if self.method == 'nuts':
+        self.diagnostics_ = sampler_diagnostics(idata, list(HYPER), label='hierarchical career GP (NUTS)')
+    post = idata.posterior
+    a = (1 - self.level) / 2
+    rows = {'artist_id': self.artists_}
+    for h in HYPER:
+        x = post[h].stack(sample=('chain', 'draw')).transpose('artist', 'sample').values
+        rows[h] = np.median(x, 1)
+        rows[f'{h}_lo'] = np.quantile(x, a, 1)
+        rows[f'{h}_hi'] = np.quantile(x, 1 - a, 1)
+    self.hyper_ = pd.DataFrame(rows)
+    return self
 
-    def _draws(self, name, k):
-        x = self.idata_.posterior[name].stack(sample=('chain', 'draw'))
-        x = x.transpose('sample', *[d for d in x.dims if d != 'sample']).values
-        return x[np.linspace(0, len(x) - 1, min(k, len(x))).astype(int)]
+# %% ../../nbs/career/40_temporal.ipynb #47df51cd
+@patch
+def _draws(self:HierarchicalCareerGP, name, k):
+    x = self.idata_.posterior[name].stack(sample=('chain', 'draw'))
+    x = x.transpose('sample', *[d for d in x.dims if d != 'sample']).values
+    return x[np.linspace(0, len(x) - 1, min(k, len(x))).astype(int)]
 
-    def weights(self, n_draws:int=400, # posterior draws
-                artists:np.ndarray=None, # positions of the artists (default: all)
-               ) -> np.ndarray:
-        "Draws of the basis weights w (draws x artists x m x 3), each from its Gaussian conditional given that draw's other parameters."
-        d = self._data
-        k = np.arange(len(self.artists_)) if artists is None else np.asarray(artists)
-        psd, a, s = self._draws('sqrt_psd', n_draws)[:, k], self._draws('intercept', n_draws)[:, k], self._draws('noise', n_draws)[:, k]
-        bi = self._draws('beta_artist', n_draws)[:, k] if 'beta_artist' in self.idata_.posterior else None
-        rng, out = np.random.default_rng(self.seed), np.empty((len(psd), len(k), self.m_, 3))
-        for j in range(len(psd)):
-            mean = a[j][:, None, :] + (np.einsum('inp,ipd->ind', d['X'][k], bi[j]) if bi is not None else 0)
-            r = (d['Y'][k] - mean) * d['mask'][k]
-            _, _, A, Ainv, alpha = _marginal_parts(psd[j], s[j] ** 2, r, d['P'][k], d['G'][k])
-            Lc = np.linalg.cholesky(A)                                    # w | rest ~ N(alpha / s2, A^-1)
-            z = np.linalg.solve(np.swapaxes(Lc, -1, -2), rng.standard_normal(alpha.shape)[..., None])[..., 0]
-            out[j] = np.swapaxes(alpha / (s[j] ** 2)[:, :, None] + z, 1, 2)
-        return out
+@patch
+def weights(self:HierarchicalCareerGP, n_draws:int=400, # posterior draws
+            artists:np.ndarray=None, # positions of the artists (default: all)
+           ) -> np.ndarray:
+    """Draws of the basis weights w (draws x artists x m x 3), each from its Gaussian conditional given that draw's
+    other parameters."""
+    d = self._data
+    k = np.arange(len(self.artists_)) if artists is None else np.asarray(artists)
+    psd, a, s = (
+        self._draws('sqrt_psd', n_draws)[:, k], self._draws('intercept', n_draws)[:, k],
+        self._draws('noise', n_draws)[:, k])
+    bi = self._draws('beta_artist', n_draws)[:, k] if 'beta_artist' in self.idata_.posterior else None
+    rng, out = np.random.default_rng(self.seed), np.empty((len(psd), len(k), self.m_, 3))
+    for j in range(len(psd)):
+        mean = a[j][:, None, :] + (np.einsum('inp,ipd->ind', d['X'][k], bi[j]) if bi is not None else 0)
+        r = (d['Y'][k] - mean) * d['mask'][k]
+        _, _, A, Ainv, alpha = _marginal_parts(psd[j], s[j] ** 2, r, d['P'][k], d['G'][k])
+        Lc = np.linalg.cholesky(A)                                    # w | rest ~ N(alpha / s2, A^-1)
+        z = np.linalg.solve(np.swapaxes(Lc, -1, -2), rng.standard_normal(alpha.shape)[..., None])[..., 0]
+        out[j] = np.swapaxes(alpha / (s[j] ** 2)[:, :, None] + z, 1, 2)
+    return out
 
-    def predict(self, X:pd.DataFrame, # rows with artist_id, t and (optionally) the covariates
-                noise:bool=False, # add the noise: a band for a new song
-                n_draws:int=400, # posterior draws used
-               ) -> pd.DataFrame:
-        "Posterior mean, sd and band of each dimension at the given rows, from the posterior draws."
-        pos = {a: i for i, a in enumerate(self.artists_)}
-        bad = sorted(set(X.artist_id) - set(pos))
-        if bad:
-            raise InputError('artist_id', bad[:3], 'predict artists that fit saw')
-        idx = X.artist_id.map(pos).to_numpy(int)
-        x = X.t.to_numpy(float) - self.center_[idx]
-        if np.abs(x).max() >= self.L_:
-            raise InputError('t', float(X.t.max()), f'predict within {self.L_:.1f} years of a career\'s middle (raise c)')
-        Phi = self._basis(x)
-        used, local = np.unique(idx, return_inverse=True)
-        psd, w, a = self._draws('sqrt_psd', n_draws)[:, used], self.weights(n_draws, used), self._draws('intercept', n_draws)[:, used]
-        f = np.einsum('nj,snjd->snd', Phi, psd[:, local, :, None] * w[:, local]) + a[:, local]
-        if 'beta_artist' in self.idata_.posterior:
-            f = f + np.einsum('np,snpd->snd', _design(X, self.covariates)[:, 1:], self._draws('beta_artist', n_draws)[:, used][:, local])
-        rng = np.random.default_rng(self.seed)
-        if noise:
-            f = f + self._draws('noise', n_draws)[:, used][:, local] * rng.standard_normal(f.shape)
-        out, z = pd.DataFrame(index=X.index), _z(self.level)
-        for d, v in enumerate(VAD):
-            out[f'{v}_mean'] = f[..., d].mean(0)
-            out[f'{v}_sd'] = f[..., d].std(0)
-            out[f'{v}_lo'], out[f'{v}_hi'] = np.quantile(f[..., d], [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
-        return out
+# %% ../../nbs/career/40_temporal.ipynb #16706be0
+@patch
+def predict(self:HierarchicalCareerGP, X:pd.DataFrame, # rows with artist_id, t and (optionally) the covariates
+            noise:bool=False, # add the noise: a band for a new song
+            n_draws:int=400, # posterior draws used
+           ) -> pd.DataFrame:
+    "Posterior mean, sd and band of each dimension at the given rows, from the posterior draws."
+    pos = {a: i for i, a in enumerate(self.artists_)}
+    bad = sorted(set(X.artist_id) - set(pos))
+    if bad:
+        raise InputError('artist_id', bad[:3], 'predict artists that fit saw')
+    idx = X.artist_id.map(pos).to_numpy(int)
+    x = X.t.to_numpy(float) - self.center_[idx]
+    if np.abs(x).max() >= self.L_:
+        raise InputError('t', float(X.t.max()), f'predict within {self.L_:.1f} years of a career\'s middle (raise c)')
+    Phi = self._basis(x)
+    used, local = np.unique(idx, return_inverse=True)
+    psd, w, a = (
+        self._draws('sqrt_psd', n_draws)[:, used], self.weights(n_draws, used),
+        self._draws('intercept', n_draws)[:, used])
+    f = np.einsum('nj,snjd->snd', Phi, psd[:, local, :, None] * w[:, local]) + a[:, local]
+    if 'beta_artist' in self.idata_.posterior:
+        f = f + np.einsum('np,snpd->snd', _design(X, self.covariates)[:, 1:],
+                          self._draws('beta_artist', n_draws)[:, used][:, local])
+    rng = np.random.default_rng(self.seed)
+    if noise:
+        f = f + self._draws('noise', n_draws)[:, used][:, local] * rng.standard_normal(f.shape)
+    _normal_quantile(self.level)   # refuses a level outside (0, 1)
+    out = pd.DataFrame(index=X.index)
+    for d, v in enumerate(VAD):
+        out[f'{v}_mean'] = f[..., d].mean(0)
+        out[f'{v}_sd'] = f[..., d].std(0)
+        out[f'{v}_lo'], out[f'{v}_hi'] = np.quantile(f[..., d], [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
+    return out
 
 # %% ../../nbs/career/40_temporal.ipynb #b210c754
 class EmotionalState(BaseEstimator):
@@ -761,20 +863,23 @@ class EmotionalState(BaseEstimator):
                  seed:int=0, # seeds the bootstrap and the samplers
                  gp_options:dict=None, # extra arguments of the macro estimator (e.g. draws, chains, advi_iter)
                 ):
-        self.method, self.covariates, self.level, self.n_boot, self.seed, self.gp_options = method, covariates, level, n_boot, seed, gp_options
+        self.method, self.covariates, self.level, self.n_boot, self.seed, self.gp_options = (
+            method, covariates, level, n_boot, seed, gp_options)
 
     def fit(self, cat:Catalog, # the catalog
            ) -> EmotionalState:
         if self.method not in ('exact', 'nuts', 'advi'):
             raise InputError('method', self.method, 'use "exact", "nuts" or "advi"')
-        _z(self.level)
+        _normal_quantile(self.level)
         self.table_ = career_table(cat)
         opts = dict(self.gp_options or {})
         self.macro_ = (CareerGP(self.covariates, level=self.level, **opts) if self.method == 'exact' else
-                       HierarchicalCareerGP(self.covariates, method=self.method, level=self.level, seed=self.seed, **opts)).fit(self.table_)
+                       HierarchicalCareerGP(self.covariates, method=self.method, level=self.level, seed=self.seed,
+                                            **opts)).fit(self.table_)
         self.idata_ = getattr(self.macro_, 'idata_', None)
         fit = self.macro_.predict(self.table_)
-        res = pd.DataFrame({v: self.table_[f'emo_{v}'].to_numpy() - fit[f'{v}_mean'].to_numpy() for v in VAD}, index=self.table_.index)
+        res = pd.DataFrame({v: self.table_[f'emo_{v}'].to_numpy() - fit[f'{v}_mean'].to_numpy() for v in VAD},
+                           index=self.table_.index)
         res['album_id'] = self.table_.album_id
         self.residuals_ = res
         self.meso_ = AlbumCoherence(n_boot=self.n_boot, level=self.level, seed=self.seed).fit(res, list(VAD))
@@ -783,39 +888,43 @@ class EmotionalState(BaseEstimator):
         s2 = res[list(VAD)].var().to_numpy()
         tau2 = np.maximum(means.var().to_numpy() - np.mean(s2[None] / n.to_numpy()[:, None], 0), 0.0)
         self.album_effects_ = means * (tau2[None] / (tau2[None] + s2[None] / n.to_numpy()[:, None]))
-        self.micro_ = SectionModel(level=self.level).fit(cat.sections) if cat.sections is not None and len(cat.sections) else None
+        has_sections = cat.sections is not None and len(cat.sections) > 0
+        self.micro_ = SectionModel(level=self.level).fit(cat.sections) if has_sections else None
         return self
 
-    def predict(self, X:pd.DataFrame, # rows: artist_id, t, optional covariates, album_id, sections (list of kinds)
-               ) -> pd.DataFrame:
-        "eta at the rows of X: mean, sd and band per dimension (one row per section when X has `sections`)."
-        if 'artist_id' not in X.columns or 't' not in X.columns:
-            raise InputError('X', list(X.columns), 'give artist_id and t columns')
-        X = X.reset_index(drop=True)
-        out = self.macro_.predict(X)
-        if 'album_id' in X.columns:
-            eff = self.album_effects_.reindex(X.album_id).fillna(0.0).to_numpy()
-            for d, v in enumerate(VAD):
-                for k in ('mean', 'lo', 'hi'):
-                    out[f'{v}_{k}'] = out[f'{v}_{k}'] + eff[:, d]
-        out.insert(0, 'artist_id', X.artist_id.to_numpy())
-        out.insert(1, 't', X.t.to_numpy())
-        if 'sections' not in X.columns:
-            return out
-        if self.micro_ is None:
-            raise InputError('X.sections', 'given', 'fit on a catalog with a sections table')
-        A = self.micro_.amplitudes().to_numpy()
-        rows = []
-        for i, kinds in enumerate(X.sections):
-            off = np.asarray(self.micro_.basis(list(kinds)), float) @ A.T          # K x 3
-            r = pd.DataFrame([out.iloc[i]] * len(kinds)).reset_index(drop=True)
-            r.insert(2, 'section', np.arange(len(kinds)))
-            r.insert(3, 'kind', list(kinds))
-            for d, v in enumerate(VAD):
-                for k in ('mean', 'lo', 'hi'):
-                    r[f'{v}_{k}'] = r[f'{v}_{k}'].to_numpy(float) + off[:, d]
-            rows.append(r)
-        return pd.concat(rows, ignore_index=True)
+# %% ../../nbs/career/40_temporal.ipynb #5617e0cc
+@patch
+def predict(self:EmotionalState,
+            X:pd.DataFrame, # rows: artist_id, t, optional covariates, album_id, sections (list of kinds)
+           ) -> pd.DataFrame:
+    "eta at the rows of X: mean, sd and band per dimension (one row per section when X has `sections`)."
+    if 'artist_id' not in X.columns or 't' not in X.columns:
+        raise InputError('X', list(X.columns), 'give artist_id and t columns')
+    X = X.reset_index(drop=True)
+    out = self.macro_.predict(X)
+    if 'album_id' in X.columns:
+        eff = self.album_effects_.reindex(X.album_id).fillna(0.0).to_numpy()
+        for d, v in enumerate(VAD):
+            for k in ('mean', 'lo', 'hi'):
+                out[f'{v}_{k}'] = out[f'{v}_{k}'] + eff[:, d]
+    out.insert(0, 'artist_id', X.artist_id.to_numpy())
+    out.insert(1, 't', X.t.to_numpy())
+    if 'sections' not in X.columns:
+        return out
+    if self.micro_ is None:
+        raise InputError('X.sections', 'given', 'fit on a catalog with a sections table')
+    A = self.micro_.amplitudes().to_numpy()
+    rows = []
+    for i, kinds in enumerate(X.sections):
+        off = np.asarray(self.micro_.basis(list(kinds)), float) @ A.T          # K x 3
+        r = pd.DataFrame([out.iloc[i]] * len(kinds)).reset_index(drop=True)
+        r.insert(2, 'section', np.arange(len(kinds)))
+        r.insert(3, 'kind', list(kinds))
+        for d, v in enumerate(VAD):
+            for k in ('mean', 'lo', 'hi'):
+                r[f'{v}_{k}'] = r[f'{v}_{k}'].to_numpy(float) + off[:, d]
+        rows.append(r)
+    return pd.concat(rows, ignore_index=True)
 
 # %% ../../nbs/career/40_temporal.ipynb #8e860f7b
 def hyper_coverage(hyper:pd.DataFrame, # hyper_ of CareerGP or HierarchicalCareerGP
@@ -827,7 +936,8 @@ def hyper_coverage(hyper:pd.DataFrame, # hyper_ of CareerGP or HierarchicalCaree
     for name, true in (('sigma', 'gp_sigma'), ('lengthscale', 'gp_lengthscale')):
         cov = (h[f'{name}_lo'] <= h[true]) & (h[true] <= h[f'{name}_hi'])
         rows.append(dict(parameter=name, artists=len(h), covered=int(cov.sum()), coverage=float(cov.mean()),
-                         median_ratio=float(np.median(h[name] / h[true])), median_log_width=float(np.median(np.log(h[f'{name}_hi'] / h[f'{name}_lo'])))))
+                         median_ratio=float(np.median(h[name] / h[true])),
+                         median_log_width=float(np.median(np.log(h[f'{name}_hi'] / h[f'{name}_lo'])))))
     return pd.DataFrame(rows)
 
 def true_song_coherence(truth, # the SimulationTruth of the catalog
@@ -844,16 +954,19 @@ def true_song_coherence(truth, # the SimulationTruth of the catalog
     return pd.DataFrame(rows)
 
 def coherence_validation(albums:pd.DataFrame, # AlbumCoherence.albums_
-                         truth_albums:pd.DataFrame, # SimulationTruth.albums (album_id, coherence), or true_song_coherence(...)
+                         # SimulationTruth.albums (album_id, coherence), or true_song_coherence(...)
+                         truth_albums:pd.DataFrame,
                          column:str='coherence', # the true column: "coherence" (album term) or "song_coherence"
                         ) -> dict:
     "Mean absolute error, correlation and interval coverage of the estimated album coherences."
     m = albums.merge(truth_albums[['album_id', column]].rename(columns={column: 'true'}), on='album_id')
     cov = (m.lo <= m.true) & (m.true <= m.hi)
     ok = m.coherence.std() > 0 and len(m) > 2
-    return dict(albums=len(m), mae=float((m.coherence - m.true).abs().mean()), mae_raw=float((m.raw - m.true).abs().mean()),
+    return dict(albums=len(m), mae=float((m.coherence - m.true).abs().mean()),
+                mae_raw=float((m.raw - m.true).abs().mean()),
                 corr=float(np.corrcoef(m.coherence, m.true)[0, 1]) if ok else float('nan'), coverage=float(cov.mean()))
 
+# %% ../../nbs/career/40_temporal.ipynb #8a4a1724
 def forecast_next(table:pd.DataFrame, # career_table(catalog)
                   model, # an unfitted CareerGP or HierarchicalCareerGP
                  ) -> pd.DataFrame:
@@ -862,12 +975,13 @@ def forecast_next(table:pd.DataFrame, # career_table(catalog)
     train, test = table[~last], table[last]
     pred = model.fit(train).predict(test, noise=True)
     prev = train[train.groupby('artist_id').position.transform('max') == train.position].set_index('artist_id')
-    mean = train.groupby('artist_id')[list(ETA)].mean()
+    mean = train.groupby('artist_id')[list(EMOTION_COLUMNS)].mean()
     rows = []
     for v in VAD:
         y = test[f'emo_{v}'].to_numpy()
         inside = (pred[f'{v}_lo'] <= y) & (y <= pred[f'{v}_hi'])
-        for method, f in (('GP', pred[f'{v}_mean'].to_numpy()), ('last value', prev.loc[test.artist_id, f'emo_{v}'].to_numpy()),
+        for method, f in (('GP', pred[f'{v}_mean'].to_numpy()),
+                          ('last value', prev.loc[test.artist_id, f'emo_{v}'].to_numpy()),
                           ('artist mean', mean.loc[test.artist_id, f'emo_{v}'].to_numpy())):
             rows.append(pd.DataFrame(dict(artist_id=test.artist_id.to_numpy(), dimension=v, method=method, error=f - y,
                                           covered=inside.to_numpy() if method == 'GP' else np.nan)))
@@ -876,7 +990,8 @@ def forecast_next(table:pd.DataFrame, # career_table(catalog)
 def forecast_summary(fc:pd.DataFrame) -> pd.DataFrame:
     "RMSE and MAE per method (over artists and dimensions), and the GP band's coverage."
     g = fc.groupby('method')
-    return pd.DataFrame(dict(rmse=g.error.apply(lambda e: float(np.sqrt(np.mean(e**2)))), mae=g.error.apply(lambda e: float(np.abs(e).mean())),
+    return pd.DataFrame(dict(rmse=g.error.apply(lambda e: float(np.sqrt(np.mean(e**2)))),
+                             mae=g.error.apply(lambda e: float(np.abs(e).mean())),
                              band_coverage=g.covered.mean())).loc[['GP', 'last value', 'artist mean']]
 
 # %% ../../nbs/career/40_temporal.ipynb #f7d8310b
@@ -885,7 +1000,8 @@ from ..bench import benchmark
 def _bench_case(n_artists, n_songs, draws, chains, advi_iter, seed=0):
     az = require('arviz')
     from kelly.simulate import simulate_catalog
-    cat, truth = simulate_catalog(n_artists=n_artists, seed=seed, songs_per_artist=n_songs, change_rate=0.0, network=False, sections=False)
+    cat, truth = simulate_catalog(n_artists=n_artists, seed=seed, songs_per_artist=n_songs, change_rate=0.0,
+                                  network=False, sections=False)
     tab = career_table(cat)
     case = f'{n_artists} artists x {n_songs} songs'
     t0 = time.perf_counter()
@@ -912,9 +1028,50 @@ def _bench_case(n_artists, n_songs, draws, chains, advi_iter, seed=0):
 @benchmark('temporal')
 def bench_temporal(size:str='full', # "full": 50, 200, 500 artists x 50 songs; "tiny": 3 x 20
                   ) -> list[dict]:
-    "Fit time of the hierarchical career GP, NUTS against ADVI, NUTS's effective samples per second, and its 90 % intervals' coverage of the true hyper-parameters."
+    """Fit time of the hierarchical career GP, NUTS against ADVI, NUTS's effective samples per second, and its 90 %
+    intervals' coverage of the true hyper-parameters."""
     if size not in ('full', 'tiny'):
         raise InputError('size', size, 'use "full" or "tiny"')
     if size == 'tiny':
         return _bench_case(3, 20, draws=30, chains=1, advi_iter=300)
-    return [r for n, draws in ((50, 500), (200, 500), (500, 250)) for r in _bench_case(n, 50, draws=draws, chains=2, advi_iter=20000)]
+    return [r for n,
+            draws in ((50, 500), (200, 500), (500, 250))
+            for r in _bench_case(n, 50, draws=draws, chains=2, advi_iter=20000)]
+
+# %% ../../nbs/career/40_temporal.ipynb #eb590acc
+@benchmark('careers')
+def bench_careers(size:str='full', # "full": 200 artists x 50 songs (the report's coverage check); "tiny": 4 x 20
+                 ) -> list[dict]:
+    """Seconds of the per-artist career GP fits serially and on 1 and 2 local workers, the speed-up, and the results'
+    agreement."""
+    from kelly.core import limit_threads
+    from kelly.parallel import dask_client
+    from kelly.simulate import simulate_catalog
+    if size not in ('full', 'tiny'):
+        raise InputError('size', size, 'use "full" or "tiny"')
+    n_artists, n_songs = (200, 50) if size == 'full' else (4, 20)
+    cat, _ = simulate_catalog(n_artists=n_artists, seed=0, songs_per_artist=n_songs, change_rate=0.0, network=False,
+                              sections=False)
+    table = career_table(cat)
+    load = os.getloadavg()[0]   # other work on the machine: two workers cannot be faster than the free cores allow
+    with limit_threads(1):
+        t0 = time.perf_counter()
+        serial = careers_gp(table, 'sync')
+        wall = {'serial': time.perf_counter() - t0}
+    differ = 0.0
+    for workers in (1, 2):
+        with dask_client('local', workers=workers) as client:
+            # every worker imports it before the clock starts
+            client.run(importlib.import_module, 'kelly.career.temporal')
+            careers_gp(table[table.artist_id == table.artist_id.iloc[0]], client)
+            t0 = time.perf_counter()
+            got = careers_gp(table, client)
+            wall[workers] = time.perf_counter() - t0
+        differ = max(differ, float(np.abs(got.to_numpy(float) - serial.to_numpy(float)).max()))
+    return [dict(case='careers workers=2', metric='speedup', value=wall[1] / wall[2], unit='x'),
+            dict(case='careers serial', metric='seconds', value=wall['serial'], unit='s'),
+            dict(case='careers workers=1', metric='seconds', value=wall[1], unit='s'),
+            dict(case='careers workers=2', metric='seconds', value=wall[2], unit='s'),
+            dict(case='careers workers=2', metric='max_abs_difference', value=differ, unit=''),
+            dict(case='careers', metric='load_average_before', value=load, unit=''),
+            dict(case='careers', metric='cores', value=float(os.cpu_count() or 1), unit='')]

@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kelly-installed
 TORCH := torch==2.13.0
 
-.PHONY: help setup test sync pytest nbtest reports docs lab export bench clean
+.PHONY: help setup test lint sync pytest nbtest reports docs lab export bench clean
 .DEFAULT_GOAL := help
 
 help: ## list the commands
@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv with torch 2.13.0 (CPU) and kelly in editable mode
 
-test: setup ## every test: the notebook/package sync check, pytest, then every notebook (nbdev-test)
-	$(MAKE) --no-print-directory sync pytest nbtest
+test: setup ## every test: the linter, the notebook/package sync check, pytest, then every notebook (nbdev-test)
+	$(MAKE) --no-print-directory lint sync pytest nbtest
+
+lint: setup ## ruff on kelly/ and tests/ (rules in pyproject.toml): line length, one statement per line, unused names
+	$(BIN)/ruff check kelly tests
 
 sync: setup ## check that kelly/ is what nbdev-export makes of nbs/, and nbs/ is clean
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_sync.py

@@ -180,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--sweep', action='append', default=[], metavar='KEY=V1,V2',
                    help='run the report for each value (each combination, when repeated); published in reports/sweeps/')
     r.add_argument('--scheduler', default='local', metavar='S',
-                   help='where sweep runs go: "local" (a Dask cluster on this machine, default), "sync" or tcp://HOST:PORT')
+                   help='where sweep runs go: "local" (a Dask cluster here, default), "sync" or tcp://HOST:PORT')
     r.add_argument('-j', '--jobs', type=int, default=os.cpu_count() or 1, metavar='N',
                    help='reports run at once (default: the number of cores)')
     r.set_defaults(func=cmd_report)

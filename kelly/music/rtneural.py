@@ -59,6 +59,29 @@ def _fn_activation(fn, where):
                          'RTNeural has no such activation')
     return _FN_NAMES[fn]
 
+
+# %% ../../nbs/music/23_rtneural.ipynb #514f71a4
+def _sequential_plan(model:nn.Sequential, # Linear layers and activations
+                    ) -> list[tuple]:
+    "The RTNeural layers of an `nn.Sequential`; each activation folded into the dense layer before it."
+    plan = []
+    for i, m in enumerate(model):
+        act = _module_activation(m)
+        if isinstance(m, nn.Linear):
+            plan.append(['dense', m, ''])
+        elif act is not None:
+            if plan and plan[-1][0] == 'dense' and plan[-1][2] == '':
+                plan[-1][2] = act  # fold into the dense layer before it
+            else:
+                plan.append(['activation', None, act])
+        else:
+            raise InputError(f'model[{i}]', type(m).__name__,
+                             'use only nn.Linear and Tanh/ReLU/Sigmoid/Softmax(dim=-1)/ELU(alpha=1) layers',
+                             'RTNeural cannot express this layer')
+    if not plan:
+        raise InputError('model', 'nn.Sequential()', 'give at least one layer', 'empty model')
+    return [tuple(p) for p in plan]
+
 def rtneural_plan(model:nn.Module, # one of the five iDAW networks, or an nn.Sequential of Linear layers and activations
                  ) -> list[tuple]:
     "The layers RTNeural computes for `model`: `(kind, module, activation)` with kind dense, lstm or activation."
@@ -72,23 +95,7 @@ def rtneural_plan(model:nn.Module, # one of the five iDAW networks, or an nn.Seq
         return [('dense', model.fc1, 'relu'), ('lstm', _check_lstm(model.lstm), ''), ('dense', model.fc2, 'relu'),
                 ('dense', model.fc3, 'sigmoid')]
     if isinstance(model, nn.Sequential):
-        plan = []
-        for i, m in enumerate(model):
-            act = _module_activation(m)
-            if isinstance(m, nn.Linear):
-                plan.append(['dense', m, ''])
-            elif act is not None:
-                if plan and plan[-1][0] == 'dense' and plan[-1][2] == '':
-                    plan[-1][2] = act  # fold into the dense layer before it
-                else:
-                    plan.append(['activation', None, act])
-            else:
-                raise InputError(f'model[{i}]', type(m).__name__,
-                                 'use only nn.Linear and Tanh/ReLU/Sigmoid/Softmax(dim=-1)/ELU(alpha=1) layers',
-                                 'RTNeural cannot express this layer')
-        if not plan:
-            raise InputError('model', 'nn.Sequential()', 'give at least one layer', 'empty model')
-        return [tuple(p) for p in plan]
+        return _sequential_plan(model)
     raise InputError('model', type(model).__name__,
                      'give one of the five iDAW networks or an nn.Sequential of Linear layers and activations',
                      'RTNeural cannot express this model')
@@ -234,6 +241,58 @@ def _array(w, shape, where):
     return a.astype(np.float32)
 
 # %% ../../nbs/music/23_rtneural.ipynb #b0324ab5
+def _read_dense(w, size, n, at):
+    if len(w) != 2:
+        raise InputError(f'{at}.weights', len(w), 'give [kernel [in][out], bias [out]]',
+                         'weights disagree with the shapes')
+    kernel = _array(w[0], (size, n), f'{at}.weights[0]').T.copy()
+    return ['dense', kernel, _array(w[1], (n,), f'{at}.weights[1]')]
+
+def _read_lstm(w, size, n, at):
+    if len(w) != 3:
+        raise InputError(f'{at}.weights', len(w), 'give [kernel [in][4H], recurrent [H][4H], bias [4H]]',
+                         'weights disagree with the shapes')
+    kernel = _array(w[0], (size, 4 * n), f'{at}.weights[0]').T.copy()
+    recurrent = _array(w[1], (n, 4 * n), f'{at}.weights[1]').T.copy()
+    return ['lstm', kernel, recurrent, _array(w[2], (4 * n,), f'{at}.weights[2]'), n]
+
+def _check_activation_layer(w, size, n, at):
+    if w:
+        raise InputError(f'{at}.weights', 'non-empty', 'give "weights": [] for an activation layer',
+                         'weights disagree with the shapes')
+    if n != size:
+        raise InputError(f'{at}.shape', n, f'an activation keeps the size: use {size}',
+                         'shape disagrees with the previous layer')
+
+def _read_layer(layer:dict, # one entry of the JSON's `layers`
+                size:int, # the output size of the layer before it (the model's input size for the first)
+                at:str, # where it is, for the errors: `layers[i]`
+               ) -> tuple[list, int]:
+    "The runner's steps for one JSON layer (its dense, LSTM or activation step, then its activation) and its size."
+    kind, shape, w = _key(layer, 'type', at), _key(layer, 'shape', at), _key(layer, 'weights', at)
+    n, act = _size_of(shape, f'{at}.shape'), layer.get('activation', '')
+    if act not in ACTIVATIONS:
+        raise InputError(f'{at}.activation', act, f'use one of {ACTIVATIONS} (RTNeural crashes on any other)',
+                         'unknown activation')
+    if not isinstance(w, list):
+        raise InputError(f'{at}.weights', type(w).__name__, 'give a list', 'bad weights')
+    if kind in ('dense', 'time-distributed-dense'):
+        steps = [_read_dense(w, size, n, at)]
+    elif kind == 'lstm':
+        steps = [_read_lstm(w, size, n, at)]
+        act = ''  # parseJson adds no activation after an LSTM
+    elif kind == 'activation':
+        _check_activation_layer(w, size, n, at)
+        steps = []
+    else:
+        fix = 'use dense, lstm or activation (RTNeural skips an unknown type silently; kelly exports no other)'
+        raise InputError(f'{at}.type', kind, fix, 'unsupported layer')
+    if act:
+        steps.append(['act', act])
+    return steps, n
+
+
+# %% ../../nbs/music/23_rtneural.ipynb #87ac665b
 class RTNeuralModel:
     "An RTNeural JSON model run one frame at a time, as `RTNeural::Model<float>` runs it."
     def __init__(self, spec:dict, # the parsed JSON
@@ -243,43 +302,9 @@ class RTNeuralModel:
         if not isinstance(layers, list) or not layers:
             raise InputError('layers', layers, 'give a non-empty list of layers', 'no layers')
         self.layers = []
-        for i, l in enumerate(layers):
-            at = f'layers[{i}]'
-            kind, shape, w = _key(l, 'type', at), _key(l, 'shape', at), _key(l, 'weights', at)
-            n, act = _size_of(shape, f'{at}.shape'), l.get('activation', '')
-            if act not in ACTIVATIONS:
-                raise InputError(f'{at}.activation', act, f'use one of {ACTIVATIONS} (RTNeural crashes on any other)',
-                                 'unknown activation')
-            if not isinstance(w, list):
-                raise InputError(f'{at}.weights', type(w).__name__, 'give a list', 'bad weights')
-            if kind in ('dense', 'time-distributed-dense'):
-                if len(w) != 2:
-                    raise InputError(f'{at}.weights', len(w), 'give [kernel [in][out], bias [out]]',
-                                     'weights disagree with the shapes')
-                kernel = _array(w[0], (size, n), f'{at}.weights[0]').T.copy()
-                self.layers.append(['dense', kernel, _array(w[1], (n,), f'{at}.weights[1]')])
-            elif kind == 'lstm':
-                if len(w) != 3:
-                    raise InputError(f'{at}.weights', len(w), 'give [kernel [in][4H], recurrent [H][4H], bias [4H]]',
-                                     'weights disagree with the shapes')
-                kernel = _array(w[0], (size, 4 * n), f'{at}.weights[0]').T.copy()
-                recurrent = _array(w[1], (n, 4 * n), f'{at}.weights[1]').T.copy()
-                self.layers.append(['lstm', kernel, recurrent,
-                                    _array(w[2], (4 * n,), f'{at}.weights[2]'), n])
-                act = ''  # parseJson adds no activation after an LSTM
-            elif kind == 'activation':
-                if w:
-                    raise InputError(f'{at}.weights', 'non-empty', 'give "weights": [] for an activation layer',
-                                     'weights disagree with the shapes')
-                if n != size:
-                    raise InputError(f'{at}.shape', n, f'an activation keeps the size: use {size}',
-                                     'shape disagrees with the previous layer')
-            else:
-                fix = 'use dense, lstm or activation (RTNeural skips an unknown type silently; kelly exports no other)'
-                raise InputError(f'{at}.type', kind, fix, 'unsupported layer')
-            if act:
-                self.layers.append(['act', act])
-            size = n
+        for i, layer in enumerate(layers):
+            steps, size = _read_layer(layer, size, f'layers[{i}]')
+            self.layers.extend(steps)
         self.out_size = size
         self.reset()
 
@@ -289,24 +314,35 @@ class RTNeuralModel:
                       for l in self.layers]
         return self
 
-    def forward(self, x, # one frame [in_size]
-               ) -> np.ndarray:
-        "One frame through every layer; the LSTM states move on."
-        x = np.asarray(x, dtype=np.float32)
-        if x.shape != (self.in_size,):
-            raise InputError('x', x.shape, f'give one frame of {self.in_size} values', 'wrong input shape')
-        for l, s in zip(self.layers, self.state):
-            if l[0] == 'dense':
-                x = l[1] @ x + l[2]
-            elif l[0] == 'act':
-                x = _activate(l[1], x)
-            else:
-                g, H = l[1] @ x + l[2] @ s[0] + l[3], l[4]
-                i, f, c, o = _sigmoid(g[:H]), _sigmoid(g[H:2 * H]), np.tanh(g[2 * H:3 * H]), _sigmoid(g[3 * H:])
-                s[1] = f * s[1] + i * c
-                s[0] = x = o * np.tanh(s[1])
-        return x
-    __call__ = forward
+
+# %% ../../nbs/music/23_rtneural.ipynb #429982c6
+@patch
+def forward(self:RTNeuralModel,
+            x, # one frame [in_size]
+           ) -> np.ndarray:
+    "One frame through every layer; the LSTM states move on."
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape != (self.in_size,):
+        raise InputError('x', x.shape, f'give one frame of {self.in_size} values', 'wrong input shape')
+    for l, s in zip(self.layers, self.state):
+        if l[0] == 'dense':
+            x = l[1] @ x + l[2]
+        elif l[0] == 'act':
+            x = _activate(l[1], x)
+        else:
+            g, H = l[1] @ x + l[2] @ s[0] + l[3], l[4]
+            i, f, c, o = _sigmoid(g[:H]), _sigmoid(g[H:2 * H]), np.tanh(g[2 * H:3 * H]), _sigmoid(g[3 * H:])
+            s[1] = f * s[1] + i * c
+            s[0] = x = o * np.tanh(s[1])
+    return x
+
+@patch
+def __call__(self:RTNeuralModel,
+             x, # one frame [in_size]
+            ) -> np.ndarray:
+    "The model called on a frame is `forward`."
+    return self.forward(x)
+
 
 # %% ../../nbs/music/23_rtneural.ipynb #3610c7af
 @patch(cls_method=True)
@@ -1027,8 +1063,56 @@ def idaw_weights(folder=None, # a folder of the five `{name}.safetensors` (None:
     scores = json.loads(scores_file.read_text()) if scores_file and scores_file.is_file() else None
     return models, dict(source, scores=scores)
 
+
+# %% ../../nbs/music/23_rtneural.ipynb #184784c4
 def _fmt_bytes(n): return f'{n / 1e6:.2f} MB' if n >= 1e6 else f'{n / 1e3:.0f} KB'
 
+def _rtneural_rows(models, out, frames, seed):
+    "Write each network's JSON into `out/rtneural` and check it, then the pipeline on the five JSON networks."
+    rows = []
+    for name, m in models.items():
+        p = out/'rtneural'/f'{name}.json'
+        r = check_rtneural(m, p, frames=frames, seed=seed)
+        shifts = '; '.join(f'{k}: logits shifted by {-v["softmax_shift"]:.3g}, now in '
+                           f'[{v["logit_floor"]:.3g}, {v["logit_bound"]:.3g}]'
+                           for k, v in r.items() if isinstance(v, dict))
+        rows.append(dict(format='rtneural', model=name, file=str(p.relative_to(out)), bytes=p.stat().st_size,
+                         check='NumPy RTNeural runner vs PyTorch', max_abs_diff=r['max_abs_diff'], notes=shifts))
+    pr = check_pipeline_rtneural(models, out/'rtneural', frames=frames, seed=seed)
+    rows.append(dict(format='rtneural', model='pipeline', file='rtneural/*.json',
+                     bytes=sum((out/'rtneural'/f'{n}.json').stat().st_size for n in models),
+                     check='IDAWPipeline on the five JSON networks vs PyTorch',
+                     max_abs_diff=max(v for k, v in pr.items() if k != 'same_choices'),
+                     notes='same notes and chords chosen' if pr['same_choices']
+                     else 'DIFFERENT notes or chords chosen'))
+    return rows
+
+def _onnx_rows(models, out, frames, batch, seed):
+    "Write each network and the pipeline's step as ONNX into `out/onnx` and check each in onnxruntime."
+    rows, pipe = [], IDAWPipeline(models)
+    for name, m in list(models.items()) + [('pipeline', pipe)]:
+        p = save_onnx(m, out/'onnx'/f'{name}.onnx')
+        streaming = name in ('EmotionRecognizer', 'MelodyTransformer', 'pipeline')
+        rows.append(dict(format='onnx', model=name, file=str(p.relative_to(out)), bytes=p.stat().st_size,
+                         check=f'onnxruntime vs PyTorch, batch {batch}',
+                         max_abs_diff=check_onnx(m, p, frames=frames, batch=batch, seed=seed),
+                         notes='streaming step (state in and out)' if streaming else ''))
+    return rows
+
+def _checkpoint_rows(models, out, training_data):
+    "Write the checkpoints and manifest into `out/checkpoints`, read them back and compare the weights."
+    man = save_checkpoints(models, out/'checkpoints', training_data)
+    back = load_checkpoints(out/'checkpoints')
+    rows = []
+    for name, e in man['models'].items():
+        pairs = zip(models[name].state_dict().values(), back[name].state_dict().values())
+        diff = max(float((a - b).abs().max()) for a, b in pairs)
+        rows.append(dict(format='checkpoint', model=name, file=f'checkpoints/{e["file"]}', bytes=e['bytes'],
+                         check='sha256 and weights read back', max_abs_diff=diff, notes=e['sha256'][:16]))
+    return rows
+
+
+# %% ../../nbs/music/23_rtneural.ipynb #a73e1a82
 def export_all(models:dict, # name -> iDAW network
                out, # the folder to write into
                formats=('rtneural', 'onnx', 'checkpoint'), # which to write
@@ -1043,42 +1127,16 @@ def export_all(models:dict, # name -> iDAW network
     if bad:
         raise InputError('formats', sorted(bad), 'use rtneural, onnx and/or checkpoint')
     if 'rtneural' in formats:
-        for name, m in models.items():
-            p = out/'rtneural'/f'{name}.json'
-            r = check_rtneural(m, p, frames=frames, seed=seed)
-            shifts = '; '.join(f'{k}: logits shifted by {-v["softmax_shift"]:.3g}, now in '
-                               f'[{v["logit_floor"]:.3g}, {v["logit_bound"]:.3g}]'
-                               for k, v in r.items() if isinstance(v, dict))
-            rows.append(dict(format='rtneural', model=name, file=str(p.relative_to(out)), bytes=p.stat().st_size,
-                             check='NumPy RTNeural runner vs PyTorch', max_abs_diff=r['max_abs_diff'], notes=shifts))
-        pr = check_pipeline_rtneural(models, out/'rtneural', frames=frames, seed=seed)
-        rows.append(dict(format='rtneural', model='pipeline', file='rtneural/*.json',
-                         bytes=sum((out/'rtneural'/f'{n}.json').stat().st_size for n in models),
-                         check='IDAWPipeline on the five JSON networks vs PyTorch',
-                         max_abs_diff=max(v for k, v in pr.items() if k != 'same_choices'),
-                         notes='same notes and chords chosen' if pr['same_choices']
-                         else 'DIFFERENT notes or chords chosen'))
+        rows += _rtneural_rows(models, out, frames, seed)
     if 'onnx' in formats:
-        pipe = IDAWPipeline(models)
-        for name, m in list(models.items()) + [('pipeline', pipe)]:
-            p = save_onnx(m, out/'onnx'/f'{name}.onnx')
-            streaming = name in ('EmotionRecognizer', 'MelodyTransformer', 'pipeline')
-            rows.append(dict(format='onnx', model=name, file=str(p.relative_to(out)), bytes=p.stat().st_size,
-                             check=f'onnxruntime vs PyTorch, batch {batch}',
-                             max_abs_diff=check_onnx(m, p, frames=frames, batch=batch, seed=seed),
-                             notes='streaming step (state in and out)' if streaming else ''))
+        rows += _onnx_rows(models, out, frames, batch, seed)
     if 'checkpoint' in formats:
-        man = save_checkpoints(models, out/'checkpoints', training_data)
-        back = load_checkpoints(out/'checkpoints')
-        for name, e in man['models'].items():
-            pairs = zip(models[name].state_dict().values(), back[name].state_dict().values())
-            diff = max(float((a - b).abs().max()) for a, b in pairs)
-            rows.append(dict(format='checkpoint', model=name, file=f'checkpoints/{e["file"]}', bytes=e['bytes'],
-                             check='sha256 and weights read back', max_abs_diff=diff, notes=e['sha256'][:16]))
+        rows += _checkpoint_rows(models, out, training_data)
     t = pd.DataFrame(rows)
     t['size'] = t.bytes.map(_fmt_bytes)
     t['spec_size'] = [SPEC_JSON.spec_size.get(m, '') if f == 'rtneural' else '' for f, m in zip(t.format, t.model)]
     return t
+
 
 # %% ../../nbs/music/23_rtneural.ipynb #32d4a6af
 def _check_export_args(args):

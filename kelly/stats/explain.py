@@ -193,45 +193,58 @@ def _leaf_weights(p):
 
 # %% ../../nbs/stats/51_explain.ipynb #541443b6
 @njit(cache='__file__' in globals())
+def _push(stack, # (depth, 4) int64: node, path length, feature and side of the constraint it adds (-1: none)
+          top:int, # the index of the top entry (-1: empty)
+          node:int, length:int, feature:int, side:int):
+    "Put a node on the walk's stack; the new top."
+    top += 1
+    stack[top, 0] = node
+    stack[top, 1] = length
+    stack[top, 2] = feature
+    stack[top, 3] = side
+    return top
+
+@njit(cache='__file__' in globals())
+def _add_leaf(phi, # (rows, p) Shapley values, added to in place
+              row:int, # the row whose walk reached the leaf
+              leaf_value:float, # the leaf's value v
+              path_feat, path_side, # features on the path and their side: 0 must be in S (A), 1 must be out (B)
+              length:int, # how many of them
+              W): # `_leaf_weights(p)`
+    "Add the closed-form Shapley values of the leaf's game v [A in S, B out of S]."
+    a = 0
+    for q in range(length):
+        a += path_side[q] == 0
+    b = length - a
+    for q in range(length):
+        if path_side[q] == 0:
+            phi[row, path_feat[q]] += leaf_value * W[0, a, b]
+        else:
+            phi[row, path_feat[q]] -= leaf_value * W[1, a, b]
+
+
+# %% ../../nbs/stats/51_explain.ipynb #471b4081
+@njit(cache='__file__' in globals())
 def _tree_shap(left, right, feature, threshold, value, roots, X, B, W):
     "Interventional Shapley values (rows, p) of a tree ensemble: leaf games' closed forms, averaged over background."
     n, p, m = X.shape[0], X.shape[1], B.shape[0]
     phi = np.zeros((n, p))
-    # the walk's pending nodes, each with the path length and the constraint it adds
-    stack_node = np.empty(4096, np.int64)
-    stack_len = np.empty(4096, np.int64)
-    stack_feat = np.empty(4096, np.int64)
-    stack_side = np.empty(4096, np.int64)
+    stack = np.empty((4096, 4), np.int64)  # the walk's pending nodes, see `_push`
     path_feat = np.empty(p + 1, np.int64)
     path_side = np.empty(p + 1, np.int64)
     for i in range(n):
         for k in range(m):
             for r in roots:
-                top = 0
-                stack_node[0] = r
-                stack_len[0] = 0
-                stack_feat[0] = -1
-                stack_side[0] = 0
+                top = _push(stack, -1, r, 0, -1, 0)
                 while top >= 0:
-                    node = stack_node[top]
-                    L = stack_len[top]
-                    f_new = stack_feat[top]
-                    s_new = stack_side[top]
+                    node, L, f_new, s_new = stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3]
                     top -= 1
                     if f_new >= 0:
                         path_feat[L] = f_new
                         path_side[L] = s_new
                         L += 1
                     if left[node] < 0:
-                        a = 0
-                        for q in range(L):
-                            a += path_side[q] == 0
-                        b = L - a
-                        for q in range(L):
-                            if path_side[q] == 0:
-                                phi[i, path_feat[q]] += value[node] * W[0, a, b]
-                            else:
-                                phi[i, path_feat[q]] -= value[node] * W[1, a, b]
+                        _add_leaf(phi, i, value[node], path_feat, path_side, L, W)
                         continue
                     j = feature[node]
                     x_child = left[node] if X[i, j] <= threshold[node] else right[node]
@@ -241,23 +254,12 @@ def _tree_shap(left, right, feature, threshold, value, roots, X, B, W):
                         if path_feat[q] == j:
                             side = path_side[q]
                     if x_child == b_child or side >= 0:  # one way only: they agree, or j is already in A (0) or B (1)
-                        top += 1
-                        stack_node[top] = x_child if side != 1 else b_child
-                        stack_len[top] = L
-                        stack_feat[top] = -1
-                        stack_side[top] = 0
+                        top = _push(stack, top, x_child if side != 1 else b_child, L, -1, 0)
                     else:
-                        top += 1
-                        stack_node[top] = x_child
-                        stack_len[top] = L
-                        stack_feat[top] = j
-                        stack_side[top] = 0
-                        top += 1
-                        stack_node[top] = b_child
-                        stack_len[top] = L
-                        stack_feat[top] = j
-                        stack_side[top] = 1
+                        top = _push(stack, top, x_child, L, j, 0)
+                        top = _push(stack, top, b_child, L, j, 1)
     return phi / m
+
 
 # %% ../../nbs/stats/51_explain.ipynb #d0804403
 def _composites(masks, # (coalitions, p) boolean
@@ -416,6 +418,40 @@ class PermutationShapley:
         return est_df, se_df
 
 # %% ../../nbs/stats/51_explain.ipynb #78e034ae
+def _counterfactual_box(x0, # (p,) the input
+                        lower, upper, # per-feature bounds on x + delta (scalar, vector or None: unbounded)
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    "The bounds as two (p,) arrays, or an `InputError` unless lower <= x <= upper for every feature."
+    p = len(x0)
+    lo = np.broadcast_to(np.asarray(-np.inf if lower is None else lower, float), (p,))
+    hi = np.broadcast_to(np.asarray(np.inf if upper is None else upper, float), (p,))
+    if np.any(lo > x0 + 1e-12) or np.any(hi < x0 - 1e-12) or np.any(lo > hi):
+        raise InputError('lower, upper', (lower, upper), 'give bounds with lower <= x <= upper for every feature',
+                         'x outside its bounds')
+    return lo, hi
+
+def _counterfactual_goals(model, x0, margin, direction, classifier, target_class):
+    "The constraints `g(delta) >= 0`, one per goal (class or direction), and the model's answer at a point."
+    if classifier:
+        if not hasattr(model, 'predict_proba'):
+            raise InputError('model', type(model).__name__, 'pass a classifier with predict_proba')
+        cols = getattr(model, 'feature_names_in_', None)
+        P = lambda z: np.asarray(model.predict_proba(np.atleast_2d(z) if cols is None
+                                                     else pd.DataFrame(np.atleast_2d(z), columns=cols)), float)[0]
+        start_class = int(np.argmax(P(x0)))
+        targets = [target_class] if target_class is not None else [k for k in range(len(P(x0))) if k != start_class]
+        cons = [lambda d, k=k: P(x0 + d)[k] - np.max(np.delete(P(x0 + d), k)) - margin for k in targets]
+        return cons, lambda z: int(np.argmax(P(z)))
+    f = as_function(model)
+    fx = float(f(x0[None])[0])
+    signs = {'up': [1], 'down': [-1], 'either': [1, -1]}.get(direction)
+    if signs is None:
+        raise InputError('direction', direction, "use 'up', 'down' or 'either'")
+    cons = [lambda d, s=s: s * (float(f((x0 + d)[None])[0]) - fx) - margin for s in signs]
+    return cons, lambda z: float(f(z[None])[0])
+
+
+# %% ../../nbs/stats/51_explain.ipynb #431e3d9f
 def counterfactual(model, # a regressor or classifier (estimator, function or torch module)
                    x, # the input to explain: 1-d array, Series or one-row DataFrame
                    margin:float=1.0, # regressor: required change M of the prediction; classifier: probability margin
@@ -438,29 +474,8 @@ def counterfactual(model, # a regressor or classifier (estimator, function or to
     p = len(x0)
     if not margin > 0:
         raise InputError('margin', margin, 'use a positive margin')
-    lo = np.broadcast_to(np.asarray(-np.inf if lower is None else lower, float), (p,))
-    hi = np.broadcast_to(np.asarray(np.inf if upper is None else upper, float), (p,))
-    if np.any(lo > x0 + 1e-12) or np.any(hi < x0 - 1e-12) or np.any(lo > hi):
-        raise InputError('lower, upper', (lower, upper), 'give bounds with lower <= x <= upper for every feature',
-                         'x outside its bounds')
-    if classifier:
-        if not hasattr(model, 'predict_proba'):
-            raise InputError('model', type(model).__name__, 'pass a classifier with predict_proba')
-        cols = getattr(model, 'feature_names_in_', None)
-        P = lambda z: np.asarray(model.predict_proba(np.atleast_2d(z) if cols is None
-                                                     else pd.DataFrame(np.atleast_2d(z), columns=cols)), float)[0]
-        start_class = int(np.argmax(P(x0)))
-        targets = [target_class] if target_class is not None else [k for k in range(len(P(x0))) if k != start_class]
-        cons = [lambda d, k=k: P(x0 + d)[k] - np.max(np.delete(P(x0 + d), k)) - margin for k in targets]
-        f_value = lambda z: int(np.argmax(P(z)))
-    else:
-        f = as_function(model)
-        fx = float(f(x0[None])[0])
-        signs = {'up': [1], 'down': [-1], 'either': [1, -1]}.get(direction)
-        if signs is None:
-            raise InputError('direction', direction, "use 'up', 'down' or 'either'")
-        cons = [lambda d, s=s: s * (float(f((x0 + d)[None])[0]) - fx) - margin for s in signs]
-        f_value = lambda z: float(f(z[None])[0])
+    lo, hi = _counterfactual_box(x0, lower, upper)
+    cons, f_value = _counterfactual_goals(model, x0, margin, direction, classifier, target_class)
     bounds = list(zip(np.where(np.isfinite(lo), lo - x0, None), np.where(np.isfinite(hi), hi - x0, None)))
     rng = np.random.default_rng(seed)
     scale = np.std(x0) if np.std(x0) > 0 else 1.0

@@ -1387,14 +1387,13 @@ def measure_index(ix:TrackIndex, # a filled index
                   threads:int=None, # faiss threads for batched search (default: every core); batch 1 runs on one
                  ) -> dict:
     "Recall@k and latency p50/p99 at batch 1 and batch 64 of a filled index."
-    faiss = _faiss()
     threads = threads or os.cpu_count()
     # batch 1: TrackIndex's own policy (one thread, every core for a large exact scan)
-    faiss.omp_set_num_threads(threads)
-    ix.search(Q[:2], k)  # warm-up
-    l1 = _latencies(ix, Q, k, 1)
-    l64 = _latencies(ix, np.concatenate([Q] * max(1, -(-128 // len(Q))))[:max(len(Q), 128)], k, 64)
-    ids, _ = ix.search(Q, k)
+    with limit_threads(threads):
+        ix.search(Q[:2], k)  # warm-up
+        l1 = _latencies(ix, Q, k, 1)
+        l64 = _latencies(ix, np.concatenate([Q] * max(1, -(-128 // len(Q))))[:max(len(Q), 128)], k, 64)
+        ids, _ = ix.search(Q, k)
     found = np.vectorize(lambda t: int(t) if t is not None else -1)(ids)
     return dict(recall=recall_at_k(found, truth), p50_1=np.percentile(l1, 50), p99_1=np.percentile(l1, 99),
                 p50_64=np.percentile(l64, 50), p99_64=np.percentile(l64, 99), memory_gb=_memory_bytes(ix) / 1e9)
@@ -1423,7 +1422,7 @@ def search_bench_table(n:int, # vectors in the base
                       ) -> pd.DataFrame:
     ("Build every kind on the same N full-dimension vectors; build time, memory, recall@k against exact, latency "
      "p50/p99 at batch 1 and 64.")
-    faiss = _faiss()
+    _faiss()   # imported first, so that limit_threads reaches its thread pool
     threads = threads or os.cpu_count()
     # IVF with √N cells; full-dimension HNSW only up to 20,000 vectors (a build reads ~1,000 full vectors per insertion)
     if kinds is None:
@@ -1437,19 +1436,18 @@ def search_bench_table(n:int, # vectors in the base
     X, Q = src.array(n, seed + 1), src.array(nq, seed + 2)
     ids = [str(i) for i in range(n)]
     rows, truth = [], None
-    for kind, params in [('flat', {})] + list(kinds):
-        faiss.omp_set_num_threads(threads)
-        t0 = time.perf_counter()
-        ix = TrackIndex(dim, kind, **params).add(ids, X)
-        build = time.perf_counter() - t0
-        if truth is None:
-            truth = np.vectorize(int)(ix.search(Q, k)[0])
-        r = measure_index(ix, Q, truth, k, threads)
-        chosen = ', '.join(f'{a}={ix.params[a]}' for a in APPLIES[ix.kind])
-        rows.append(dict(kind=kind, params=', '.join(f'{a}={b}' for a, b in params.items()), N=n, regime=regime,
-                         chosen=f'{ix.kind}: {chosen}' if kind == 'auto' else '', build_s=build, **r))
-        del ix
-    faiss.omp_set_num_threads(threads)
+    with limit_threads(threads):
+        for kind, params in [('flat', {})] + list(kinds):
+            t0 = time.perf_counter()
+            ix = TrackIndex(dim, kind, **params).add(ids, X)
+            build = time.perf_counter() - t0
+            if truth is None:
+                truth = np.vectorize(int)(ix.search(Q, k)[0])
+            r = measure_index(ix, Q, truth, k, threads)
+            chosen = ', '.join(f'{a}={ix.params[a]}' for a in APPLIES[ix.kind])
+            rows.append(dict(kind=kind, params=', '.join(f'{a}={b}' for a, b in params.items()), N=n, regime=regime,
+                             chosen=f'{ix.kind}: {chosen}' if kind == 'auto' else '', build_s=build, **r))
+            del ix
     t = pd.DataFrame(rows)
     t['speedup_vs_flat'] = t.p50_1.iloc[0] / t.p50_1
     t['scan_gb_per_s'] = np.where(t.kind == 'flat', n * dim * 4 / (t.p50_1 / 1e3) / 1e9, np.nan)

@@ -673,6 +673,8 @@ class _NIWRegimes:
 
     def mean(self, theta): return theta[0] + self.m0
 
+
+# %% ../../nbs/career/41_changepoints.ipynb #d6e224d0
 class _PoissonRegimes:
     "Conjugate Gamma draws of each regime's Poisson rate."
     def __init__(self, y, a, b):
@@ -700,6 +702,83 @@ def _move_probs(b, m, kmax):
     K = len(b) - 2
     return (0.5 if (K < kmax and sum(_birth_slots(b, m)) > 0) else 0.0), (0.5 if K > 0 else 0.0)
 
+def _shift_moves(b, theta, regimes, m, delta, rng, acc):
+    "§4.2.2: a random-walk move of each change point, regime parameters held fixed; b changes in place."
+    for j in range(1, len(b) - 1):
+        new = b[j] + int(rng.integers(1, delta + 1))*(1 if rng.random() < 0.5 else -1)
+        if not b[j - 1] + m <= new <= b[j + 1] - m:
+            continue
+        acc[1] += 1
+        lo, hi = min(new, b[j]), max(new, b[j])       # these points change regime
+        dl = regimes.loglik(theta[j - 1], lo, hi) - regimes.loglik(theta[j], lo, hi)
+        if np.log(rng.random()) < (dl if new > b[j] else -dl):
+            b[j] = new
+            acc[0] += 1
+
+def _collapsed_shifts(b, theta, L, regimes, m, delta, rng, acc):
+    """The collapsed location move: each change point's random walk accepted on the segment marginal likelihoods,
+    the two regimes it touches then drawn afresh; b and theta change in place."""
+    for j in range(1, len(b) - 1):
+        new = b[j] + int(rng.integers(1, delta + 1))*(1 if rng.random() < 0.5 else -1)
+        if not b[j - 1] + m <= new <= b[j + 1] - m:
+            continue
+        acc[1] += 1
+        la = L[b[j - 1], new] + L[new, b[j + 1]] - L[b[j - 1], b[j]] - L[b[j], b[j + 1]]
+        if np.log(rng.random()) < la:
+            b[j] = new
+            acc[0] += 1
+            theta[j - 1], theta[j] = regimes.draw_exact(b[j - 1], new, rng), regimes.draw_exact(new, b[j + 1], rng)
+
+
+# %% ../../nbs/career/41_changepoints.ipynb #b054d2df
+def _birth(b, theta, L, regimes, log_w, m, kmax, pb, rng, acc):
+    "A new change point, uniform among the admissible positions; returns the (new or old) boundaries and parameters."
+    K = len(b) - 2
+    slots = _birth_slots(b, m)
+    cum = list(itertools.accumulate(slots))
+    r = int(rng.integers(cum[-1]))
+    seg = bisect.bisect_right(cum, r)
+    t = b[seg] + m + r - (cum[seg] - slots[seg])
+    nb = b[:seg + 1] + [t] + b[seg + 1:]
+    la = (log_w[K + 1] - log_w[K] + L[b[seg], t] + L[t, b[seg + 1]] - L[b[seg], b[seg + 1]]
+          + np.log(_move_probs(nb, m, kmax)[1]) - np.log(K + 1) - np.log(pb) + np.log(cum[-1]))
+    acc[1] += 1
+    if np.log(rng.random()) < la:
+        theta = theta[:seg] + [regimes.draw_exact(b[seg], t, rng),
+                               regimes.draw_exact(t, b[seg + 1], rng)] + theta[seg + 1:]
+        acc[0] += 1
+        return nb, theta
+    return b, theta
+
+def _death(b, theta, L, regimes, log_w, m, kmax, pd, rng, acc):
+    "One of the K change points removed, uniformly; returns the (new or old) boundaries and parameters."
+    K = len(b) - 2
+    j = int(rng.integers(1, K + 1))
+    nb = b[:j] + b[j + 1:]
+    pb_new = _move_probs(nb, m, kmax)[0]
+    if pb_new == 0:
+        return b, theta
+    la = (log_w[K - 1] - log_w[K] + L[b[j - 1], b[j + 1]] - L[b[j - 1], b[j]] - L[b[j], b[j + 1]]
+          + np.log(pb_new) - np.log(sum(_birth_slots(nb, m))) - np.log(pd) + np.log(K))
+    acc[1] += 1
+    if np.log(rng.random()) < la:
+        theta = theta[:j - 1] + [regimes.draw_exact(b[j - 1], b[j + 1], rng)] + theta[j + 1:]
+        acc[0] += 1
+        return nb, theta
+    return b, theta
+
+def _jump(b, theta, L, regimes, log_w, m, kmax, rng, acc):
+    "One reversible-jump proposal: a birth with probability P(birth), a death with P(death), else nothing."
+    pb, pd = _move_probs(b, m, kmax)
+    u = rng.random()
+    if u < pb:
+        return _birth(b, theta, L, regimes, log_w, m, kmax, pb, rng, acc)
+    if u < pb + pd:
+        return _death(b, theta, L, regimes, log_w, m, kmax, pd, rng, acc)
+    return b, theta
+
+
+# %% ../../nbs/career/41_changepoints.ipynb #26635ca6
 def rjmcmc_chain(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1)
                  regimes, # a `_NIWRegimes` or `_PoissonRegimes`
                  log_w:np.ndarray, # log P(K) - log N_K, from `exact_posterior(...).log_w`
@@ -719,64 +798,18 @@ def rjmcmc_chain(L:np.ndarray, # segment log marginal likelihoods (T+1, T+1)
     acc = dict(shift=[0, 0], collapsed=[0, 0], jump=[0, 0])
     for _ in range(n_iter):
         theta = [regimes.gibbs(theta[i], b[i], b[i + 1], rng) for i in range(len(theta))]      # §4.2.1
-        for j in range(1, len(b) - 1):                                                         # §4.2.2
-            new = b[j] + int(rng.integers(1, delta + 1))*(1 if rng.random() < 0.5 else -1)
-            if not b[j - 1] + m <= new <= b[j + 1] - m:
-                continue
-            acc['shift'][1] += 1
-            lo, hi = min(new, b[j]), max(new, b[j])       # these points change regime
-            dl = regimes.loglik(theta[j - 1], lo, hi) - regimes.loglik(theta[j], lo, hi)
-            if np.log(rng.random()) < (dl if new > b[j] else -dl):
-                b[j] = new
-                acc['shift'][0] += 1
-        for j in range(1, len(b) - 1) if collapsed_shift else ():                              # collapsed shift
-            new = b[j] + int(rng.integers(1, delta + 1))*(1 if rng.random() < 0.5 else -1)
-            if not b[j - 1] + m <= new <= b[j + 1] - m:
-                continue
-            acc['collapsed'][1] += 1
-            la = L[b[j - 1], new] + L[new, b[j + 1]] - L[b[j - 1], b[j]] - L[b[j], b[j + 1]]
-            if np.log(rng.random()) < la:
-                b[j] = new
-                acc['collapsed'][0] += 1
-                theta[j - 1], theta[j] = regimes.draw_exact(b[j - 1], new, rng), regimes.draw_exact(new, b[j + 1], rng)
+        _shift_moves(b, theta, regimes, m, delta, rng, acc['shift'])                           # §4.2.2
+        if collapsed_shift:
+            _collapsed_shifts(b, theta, L, regimes, m, delta, rng, acc['collapsed'])
         for _ in range(n_jumps):                                                               # reversible jump
-            K = len(b) - 2
-            pb, pd = _move_probs(b, m, kmax)
-            u = rng.random()
-            if u < pb:
-                slots = _birth_slots(b, m)
-                cum = list(itertools.accumulate(slots))
-                r = int(rng.integers(cum[-1]))
-                seg = bisect.bisect_right(cum, r)
-                t = b[seg] + m + r - (cum[seg] - slots[seg])
-                nb = b[:seg + 1] + [t] + b[seg + 1:]
-                la = (log_w[K + 1] - log_w[K] + L[b[seg], t] + L[t, b[seg + 1]] - L[b[seg], b[seg + 1]]
-                      + np.log(_move_probs(nb, m, kmax)[1]) - np.log(K + 1) - np.log(pb) + np.log(cum[-1]))
-                acc['jump'][1] += 1
-                if np.log(rng.random()) < la:
-                    theta = theta[:seg] + [regimes.draw_exact(b[seg], t, rng),
-                                           regimes.draw_exact(t, b[seg + 1], rng)] + theta[seg + 1:]
-                    b = nb
-                    acc['jump'][0] += 1
-            elif u < pb + pd:
-                j = int(rng.integers(1, K + 1))
-                nb = b[:j] + b[j + 1:]
-                pb_new = _move_probs(nb, m, kmax)[0]
-                if pb_new == 0:
-                    continue
-                la = (log_w[K - 1] - log_w[K] + L[b[j - 1], b[j + 1]] - L[b[j - 1], b[j]] - L[b[j], b[j + 1]]
-                      + np.log(pb_new) - np.log(sum(_birth_slots(nb, m))) - np.log(pd) + np.log(K))
-                acc['jump'][1] += 1
-                if np.log(rng.random()) < la:
-                    theta = theta[:j - 1] + [regimes.draw_exact(b[j - 1], b[j + 1], rng)] + theta[j + 1:]
-                    b = nb
-                    acc['jump'][0] += 1
+            b, theta = _jump(b, theta, L, regimes, log_w, m, kmax, rng, acc['jump'])
         out['K'].append(len(b) - 2)
         out['cps'].append(np.array(b[1:-1], int))
         out['log_post'].append(float(log_w[len(b) - 2] + sum(L[b[i], b[i + 1]] for i in range(len(b) - 1))))
         out['means'].append(np.array([regimes.mean(th) for th in theta]))
     out['acceptance'] = {k: v[0]/max(v[1], 1) for k, v in acc.items()}
     return out
+
 
 # %% ../../nbs/career/41_changepoints.ipynb #38317f2f
 def _random_init(T, m, k, rng):

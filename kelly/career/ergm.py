@@ -251,6 +251,8 @@ class Network:
     covs:dict = None # numeric node attribute -> float per node (nodecov, absdiff)
     dyadcovs:dict = None # graph attribute -> (n, n) float matrix (edgecov)
 
+
+# %% ../../nbs/career/43_ergm.ipynb #c9ea5b0a
 def as_network(G, # a networkx Graph or DiGraph (no self-loops, no multi-edges)
                attrs=(), # node attributes the terms need (nodematch)
                nodes=None, # the node order (default: G's)
@@ -370,6 +372,8 @@ def _gw_weights(sp, decay):
     r = 1.0 - math.exp(-decay)
     return math.exp(decay) * (1.0 - r ** np.asarray(sp, float))
 
+
+# %% ../../nbs/career/43_ergm.ipynb #0fa2c75a
 def statistics(A:np.ndarray, # (n, n) adjacency
                terms, # `Term`s
                directed:bool, # whether A is a directed graph
@@ -439,82 +443,112 @@ def _comb(d, k):
     return v
 
 @njit(cache=_CACHE)
+def _dyadic_change(A, prev, attr, kpar, cov, W, t, c, i, j):
+    """Change statistic of term t (code c) that reads only the dyad (i, j) and its two nodes: edges, mutual,
+    nodematch, stability, formation, nodecov, nodefactor, nodematch with diff, absdiff, edgecov."""
+    v = 0.0
+    if c == 0:
+        v = 1.0
+    elif c == 1:
+        v = A[j, i]
+    elif c == 4:
+        v = 1.0 if attr[t, i] == attr[t, j] else 0.0
+    elif c == 6:
+        v = prev[i, j]
+    elif c == 7:
+        v = 1.0 - prev[i, j]
+    elif c == 8:
+        v = cov[t, i] + cov[t, j]
+    elif c == 9:
+        v = (attr[t, i] == kpar[t]) + (attr[t, j] == kpar[t])
+    elif c == 10:
+        v = 1.0 if attr[t, i] == kpar[t] and attr[t, j] == kpar[t] else 0.0
+    elif c == 11:
+        v = abs(cov[t, i] - cov[t, j])
+    elif c == 12:
+        v = W[t, i, j]
+    return v
+
+
+# %% ../../nbs/career/43_ergm.ipynb #fac54ba4
+@njit(cache=_CACHE)
+def _triad_change(A, T2, nbr, deg, directed, rpow, t, c, i, j, present):
+    "Change statistic of term t (code c) that counts closed triads: triangle, ttriple, gwesp."
+    n = A.shape[0]
+    v = 0.0
+    if c == 2:
+        v = T2[i, j]
+    elif c == 3:  # transitive triples: co-out + co-in + two-paths i -> k -> j
+        s = 0
+        for q in range(deg[0, i]):
+            s += A[j, nbr[0, i, q]]
+        for q in range(deg[1, i]):
+            s += A[nbr[1, i, q], j]
+        v = s + T2[i, j]
+    elif c == 5:
+        v = rpow[t, n + 1 + T2[i, j]]
+        if directed:  # arcs i -> k gain partner j when j -> k; arcs k -> j gain partner i when k -> i
+            for q in range(deg[0, i]):
+                k = nbr[0, i, q]
+                if A[j, k]:
+                    v += rpow[t, T2[i, k] - present]
+            for q in range(deg[1, i]):
+                k = nbr[1, i, q]
+                if A[k, j]:
+                    v += rpow[t, T2[k, j] - present]
+        else:
+            for q in range(deg[0, i]):
+                k = nbr[0, i, q]
+                if A[j, k]:
+                    v += rpow[t, T2[i, k] - present] + rpow[t, T2[j, k] - present]
+    return v
+
+
+# %% ../../nbs/career/43_ergm.ipynb #6623893b
+@njit(cache=_CACHE)
+def _degree_change(T2, nbr, deg, kpar, rpow, t, c, i, j, present):
+    "Change statistic of term t (code c) that reads degrees: degree, gwdegree, gwdsp, kstar, istar, ostar."
+    v = 0.0
+    if c == 13:  # degree(k): i and j each move from degree d to d + 1
+        di = deg[0, i] - present
+        dj = deg[0, j] - present
+        v = (di + 1 == kpar[t]) - (di == kpar[t]) + (dj + 1 == kpar[t]) - (dj == kpar[t])
+    elif c == 14:
+        v = rpow[t, deg[0, i] - present] + rpow[t, deg[0, j] - present]  # gwdegree: w(d + 1) - w(d) = r^d
+    elif c == 15:  # gwdsp: pairs (i, k), k a neighbour of j, and (j, k), k a neighbour of i, gain a partner
+        for q in range(deg[0, j]):
+            k = nbr[0, j, q]
+            if k != i:
+                v += rpow[t, T2[i, k] - present]
+        for q in range(deg[0, i]):
+            k = nbr[0, i, q]
+            if k != j:
+                v += rpow[t, T2[j, k] - present]
+    elif c == 16:
+        v = _comb(deg[0, i] - present, kpar[t] - 1) + _comb(deg[0, j] - present, kpar[t] - 1)
+    elif c == 17:
+        v = _comb(deg[1, j] - present, kpar[t] - 1)
+    elif c == 18:
+        v = _comb(deg[0, i] - present, kpar[t] - 1)
+    return v
+
+
+# %% ../../nbs/career/43_ergm.ipynb #9110e6c2
+@njit(cache=_CACHE)
 def _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i, j, out):
     """Change statistics of adding tie (i, j) to y with (i, j) absent (the caller flips the sign for a removal).
     nbr[0, v, :deg[0, v]] lists v's out-neighbours (all neighbours when undirected), nbr[1] the in-neighbours;
     rpow[t, s] = r^s and rpow[t, n + 1 + s] = GWESP's weight of s shared partners; kpar[t] is k or a level's code."""
-    n = A.shape[0]
     present = A[i, j]
     for t in range(codes.shape[0]):
         c = codes[t]
-        v = 0.0
-        if c == 0:
-            v = 1.0
-        elif c == 1:
-            v = A[j, i]
-        elif c == 2:
-            v = T2[i, j]
-        elif c == 3:  # transitive triples: co-out + co-in + two-paths i -> k -> j
-            s = 0
-            for q in range(deg[0, i]):
-                s += A[j, nbr[0, i, q]]
-            for q in range(deg[1, i]):
-                s += A[nbr[1, i, q], j]
-            v = s + T2[i, j]
-        elif c == 4:
-            v = 1.0 if attr[t, i] == attr[t, j] else 0.0
-        elif c == 5:
-            v = rpow[t, n + 1 + T2[i, j]]
-            if directed:  # arcs i -> k gain partner j when j -> k; arcs k -> j gain partner i when k -> i
-                for q in range(deg[0, i]):
-                    k = nbr[0, i, q]
-                    if A[j, k]:
-                        v += rpow[t, T2[i, k] - present]
-                for q in range(deg[1, i]):
-                    k = nbr[1, i, q]
-                    if A[k, j]:
-                        v += rpow[t, T2[k, j] - present]
-            else:
-                for q in range(deg[0, i]):
-                    k = nbr[0, i, q]
-                    if A[j, k]:
-                        v += rpow[t, T2[i, k] - present] + rpow[t, T2[j, k] - present]
-        elif c == 6:
-            v = prev[i, j]
-        elif c == 7:
-            v = 1.0 - prev[i, j]
-        elif c == 8:
-            v = cov[t, i] + cov[t, j]
-        elif c == 9:
-            v = (attr[t, i] == kpar[t]) + (attr[t, j] == kpar[t])
-        elif c == 10:
-            v = 1.0 if attr[t, i] == kpar[t] and attr[t, j] == kpar[t] else 0.0
-        elif c == 11:
-            v = abs(cov[t, i] - cov[t, j])
-        elif c == 12:
-            v = W[t, i, j]
-        elif c == 13:  # degree(k): i and j each move from degree d to d + 1
-            di = deg[0, i] - present
-            dj = deg[0, j] - present
-            v = (di + 1 == kpar[t]) - (di == kpar[t]) + (dj + 1 == kpar[t]) - (dj == kpar[t])
-        elif c == 14:
-            v = rpow[t, deg[0, i] - present] + rpow[t, deg[0, j] - present]  # gwdegree: w(d + 1) - w(d) = r^d
-        elif c == 15:  # gwdsp: pairs (i, k), k a neighbour of j, and (j, k), k a neighbour of i, gain a partner
-            for q in range(deg[0, j]):
-                k = nbr[0, j, q]
-                if k != i:
-                    v += rpow[t, T2[i, k] - present]
-            for q in range(deg[0, i]):
-                k = nbr[0, i, q]
-                if k != j:
-                    v += rpow[t, T2[j, k] - present]
-        elif c == 16:
-            v = _comb(deg[0, i] - present, kpar[t] - 1) + _comb(deg[0, j] - present, kpar[t] - 1)
-        elif c == 17:
-            v = _comb(deg[1, j] - present, kpar[t] - 1)
-        elif c == 18:
-            v = _comb(deg[0, i] - present, kpar[t] - 1)
-        out[t] = v
+        if c == 2 or c == 3 or c == 5:
+            out[t] = _triad_change(A, T2, nbr, deg, directed, rpow, t, c, i, j, present)
+        elif c >= 13:
+            out[t] = _degree_change(T2, nbr, deg, kpar, rpow, t, c, i, j, present)
+        else:
+            out[t] = _dyadic_change(A, prev, attr, kpar, cov, W, t, c, i, j)
+
 
 # %% ../../nbs/career/43_ergm.ipynb #808a8ee1
 @njit(cache=_CACHE)
@@ -663,6 +697,42 @@ class ModelArrays(NamedTuple):
     codes: np.ndarray   # the terms' codes (TERM_CODES)
     rpow: np.ndarray    # powers of the geometric weights of the GW terms
 
+# %% ../../nbs/career/43_ergm.ipynb #bdb4ebff
+@njit(cache=_CACHE)
+def _propose(ei, ej, E, n, directed):
+    "The tie/no-tie proposal: with probability 1/2 one of the E ties in ei/ej, otherwise a dyad uniformly."
+    if E > 0 and np.random.random() < 0.5:
+        e = np.random.randint(E)
+        i = ei[e]
+        j = ej[e]
+    else:
+        i = np.random.randint(n)
+        j = np.random.randint(n - 1)
+        if j >= i:
+            j += 1
+        if not directed and j < i:
+            i, j = j, i
+    return i, j
+
+@njit(cache=_CACHE)
+def _update_tie_list(ei, ej, pos, ne, i, j, present):
+    "Remove tie (i, j) from the list of ties (moving the last one into its place), or append it."
+    E = ne[0]
+    if present:
+        k = pos[i, j]
+        last = E - 1
+        ei[k] = ei[last]
+        ej[k] = ej[last]
+        pos[ei[k], ej[k]] = k
+        pos[i, j] = -1
+        ne[0] = E - 1
+    else:
+        ei[E] = i
+        ej[E] = j
+        pos[i, j] = E
+        ne[0] = E + 1
+
+
 # %% ../../nbs/career/43_ergm.ipynb #575ecc88
 @njit(cache=_CACHE)
 def _sample(state, # a `GraphState`, left at the last draw
@@ -688,17 +758,7 @@ def _sample(state, # a `GraphState`, left at the last draw
     acc = 0
     for s in range(total):
         E = ne[0]
-        if E > 0 and np.random.random() < 0.5:
-            e = np.random.randint(E)
-            i = ei[e]
-            j = ej[e]
-        else:
-            i = np.random.randint(n)
-            j = np.random.randint(n - 1)
-            if j >= i:
-                j += 1
-            if not directed and j < i:
-                i, j = j, i
+        i, j = _propose(ei, ej, E, n, directed)
         present = A[i, j]
         _change(A, T2, nbr, deg, prev, attr, kpar, cov, W, directed, codes, rpow, i, j, out)
         sign = -1.0 if present else 1.0
@@ -712,19 +772,7 @@ def _sample(state, # a `GraphState`, left at the last draw
             acc += 1
             for t in range(K):
                 g[t] += sign * out[t]
-            if present:
-                k = pos[i, j]
-                last = E - 1
-                ei[k] = ei[last]
-                ej[k] = ej[last]
-                pos[ei[k], ej[k]] = k
-                pos[i, j] = -1
-                ne[0] = E - 1
-            else:
-                ei[E] = i
-                ej[E] = j
-                pos[i, j] = E
-                ne[0] = E + 1
+            _update_tie_list(ei, ej, pos, ne, i, j, present)
             _toggle(A, T2, nbr, deg, npos, directed, i, j)
         if s >= burnin and (s - burnin + 1) % interval == 0:
             draws[(s - burnin) // interval] = g

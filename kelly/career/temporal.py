@@ -81,6 +81,8 @@ def _normal_quantile(level):
         raise InputError('level', level, 'use a probability in (0, 1), such as 0.9')
     return float(norm.ppf(0.5 + level / 2))
 
+
+# %% ../../nbs/career/40_temporal.ipynb #faaa381f
 class SectionModel(BaseEstimator):
     "Per-song baseline mu and amplitudes A of eta(k) = mu + A phi(k) + eps(k), with a pooled Sigma_eps."
     def __init__(self, basis=section_basis, # function: list of K section kinds -> K x B basis matrix
@@ -106,40 +108,45 @@ class SectionModel(BaseEstimator):
                 keep = keep[:1]
             yield kinds, items, Phi, keep
 
-    def fit(self, sections:pd.DataFrame, # the sections table: song_id, index, kind and the three emotion columns
-           ) -> SectionModel:
-        _normal_quantile(self.level)
-        terms = ('baseline',) + tuple(self.basis_names)
-        rss, dof, fits = np.zeros((3, 3)), 0, []
-        for kinds, items, Phi, keep in self._designs(sections):
-            P = Phi[:, keep]
-            G = np.linalg.inv(P.T @ P)
-            Y = np.stack([y for _, y in items])                       # songs x K x 3
-            B = np.einsum('pk,nkd->npd', G @ P.T, Y)                  # songs x p x 3
-            R = Y - np.einsum('kp,npd->nkd', P, B)
-            rss += np.einsum('nkd,nke->de', R, R)
-            dof += len(items) * (len(kinds) - len(keep))
-            fits.append((items, keep, B, np.diag(G)))
-        if dof == 0:
-            raise InputError('sections', len(sections), 'give songs more sections than basis functions',
-                             'no residual degrees of freedom')
-        self.sigma_eps_ = rss / dof
-        self.dof_ = dof
-        sd = np.sqrt(np.diag(self.sigma_eps_))
-        frames = []
-        for items, keep, B, gdiag in fits:
-            n, p = len(items), len(keep)
-            frames.append(pd.DataFrame(dict(
-                song_id=np.repeat([sid for sid, _ in items], p * 3),
-                term=np.tile(np.repeat(np.array(terms, object)[keep], 3), n),
-                dimension=np.tile(np.array(VAD, object), n * p), estimate=B.reshape(-1),
-                sd=np.tile((np.sqrt(gdiag)[:, None] * sd[None, :]).reshape(-1), n))))
-        z = _normal_quantile(self.level)
-        coef = pd.concat(frames, ignore_index=True).sort_values(['song_id', 'term', 'dimension'],
-                                                                kind='stable').reset_index(drop=True)
-        coef['lo'], coef['hi'] = coef.estimate - z * coef['sd'], coef.estimate + z * coef['sd']
-        self.coef_, self.terms_ = coef, terms
-        return self
+
+# %% ../../nbs/career/40_temporal.ipynb #8c9f2878
+@patch
+def fit(self:SectionModel,
+        sections:pd.DataFrame, # the sections table: song_id, index, kind and the three emotion columns
+       ) -> SectionModel:
+    "Fit every song's mu and A by least squares and pool Sigma_eps over the songs."
+    _normal_quantile(self.level)
+    terms = ('baseline',) + tuple(self.basis_names)
+    rss, dof, fits = np.zeros((3, 3)), 0, []
+    for kinds, items, Phi, keep in self._designs(sections):
+        P = Phi[:, keep]
+        G = np.linalg.inv(P.T @ P)
+        Y = np.stack([y for _, y in items])                       # songs x K x 3
+        B = np.einsum('pk,nkd->npd', G @ P.T, Y)                  # songs x p x 3
+        R = Y - np.einsum('kp,npd->nkd', P, B)
+        rss += np.einsum('nkd,nke->de', R, R)
+        dof += len(items) * (len(kinds) - len(keep))
+        fits.append((items, keep, B, np.diag(G)))
+    if dof == 0:
+        raise InputError('sections', len(sections), 'give songs more sections than basis functions',
+                         'no residual degrees of freedom')
+    self.sigma_eps_ = rss / dof
+    self.dof_ = dof
+    sd = np.sqrt(np.diag(self.sigma_eps_))
+    frames = []
+    for items, keep, B, gdiag in fits:
+        n, p = len(items), len(keep)
+        frames.append(pd.DataFrame(dict(
+            song_id=np.repeat([sid for sid, _ in items], p * 3),
+            term=np.tile(np.repeat(np.array(terms, object)[keep], 3), n),
+            dimension=np.tile(np.array(VAD, object), n * p), estimate=B.reshape(-1),
+            sd=np.tile((np.sqrt(gdiag)[:, None] * sd[None, :]).reshape(-1), n))))
+    z = _normal_quantile(self.level)
+    coef = pd.concat(frames, ignore_index=True).sort_values(['song_id', 'term', 'dimension'],
+                                                            kind='stable').reset_index(drop=True)
+    coef['lo'], coef['hi'] = coef.estimate - z * coef['sd'], coef.estimate + z * coef['sd']
+    self.coef_, self.terms_ = coef, terms
+    return self
 
 # %% ../../nbs/career/40_temporal.ipynb #3fb7f58b
 @patch
@@ -208,6 +215,8 @@ def _parallel_analysis(groups, seed, n_null=200):
     return pd.DataFrame(dict(axis=np.arange(1, d + 1), observed=obs, null_mean=null.mean(0),
                              null_q95=np.quantile(null, 0.95, 0)))
 
+
+# %% ../../nbs/career/40_temporal.ipynb #910a8430
 class AlbumCoherence(BaseEstimator):
     "Per-album factor model (probabilistic PCA) and Coherence(m) with a bootstrap interval."
     def __init__(self,
@@ -445,6 +454,8 @@ def _map_artists(self:CareerGP, items, model, finish=True, desc='career GPs'):
     parts = parallel_map(task, chunks, self.scheduler, keys=[c[0][0] for c in chunks], desc=desc)
     return [fit for part in parts for fit in part]
 
+
+# %% ../../nbs/career/40_temporal.ipynb #94210580
 @patch
 def fit(self:CareerGP,
         table:pd.DataFrame, # career_table(catalog), or a table with artist_id, t, emo_ columns, covariates

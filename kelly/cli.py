@@ -56,6 +56,8 @@ def _sweep(m, names:list, overrides:dict, args) -> int:
     _say(f'{ok} of {len(variants)} runs ok; summary: {folder/"index.html"}')
     return 0 if ok == len(variants) else 1
 
+
+# %% ../nbs/91_cli.ipynb #05c5b12a
 def cmd_report(args) -> int:
     "Run `kelly report`."
     from kelly.reports import Manifest, report_status, resolve_parameters, run_reports

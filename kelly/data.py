@@ -99,6 +99,9 @@ _SCHEMA_ROWS = [
     _col('collaborations', 'weight', 'float', lo=0.0, lo_open=True,
          doc='strength, e.g. the number of joint songs; > 0'),
 ]
+
+
+# %% ../nbs/01_data.ipynb #37e8b789
 SCHEMA = pd.DataFrame(_SCHEMA_ROWS)
 
 # %% ../nbs/01_data.ipynb #1a7da6b4

@@ -86,6 +86,8 @@ def _in_definition_order(cells):
             out.append(c)
     return out
 
+
+# %% ../nbs/92_docs.ipynb #41672892
 def docs_notebook(path:Path, # a notebook under nbs/
                  ) -> tuple[dict, list[str]]:
     "The notebook prepared for myst-nb, and the names it documents with `show_doc`."

@@ -469,6 +469,8 @@ def _module_imports(path:Path, module:str) -> set[str]:
             found |= {stem} | {f'{stem}.{a.name}' for a in node.names}
     return found
 
+
+# %% ../nbs/90_reports.ipynb #d84e171a
 def kelly_sources(code:str, # Python source (a notebook's code cells, joined)
                   package:Path=None, # the kelly package folder (default: the installed one)
                  ) -> list[Path]:
@@ -718,6 +720,8 @@ def _sweep_list(sweeps:list) -> str:
                      for s in sweeps)
     return f'<h2>Parameter sweeps</h2><ul>{items}</ul>'
 
+
+# %% ../nbs/90_reports.ipynb #baa3dc6d
 def index_html(index:dict, # the report index
                sweeps:list=(), # summaries of published sweeps (`run_sweep`)
               ) -> str:
@@ -755,6 +759,8 @@ def _child_run(name:str, params_given:dict, quick:bool, manifest:Manifest, repor
     said = [l for l in done.stderr.splitlines() if l.strip() and not l.startswith(('[', 'project '))]
     return done.returncode == 0, (said[-1].strip() if said else f'exit status {done.returncode}')
 
+
+# %% ../nbs/90_reports.ipynb #4914d0e4
 def run_reports(names:list, # the reports to bring up to date, in manifest order
                 overrides:dict=None, # report -> its parameter overrides
                 quick:bool=False, # the notebooks' quick defaults

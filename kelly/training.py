@@ -592,6 +592,8 @@ def fit(self:Trainer,
     self.start_epoch = len(self.history)
     return self.history
 
+
+# %% ../nbs/03_training.ipynb #a73e23cf
 @patch
 def restore_best(self:Trainer) -> nn.Module:
     "Load the best validation weights seen into the model and return it; an error if no epoch gave any."

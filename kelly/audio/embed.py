@@ -59,6 +59,8 @@ def l2_normalize(v:np.ndarray, # a vector, or rows of vectors
 # %% ../../nbs/audio/11_embed.ipynb #d70404a7
 from ..core import file_sha256  # the cache keys tracks by their bytes' SHA-256
 
+
+# %% ../../nbs/audio/11_embed.ipynb #18fde44c
 class Extractor:
     "Base of kelly's extractors: audio → (layers, dims) features → a unit vector of layers × dims."
     name:str = 'extractor'
@@ -255,6 +257,8 @@ def _rename(key:str) -> str:
             return key[:-len(old)] + new
     return key
 
+
+# %% ../../nbs/audio/11_embed.ipynb #f82f3b59
 def _read_weights(folder:Path) -> dict:
     import torch
     if (folder/'model.safetensors').is_file():
@@ -529,6 +533,8 @@ def _rebuild_error(entry:dict) -> KellyError:
     cls = cls if isinstance(cls, type) and issubclass(cls, KellyError) else KellyError
     return cls(entry['field'], entry['value'], entry['fix'], entry['problem'])
 
+
+# %% ../../nbs/audio/11_embed.ipynb #7f117d7c
 def embed_file(path, # an audio file
                extractor, # an Extractor, or its settings (a dict for make_extractor)
                cache=None, # an EmbeddingCache, a cache root folder (shared with the workers), or None
@@ -593,6 +599,8 @@ def _folder_entries(pairs, clash, extractor, cache, details, on_error, show_prog
                 for e in part]
     return iter(done)
 
+
+# %% ../../nbs/audio/11_embed.ipynb #3df6221b
 def embed_folder(folder, # a folder of audio files (searched recursively)
                  extractor:Extractor, # e.g. make_extractor("logmel")
                  cache_dir=None, # cache root; None: kelly's cache folder; False: no cache

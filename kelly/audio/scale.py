@@ -537,6 +537,8 @@ def extract_speedup(n_tracks:int=24, # synthetic tracks embedded
                 overhead_ms=noop / n_tracks * 1e3, worker_minus_here_ms=(wall[1] - wall[0]) / n_tracks * 1e3,
                 identical=same, tracks=n_tracks)
 
+
+# %% ../../nbs/audio/13_scale.ipynb #02138622
 @benchmark('scale')
 def bench_scale(size:str='full', # "full": 40 tracks of 30 s, and N = 1,000,000; "tiny": 4 tracks of 2 s, N = 4,000
                ) -> list[dict]:

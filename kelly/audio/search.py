@@ -106,6 +106,8 @@ def check_params(kind:str, # one of `KINDS`
                          'invalid index setting')
     return checked
 
+
+# %% ../../nbs/audio/12_search.ipynb #267a5e40
 def _faiss():
     return require('faiss', 'faiss-cpu')
 
@@ -209,6 +211,8 @@ def _threads_for(n_values:int, # floats the work reads
      "large.")
     return limit_threads(1) if n_values < SMALL_WORK else nullcontext()
 
+
+# %% ../../nbs/audio/12_search.ipynb #985b9ee9
 def _configure(index, p):
     "Set the search-time settings (nprobe, efSearch) from `p`."
     faiss, base = _faiss(), _base(index)
@@ -261,6 +265,8 @@ def _check_ids(track_ids, n=None):
         seen.add(t)
     return ids
 
+
+# %% ../../nbs/audio/12_search.ipynb #2255f6f9
 def _set_principal_axes(pca, # a faiss.PCAMatrix from the index factory, untrained
                         S:np.ndarray, # the training sample (m, d_in)
                         seed:int=0, # seeds the randomized SVD
@@ -288,6 +294,8 @@ def train(self:TrackIndex,
     with _threads_for(np.size(vectors)):
         return self._train(vectors, seed)
 
+
+# %% ../../nbs/audio/12_search.ipynb #de5d0a26
 @patch
 def _train(self:TrackIndex, vectors, seed):
     faiss = _faiss()
@@ -330,6 +338,8 @@ def _train(self:TrackIndex, vectors, seed):
     self.index, self.params = index, p
     return self
 
+
+# %% ../../nbs/audio/12_search.ipynb #ee431180
 @patch
 def add(self:TrackIndex,
         track_ids, # one id per vector, strings not yet in the index
@@ -388,6 +398,8 @@ def remove(self:TrackIndex,
     self.metadata = self.metadata.drop(index=ids)
     return len(ids)
 
+
+# %% ../../nbs/audio/12_search.ipynb #02726b79
 @patch
 def vector(self:TrackIndex,
            track_id:str, # an id in the index
@@ -462,6 +474,8 @@ def search(self:TrackIndex,
         ids[r, c] = self._ids.get(key) if key >= 0 else None
     return ids, scores
 
+
+# %% ../../nbs/audio/12_search.ipynb #401fcd9b
 @patch
 def recommend(self:TrackIndex,
               track_id:str, # a track in the index
@@ -559,6 +573,8 @@ def exact_top(X:np.ndarray, # (n, dim) vectors
         best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
     return best_i
 
+
+# %% ../../nbs/audio/12_search.ipynb #c7f679ce
 @patch
 def _calibrate(self:TrackIndex,
                X:np.ndarray, # the vectors just added (checked)
@@ -666,6 +682,8 @@ def save(self:TrackIndex,
         f.write(text)
     return path
 
+
+# %% ../../nbs/audio/12_search.ipynb #5bac0d49
 def read_manifest(path, # a folder written by `TrackIndex.save`
                  ) -> dict:
     ("The manifest of a saved index, checked for the fields kelly needs; MissingResourceError or IntegrityError "
@@ -700,6 +718,8 @@ def read_manifest(path, # a folder written by `TrackIndex.save`
                                  'damaged manifest')
     return m
 
+
+# %% ../../nbs/audio/12_search.ipynb #f0efeafd
 @patch(cls_method=True)
 def load(cls:TrackIndex,
          path, # a folder written by `TrackIndex.save`
@@ -792,6 +812,8 @@ def _all_triplets(y:np.ndarray) -> np.ndarray:
             parts.append(np.stack([np.full(len(p), a), p, n], 1))
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
 
+
+# %% ../../nbs/audio/12_search.ipynb #96195d26
 def _draw_triplets(y:np.ndarray, m:int, rng) -> np.ndarray:
     "`m` triplets drawn uniformly (with replacement) from the valid ones, without listing them."
     labels, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
@@ -831,6 +853,8 @@ def make_triplets(labels, # one label per row
         T = np.unique(np.concatenate([T, _draw_triplets(y, 2 * (max_triplets - len(T)), rng)]), axis=0)
     return T[np.sort(rng.choice(len(T), max_triplets, replace=False))]  # np.unique sorted them: lexicographic order
 
+
+# %% ../../nbs/audio/12_search.ipynb #5c7152cb
 class MetricLearner:
     "Learns W (d′ × d) with the triplet loss on labelled vectors (§8.2); sklearn-style `fit` / `transform`."
     def __init__(self,
@@ -980,6 +1004,8 @@ def _check_out(out):
         raise InputError('--out', str(out), 'give a new folder, or an index folder to replace',
                          'folder holds other files')
 
+
+# %% ../../nbs/audio/12_search.ipynb #e2b219ad
 def build_index(audio_dir, # a folder of audio files (searched recursively)
                 out, # the index folder to write (new, or an index to replace)
                 extractor:str='logmel', # "logmel" or "mert"
@@ -1096,6 +1122,8 @@ def _report_build(ix:TrackIndex, out, seconds:float):
         print(f'kelly index build: left out {_count(sum(others.values()), "file")} not in an audio format kelly reads '
               f'({", ".join(f"{n} {s}" for s, n in others.items())})', file=sys.stderr)
 
+
+# %% ../../nbs/audio/12_search.ipynb #be514753
 def index_main(argv:list=None, # arguments after "index", e.g. ["build", "music/", "--out", "music.index"]
               ) -> int:
     "kelly index: build a track index from a folder of audio, or describe one."
@@ -1190,6 +1218,8 @@ def _recommend_file(ix:TrackIndex, path, k:int, model_dir=None) -> tuple[pd.Data
     table = pd.DataFrame(rows, columns=['track_id', 'score'])
     return table.set_axis(pd.RangeIndex(1, len(table) + 1, name='rank')), same
 
+
+# %% ../../nbs/audio/12_search.ipynb #156aa904
 def recommend_main(argv:list=None, # arguments after "recommend", e.g. ["music.index", "calm/track1", "-k", "10"]
                   ) -> int:
     "kelly recommend: the tracks most similar to one track of an index (or to an audio file)."
@@ -1273,6 +1303,8 @@ def immich_vectors(seconds:float=8.0, # the first seconds of each track that are
         rows.append(extractor.embed(x.mean(1), sr=sr))
     return np.stack(rows).astype(np.float32)
 
+
+# %% ../../nbs/audio/12_search.ipynb #52d592c6
 class SyntheticVectors:
     "A seeded source of unit vectors in one of the `REGIMES`, drawn in chunks so that N × dim never has to fit twice."
     def __init__(self, regime:str='lowrank', # one of `REGIMES`
@@ -1335,6 +1367,8 @@ class SyntheticVectors:
             i += len(X)
         return out
 
+
+# %% ../../nbs/audio/12_search.ipynb #a50b61e0
 def memory_bandwidth(nbytes:int=1 << 30, # size of the array read
                      threads:int=None, # threads reading at once (default: every core)
                      repeat:int=5, # best of this many reads
@@ -1380,6 +1414,8 @@ def _memory_bytes(ix):
         b = faiss.serialize_index(ix.index).size + n * 8
     return b + (ix._store.nbytes if ix._store is not None else 0)
 
+
+# %% ../../nbs/audio/12_search.ipynb #5903cab6
 def measure_index(ix:TrackIndex, # a filled index
                   Q:np.ndarray, # queries
                   truth:np.ndarray, # exact top-k keys per query (row numbers in the base)
@@ -1453,6 +1489,8 @@ def search_bench_table(n:int, # vectors in the base
     t['scan_gb_per_s'] = np.where(t.kind == 'flat', n * dim * 4 / (t.p50_1 / 1e3) / 1e9, np.nan)
     return t
 
+
+# %% ../../nbs/audio/12_search.ipynb #7c432e41
 def search_bench_large(n:int=1_000_000, # vectors
                        regime:str='lowrank', # one of `REGIMES`
                        kind:tuple=None, # (kind, params) of a reduced index (default: BEST_LARGE)
@@ -1497,6 +1535,8 @@ def _records(row, case):
                 dict(case=f'{case} batch={b}', metric='latency_p99', value=row[f'p99_{b}'], unit='ms')]
     return out
 
+
+# %% ../../nbs/audio/12_search.ipynb #5d4065ef
 @benchmark('search')
 def bench_search(size:str='full', # "full": N = 10,000, 100,000 (9,984-d), 1,000,000 tracks (384-d); "tiny": seconds
                 ) -> list[dict]:

@@ -660,6 +660,8 @@ def train_worker(argv:list, # the arguments of `kelly train` (the launcher's are
         dist.destroy_process_group()
     return 0
 
+
+# %% ../../nbs/career/45_deep.ipynb #a3c4535c
 def train_main(argv:list=None, # the arguments after `kelly train` (default: sys.argv[1:])
               ) -> int:
     "kelly train: train the emotional transformer, in one process or through torchrun; print the summary."

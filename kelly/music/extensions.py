@@ -463,6 +463,8 @@ OUTPUT_SCALES = dict(tempo_min=20.0, tempo_max=20.0, tempo_suggested=20.0, regis
                      register_center=6.0, dynamics_floor=0.1, dynamics_ceiling=0.1, dynamics_variance=0.1,
                      mode_weights=0.1, timing_weights=0.1, density=0.3)
 
+
+# %% ../../nbs/music/24_extensions.ipynb #b46e549d
 @patch
 def adapt(self:DynamicEmotionToMusicMapper,
           user_id:int, # the user to personalise

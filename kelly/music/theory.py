@@ -228,6 +228,8 @@ def _sounding_at(events, t):
         found = events[i]
     return found
 
+
+# %% ../../nbs/music/22_theory.ipynb #54462e43
 def score_features(score, # a music21 Score (e.g. from `music21.corpus.parse`)
                    name:str='', # a label for the piece
                   ) -> dict:
@@ -279,6 +281,8 @@ def score_features(score, # a music21 Score (e.g. from `music21.corpus.parse`)
                 beats_per_bar=bar, melody=np.array(melody, dtype=np.int16), chords=np.array(harmony, dtype=np.int16),
                 voices=np.array(voices, dtype=np.int8), groove=groove, voice_pitch=vp, voice_onset=vo, **proxies)
 
+
+# %% ../../nbs/music/22_theory.ipynb #c4e612b0
 def _voices(score, n_beats):
     "Per beat and voice (soprano, alto, tenor, bass): the sounding pitch (-1: rest), whether a note starts on the beat."
     names = ('soprano', 'alto', 'tenor', 'bass')
@@ -422,6 +426,8 @@ def decode_groove(groove, # 32 values in [-1, 1]
         raise InputError('groove', g.shape, 'give the 32 groove values of one frame')
     return g[:16] > 0, g[16:] > 0
 
+
+# %% ../../nbs/music/22_theory.ipynb #918ffa95
 def decode_expression(expr, # 16 values in [0, 1]
                      ) -> dict:
     "Expression parameters by name, with velocity as a MIDI velocity 1..127."
@@ -493,6 +499,8 @@ def write_midi(notes:pd.DataFrame, # columns start, end, pitch, velocity, instru
         f.write(buf.getvalue())
     return Path(path)
 
+
+# %% ../../nbs/music/22_theory.ipynb #b4f452cd
 def read_midi(path) -> pd.DataFrame:
     "The note table of a MIDI file."
     pm_mod = require('pretty_midi')

@@ -60,3 +60,20 @@ def kelly_cli(*args, project=None, env=None, timeout=300, cwd=None):
     where = cwd or project or ROOT
     return subprocess.run([str(BIN / 'kelly'), *args], capture_output=True, text=True, env=e, timeout=timeout,
                           cwd=where)
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    "Empty stand-ins for the published reports and the user cache; returns `kelly.music.idaw.weight_places()`."
+    from kelly.music import idaw
+    monkeypatch.setenv('KELLY_REPORTS', str(tmp_path / 'reports'))
+    monkeypatch.setenv('KELLY_CACHE', str(tmp_path / 'cache'))
+    return idaw.weight_places()
+
+
+def seeded_idaw_models(seed:int) -> dict:
+    "The five iDAW networks, initialised from `seed`, in eval mode."
+    import torch
+    from kelly.music.idaw import MODELS
+    torch.manual_seed(seed)
+    return {k: v().eval() for k, v in MODELS.items()}

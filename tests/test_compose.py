@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import kelly_cli
+from conftest import kelly_cli, seeded_idaw_models
 from kelly.core import InputError, MissingResourceError
 from kelly.music import compose as C
 from kelly.music import idaw
@@ -25,19 +25,6 @@ def mapper():
 @pytest.fixture(scope='module')
 def mapper_dir(mapper, tmp_path_factory):
     return C.save_mapper(mapper, tmp_path_factory.mktemp('mapper') / 'mapper')
-
-
-@pytest.fixture
-def places(tmp_path, monkeypatch):
-    "Empty stand-ins for the published reports and the user cache; returns `idaw.weight_places()`."
-    monkeypatch.setenv('KELLY_REPORTS', str(tmp_path / 'reports'))
-    monkeypatch.setenv('KELLY_CACHE', str(tmp_path / 'cache'))
-    return idaw.weight_places()
-
-
-def _seeded(seed):
-    torch.manual_seed(seed)
-    return {k: v().eval() for k, v in MODELS.items()}
 
 
 # --- the mapper (issue 20, point 2)
@@ -90,7 +77,7 @@ def test_resolve_mapper_order(tmp_path, places, mapper, mapper_dir):
 def test_compose_writes_a_shaped_piece(tmp_path, mapper):
     import pretty_midi
     out = tmp_path / 'song.mid'
-    piece, info = C.compose('sad', bars=8, seed=3, models=_seeded(0), mapper=mapper, out=out)
+    piece, info = C.compose('sad', bars=8, seed=3, models=seeded_idaw_models(0), mapper=mapper, out=out)
     pm = pretty_midi.PrettyMIDI(str(out))
     assert len([n for i in pm.instruments for n in i.notes]) == len(piece) > 30
     key = pm.key_signature_changes[0].key_number
@@ -105,10 +92,10 @@ def test_compose_writes_a_shaped_piece(tmp_path, mapper):
 
 def test_networks_in_key_mass_is_the_networks_not_the_mask(mapper):
     "Every note is in the key (the mask); `network_in_key` measures the MelodyTransformer before the mask."
-    nets = _seeded(0)
+    nets = seeded_idaw_models(0)
     _, plain = C.compose('happy', bars=2, seed=0, tonic=0, models=nets, mapper=mapper)
     assert plain['in_key'] == 1.0 and abs(plain['network_in_key'] - plain['key_chance']) < 0.1  # untrained: chance
-    biased = _seeded(0)
+    biased = seeded_idaw_models(0)
     with torch.no_grad():
         biased['MelodyTransformer'].fc3.bias[:] = -20.0
         black_keys = torch.tensor([61, 63, 66, 68, 70])  # out of C major
@@ -118,7 +105,7 @@ def test_networks_in_key_mass_is_the_networks_not_the_mask(mapper):
 
 
 def test_emotions_sound_different(mapper):
-    nets = _seeded(0)
+    nets = seeded_idaw_models(0)
     rows = [dict(emotion=e, **C.compose(e, bars=4, seed=s, models=nets, mapper=mapper)[1])
             for e in ('happy', 'sad', 'angry', 'calm') for s in range(3)]
     got = C.distinctness(pd.DataFrame(rows))
@@ -126,7 +113,7 @@ def test_emotions_sound_different(mapper):
 
 
 def test_compose_mood_words_and_text(mapper):
-    nets = _seeded(0)
+    nets = seeded_idaw_models(0)
     _, calm = C.compose('calm', bars=1, seed=0, models=nets, mapper=mapper)
     _, txt = C.compose(text='I am so sad and lonely', bars=1, seed=0, models=nets, mapper=mapper)
     assert calm['arousal'] < 0 < calm['valence'] and txt['valence'] < 0 and not txt['major']
@@ -218,7 +205,7 @@ def test_compose_cli_weights_and_mapper(tmp_path, mapper_dir):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and 'kelly report idaw' in lines[0] and '--allow-untrained' in lines[0]
     assert not out.exists()
-    published = idaw.save_models(_seeded(3), tmp_path / 'reports' / 'artifacts' / 'idaw' / 'weights')
+    published = idaw.save_models(seeded_idaw_models(3), tmp_path / 'reports' / 'artifacts' / 'idaw' / 'weights')
     r = kelly_cli('compose', *base, env=env)
     summary = json.loads(r.stdout)
     assert r.returncode == 0 and summary['weights'] == str(published), r.stderr

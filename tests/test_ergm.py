@@ -16,6 +16,18 @@ UNDIRECTED_TERMS = ['edges', 'triangle', 'nodematch(g)', 'gwesp(0.4)', 'gwesp(0)
                     'formation']
 
 
+def _random_toggle(A, rng, directed):
+    "A random dyad (i < j when undirected) and A with that tie toggled."
+    i, j = rng.choice(len(A), 2, replace=False)
+    if not directed and i > j:
+        i, j = j, i
+    B = A.copy()
+    B[i, j] = 1 - B[i, j]
+    if not directed:
+        B[j, i] = B[i, j]
+    return i, j, B
+
+
 def brute(A, terms, directed, attr, prev):
     "Each statistic recounted by loops over pairs and triples."
     n = len(A)
@@ -65,13 +77,7 @@ def test_statistics_and_change_statistics_match_brute_force(directed):
         g = brute(A, terms, directed, attr, P)
         np.testing.assert_allclose(statistics(A, terms, directed, attr, P), g, atol=1e-9)
         for _ in range(6):
-            i, j = rng.choice(n, 2, replace=False)
-            if not directed and i > j:
-                i, j = j, i
-            B = A.copy()
-            B[i, j] = 1 - B[i, j]
-            if not directed:
-                B[j, i] = B[i, j]
+            i, j, B = _random_toggle(A, rng, directed)
             np.testing.assert_allclose(change_statistics(A, terms, directed, i, j, attr, P),
                                        brute(B, terms, directed, attr, P) - g, atol=1e-9)
 
@@ -317,13 +323,7 @@ def test_new_terms_statistics_and_change_statistics_match_brute_force(seed, n, p
     g = np.array([brute_new(A, t, directed, f, x, W) for t in terms], float)
     np.testing.assert_allclose(statistics(A, terms, directed, attr, None, cov, WW), g, atol=1e-9)
     for _ in range(4):
-        i, j = rng.choice(n, 2, replace=False)
-        if not directed and i > j:
-            i, j = j, i
-        B = A.copy()
-        B[i, j] = 1 - B[i, j]
-        if not directed:
-            B[j, i] = B[i, j]
+        i, j, B = _random_toggle(A, rng, directed)
         gB = np.array([brute_new(B, t, directed, f, x, W) for t in terms], float)
         np.testing.assert_allclose(change_statistics(A, terms, directed, i, j, attr, None, cov, WW), gB - g, atol=1e-9)
 

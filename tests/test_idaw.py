@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import seeded_idaw_models
 from kelly.music import idaw
 from kelly.music.idaw import MODELS, IDAWPipeline, emotion_code
 from kelly.core import InputError, MissingResourceError
@@ -69,19 +70,6 @@ def test_gradient_checkpointing_same_gradients():
 
 # --- trained by default: one place resolves the weights (issue 20, point 1)
 
-@pytest.fixture
-def places(tmp_path, monkeypatch):
-    "Empty stand-ins for the published reports and the user cache; returns `weight_places()`."
-    monkeypatch.setenv('KELLY_REPORTS', str(tmp_path / 'reports'))
-    monkeypatch.setenv('KELLY_CACHE', str(tmp_path / 'cache'))
-    return idaw.weight_places()
-
-
-def _seeded(seed):
-    torch.manual_seed(seed)
-    return {k: v().eval() for k, v in MODELS.items()}
-
-
 def _same(a, b):
     pairs = zip(a['MelodyTransformer'].state_dict().values(), b['MelodyTransformer'].state_dict().values())
     return all(torch.equal(x, y) for x, y in pairs)
@@ -90,7 +78,7 @@ def _same(a, b):
 def test_resolve_weights_order(tmp_path, places):
     assert places['report'] == tmp_path / 'reports' / 'artifacts' / 'idaw' / 'weights'
     assert places['cache'] == tmp_path / 'cache' / 'idaw' / 'weights'
-    nets = {s: _seeded(s) for s in (11, 12, 13)}
+    nets = {s: seeded_idaw_models(s) for s in (11, 12, 13)}
     with pytest.raises(MissingResourceError, match='kelly report idaw'):
         idaw.resolve_weights()
     idaw.save_models(nets[11], places['cache'])
@@ -107,7 +95,7 @@ def test_resolve_weights_order(tmp_path, places):
 
 
 def test_resolve_weights_refuses_misspelled_or_incomplete_folder(tmp_path, places):
-    d = idaw.save_models(_seeded(1), tmp_path / 'weights')
+    d = idaw.save_models(seeded_idaw_models(1), tmp_path / 'weights')
     with pytest.raises(InputError, match='wieghts'):
         idaw.resolve_weights(tmp_path / 'wieghts')
     with pytest.raises(InputError, match='wieghts'):
@@ -133,7 +121,7 @@ def test_never_reads_the_shared_tmp_artifacts(tmp_path, places, monkeypatch):
     from kelly.music.rtneural import idaw_weights
     monkeypatch.delenv('KELLY_ARTIFACTS', raising=False)
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # /tmp/kelly-artifacts becomes tmp_path/kelly-artifacts
-    shared = idaw.save_models(_seeded(2), artifacts_dir('idaw') / 'weights')
+    shared = idaw.save_models(seeded_idaw_models(2), artifacts_dir('idaw') / 'weights')
     assert shared == tmp_path / 'kelly-artifacts' / 'idaw' / 'weights' and not idaw.missing_weights(shared)
     with pytest.raises(MissingResourceError):
         idaw.resolve_weights()

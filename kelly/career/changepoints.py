@@ -233,6 +233,14 @@ SEGMENT_MODELS = ('mean', 'meanvar', 'trend', 'ar1')
 
 def _cumsum0(v): return np.concatenate([np.zeros((1,) + np.shape(v)[1:]), np.cumsum(v, 0)])
 
+def _univariate_series(y):
+    "`y` (one column; NaN where missing) as a 1-d float array, its size checked."
+    y = check_series(y, 1, 'y', allow_missing=True)
+    if y.shape[1] != 1:
+        raise InputError('y.shape', y.shape, 'pass one column; use niw_segment_loglik for several', 'not univariate')
+    _check_size(len(y))
+    return y[:, 0]
+
 def gaussian_segment_loglik(y, # a univariate series, shape (T,) or (T, 1); NaN is missing
                             model:str, # "mean", "meanvar", "trend" or "ar1"
                             noise_var:float, # s²: the shared variance ("mean"), else the prior mean of each regime's σ²
@@ -246,12 +254,8 @@ def gaussian_segment_loglik(y, # a univariate series, shape (T,) or (T, 1); NaN 
         raise InputError('model', model, f'use one of {SEGMENT_MODELS}')
     if not (noise_var > 0 and kappa0 > 0 and a0 > 1):
         raise InputError('noise_var, kappa0, a0', (noise_var, kappa0, a0), 'use noise_var > 0, kappa0 > 0, a0 > 1')
-    y = check_series(y, 1, 'y', allow_missing=True)
-    if y.shape[1] != 1:
-        raise InputError('y.shape', y.shape, 'pass one column; use niw_segment_loglik for several', 'not univariate')
-    y = y[:, 0]
+    y = _univariate_series(y)
     T = len(y)
-    _check_size(T)
     observed = np.isfinite(y)
     z = np.where(observed, y - m0, 0.0)
     sums = dict(n=_cumsum0(observed.astype(float)), z=_cumsum0(z), zz=_cumsum0(z*z))
@@ -329,12 +333,8 @@ def student_t_segment_loglik(y, # a univariate series, shape (T,) or (T, 1); NaN
     "L[s, t] = log p(y[s:t]) under Student-t noise, (μ, σ) integrated on the grid; -inf where t - s < min_size."
     if not nu > 0:
         raise InputError('nu', nu, 'use degrees of freedom > 0, e.g. 4')
-    y = check_series(y, 1, 'y', allow_missing=True)
-    if y.shape[1] != 1:
-        raise InputError('y.shape', y.shape, 'pass one column; use niw_segment_loglik for several', 'not univariate')
-    y = y[:, 0]
+    y = _univariate_series(y)
     T = len(y)
-    _check_size(T)
     grid = student_t_grid(y) if grid is None else grid
     C = _student_t_prefix(y, grid, nu)
     L = np.full((T + 1, T + 1), -np.inf)

@@ -1,6 +1,7 @@
 # kelly's commands. `make test` and `make reports` work on a fresh machine with only Python 3.11:
 # they create .venv, install torch==2.13.0 (the CPU wheel) first, then kelly with its dev tools; as root they also
-# install Debian's chromium for the browser tests (Playwright drives it; nothing downloads a browser).
+# install Debian's chromium for the browser tests (Playwright drives it; nothing downloads a browser) and fluidsynth
+# with a small General MIDI soundfont (timgm6mb) for rendering composed pieces.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -18,6 +19,10 @@ help: ## list the commands
 $(STAMP): pyproject.toml
 	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium is missing and cannot be installed here: the browser tests (tests/test_browser.py) will fail"
+	@test -f /usr/share/sounds/sf2/TimGM6mb.sf2 && command -v fluidsynth >/dev/null \
+		|| { test "$$(id -u)" = 0 && apt-get update -qq \
+		     && apt-get install -y -qq --no-install-recommends fluidsynth timgm6mb-soundfont >/dev/null; } \
+		|| echo "fluidsynth or its GM soundfont is missing: kelly compose renders audio with sine tones instead"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)

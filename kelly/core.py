@@ -13,9 +13,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['MATHJAX_CONFIG', 'MATHJAX_FONTS', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require',
-           'ArgumentParser', 'project_root', 'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir', 'seed_everything',
-           'get_device', 'limit_threads', 'atomic_write', 'file_sha256', 'ConvergenceWarning', 'sampler_diagnostics',
-           'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs', 'mathjax_dir']
+           'ArgumentParser', 'as_series_array', 'project_root', 'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir',
+           'seed_everything', 'get_device', 'limit_threads', 'atomic_write', 'file_sha256', 'ConvergenceWarning',
+           'sampler_diagnostics', 'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs', 'mathjax_dir']
 
 # %% ../nbs/00_core.ipynb #006b25e3
 _short = reprlib.Repr()
@@ -59,6 +59,39 @@ class ArgumentParser(argparse.ArgumentParser):
     "argparse's parser, whose errors are one line: `PROG: error: MESSAGE. Fix: see \"PROG --help\"`, exit code 2."
     def error(self, message:str):
         self.exit(2, f'{self.prog}: error: {message}. Fix: see "{self.prog} --help"\n')
+
+# %% ../nbs/00_core.ipynb #28bb989f
+def as_series_array(values, # a 1-d series of length T, or an array / DataFrame of shape (T, p)
+                    field:str='values', # the argument's name, for error messages
+                    min_length:int=2, # the fewest time steps (rows) accepted
+                    allow_nan:bool=False, # accept NaN as a missing observation (inf is still refused)
+                    length_fix:str=None, # how to make the series long enough (default: pass min_length steps)
+                    missing_fix:str='drop or impute missing values (NaN, inf)', # what to do about a NaN or inf
+                   ) -> np.ndarray:
+    "`values` as a float array of shape (T, p), a 1-d series as one column, or an `InputError` naming `field`."
+    if hasattr(values, 'to_numpy'):
+        values = values.to_numpy()
+    shape_fix = 'pass numbers: a 1-d series or a 2-d array of shape (T, p)'
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(field, values, shape_fix, 'not numeric') from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise InputError(f'{field}.shape', arr.shape, shape_fix, 'wrong number of dimensions')
+    bad_mask = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+    if bad_mask.any():
+        bad = tuple(np.argwhere(bad_mask)[0])
+        fix = 'drop infinite values' if allow_nan else missing_fix
+        raise InputError(f'{field}[{bad[0]}]', arr[bad], fix, 'not finite')
+    if len(arr) < min_length:
+        fix = length_fix or f'pass at least {min_length} time steps'
+        raise InputError(f'len({field})', len(arr), fix, 'series too short')
+    if allow_nan and np.isfinite(arr).all(1).sum() < 2:
+        raise InputError(field, arr, 'pass a series with at least two observed (non-NaN) rows',
+                         'too few observed values')
+    return arr
 
 # %% ../nbs/00_core.ipynb #4b5b07ce
 def _is_project(d:Path): return (d/'settings.ini').is_file() and (d/'nbs').is_dir()

@@ -455,14 +455,19 @@ def problems(self:Catalog) -> pd.DataFrame:
     return pd.DataFrame(out, columns=_PROBLEM_COLUMNS).astype({'row': 'Int64'})
 
 @patch
-def equals(self:Catalog, other:Catalog) -> bool:
-    "Whether both catalogs hold the same tables with the same values and dtypes."
+def equals(self:Catalog,
+           other:Catalog, # the catalog to compare with
+           rtol:float=0.0, # relative tolerance for float columns (with `atol` 0: bit for bit)
+           atol:float=0.0, # absolute tolerance for float columns
+          ) -> bool:
+    "Whether both catalogs hold the same tables, values and dtypes (floats within `atol + rtol·|other|` if given)."
     a, b = self.tables(), other.tables()
     if a.keys() != b.keys():
         return False
+    close = dict(check_exact=False, rtol=rtol, atol=atol) if rtol or atol else dict(check_exact=True)
     for t in a:
         try:
-            pd.testing.assert_frame_equal(a[t], b[t], check_exact=True)
+            pd.testing.assert_frame_equal(a[t], b[t], **close)
         except AssertionError:
             return False
     return True

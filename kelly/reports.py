@@ -16,10 +16,11 @@ from .core import (MATHJAX_CONFIG, MATHJAX_FONTS, ConfigError, InputError, Kelly
                         mathjax_dir, plotlyjs, progress_enabled, project_root, reports_dir)
 
 # %% auto #0
-__all__ = ['RESULTS_KEY', 'REPORT_MATHJAX', 'REPORT_PLOTLY', 'READER_CSS', 'ReportError', 'parse_value', 'Manifest',
-           'notebook_parameters', 'resolve_parameters', 'git_commit', 'results', 'reader_notebook', 'notebook_html',
-           'notebook_title', 'notebook_results', 'kelly_sources', 'report_inputs', 'report_status', 'run_report',
-           'read_index', 'update_index', 'index_html', 'run_reports', 'parse_sweep', 'run_sweep', 'sweep_html']
+__all__ = ['RESULTS_KEY', 'REPORT_MATHJAX', 'REPORT_PLOTLY', 'READER_CSS', 'THREAD_VARIABLES', 'ReportError', 'parse_value',
+           'Manifest', 'notebook_parameters', 'resolve_parameters', 'git_commit', 'results', 'reader_notebook',
+           'notebook_html', 'papermill_values', 'notebook_title', 'notebook_results', 'kelly_sources', 'report_inputs',
+           'report_status', 'run_report', 'read_index', 'update_index', 'index_html', 'thread_budget', 'longest_first',
+           'run_reports', 'parse_sweep', 'run_sweep', 'sweep_html']
 
 # %% ../nbs/90_reports.ipynb #729ad5ac
 class ReportError(KellyError, RuntimeError):
@@ -360,6 +361,19 @@ def _publish_assets(reports:Path):
             shutil.rmtree(stage, ignore_errors=True)
 
 
+# %% ../nbs/90_reports.ipynb #c52e9a11
+def papermill_values(params:dict, # report parameters, as `resolve_parameters` gives them
+                    ) -> dict:
+    "`params` with every tuple or set (at any depth) as a list, the containers papermill writes as Python source."
+    def plain(value):
+        if isinstance(value, (tuple, list, set, frozenset)):
+            items = sorted(value) if isinstance(value, (set, frozenset)) else value
+            return [plain(v) for v in items]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return {k: plain(v) for k, v in params.items()}
+
 # %% ../nbs/90_reports.ipynb #12399b03
 def _execute(notebook, output, params, cwd, show_progress):
     import papermill
@@ -368,7 +382,8 @@ def _execute(notebook, output, params, cwd, show_progress):
                       PYDEVD_DISABLE_FILE_VALIDATION='1')
     cell_bar = dict(desc='  cells', unit='cell', leave=False) if show_progress else False
     try:
-        papermill.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(cwd), kernel_name='python3',
+        papermill.execute_notebook(str(notebook), str(output), parameters=papermill_values(params), cwd=str(cwd),
+                                   kernel_name='python3',
                                    progress_bar=cell_bar,
                                    request_save_on_cell_execute=False,
                                    extra_arguments=['--IPKernelApp.log_level=CRITICAL'])  # quiet kernel
@@ -745,20 +760,50 @@ again). A failed run keeps the previously published report, linked here; its err
 '''
 
 
+# %% ../nbs/90_reports.ipynb #a7c3e1f1
+THREAD_VARIABLES = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'NUMBA_NUM_THREADS')
+
+def thread_budget(jobs:int, # processes that will run at once on this machine
+                 ) -> dict:
+    "Environment variables giving each of `jobs` processes its share of the cores (at least 1); set ones are kept."
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    share = str(max(1, cores // max(1, int(jobs))))
+    return {k: os.environ.get(k, share) for k in THREAD_VARIABLES}
+
 # %% ../nbs/90_reports.ipynb #6ace5903
-def _child_run(name:str, params_given:dict, quick:bool, manifest:Manifest, reports:Path) -> tuple[bool, str]:
+def _child_run(name:str, params_given:dict, quick:bool, manifest:Manifest, reports:Path,
+               jobs:int=1) -> tuple[bool, str]:
     "Run one report in a child process (`kelly report NAME --force`); whether it succeeded, and what it said."
     argv = ['report', name, '--force', '-j', '1', *(['--quick'] if quick else [])]
     for k, v in params_given.items():
         argv += ['-p', k, repr(v)]
     code = 'import sys; from kelly.cli import entry; entry(sys.argv[1:])'
-    env = {**os.environ, 'KELLY_REPORTS': str(reports), 'KELLY_PROJECT': str(manifest.settings.parent),
-           'KELLY_PROGRESS': '0'}
+    env = {**os.environ, **thread_budget(jobs), 'KELLY_REPORTS': str(reports),
+           'KELLY_PROJECT': str(manifest.settings.parent), 'KELLY_PROGRESS': '0'}
     done = subprocess.run([sys.executable, '-c', code, *argv], cwd=manifest.settings.parent, env=env,
                           capture_output=True, text=True)
     said = [l for l in done.stderr.splitlines() if l.strip() and not l.startswith(('[', 'project '))]
     return done.returncode == 0, (said[-1].strip() if said else f'exit status {done.returncode}')
 
+
+# %% ../nbs/90_reports.ipynb #b81d2a41
+def longest_first(names:list, # reports to run
+                  durations:dict, # report -> seconds its last run took (missing: never run)
+                  after, # report -> the reports it runs after (`Manifest.after`)
+                 ) -> list:
+    "`names` longest first by their last duration, each placed after the reports of `names` it runs after."
+    rank = sorted(names, key=lambda n: -durations.get(n, float('inf')))
+    ordered = []
+    def place(n):
+        if n in ordered:
+            return
+        for u in after(n):
+            if u in names:
+                place(u)
+        ordered.append(n)
+    for n in rank:
+        place(n)
+    return ordered
 
 # %% ../nbs/90_reports.ipynb #4914d0e4
 def run_reports(names:list, # the reports to bring up to date, in manifest order
@@ -789,6 +834,9 @@ def run_reports(names:list, # the reports to bring up to date, in manifest order
             continue
         say(f'{n}: stale ({"; ".join(why + [f"runs after {u}" for u in upstream])})')
         todo.append(n)
+    last = read_index(reports)
+    took = {n: last[n].get('last', {}).get('duration_s', 0) for n in todo if n in last}
+    todo = longest_first(todo, took, manifest.after)
     finished = {n: threading.Event() for n in todo}
     jobs = min(jobs, len(todo))
     def one(n):
@@ -798,7 +846,7 @@ def run_reports(names:list, # the reports to bring up to date, in manifest order
         t0 = time.perf_counter()
         try:
             if jobs > 1:
-                ok, said = _child_run(n, overrides[n], quick, manifest, reports)
+                ok, said = _child_run(n, overrides[n], quick, manifest, reports, jobs)
             else:
                 try:
                     record = run_report(n, overrides[n], quick, manifest=manifest, reports=reports)

@@ -105,6 +105,79 @@ def network_stats(G, # a networkx DiGraph whose nodes have a `genre` attribute
         out['formation'] = len(arcs - old)
     return out
 
+# %% ../nbs/02_simulate.ipynb #36f4689f
+def _ergm_coefficients(theta:dict, # coefficients by term name (see ERGM_TERMS)
+                       prev, # arcs of the previous period, or None
+                      ) -> tuple:
+    "The coefficients in the order of ERGM_TERMS, 0.0 for an absent term."
+    unknown = set(theta) - set(ERGM_TERMS)
+    if unknown:
+        raise InputError('theta', sorted(unknown), f'use terms among {ERGM_TERMS}', 'unknown ERGM term')
+    if ('stability' in theta or 'formation' in theta) and prev is None:
+        raise InputError('prev', None, 'pass the previous period\'s arcs to use stability/formation',
+                         'missing previous network')
+    return tuple(float(theta.get(k, 0.0)) for k in ERGM_TERMS)
+
+# %% ../nbs/02_simulate.ipynb #31e72887
+def _arc_state(n:int, # number of nodes
+               arcs, # the starting arcs, as (i, j) pairs
+              ) -> tuple:
+    "`(arcs, pos, succ, pred)`: the arcs as a list, the position of each, each node's successor and predecessor sets."
+    arcs = list(arcs)
+    succ = [set() for _ in range(n)]
+    pred = [set() for _ in range(n)]
+    for i, j in arcs:
+        succ[i].add(j)
+        pred[j].add(i)
+    pos = {a: k for k, a in enumerate(arcs)}
+    return arcs, pos, succ, pred
+
+def _toggle_arc(arcs:list, pos:dict, succ:list, pred:list, # the graph, as `_arc_state` gives it; changed in place
+                i:int, j:int, # the arc i -> j
+                present:bool, # whether the arc is in the graph (then it is removed, else added)
+               ):
+    "Remove the arc (i, j) when `present`, else add it."
+    if present:
+        succ[i].discard(j)
+        pred[j].discard(i)
+        k = pos.pop((i, j))
+        last = arcs.pop()
+        if k < len(arcs):
+            arcs[k] = last
+            pos[last] = k
+    else:
+        succ[i].add(j)
+        pred[j].add(i)
+        pos[(i, j)] = len(arcs)
+        arcs.append((i, j))
+
+# %% ../nbs/02_simulate.ipynb #87f05281
+def _random_pairs(n:int, # number of nodes
+                  u1:np.ndarray, u2:np.ndarray, # uniform draws, one pair per step
+                 ) -> list:
+    "The ordered pairs (i, j), i != j, that the draws pick among the n(n - 1), as tuples of ints."
+    i = (u1 * n).astype(int)
+    j = (u2 * (n - 1)).astype(int)
+    return list(zip(i.tolist(), (j + (j >= i)).tolist()))
+
+def _toggle_log_ratio(coef:tuple, # the coefficients, as `_ergm_coefficients` gives them
+                      genre:list, succ:list, pred:list, # each node's genre, successors and predecessors
+                      i:int, j:int, # the arc i -> j
+                      present:bool, # whether the arc is in the graph
+                      was:bool, # whether it was in the previous period's graph
+                      n_arcs:int, # number of arcs now
+                      n_pairs:int, # n(n - 1)
+                     ) -> float:
+    "log of the Metropolis-Hastings acceptance ratio of toggling (i, j)."
+    te, tm, tt, th, ts, tf = coef
+    sign = -1.0 if present else 1.0
+    dt = len(succ[i] & succ[j]) + len(pred[i] & pred[j]) + len(succ[i] & pred[j])
+    logr = sign * (te + tm * (i in succ[j]) + tt * dt + th * (genre[i] == genre[j]) + (ts if was else tf))
+    after = n_arcs - 1 if present else n_arcs + 1
+    q_fwd = (0.5 * present / n_arcs + 0.5 / n_pairs) if n_arcs else 1.0 / n_pairs
+    q_rev = (0.5 * (not present) / after + 0.5 / n_pairs) if after else 1.0 / n_pairs
+    return logr + (math.log(q_rev) - math.log(q_fwd))
+
 # %% ../nbs/02_simulate.ipynb #6260aa2d
 def ergm_sample(n:int, # number of nodes
                 theta:dict, # coefficients by term name (see ERGM_TERMS); absent terms are 0
@@ -115,58 +188,23 @@ def ergm_sample(n:int, # number of nodes
                 init:set=None, # arcs to start from (default: prev, else empty)
                ) -> set:
     "Arcs (i, j) of a directed graph drawn from the ERGM with coefficients `theta`."
-    unknown = set(theta) - set(ERGM_TERMS)
-    if unknown:
-        raise InputError('theta', sorted(unknown), f'use terms among {ERGM_TERMS}', 'unknown ERGM term')
-    if ('stability' in theta or 'formation' in theta) and prev is None:
-        raise InputError('prev', None, 'pass the previous period\'s arcs to use stability/formation',
-                         'missing previous network')
-    te, tm, tt, th = (float(theta.get(k, 0.0)) for k in ('edges', 'mutual', 'ttriple', 'homophily'))
-    ts, tf = float(theta.get('stability', 0.0)), float(theta.get('formation', 0.0))
+    coef = _ergm_coefficients(theta, prev)
     genre = [int(g) for g in genre]
     if n < 2:
         return set()  # no pairs to tie
     prev = set() if prev is None else set(prev)
-    arcs = list(init if init is not None else prev)
-    succ = [set() for _ in range(n)]
-    pred = [set() for _ in range(n)]
-    for i, j in arcs:
-        succ[i].add(j)
-        pred[j].add(i)
-    pos = {a: k for k, a in enumerate(arcs)}
-    D = n * (n - 1)
-    branch, u1, u2, u3, acc = (rng.random(steps) for _ in range(5))
+    arcs, pos, succ, pred = _arc_state(n, init if init is not None else prev)
+    n_pairs = n * (n - 1)
+    # five uniform streams; the fourth is unused, and drawn so that seeded graphs stay as they were
+    branch, u1, u2, _unused, accept = (rng.random(steps) for _ in range(5))
+    pairs = _random_pairs(n, u1, u2)
+    branch, u1, accept = branch.tolist(), u1.tolist(), accept.tolist()   # Python floats: the same values, faster
     for s in range(steps):
-        E = len(arcs)
-        if branch[s] < 0.5 and E:
-            i, j = arcs[int(u1[s] * E)]
-        else:
-            i = int(u1[s] * n)
-            j = int(u2[s] * (n - 1))
-            j += j >= i
+        i, j = arcs[int(u1[s] * len(arcs))] if branch[s] < 0.5 and arcs else pairs[s]
         present = j in succ[i]
-        sign = -1.0 if present else 1.0
-        dt = len(succ[i] & succ[j]) + len(pred[i] & pred[j]) + len(succ[i] & pred[j])
-        was = (i, j) in prev
-        logr = sign * (te + tm * (i in succ[j]) + tt * dt + th * (genre[i] == genre[j]) + (ts if was else tf))
-        E2 = E - 1 if present else E + 1
-        q_fwd = (0.5 * present / E + 0.5 / D) if E else 1.0 / D
-        q_rev = (0.5 * (not present) / E2 + 0.5 / D) if E2 else 1.0 / D
-        logr += math.log(q_rev) - math.log(q_fwd)
-        if logr >= 0 or acc[s] < math.exp(logr):
-            if present:
-                succ[i].discard(j)
-                pred[j].discard(i)
-                k = pos.pop((i, j))
-                last = arcs.pop()
-                if k < len(arcs):
-                    arcs[k] = last
-                    pos[last] = k
-            else:
-                succ[i].add(j)
-                pred[j].add(i)
-                pos[(i, j)] = len(arcs)
-                arcs.append((i, j))
+        logr = _toggle_log_ratio(coef, genre, succ, pred, i, j, present, (i, j) in prev, len(arcs), n_pairs)
+        if logr >= 0 or accept[s] < math.exp(logr):
+            _toggle_arc(arcs, pos, succ, pred, i, j, present)
     return set(arcs)
 
 # %% ../nbs/02_simulate.ipynb #9819e950
@@ -731,7 +769,11 @@ def write_default_catalog(folder=None, # where to write (default: data/catalog)
     cat, _ = simulate_catalog(**DEFAULT_CATALOG_ARGS)
     return cat.write(Path(folder) if folder else data_dir()/'catalog', 'parquet')
 
-if __name__ == '__main__':
+def _run_as_module() -> bool:
+    "Whether this runs as `python -m kelly.simulate`: a notebook's cells run as `__main__` too, not with this spec."
+    return __name__ == '__main__' and getattr(__spec__, 'name', None) == 'kelly.simulate'
+
+if _run_as_module():
     print(write_default_catalog())
 
 # %% ../nbs/02_simulate.ipynb #ba92960e

@@ -32,11 +32,10 @@ def _seeded():
 @pytest.fixture(scope='module')
 def torch_one_thread():
     "Tiny networks on a shared two-core machine run fastest on one thread; the setting is restored afterwards."
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    import torch  # noqa: F401 (loaded first, so that limit_threads limits its pool too)
+    from kelly.core import limit_threads
+    with limit_threads(1):
+        yield
 
 
 @pytest.fixture

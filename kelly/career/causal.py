@@ -525,6 +525,13 @@ def _rss(y, Z):
     r = y - Z @ beta
     return float(r @ r)
 
+def _residual_df(n_rows:int, # length of the series
+                 p:int, # lag order
+                 k:int, # series in the model
+                ) -> int:
+    "Residual degrees of freedom of one VAR(p) equation with an intercept: T - p usable rows, kp + 1 coefficients."
+    return n_rows - p - k * p - 1
+
 def _f_test(X, i_cause, i_effect, p, keep):
     "F-test that lags of series i_cause do not enter the equation of i_effect; regressors are the lags of `keep`."
     T = len(X)
@@ -534,7 +541,7 @@ def _f_test(X, i_cause, i_effect, p, keep):
     drop = [1 + l * k + keep.index(i_cause) for l in range(p)]
     y = X[p:, i_effect]
     rss_u, rss_r = _rss(y, Z), _rss(y, np.delete(Z, drop, axis=1))
-    df_d = T - p - k * p - 1
+    df_d = _residual_df(T, p, k)
     F = ((rss_r - rss_u) / p) / (rss_u / df_d) if rss_u > 0 else float('inf')
     return F, p, df_d, float(stats.f.sf(F, p, df_d))
 
@@ -551,6 +558,71 @@ def _select_lag(X, maxlag, ic):
         sel = VAR(X).select_order(maxlag, trend='c')
     return max(1, int(sel.selected_orders[ic]))
 
+# %% ../../nbs/career/42_causal.ipynb #e542f234
+def _check_mode(mode):
+    if mode not in ('conditional', 'pairwise'):
+        raise InputError('mode', mode, 'use "conditional" or "pairwise"')
+
+def _check_order(field:str, # the argument's name
+                 value, # a lag order
+                ):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(field, value, 'pass an integer >= 1')
+
+def _check_granger_args(ic, mode, stationarity, alpha, maxlag, lag):
+    "Refuse a bad argument of `granger`, in the order of its signature."
+    if ic not in ('aic', 'bic'):
+        raise InputError('ic', ic, 'use "aic" or "bic"')
+    _check_mode(mode)
+    if stationarity not in ('adf', None):
+        raise InputError('stationarity', stationarity, 'use "adf" or None')
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise InputError('alpha', alpha, 'pass a level in (0, 1)')
+    for field, value in (('maxlag', maxlag), ('lag', lag)):
+        if value is not None:
+            _check_order(field, value)
+
+# %% ../../nbs/career/42_causal.ipynb #1eeb6e0e
+def _stationary(X:np.ndarray, # the series, one per column
+                names:list, # their names
+                adf_alpha:float, # level of the ADF test
+               ) -> tuple:
+    "`(X, differenced, ADF p-values)`: the series, differenced once when ADF finds a unit root in any of them."
+    adf = _adf(X, names, adf_alpha)
+    bad = [n for n, pv in adf.items() if pv > adf_alpha]
+    if not bad:
+        return X, False, adf
+    warnings.warn(f'ADF finds a unit root in {bad} (p > {adf_alpha}); differencing all series once',
+                  stacklevel=3)  # the caller of granger
+    X = np.diff(X, axis=0)
+    const = [n for n, s in zip(names, X.std(0)) if s == 0]
+    if const:
+        raise InputError('data', const, 'drop series that are linear trends: they are constant once differenced',
+                         'constant after differencing')
+    return X, True, adf
+
+# %% ../../nbs/career/42_causal.ipynb #985e1dac
+def _lag_order(X:np.ndarray, # the series, one per column
+               maxlag:int, # the largest order asked for
+               ic:str, # "aic" or "bic"
+              ) -> int:
+    "The VAR lag order chosen by `ic` over 1..maxlag, as far as the series' length allows."
+    n_rows, n_series = X.shape
+    fits = [q for q in range(1, maxlag + 1) if _residual_df(n_rows, q, n_series) >= 1]
+    if not fits:
+        raise InputError('data', f'{n_rows} rows', 'pass a longer series or fix lag=1', 'series too short')
+    if fits[-1] < maxlag:
+        warnings.warn(f'maxlag lowered from {maxlag} to {fits[-1]}: the series is too short', stacklevel=3)
+    return _select_lag(X, fits[-1], ic) if len(fits) > 1 else 1
+
+# %% ../../nbs/career/42_causal.ipynb #9040ecb9
+def _ordered_pairs(names:list, # the series' names
+                   mode:str, # "conditional" or "pairwise"
+                  ):
+    "`(i, cause, j, effect, keep)` for every ordered pair; `keep` lists the series of the pair's model."
+    for (i, x), (j, y) in itertools.permutations(enumerate(names), 2):
+        yield i, x, j, y, (list(range(len(names))) if mode == 'conditional' else sorted({i, j}))
+
 # %% ../../nbs/career/42_causal.ipynb #a4c51710
 def granger(data:pd.DataFrame, # time series, one numeric column per series, rows in time order
             maxlag:int=4, # largest lag order considered by the information criterion
@@ -562,59 +634,26 @@ def granger(data:pd.DataFrame, # time series, one numeric column per series, row
             adf_alpha:float=0.05, # level of the ADF test
            ) -> pd.DataFrame:
     "Granger F-tests for every ordered pair, BH-corrected: one row per (cause, effect)."
-    if ic not in ('aic', 'bic'):
-        raise InputError('ic', ic, 'use "aic" or "bic"')
-    if mode not in ('conditional', 'pairwise'):
-        raise InputError('mode', mode, 'use "conditional" or "pairwise"')
-    if stationarity not in ('adf', None):
-        raise InputError('stationarity', stationarity, 'use "adf" or None')
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise InputError('alpha', alpha, 'pass a level in (0, 1)')
-    for f, v in (('maxlag', maxlag), ('lag', lag)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-            raise InputError(f, v, 'pass an integer >= 1')
+    _check_granger_args(ic, mode, stationarity, alpha, maxlag, lag)
     X = _check_frame(data)
     names = [str(c) for c in data.columns]
     k_model = len(names) if mode == 'conditional' else 2
     p_min = lag or 1
-    if len(X) - p_min - k_model * p_min - 1 < 1:
+    if _residual_df(len(X), p_min, k_model) < 1:
         raise InputError('data', f'{len(X)} rows',
                          f'pass more than {(k_model + 1) * p_min + 1} rows for lag {p_min} with '
                          f'{k_model} series per model (T - p <= {k_model}p + 1 leaves no residual degrees of freedom)',
                          'series too short')
-    adf, differenced = {}, False
-    if stationarity == 'adf':
-        adf = _adf(X, names, adf_alpha)
-        bad = [n for n, pv in adf.items() if pv > adf_alpha]
-        if bad:
-            warnings.warn(f'ADF finds a unit root in {bad} (p > {adf_alpha}); differencing all series once',
-                          stacklevel=2)
-            X, differenced = np.diff(X, axis=0), True
-            const = [n for n, s in zip(names, X.std(0)) if s == 0]
-            if const:
-                raise InputError('data', const,
-                                 'drop series that are linear trends: they are constant once differenced',
-                                 'constant after differencing')
-    if lag is None:
-        fits = [q for q in range(1, maxlag + 1) if len(X) - q - len(names) * q - 1 >= 1]
-        if not fits:
-            raise InputError('data', f'{len(X)} rows', f'pass a longer series or fix lag=1', 'series too short')
-        if fits[-1] < maxlag:
-            warnings.warn(f'maxlag lowered from {maxlag} to {fits[-1]}: the series is too short', stacklevel=2)
-        p = _select_lag(X, fits[-1], ic) if len(fits) > 1 else 1
-    else:
-        p = lag
-    if len(X) - p - k_model * p - 1 < 1:
+    X, differenced, adf = _stationary(X, names, adf_alpha) if stationarity == 'adf' else (X, False, {})
+    p = _lag_order(X, maxlag, ic) if lag is None else lag
+    if _residual_df(len(X), p, k_model) < 1:
         raise InputError('data', f'{len(X)} rows', f'pass a longer series or a smaller lag than {p}',
                          'series too short')
     rows = []
-    for (i, x), (j, y) in itertools.permutations(enumerate(names), 2):
-        keep = list(range(len(names))) if mode == 'conditional' else sorted({i, j})
+    for i, x, j, y, keep in _ordered_pairs(names, mode):
         F, dfn, dfd, pv = _f_test(X, i, j, p, keep)
         rows.append(dict(cause=x, effect=y, lag=p, F=F, df_num=dfn, df_denom=dfd, p_value=pv))
-    out = pd.DataFrame(rows)
-    out['p_adjusted'] = bh_adjust(out.p_value.to_numpy())
-    out['significant'] = out.p_adjusted < alpha
+    out = _with_bh(pd.DataFrame(rows), alpha)
     out.attrs.update(lag=p, ic=ic if lag is None else 'fixed', mode=mode, differenced=differenced, adf_pvalues=adf,
                      alpha=alpha)
     return out
@@ -632,6 +671,16 @@ def bh_adjust(p, # p-values
     out = np.empty(n)
     out[order] = np.minimum(adj, 1.0)
     return out
+
+def _with_bh(table:pd.DataFrame, # one row per test, with a `p_value` column (NaN: not tested)
+             alpha:float, # level of the decisions
+            ) -> pd.DataFrame:
+    "`table` with `p_adjusted` (BH over the tested rows) and `significant` (p_adjusted < alpha) added."
+    tested = table.p_value.notna().to_numpy()
+    table['p_adjusted'] = np.nan
+    table.loc[tested, 'p_adjusted'] = bh_adjust(table.p_value.to_numpy()[tested])
+    table['significant'] = (table.p_adjusted < alpha).fillna(False).astype(bool)
+    return table
 
 def granger_graph(table:pd.DataFrame, # the output of `granger` (or `granger_pooled`)
                  ) -> nx.DiGraph:
@@ -704,6 +753,56 @@ def career_series(catalog, # a kelly.data.Catalog
     return {a: g[list(columns)].astype(float).reset_index(drop=True) for a, g in df.groupby('artist_id', sort=True)
             if len(g) >= min_songs}
 
+# %% ../../nbs/career/42_causal.ipynb #5997bacc
+def _usable_units(frames:dict, # {unit: DataFrame}
+                  cols:list, # the columns every unit must have
+                  lag:int, # the lag order p
+                  k:int, # series in each model
+                 ) -> dict:
+    "{unit: array} of the units long enough to leave a residual degree of freedom."
+    usable = {}
+    for u, f in frames.items():
+        if list(f.columns) != cols:
+            raise InputError(f'frames[{u!r}]', list(f.columns), f'give every unit the columns {cols}')
+        X = f.to_numpy(float)
+        if np.isnan(X).any():
+            raise InputError(f'frames[{u!r}]', 'NaN', 'drop or impute the missing values first', 'series holds NaN')
+        if _residual_df(len(X), lag, k) >= 1:
+            usable[u] = X
+    if not usable:
+        raise InputError('frames', f'{len(frames)} units', f'pass series longer than {(k + 1) * lag + 1} rows',
+                         'series too short')
+    return usable
+
+# %% ../../nbs/career/42_causal.ipynb #38de3288
+def _fisher_test(usable:dict, i:int, j:int, lag:int, keep:list, # units, cause, effect, lag order, model's series
+                 min_distinct:int, # a unit's effect series needs this many distinct values to be tested
+                ) -> dict:
+    "Fisher's combination of the units' F-tests of cause i on effect j (NaN when no unit can be tested)."
+    ps = [_f_test(X, i, j, lag, keep)[3] for X in usable.values()
+          if X[:, i].std() > 0 and len(np.unique(X[lag:, j])) >= min_distinct]
+    chi2 = float(-2 * np.log(np.clip(ps, 1e-300, 1)).sum())
+    return dict(units=len(ps), statistic=chi2 if ps else np.nan, df_num=2 * len(ps), df_denom=np.nan,
+                p_value=float(stats.chi2.sf(chi2, 2 * len(ps))) if ps else np.nan)
+
+def _fixed_effects_test(usable:dict, i:int, j:int, lag:int, keep:list, # units, cause, effect, lag order, series
+                       ) -> dict:
+    "One F-test of cause i on effect j in the units' stacked, within-unit centred equations."
+    Ys, Ls = [], []
+    for X in usable.values():
+        L = _lagged(X[:, keep], lag)
+        yv = X[lag:, j]
+        Ys.append(yv - yv.mean())
+        Ls.append(L - L.mean(0))
+    yv, L = np.concatenate(Ys), np.vstack(Ls)
+    drop = [l * len(keep) + keep.index(i) for l in range(lag)]
+    rss_u, rss_r = _rss(yv, L), _rss(yv, np.delete(L, drop, axis=1))
+    df_d = len(yv) - len(usable) - L.shape[1]
+    if df_d < 1 or rss_u <= 0:
+        raise InputError('frames', f'{len(yv)} rows', 'pass more or longer series', 'series too short')
+    F = ((rss_r - rss_u) / lag) / (rss_u / df_d)
+    return dict(units=len(usable), statistic=F, df_num=lag, df_denom=df_d, p_value=float(stats.f.sf(F, lag, df_d)))
+
 # %% ../../nbs/career/42_causal.ipynb #9e22ae86
 def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows in time order
                    lag:int=1, # the lag order p
@@ -717,55 +816,18 @@ def granger_pooled(frames:dict, # {unit: DataFrame} with the same columns, rows 
         raise InputError('frames', frames, 'pass at least one series')
     if method not in ('fisher', 'fixed_effects'):
         raise InputError('method', method, 'use "fisher" or "fixed_effects"')
-    if mode not in ('conditional', 'pairwise'):
-        raise InputError('mode', mode, 'use "conditional" or "pairwise"')
+    _check_mode(mode)
     cols = list(next(iter(frames.values())).columns)
-    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 1:
-        raise InputError('lag', lag, 'pass an integer >= 1')
-    k = len(cols) if mode == 'conditional' else 2
-    usable = {}
-    for u, f in frames.items():
-        if list(f.columns) != cols:
-            raise InputError(f'frames[{u!r}]', list(f.columns), f'give every unit the columns {cols}')
-        X = f.to_numpy(float)
-        if np.isnan(X).any():
-            raise InputError(f'frames[{u!r}]', 'NaN', 'drop or impute the missing values first', 'series holds NaN')
-        if len(X) - lag - k * lag - 1 >= 1:
-            usable[u] = X
-    if not usable:
-        raise InputError('frames', f'{len(frames)} units', f'pass series longer than {(k + 1) * lag + 1} rows',
-                         'series too short')
+    _check_order('lag', lag)
+    usable = _usable_units(frames, cols, lag, len(cols) if mode == 'conditional' else 2)
     rows = []
-    for (i, x), (j, y) in itertools.permutations(enumerate(cols), 2):
-        keep = list(range(len(cols))) if mode == 'conditional' else sorted({i, j})
+    for i, x, j, y, keep in _ordered_pairs(cols, mode):
         if method == 'fisher':
-            ps = [_f_test(X, i, j, lag, keep)[3] for X in usable.values()
-                  if X[:, i].std() > 0 and len(np.unique(X[lag:, j])) >= min_distinct]
-            chi2 = float(-2 * np.log(np.clip(ps, 1e-300, 1)).sum())
-            rows.append(dict(cause=x, effect=y, lag=lag, units=len(ps), statistic=chi2 if ps else np.nan,
-                             df_num=2 * len(ps), df_denom=np.nan,
-                             p_value=float(stats.chi2.sf(chi2, 2 * len(ps))) if ps else np.nan))
-            continue
-        Ys, Ls = [], []
-        for X in usable.values():
-            L = _lagged(X[:, keep], lag)
-            yv = X[lag:, j]
-            Ys.append(yv - yv.mean())
-            Ls.append(L - L.mean(0))
-        yv, L = np.concatenate(Ys), np.vstack(Ls)
-        drop = [l * len(keep) + keep.index(i) for l in range(lag)]
-        rss_u, rss_r = _rss(yv, L), _rss(yv, np.delete(L, drop, axis=1))
-        df_d = len(yv) - len(usable) - L.shape[1]
-        if df_d < 1 or rss_u <= 0:
-            raise InputError('frames', f'{len(yv)} rows', 'pass more or longer series', 'series too short')
-        F = ((rss_r - rss_u) / lag) / (rss_u / df_d)
-        rows.append(dict(cause=x, effect=y, lag=lag, units=len(usable), statistic=F, df_num=lag, df_denom=df_d,
-                         p_value=float(stats.f.sf(F, lag, df_d))))
-    out = pd.DataFrame(rows)
-    tested = out.p_value.notna().to_numpy()
-    out['p_adjusted'] = np.nan
-    out.loc[tested, 'p_adjusted'] = bh_adjust(out.p_value.to_numpy()[tested])
-    out['significant'] = (out.p_adjusted < alpha).fillna(False).astype(bool)
+            test = _fisher_test(usable, i, j, lag, keep, min_distinct)
+        else:
+            test = _fixed_effects_test(usable, i, j, lag, keep)
+        rows.append(dict(cause=x, effect=y, lag=lag, **test))
+    out = _with_bh(pd.DataFrame(rows), alpha)
     out.attrs.update(lag=lag, mode=mode, method=method, units=len(usable), alpha=alpha)
     return out
 

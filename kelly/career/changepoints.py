@@ -14,7 +14,7 @@ from scipy.special import gammaln
 
 from fastcore.basics import patch
 
-from ..core import InputError, require
+from ..core import InputError, as_series_array, require
 from ..data import EMOTION_COLUMNS
 from ..parallel import parallel_map
 
@@ -37,30 +37,12 @@ def check_series(Y, # a 1-d series of length T, or an array / DataFrame of shape
                  allow_missing:bool=False, # accept NaN as a missing observation (inf is still refused)
                 ) -> np.ndarray:
     "`Y` as a float array of shape (T, d), or an `InputError` for NaN (unless allowed), inf or a series too short."
-    if hasattr(Y, 'to_numpy'):
-        Y = Y.to_numpy()
-    try:
-        Y = np.asarray(Y, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(name, Y, 'pass numbers: a 1-d series or a 2-d array of shape (T, d)', 'not numeric') from None
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    if Y.ndim != 2:
-        raise InputError(f'{name}.shape', Y.shape, 'pass a 1-d series or a 2-d array of shape (T, d)',
-                         'wrong number of dimensions')
-    bad_mask = np.isinf(Y) if allow_missing else ~np.isfinite(Y)
-    if bad_mask.any():
-        bad = tuple(np.argwhere(bad_mask)[0])
-        fix = ('drop infinite values' if allow_missing else
-               'drop or impute missing values (NaN, inf), or use method="exact", which treats NaN as missing')
-        raise InputError(f'{name}[{bad[0]}]', Y[bad], fix, 'not finite')
-    if len(Y) < 2*min_size:
-        raise InputError(f'len({name})', len(Y),
-                         f'pass at least {2*min_size} observations (two segments of min_size={min_size}), or lower '
-                         'min_size', 'series too short')
-    if np.isfinite(Y).all(1).sum() < 2:
-        raise InputError(name, Y, 'pass a series with at least two observed (non-NaN) rows', 'too few observed values')
-    return Y
+    n_min = 2*min_size
+    return as_series_array(Y, name, min_length=n_min, allow_nan=allow_missing,
+                           length_fix=f'pass at least {n_min} observations (two segments of min_size={min_size}), '
+                                      'or lower min_size',
+                           missing_fix='drop or impute missing values (NaN, inf), or use method="exact", which treats '
+                                       'NaN as missing')
 
 # %% ../../nbs/career/41_changepoints.ipynb #41264f4f
 @dataclass
@@ -1425,16 +1407,23 @@ class Career:
     @property
     def T(self) -> int: return len(self.Y)
 
+def _career_songs(catalog, # a `Catalog`
+                  columns:tuple, # the song columns that make the series
+                  fix:str, # what to do when a column is missing
+                 ) -> pd.DataFrame:
+    "The catalog's songs, or an `InputError` when they lack the ids, release dates or `columns`."
+    songs = catalog.songs
+    missing = [c for c in ('song_id', 'artist_id', 'release_date', *columns) if c not in songs.columns]
+    if missing:
+        raise InputError('catalog.songs', missing, fix, 'missing columns')
+    return songs
+
 def simulated_careers(catalog, # a simulated `Catalog` (first element of `simulate_catalog`'s result)
                       truth, # the matching `SimulationTruth` (second element)
                       columns:tuple=EMOTION_COLUMNS, # the song columns that make the series
                      ) -> list:
     "One `Career` per artist: emotion in release order and the true change points as indices into it."
-    songs = catalog.songs
-    missing = [c for c in ('song_id', 'artist_id', 'release_date', *columns) if c not in songs.columns]
-    if missing:
-        raise InputError('catalog.songs', missing,
-                         'pass the catalog returned by simulate_catalog (with its emotion columns)', 'missing columns')
+    songs = _career_songs(catalog, columns, 'pass the catalog returned by simulate_catalog (with its emotion columns)')
     order = truth.songs.set_index('song_id')['position']
     unknown = ~songs['song_id'].isin(order.index)
     if unknown.any():
@@ -1536,10 +1525,7 @@ def catalog_careers(catalog, # a `Catalog` whose songs carry the emotion columns
                     columns:tuple=EMOTION_COLUMNS, # the song columns that make the series
                    ) -> list:
     "One `Career` per artist with its songs in release order (change points unknown: empty)."
-    songs = catalog.songs
-    missing = [c for c in ('song_id', 'artist_id', 'release_date', *columns) if c not in songs.columns]
-    if missing:
-        raise InputError('catalog.songs', missing, 'add the emotion columns and release dates', 'missing columns')
+    songs = _career_songs(catalog, columns, 'add the emotion columns and release dates')
     songs = songs.dropna(subset=['release_date', *columns]).sort_values(['artist_id', 'release_date', 'song_id'],
                                                                         kind='stable')
     return [Career(a, g.set_index('song_id')[list(columns)].astype(float), np.zeros(0, int))

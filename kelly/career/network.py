@@ -225,6 +225,62 @@ def _state(dates, eta, k, tau, window):
     last = eta[k] - eta[k - 1] if k >= 1 else np.zeros(3)
     return np.r_[eta[k], eta[k] - recent, last, math.exp(-(tau - dates[k]) / _YEAR_NS)]
 
+# %% ../../nbs/career/44_network.ipynb #91f4e4a7
+def _event_order(careers:dict, # {artist: (release dates in ns, emotion rows, song ids)}, from `_careers`
+                 want:set, # the artists whose events are wanted
+                ) -> list:
+    "`(date of release k + 1, artist, k)` of every event, sorted by date, then artist, then k."
+    events = [(dates[k + 1], a, k) for a, (dates, _, _) in careers.items() if a in want
+              for k in range(1, len(dates) - 1)]
+    events.sort(key=lambda r: (r[0], r[1], r[2]))
+    return events
+
+# %% ../../nbs/career/44_network.ipynb #09cf54ff
+class _StrengthClock:
+    "The collaboration strengths S of `collab_strength`, moved forward in time one collaboration at a time."
+    def __init__(self, basis:InfluenceBasis):
+        col = basis.collab
+        self.dates, self.rows = col.date.to_numpy(), col.i.to_numpy(int)
+        self.cols, self.weights = col.j.to_numpy(int), col.weight.to_numpy(float)
+        self.S = np.zeros((len(basis.ids),) * 2)
+        self.added = 0   # the collaborations added so far
+
+    def at(self, tau) -> np.ndarray:
+        "S counting every collaboration dated strictly before `tau` (ns; never earlier than the last call's)."
+        while self.added < len(self.dates) and self.dates[self.added] < tau:
+            p = self.added
+            self.S[self.rows[p], self.cols[p]] += self.weights[p]
+            self.added += 1
+        return self.S
+
+# %% ../../nbs/career/44_network.ipynb #9ef160a8
+def _ego_neighbours(basis:InfluenceBasis, # from `influence_basis`
+                    careers:dict, # {artist: (release dates in ns, emotion rows, song ids)}
+                    S:np.ndarray, # collaboration strengths at the event's date
+                    i:int, # the artist's index in basis.ids
+                    tau, # the event's date, ns
+                    K:int, # the most influencers kept
+                   ) -> tuple:
+    "`(neighbours, last)`: indices of the influencers kept, and the index of each one's last release before tau."
+    cand = np.flatnonzero(S[i] > 0)
+    cand = cand[cand != i]
+    neighbours, last = [], []
+    if not len(cand):
+        return neighbours, last
+    w = influence_matrix(basis, S[np.ix_([i], cand)], [i], cand)[0]
+    for j in cand[np.argsort(-w, kind='stable')]:
+        if len(neighbours) == K:
+            break
+        c = careers.get(basis.ids[j])
+        if c is None:
+            continue
+        l = int(np.searchsorted(c[0], tau, 'left')) - 1
+        if l < 0:
+            continue
+        neighbours.append(j)
+        last.append(l)
+    return neighbours, last
+
 # %% ../../nbs/career/44_network.ipynb #a92f2e7e
 def shift_events(catalog:Catalog, # songs with release dates and emo_* columns, and collaborations
                  targets_for=None, # artist ids whose events are rows (default all)
@@ -242,51 +298,28 @@ def shift_events(catalog:Catalog, # songs with release dates and emo_* columns, 
     unknown = want - set(idx)
     if unknown:
         raise InputError('targets_for', sorted(unknown)[:5], 'name artists of the catalog', 'unknown artist')
-    ev = [(d[k + 1], a, k) for a, (d, e, s) in careers.items() if a in want for k in range(1, len(d) - 1)]
-    ev.sort(key=lambda r: (r[0], r[1], r[2]))
-    K, n = max_neighbours, len(ev)
+    events = _event_order(careers, want)
+    K, n = max_neighbours, len(events)
     x = np.zeros((n, K + 1, N_STATE))
     adj = np.zeros((n, K + 1, K + 1))
     mask = np.zeros((n, K + 1), bool)
     target = np.zeros((n, 3))
     meta = []
-    col = basis.collab
-    cd, ci, cj, cw = col.date.to_numpy(), col.i.to_numpy(int), col.j.to_numpy(int), col.weight.to_numpy(float)
-    S = np.zeros((len(basis.ids),) * 2)
-    p = 0
-    for r, (tau, a, k) in enumerate(ev):
-        while p < len(cd) and cd[p] < tau:
-            S[ci[p], cj[p]] += cw[p]
-            p += 1
-        d, e, s = careers[a]
+    clock = _StrengthClock(basis)
+    for r, (tau, a, k) in enumerate(events):
+        S = clock.at(tau)
+        dates, eta, songs = careers[a]
         i = idx[a]
-        x[r, 0] = _state(d, e, k, d[k + 1], window)
-        mask[r, 0] = True
-        target[r] = e[k + 1] - e[k]
-        cand = np.flatnonzero(S[i] > 0)
-        cand = cand[cand != i]
-        nb, last = [], []
-        if len(cand):
-            w = influence_matrix(basis, S[np.ix_([i], cand)], [i], cand)[0]
-            for j in cand[np.argsort(-w, kind='stable')]:
-                c = careers.get(basis.ids[j])
-                if c is None:
-                    continue
-                l = int(np.searchsorted(c[0], tau, 'left')) - 1
-                if l < 0:
-                    continue
-                nb.append(j)
-                last.append(l)
-                if len(nb) == K:
-                    break
-        for q, (j, l) in enumerate(zip(nb, last), 1):
+        x[r, 0] = _state(dates, eta, k, dates[k + 1], window)
+        target[r] = eta[k + 1] - eta[k]
+        neighbours, last = _ego_neighbours(basis, careers, S, i, tau, K)
+        for q, (j, l) in enumerate(zip(neighbours, last), 1):
             c = careers[basis.ids[j]]
             x[r, q] = _state(c[0], c[1], l, tau, window)
-            mask[r, q] = True
-        members = np.array([i] + nb, int)
-        m = len(members)
-        adj[r, :m, :m] = influence_matrix(basis, S[np.ix_(members, members)], members, members)
-        meta.append(dict(artist_id=a, song_id=s[k + 1], date=pd.Timestamp(int(tau)), n_neighbours=len(nb)))
+        mask[r, :len(neighbours) + 1] = True
+        members = np.array([i] + neighbours, int)
+        adj[r, :len(members), :len(members)] = influence_matrix(basis, S[np.ix_(members, members)], members, members)
+        meta.append(dict(artist_id=a, song_id=songs[k + 1], date=pd.Timestamp(int(tau)), n_neighbours=len(neighbours)))
     meta = pd.DataFrame(meta, columns=['artist_id', 'song_id', 'date', 'n_neighbours'])
     return ShiftEvents(x, adj, mask, target, meta)
 

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 from fastcore.basics import patch
 
 from ..bench import benchmark, time_call
-from ..core import InputError, limit_threads, require
+from ..core import InputError, as_series_array, limit_threads, require
 
 # %% auto #0
 __all__ = ['LinearGaussianSSM', 'vad_model', 'check_observations', 'kalman_smoother', 'statsmodels_smoother', 'precision_blocks',
@@ -97,21 +97,7 @@ def check_observations(y, # observations, shape (T, p): an array or a DataFrame
                        name:str='y', # the argument's name, for error messages
                       ) -> np.ndarray:
     "`y` as a float array of shape (T, p), or an `InputError`."
-    if hasattr(y, 'to_numpy'):
-        y = y.to_numpy()
-    try:
-        y = np.asarray(y, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(name, y, 'pass numbers of shape (T, p)', 'not numeric') from None
-    if y.ndim == 1:
-        y = y[:, None]
-    if y.ndim != 2:
-        raise InputError(f'{name}.shape', y.shape, 'pass a 2-d array of shape (T, p)', 'wrong number of dimensions')
-    if len(y) < 2:
-        raise InputError(f'len({name})', len(y), 'pass at least 2 time steps', 'series too short')
-    if not np.isfinite(y).all():
-        bad = tuple(np.argwhere(~np.isfinite(y))[0])
-        raise InputError(f'{name}[{bad[0]}]', y[bad], 'impute or drop missing values before smoothing', 'not finite')
+    y = as_series_array(y, name, min_length=2, missing_fix='impute or drop missing values before smoothing')
     if model is not None and y.shape[1] != model.p:
         raise InputError(f'{name}.shape[1]', y.shape[1], f'pass {model.p} columns, as many as the rows of H',
                          'wrong number of series')

@@ -173,3 +173,23 @@ def test_diversity_weights_raise_minority_recall():
     per_seed = res.groupby(['seed', 'weighted']).recall.mean().unstack()
     gain = per_seed[True] - per_seed[False]
     assert (gain > 0.1).all(), per_seed
+
+
+def test_training_runs_on_the_threads_asked_and_restores_them(monkeypatch):
+    "fit_transition_model and minority_recall limit torch's threads while they train, and give them back after."
+    from kelly.core import limit_threads
+    from kelly.training import Trainer
+    seen, real_fit = [], Trainer.fit
+    def fit(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_fit(self, *args, **kwargs)
+    monkeypatch.setattr(Trainer, 'fit', fit)
+    cat, _ = simulate_catalog(n_artists=2, seed=1, songs_per_artist=3, network=False, section_emotions=True)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 4)).astype(np.float32), np.arange(200) % 3
+    with limit_threads(2):
+        fit_transition_model(section_sequences(cat), _small_model(), epochs=1, threads=1)
+        minority_recall(X, y, minority=(2,), keep=0.5, seeds=(0,), epochs=1, threads=1)
+        assert torch.get_num_threads() == 2  # restored
+        fit_transition_model(section_sequences(cat), _small_model(), epochs=1, threads=2)
+    assert seen == [1, 1, 1, 2]  # one chain fit, two recall fits (unweighted, weighted), then two threads

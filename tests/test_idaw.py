@@ -53,6 +53,12 @@ def test_pipeline_reset_and_state():
     assert torch.equal(a['notes'], c['notes']) and torch.equal(a['chords'], c['chords'])
     assert torch.allclose(a['chords'].sum(-1), torch.ones(2, 5), atol=1e-5)
     assert ((a['expression'] >= 0) & (a['expression'] <= 1)).all() and (a['groove'].abs() <= 1).all()
+    state = pipe.state  # named for what each entry holds
+    assert set(state) == {'emotion_lstm', 'melody_lstm', 'chord', 'note', 'key', 'tempo_density'}
+    lstm_shapes = [tuple(t.shape) for t in state['emotion_lstm'] + state['melody_lstm']]
+    assert lstm_shapes == [(2, 128), (2, 128), (2, 256), (2, 256)]  # (h, c) of each network's LSTM
+    pipe.reset(batch=2, tempo=120.0, density=2.0)
+    assert torch.allclose(pipe.state['tempo_density'], torch.tensor([[0.6, 0.5], [0.6, 0.5]]))
 
 
 def test_gradient_checkpointing_same_gradients():

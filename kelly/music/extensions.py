@@ -15,7 +15,7 @@ from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from ..core import ConfigError, InputError
+from ..core import ConfigError, InputError, limit_threads
 from ..data import EMOTIONS, Catalog
 from ..training import Trainer
 
@@ -171,6 +171,7 @@ def objective_loss(out:torch.Tensor, # [rows, 2] from TransitionObjective
 def fit_transition_model(seqs:dict, # from `section_sequences`
                          model:EmotionTransitionModel=None, # default: hidden 32, one layer, four heads
                          mask_prob:float=0.15, # share of steps hidden from the context model while training
+                         threads:int=1, # torch threads while training (one: small networks, the same result anywhere)
                          **trainer_kwargs, # TrainConfig fields, e.g. epochs=40, seed=1
                         ) -> EmotionTransitionModel:
     "Train the chain and the context model through kelly.training; return the model (best weights, eval mode)."
@@ -180,7 +181,8 @@ def fit_transition_model(seqs:dict, # from `section_sequences`
     n = len(seqs['labels'])
     data = (seqs['emotions'], seqs['timestamps'], seqs['mask'], seqs['labels'], torch.zeros(n))
     trainer = Trainer(TransitionObjective(model, mask_prob), objective_loss, name='transitions', **settings)
-    model.history_ = trainer.fit(data)
+    with limit_threads(threads):
+        model.history_ = trainer.fit(data)
     trainer.restore_best()
     return model.eval()
 
@@ -722,6 +724,7 @@ def minority_recall(X:np.ndarray, # features [n, d]
                     epochs:int=30, # training epochs
                     hidden:int=32, # hidden units of the one-layer network
                     test_frac:float=0.3, # share of each class held out for testing (the test split is not thinned)
+                    threads:int=1, # torch threads while training and predicting
                    ) -> pd.DataFrame:
     "Recall of each minority class on held-out rows, trained through kelly.training without and with diversity weights."
     X, y = np.asarray(X, np.float32), np.asarray(y, np.int64)
@@ -739,9 +742,10 @@ def minority_recall(X:np.ndarray, # features [n, d]
             net = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, len(classes)))
             trainer = Trainer(net, F.cross_entropy, epochs=epochs, batch_size=64, lr=3e-3, min_lr=3e-4, patience=epochs,
                               seed=seed, name='recall')
-            trainer.fit((X[train], y[train]), sample_weights=weights if weighted else None)
-            with torch.no_grad():
-                pred = net(torch.as_tensor(X[test])).argmax(1).numpy()
+            with limit_threads(threads):
+                trainer.fit((X[train], y[train]), sample_weights=weights if weighted else None)
+                with torch.no_grad():
+                    pred = net(torch.as_tensor(X[test])).argmax(1).numpy()
             for c in minority:
                 hit = y[test] == c
                 rows.append(dict(seed=seed, weighted=weighted, cls=int(c), train_rows=int((y[train] == c).sum()),

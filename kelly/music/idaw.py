@@ -234,10 +234,11 @@ class IDAWPipeline(nn.Module):
         if batch < 1:
             raise InputError('batch', batch, 'use at least one stream')
         z = lambda n: torch.zeros(batch, n)
-        self.state = dict(er=(z(128), z(128)), mt=(z(256), z(256)), chord=torch.full((batch,), 60, dtype=torch.long),
+        self.state = dict(emotion_lstm=(z(128), z(128)), melody_lstm=(z(256), z(256)),  # (h, c) of each LSTM
+                          chord=torch.full((batch,), 60, dtype=torch.long),
                           note=torch.full((batch,), -1, dtype=torch.long),
                           key=key_vector(torch.full((batch,), tonic), torch.full((batch,), float(major))),
-                          td=torch.tensor([[tempo / 200, density / 4]]).expand(batch, 2).contiguous())
+                          tempo_density=torch.tensor([[tempo / 200, density / 4]]).expand(batch, 2).contiguous())
         self.beat, self.beats_per_bar, self.batch = 0, int(beats_per_bar), batch
         self._beats = torch.arange(beats_per_bar).repeat_interleave(batch).view(beats_per_bar, batch)
         phases = torch.arange(beats_per_bar, dtype=torch.float32) / beats_per_bar
@@ -260,13 +261,13 @@ def step(self:IDAWPipeline,
         raise InputError('batch', given.shape[0],
                          f'call reset(batch={given.shape[0]}) first: the state holds {self.batch} streams')
     if mel is not None:
-        emb, s['er'] = self.emotion.step(mel, s['er'])
+        emb, s['emotion_lstm'] = self.emotion.step(mel, s['emotion_lstm'])
         code = emb[:, :EMOTION_DIM]
     elif code is None:
         raise InputError('code', None, 'give an emotion code (emotion_code(vad)) or a mel frame')
     tables = _tables()
     x = torch.cat([code, tables['note_code'][s['note'] + 1]], 1)
-    notes, s['mt'] = self.melody.step(x, s['mt'])
+    notes, s['melody_lstm'] = self.melody.step(x, s['melody_lstm'])
     groove = self.groove(x)
     if choose_note is None:
         peak, best = notes.max(1)
@@ -276,9 +277,11 @@ def step(self:IDAWPipeline,
         heard = F.one_hot(chosen.clamp(min=0), 128).float() * (chosen >= 0).float()[:, None]
     b = self.beat % self.beats_per_bar
     summary = note_summary(heard)
-    context = harmony_context(code, heard, s['chord'], s['key'], self._beats[b], s['note'], s['td'], summary)
+    context = harmony_context(code, heard, s['chord'], s['key'], self._beats[b], s['note'], s['tempo_density'],
+                              summary)
     chords = self.harmony(context)
-    expression = self.dynamics(compact_context(code, heard, chords, self._phases[b], s['td'], summary))
+    compact = compact_context(code, heard, chords, self._phases[b], s['tempo_density'], summary)
+    expression = self.dynamics(compact)
     s['note'] = chosen
     s['chord'] = chords.argmax(1) if choose_chord is None else torch.as_tensor(choose_chord(chords)).long().view(-1)
     self.beat += 1
@@ -368,14 +371,14 @@ def piece_tensors(f:dict, # features of one piece (`score_features`)
     bpb = int(round(f['beats_per_bar']))
     beat = torch.arange(T) % bpb
     key = key_vector(torch.full((T,), f['tonic']), torch.full((T,), float(f['mode'] == 'major')))
-    td = torch.tensor([[f['tempo'] / 200, f['density'] / 4]]).expand(T, 2)
+    tempo_density = torch.tensor([[f['tempo'] / 200, f['density'] / 4]]).expand(T, 2)
     emb = torch.cat([code, note_state(prev_note)], 1)
     bars = torch.arange(0, T, bpb)
     g = torch.as_tensor(f['groove'][:len(bars)])
     return dict(embedding=emb, melody=mel, notes=notes, chords=chords,
-                harmony_context=harmony_context(code, notes, prev_chord, key, beat, prev_note, td),
+                harmony_context=harmony_context(code, notes, prev_chord, key, beat, prev_note, tempo_density),
                 compact_context=compact_context(code, notes, F.one_hot(chords, N_CHORDS).float(),
-                                                (beat.float() / bpb)[:, None], td),
+                                                (beat.float() / bpb)[:, None], tempo_density),
                 expression=torch.as_tensor(expression_targets(f)), groove_input=emb[bars[:len(g)]], groove=2 * g - 1,
                 vad=torch.tensor([f['valence'], f['arousal'], f['dominance']], dtype=torch.float32))
 

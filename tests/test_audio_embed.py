@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 from kelly.core import ConfigError, InputError, MissingResourceError
 from kelly.audio.signal import HOP_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, log_mel
 from kelly.audio import embed as E
+from test_parallel import cluster  # noqa: F401 (a scheduler and two workers on 127.0.0.1, for the killed-worker test)
 
 SR = SAMPLE_RATE
 
@@ -423,3 +424,86 @@ def test_errors_from_workers_are_the_serial_errors(tmp_path):
     assert str(there.value) == str(here.value) and 'broken.ogg' in str(here.value)
     with pytest.raises(InputError, match='scheduler'):
         E.embed_folder(folder, ex, cache_dir=False, show_progress=False, scheduler='nowhere')
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 5_000), st.integers(1, 16), st.integers(1, 100))
+def test_task_sizes_cover_the_files_once_and_shrink(n, workers, most):
+    sizes = E.task_sizes(n, workers, most)
+    assert sum(sizes) == n and all(1 <= s <= most for s in sizes)
+    assert sizes == sorted(sizes, reverse=True)                          # the large tasks first, the small ones last
+    left = n
+    for s in sizes:                                                      # each takes its share of what is left
+        assert s == min(most, -(-left // (2 * workers)))
+        left -= s
+
+
+def test_task_sizes_refuses_nonsense():
+    with pytest.raises(InputError, match='workers'):
+        E.task_sizes(10, 0)
+    with pytest.raises(InputError, match='most'):
+        E.task_sizes(10, 2, most=0)
+
+
+def test_a_task_returns_entries_in_order_and_one_block(tmp_path):
+    folder = make_folder(tmp_path / 'audio', n=3)
+    (folder / 'bad.wav').write_bytes(b'RIFF' + bytes(40))
+    paths = [folder / 't0.flac', folder / 'bad.wav', folder / 't2.flac']
+    ex = E.LogMelExtractor()
+    part = E.embed_files(paths, ex.settings(), cache=str(tmp_path / 'cache'), want_hash=False)
+    assert [e['status'] for e in part['entries']] == ['embedded', 'skipped', 'embedded']
+    assert part['vectors'].dtype == np.float32 and part['vectors'].shape == (3, ex.dim)
+    assert np.array_equal(part['vectors'][0], ex.embed(paths[0])) and not part['vectors'][1].any()
+    assert np.array_equal(part['vectors'][2], ex.embed(paths[2]))
+    again = E.embed_files(paths, ex.settings(), cache=str(tmp_path / 'cache'), want_hash=False)
+    assert [e['status'] for e in again['entries']] == ['cached', 'skipped', 'cached']   # one cache handle per task
+    assert np.array_equal(again['vectors'], part['vectors'])
+
+
+def test_many_files_in_shrinking_tasks_come_back_in_input_order(tmp_path):
+    root = tmp_path / 'audio'
+    root.mkdir()
+    for i in range(13):
+        sf.write(root / f'{i:02d}.flac', music(1, seed=i), SR)
+    (root / '05.flac').write_bytes(b'fLaC' + bytes(30))                 # a bad file inside a multi-file task
+    ex = E.LogMelExtractor()
+    here, there = [], []
+    a = E.embed_folder(root, ex, cache_dir=False, show_progress=False, on_error='skip', details=here)
+    b = E.embed_folder(root, ex, cache_dir=False, show_progress=False, on_error='skip', details=there,
+                       scheduler='sync')
+    assert E.task_sizes(13, 1) == [7, 3, 2, 1]
+    assert a[0] == b[0] == [f'{i:02d}' for i in range(13) if i != 5]
+    assert np.array_equal(a[1], b[1]) and here == there
+
+
+def test_a_worker_killed_mid_folder_costs_time_not_vectors(cluster, tmp_path):  # noqa: F811
+    "A real scheduler and two `dask worker` processes (tests/test_parallel.py's fixture); one dies during the run."
+    import os, signal, threading, time
+    from kelly.parallel import dask_client
+    address, procs = cluster
+    root = tmp_path / 'audio'
+    root.mkdir()
+    x = music(30, seed=1)
+    for i in range(40):   # distinct bytes (a gain per file), so that every file has its own cache entry
+        sf.write(root / f'{i:02d}.wav', x * (1 - i / 100), SR, subtype='FLOAT')
+    ex = E.LogMelExtractor()
+    serial_ids, serial = E.embed_folder(root, ex, cache_dir=False, show_progress=False)
+    cache = tmp_path / 'cache'
+    with dask_client(address) as client:
+        client.wait_for_workers(2, timeout=120)
+        got = {}
+        run = threading.Thread(target=lambda: got.update(out=E.embed_folder(
+            root, ex, cache_dir=cache, show_progress=False, scheduler=client)))
+        run.start()
+        deadline = time.monotonic() + 60
+        while not list(cache.rglob('*.npy')) and time.monotonic() < deadline:
+            time.sleep(0.01)   # work has begun
+        os.killpg(procs[1].pid, signal.SIGKILL)                                              # worker w1 dies
+        run.join(timeout=300)
+        assert not run.is_alive() and len(client.scheduler_info()['workers']) == 1
+    ids, X = got['out']
+    assert ids == serial_ids and np.array_equal(X, serial)                  # identical, in input order
+    entries = list(cache.rglob('*.npy'))
+    assert len(entries) == 40 and not list(cache.rglob('*.tmp'))            # every vector once, complete
+    row = {E.file_sha256(root / f'{i:02d}.wav'): i for i in range(40)}
+    assert all(np.array_equal(np.load(p), serial[row[p.stem]]) for p in entries)    # each the file's own vector

@@ -68,5 +68,18 @@ def test_bench_tiny():
     by = {(r['case'], r['metric']): r['value'] for r in recs}
     assert by[('extract workers=2', 'identical_to_serial')] == 1.0
     assert by[('extract workers=2', 'speedup')] > 0 and by[('ivfpq N=4000', 'recall@10')] >= 0.9
+    extract = {m for c, m in by if c == 'extract workers=2'}
+    assert {'speedup', 'speedup_median', 'control_speedup', 'client_cpu_share', 'overhead_per_task'} <= extract
+    assert by[('extract workers=2', 'audio')] == 4 * 2.0 / 60                  # the size measured is stated
     assert {'recall@10', 'latency_p50', 'build_seconds', 'peak_memory'} <= {m for c, m in by if c == 'ivfpq N=4000'}
     assert all(set(r) == {'case', 'metric', 'value', 'unit'} for r in recs)
+
+
+def test_extraction_benchmark_parts(tmp_path):
+    with pytest.raises(InputError, match='workers'):
+        S.extract_speedup(2, 1.0, workers=1)
+    assert S.control_task(7, 1000) == S.control_task(7, 1000) != S.control_task(8, 1000)
+    folder = S.tracks_folder(tmp_path / 'tracks', 4, 0.5, distinct=3)
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == ['track0000.wav', 'track0001.wav', 'track0002.wav', 'track0003.wav']
+    assert files[3].read_bytes() == files[0].read_bytes() != files[1].read_bytes()

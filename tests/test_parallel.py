@@ -72,3 +72,30 @@ def test_an_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(ConfigError, match='unreachable'):
         with dask_client(f'tcp://127.0.0.1:{_free_port()}'):
             pass
+
+
+def test_check_scheduler_names_and_refusals():
+    from kelly.core import InputError
+    from kelly.parallel import _check_scheduler, check_scheduler
+    assert [check_scheduler(s) for s in ('sync', ' local', None, 'tls://h:1')] == ['sync', 'local', 'local', 'tls://h:1']
+    for bad in ('threads', '127.0.0.1:8786', ''):
+        with pytest.raises(InputError, match='scheduler') as e:
+            check_scheduler(bad)
+        assert 'tcp://127.0.0.1:8786' in str(e.value)   # the fix names an address to give
+    assert _check_scheduler is check_scheduler           # the old name, kept for modules not yet moved
+
+
+def test_the_progress_bar_counts_weights(monkeypatch, capsys):
+    monkeypatch.setenv('KELLY_PROGRESS', '1')
+    assert parallel_map(abs, [-1, -2, -3], scheduler='sync', weights=[5, 1, 1], desc='files') == [1, 2, 3]
+    assert '7/7' in capsys.readouterr().err
+
+
+def _worker_state(dask_worker):
+    "What a worker runs besides its tasks: whether its statistical profiler is on, and glibc's trim setting."
+    return 'profile' in dask_worker.periodic_callbacks, os.environ.get('MALLOC_TRIM_THRESHOLD_')
+
+
+def test_local_workers_run_without_the_profiler_or_dasks_malloc_setting():
+    with dask_client('local', workers=2) as client:
+        assert set(client.run(_worker_state).values()) == {(False, None)}

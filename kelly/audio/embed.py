@@ -9,6 +9,7 @@ import hashlib, json, os, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 
 from .signal import (AUDIO_SUFFIXES, HOP_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, check_waveform, is_silent,
                                 load_24k, log_mel, n_segments, segments, to_24k)
@@ -20,7 +21,7 @@ from ..core import (ConfigError, InputError, KellyError, MissingResourceError, a
 __all__ = ['EXTRACTORS', 'time_mean', 'segment_mean', 'flatten_layers', 'l2_normalize', 'Extractor', 'LogMelExtractor',
            'hubert_config', 'hubert_config_from_dict', 'load_mert', 'MERTExtractor', 'mert_layout', 'frames_per_second',
            'write_random_mert', 'tiny_mert', 'make_extractor', 'list_audio', 'track_id', 'EmbeddingCache',
-           'other_files', 'embed_file', 'embed_files', 'embed_folder', 'bench_embed']
+           'other_files', 'embed_file', 'task_sizes', 'embed_files', 'embed_folder', 'bench_embed']
 
 # %% ../../nbs/audio/11_embed.ipynb #f90cf427
 def time_mean(h_raw:np.ndarray, # raw features of one segment, shape (layers, T, dims)
@@ -100,44 +101,51 @@ class Extractor:
         x = check_waveform(np.asarray(audio), sr)
         return check_waveform(to_24k(x, sr), SAMPLE_RATE) if sr != SAMPLE_RATE else x
 
-    def layer_features(self,
-                       audio, # a file path, or samples (mono, or (frames, channels))
-                       sr:int=None, # the samples' rate in Hz (default 24000); not for paths
-                       on_silent:str='zero', # silent audio: "zero" gives zero features (§3.2), "error" raises
-                      ) -> np.ndarray:
-        "H_track: the mean over segments of the time-averaged features, shape (layers, dims), float32."
-        if on_silent not in ('zero', 'error'):
-            raise InputError('on_silent', on_silent, 'use "zero" or "error"')
-        x = self.waveform(audio, sr)
-        if is_silent(x):
-            if on_silent == 'error':
-                name = str(audio) if isinstance(audio, (str, os.PathLike)) else 'audio'
-                raise InputError(name, 'silence (peak <= -120 dBFS)',
-                                 'give audio with sound in it, or use on_silent="zero" for the zero vector',
-                                 'silent audio')
-            return np.zeros((self.layers, self.dims), np.float32)
-        h = self.track_features(x)
-        if not np.isfinite(h).all():
-            raise KellyError('features', 'non-finite values', 'report this: the extractor produced NaN or infinity',
-                             'extractor failed')
-        return h
+# %% ../../nbs/audio/11_embed.ipynb #32c552be
+@patch
+def layer_features(self:Extractor,
+                   audio, # a file path, or samples (mono, or (frames, channels))
+                   sr:int=None, # the samples' rate in Hz (default 24000); not for paths
+                   on_silent:str='zero', # silent audio: "zero" gives zero features (§3.2), "error" raises
+                  ) -> np.ndarray:
+    "H_track: the mean over segments of the time-averaged features, shape (layers, dims), float32."
+    if on_silent not in ('zero', 'error'):
+        raise InputError('on_silent', on_silent, 'use "zero" or "error"')
+    x = self.waveform(audio, sr)
+    if is_silent(x):
+        if on_silent == 'error':
+            name = str(audio) if isinstance(audio, (str, os.PathLike)) else 'audio'
+            raise InputError(name, 'silence (peak <= -120 dBFS)',
+                             'give audio with sound in it, or use on_silent="zero" for the zero vector',
+                             'silent audio')
+        return np.zeros((self.layers, self.dims), np.float32)
+    h = self.track_features(x)
+    if not np.isfinite(h).all():
+        raise KellyError('features', 'non-finite values', 'report this: the extractor produced NaN or infinity',
+                         'extractor failed')
+    return h
 
-    def embed(self,
-              audio, # a file path, or samples
-              sr:int=None, # the samples' rate in Hz (default 24000); not for paths
-              on_silent:str='zero', # silent audio: "zero" vector (§3.2) or "error"
-             ) -> np.ndarray:
-        "The track's unit vector (zero for silence), float32 of length layers × dims (§3)."
-        return l2_normalize(flatten_layers(self.layer_features(audio, sr, on_silent)))
+# %% ../../nbs/audio/11_embed.ipynb #d1ae7594
+@patch
+def embed(self:Extractor,
+          audio, # a file path, or samples
+          sr:int=None, # the samples' rate in Hz (default 24000); not for paths
+          on_silent:str='zero', # silent audio: "zero" vector (§3.2) or "error"
+         ) -> np.ndarray:
+    "The track's unit vector (zero for silence), float32 of length layers × dims (§3)."
+    return l2_normalize(flatten_layers(self.layer_features(audio, sr, on_silent)))
 
-    def __repr__(self):
-        args = ', '.join(f'{k}={v!r}' for k, v in self.settings().items() if k != 'name')
-        return f'{type(self).__name__}({args}) → {self.layers}×{self.dims}'
+@patch
+def __repr__(self:Extractor):
+    "The class, its settings and its layout, e.g. `LogMelExtractor(n_mels=64, ...) → 3×128`."
+    args = ', '.join(f'{k}={v!r}' for k, v in self.settings().items() if k != 'name')
+    return f'{type(self).__name__}({args}) → {self.layers}×{self.dims}'
 
 # %% ../../nbs/audio/11_embed.ipynb #4707f982
 class LogMelExtractor(Extractor):
     "Offline extractor: per time scale (layer), mean log-mel levels and mean absolute frame-to-frame changes (dims)."
     name = 'logmel'
+
     def __init__(self,
                  n_mels:int=64, # mel bands per scale
                  n_ffts:tuple=(400, 1600, 4800), # frame lengths of the scales (samples at 24 kHz); hop: a quarter
@@ -163,54 +171,61 @@ class LogMelExtractor(Extractor):
         return dict(name=self.name, n_mels=self.n_mels, n_ffts=list(self.n_ffts), fmin=self.fmin, fmax=self.fmax,
                     top_db=self.top_db)
 
-    def raw_features(self,
-                     x:np.ndarray, # a track's mono samples at 24 kHz
-                    ) -> list[np.ndarray]:
-        "Per scale, each frame's level and change per band, shape (frames, dims); row 0 has no change (NaN)."
-        x = np.asarray(x, np.float64)
-        x = ((x - x.mean()) / np.sqrt(x.var() + 1e-7)).astype(np.float32)
-        need = max(self.n_ffts) + max(self.n_ffts) // 4
-        if x.size < need:
-            raise InputError('audio', f'{x.size} samples', f'give at least {need} samples ({need / SAMPLE_RATE:.2f} s)',
-                             'audio too short')
-        levels = [log_mel(x, SAMPLE_RATE, n, n // 4, self.n_mels, self.fmin, self.fmax).T  # (frames, mels)
-                  for n in self.n_ffts]
-        top = max(l.max() for l in levels)
-        out = []
-        for lm in levels:
-            lm = np.maximum(lm, top - self.top_db)
-            change = np.vstack([np.full((1, self.n_mels), np.nan, np.float32), np.abs(np.diff(lm, axis=0))])
-            shape = lm - lm.mean(axis=1, keepdims=True)  # each band's level relative to the frame's mean over bands
-            out.append(np.hstack([shape, change]).astype(np.float32))
-        return out
+# %% ../../nbs/audio/11_embed.ipynb #629020fc
+@patch
+def raw_features(self:LogMelExtractor,
+                 x:np.ndarray, # a track's mono samples at 24 kHz
+                ) -> list[np.ndarray]:
+    "Per scale, each frame's level and change per band, shape (frames, dims); row 0 has no change (NaN)."
+    x = np.asarray(x, np.float64)
+    x = ((x - x.mean()) / np.sqrt(x.var() + 1e-7)).astype(np.float32)
+    need = max(self.n_ffts) + max(self.n_ffts) // 4
+    if x.size < need:
+        raise InputError('audio', f'{x.size} samples', f'give at least {need} samples ({need / SAMPLE_RATE:.2f} s)',
+                         'audio too short')
+    levels = [log_mel(x, SAMPLE_RATE, n, n // 4, self.n_mels, self.fmin, self.fmax).T  # (frames, mels)
+              for n in self.n_ffts]
+    top = max(l.max() for l in levels)
+    out = []
+    for lm in levels:
+        lm = np.maximum(lm, top - self.top_db)
+        change = np.vstack([np.full((1, self.n_mels), np.nan, np.float32), np.abs(np.diff(lm, axis=0))])
+        shape = lm - lm.mean(axis=1, keepdims=True)  # each band's level relative to the frame's mean over bands
+        out.append(np.hstack([shape, change]).astype(np.float32))
+    return out
 
-    def segment_frames(self,
-                       n:int, # samples in the track
-                       n_fft:int, # frame length of the scale
-                      ) -> list[tuple[int, int]]:
-        "Per segment of §1.3, the range [first, last] of the scale's frames that lie wholly inside it."
-        hop, nseg = n_fft // 4, n_segments(n)
-        if n < SEGMENT_SAMPLES:
-            return [(0, (n - n_fft) // hop)]
-        return [(i * HOP_SAMPLES // hop, (i * HOP_SAMPLES + SEGMENT_SAMPLES - n_fft) // hop) for i in range(nseg)]
+@patch
+def segment_frames(self:LogMelExtractor,
+                   n:int, # samples in the track
+                   n_fft:int, # frame length of the scale
+                  ) -> list[tuple[int, int]]:
+    "Per segment of §1.3, the range [first, last] of the scale's frames that lie wholly inside it."
+    hop, nseg = n_fft // 4, n_segments(n)
+    if n < SEGMENT_SAMPLES:
+        return [(0, (n - n_fft) // hop)]
+    return [(i * HOP_SAMPLES // hop, (i * HOP_SAMPLES + SEGMENT_SAMPLES - n_fft) // hop) for i in range(nseg)]
 
-    def track_features(self, x:np.ndarray) -> np.ndarray:
-        from scipy.sparse import csr_matrix
-        per_scale = []
-        for n_fft, raw in zip(self.n_ffts, self.raw_features(x)):
-            raw[0, self.n_mels:] = 0  # the first frame has no change; no segment's mean includes it
-            ranges = self.segment_frames(len(x), n_fft)
-            rows = np.concatenate([np.full(b - a, i) for i, (a, b) in enumerate(ranges)])
-            cols = np.concatenate([np.arange(a + 1, b + 1) for a, b in ranges])
-            vals = np.concatenate([np.full(b - a, 1.0 / (b - a)) for a, b in ranges])
-            # row i: 1/T_i on frames a_i+1 .. b_i; the segments' time means, then their mean (§2.3)
-            weights = csr_matrix((vals, (rows, cols)), shape=(len(ranges), len(raw)))
-            per_scale.append((weights @ raw.astype(np.float64)).mean(axis=0))
-        return np.stack(per_scale).astype(np.float32)
+# %% ../../nbs/audio/11_embed.ipynb #02f744e5
+@patch
+def track_features(self:LogMelExtractor, x:np.ndarray) -> np.ndarray:
+    "H_track: per scale, the mean over §1.3's segments of their frames' time means, in one sparse product."
+    from scipy.sparse import csr_matrix
+    per_scale = []
+    for n_fft, raw in zip(self.n_ffts, self.raw_features(x)):
+        raw[0, self.n_mels:] = 0  # the first frame has no change; no segment's mean includes it
+        ranges = self.segment_frames(len(x), n_fft)
+        rows = np.concatenate([np.full(b - a, i) for i, (a, b) in enumerate(ranges)])
+        cols = np.concatenate([np.arange(a + 1, b + 1) for a, b in ranges])
+        vals = np.concatenate([np.full(b - a, 1.0 / (b - a)) for a, b in ranges])
+        # row i: 1/T_i on frames a_i+1 .. b_i; the segments' time means, then their mean (§2.3)
+        weights = csr_matrix((vals, (rows, cols)), shape=(len(ranges), len(raw)))
+        per_scale.append((weights @ raw.astype(np.float64)).mean(axis=0))
+    return np.stack(per_scale).astype(np.float32)
 
-    def segment_features(self, segs:np.ndarray) -> np.ndarray:
-        "H_seg for segments each taken on its own (normalised by itself); the pipeline uses `track_features`."
-        return np.stack([self.track_features(s) for s in np.atleast_2d(np.asarray(segs, np.float32))])
+@patch
+def segment_features(self:LogMelExtractor, segs:np.ndarray) -> np.ndarray:
+    "H_seg for segments each taken on its own (normalised by itself); the pipeline uses `track_features`."
+    return np.stack([self.track_features(s) for s in np.atleast_2d(np.asarray(segs, np.float32))])
 
 # %% ../../nbs/audio/11_embed.ipynb #c8bfd3b7
 _REFUSED = {'feature_extractor_cqt': (False, 'MERT with a CQT branch'), 'deepnorm': (False, 'DeepNorm'),
@@ -573,11 +588,59 @@ def _worker_spec(extractor:Extractor):
     "What a worker task gets: the settings of a kelly extractor (rebuilt there once), else the extractor itself."
     return extractor.settings() if type(extractor) is EXTRACTORS.get(extractor.name) else extractor
 
-def embed_files(paths:list, # audio files, embedded one by one on a worker
+def task_sizes(n:int, # files to embed
+               workers:int, # worker threads that embed them
+               most:int=64, # files in one task at most
+              ) -> list[int]:
+    "Files per task, in input order: each task takes ⌈left / (2 × workers)⌉ of the files left, at most `most`."
+    if n < 0 or workers < 1 or most < 1:
+        raise InputError('n, workers, most', (n, workers, most), 'give n >= 0 files, workers >= 1 and most >= 1')
+    sizes, left = [], n
+    while left > 0:
+        sizes.append(min(most, -(-left // (2 * workers))))
+        left -= sizes[-1]
+    return sizes
+
+def _task_cache(cache, extractor):
+    "The cache's handle, built once per task; if that fails, the folder: embed_file then reports the error per file."
+    try:
+        return None if cache is None else EmbeddingCache(cache, _task_extractor(extractor))
+    except KellyError:
+        return cache
+
+def embed_files(paths:list, # audio files, embedded one after another on a worker
+                extractor, # an Extractor, or its settings (a dict for make_extractor)
+                cache=None, # a cache root folder (shared with the workers), or None
                 **kw, # embed_file's other arguments
-               ) -> list[dict]:
-    "`embed_file` of each path, as one Dask task (a worker undoes Dask's malloc trimming first)."
-    return [embed_file(p, worker=True, **kw) for p in paths]
+               ) -> dict:
+    "`embed_file` of each path, as one Dask task: the entries without their vectors, and the vectors as one block."
+    handle = _task_cache(cache, extractor)
+    entries = [embed_file(p, extractor, handle, worker=True, **kw) for p in paths]
+    dim = max([len(e['vector']) for e in entries if e['vector'] is not None], default=0)
+    block = np.zeros((len(entries), dim), np.float32)
+    for row, entry in zip(block, entries):
+        vector = entry.pop('vector')
+        if vector is not None:
+            row[:] = vector
+    return dict(entries=entries, vectors=block)
+
+# %% ../../nbs/audio/11_embed.ipynb #b3984ba9
+def _on_workers(todo, extractor, cache, want_hash, show_progress, client):
+    "The entries of the files `todo` embedded by a Dask client's workers (or None: this process), in input order."
+    import functools
+    from kelly.parallel import parallel_map
+    workers = 1 if client is None else max(1, sum(client.nthreads().values()))
+    task = functools.partial(embed_files, extractor=_worker_spec(extractor), want_hash=want_hash,
+                             cache=None if cache is None else str(cache.folder.parent))
+    sizes = task_sizes(len(todo), workers)
+    starts = np.cumsum([0] + sizes)
+    chunks = [[str(p) for p in todo[a:b]] for a, b in zip(starts[:-1], starts[1:])]
+    desc = f'embedding ({extractor.name})' if show_progress else None
+    done = []
+    for part in parallel_map(task, chunks, client or 'sync', keys=[c[0] for c in chunks], desc=desc, weights=sizes):
+        for entry, vector in zip(part['entries'], part['vectors']):
+            done.append(dict(entry, vector=None if entry['status'] == 'skipped' else vector))
+    return done
 
 def _folder_entries(pairs, clash, extractor, cache, details, on_error, show_progress, scheduler):
     "The `embed_file` entries of (track id, path) pairs, here or on the workers, in input order."
@@ -586,19 +649,12 @@ def _folder_entries(pairs, clash, extractor, cache, details, on_error, show_prog
     if scheduler is None:
         bar = dict(desc=f'embedding ({extractor.name})', unit=' tracks', bar_format=_BAR)
         it = progress(todo, **bar) if show_progress else todo
-        done = [embed_file(p, extractor, cache, want_hash, catch=on_error == 'skip') for p in it]
-    else:
-        import functools
-        from kelly.parallel import parallel_map
-        task = functools.partial(embed_files, extractor=_worker_spec(extractor), want_hash=want_hash,
-                                 cache=None if cache is None else str(cache.folder.parent))
-        per_task = max(1, min(64, len(todo) // 8))  # at least 8 tasks; several files each, so Dask's cost stays small
-        chunks = [[str(p) for p in todo[i:i + per_task]] for i in range(0, len(todo), per_task)]
-        done = [e for part in parallel_map(task, chunks, scheduler, keys=[c[0] for c in chunks],
-                                           desc=f'embedding ({extractor.name})' if show_progress else None)
-                for e in part]
-    return iter(done)
-
+        return iter([embed_file(p, extractor, cache, want_hash, catch=on_error == 'skip') for p in it])
+    if hasattr(scheduler, 'submit'):
+        return iter(_on_workers(todo, extractor, cache, want_hash, show_progress, scheduler))
+    from kelly.parallel import dask_client
+    with dask_client(scheduler) as client:  # None for "sync"
+        return iter(_on_workers(todo, extractor, cache, want_hash, show_progress, client))
 
 # %% ../../nbs/audio/11_embed.ipynb #3df6221b
 def embed_folder(folder, # a folder of audio files (searched recursively)

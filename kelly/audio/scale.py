@@ -19,8 +19,8 @@ from ..core import InputError, atomic_write, limit_threads, require
 __all__ = ['SEQUENCE_METHODS', 'CatalogVectors', 'exact_topk', 'peak_rss_mb', 'anon_rss_mb', 'train_ivfpq', 'add_shard',
            'build_ivfpq', 'OnDiskIVFPQ', 'rerank', 'serve_in_fresh_process', 'ivfpq_at_scale', 'shard_candidates',
            'merge_candidates', 'ShardedIVFPQ', 'segment_vectors', 'sequence_similarity', 'similarity_matrix',
-           'time_stretch', 'pitch_shift', 'fallback_vectors', 'hybrid_scores', 'precision_at_k', 'extract_speedup',
-           'bench_scale']
+           'time_stretch', 'pitch_shift', 'fallback_vectors', 'hybrid_scores', 'precision_at_k', 'control_task',
+           'tracks_folder', 'extract_speedup', 'bench_scale']
 
 # %% ../../nbs/audio/13_scale.ipynb #cc74ca3d
 class CatalogVectors:
@@ -494,64 +494,116 @@ def precision_at_k(S:np.ndarray, # scores (n_queries, n_catalog); the query itse
 
 
 # %% ../../nbs/audio/13_scale.ipynb #b53da190
+def control_task(item:int, # which task (its result depends on it)
+         loops:int=1_000_000, # iterations of integer arithmetic
+        ) -> int:
+    "The control task: pure-Python integer arithmetic, with no NumPy, no memory traffic, no files and a tiny result."
+    acc = item
+    for i in range(loops):
+        acc = (acc * 31 + i) % 1_000_003
+    return acc
+
+def tracks_folder(folder, # the folder to fill (created)
+                  n_tracks:int, # WAV files written
+                  seconds:float, # length of each
+                  seed:int=0, # seeds the signals
+                  distinct:int=8, # distinct seeded signals; the other files copy them (drawing costs more than embedding)
+                 ) -> Path:
+    "A folder of n_tracks 24 kHz float WAV files, track0000.wav onwards: file i holds signal i mod `distinct`."
+    import shutil
+    import soundfile as sf
+    from kelly.audio.embed import _music
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_tracks):
+        path = folder/f'track{i:04d}.wav'
+        if i < distinct:
+            sf.write(path, _music(seconds, seed + i), 24_000, subtype='FLOAT')
+        else:
+            shutil.copyfile(folder/f'track{i % distinct:04d}.wav', path)
+    return folder
+
+def _timed(fn, *args, **kw):
+    "fn's result, its wall time and this process's CPU time while it ran (seconds)."
+    cpu, wall = time.process_time(), time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+def _workers_cpu(client) -> float:
+    "CPU seconds used so far by all of a client's worker processes."
+    return sum(client.run(time.process_time).values())
+
+# %% ../../nbs/audio/13_scale.ipynb #54bdf7c3
 def extract_speedup(n_tracks:int=24, # synthetic tracks embedded
                     seconds:float=10.0, # length of each
                     workers:int=2, # workers of the larger cluster
                     seed:int=0, # seeds the tracks
-                    repeat:int=3, # runs per setting; the fastest counts
+                    repeat:int=3, # runs per setting, alternating; the fastest of each counts
                    ) -> dict:
-    "Wall time of embed_folder here, on a local cluster of 1 worker and of `workers`; Dask's cost per no-op task."
-    import tempfile
-    import soundfile as sf
-    from kelly.audio.embed import LogMelExtractor, _music, embed_folder
+    "embed_folder here, on 1 worker and on `workers` (alternating); the same for a pure-CPU control; Dask's cost per task."
+    import functools, statistics, tempfile
+    if workers < 2:
+        raise InputError('workers', workers, 'compare 2 or more workers with 1')
+    from kelly.audio.embed import LogMelExtractor, embed_folder
     from kelly.parallel import dask_client, parallel_map
-    ex = LogMelExtractor()
+    run = functools.partial(embed_folder, extractor=LogMelExtractor(), cache_dir=False, show_progress=False)
     with tempfile.TemporaryDirectory() as d:
-        folder, warm = Path(d)/'tracks', Path(d)/'warm'
-        for i in range(n_tracks):
-            folder.mkdir(exist_ok=True)
-            sf.write(folder/f'track{i:03d}.wav', _music(seconds, seed + i), 24_000, subtype='FLOAT')
-        warm.mkdir()
-        sf.write(warm/'w.wav', _music(1.0, seed), 24_000, subtype='FLOAT')
-        wall = {0: np.inf}
+        folder = tracks_folder(Path(d)/'tracks', n_tracks, seconds, seed)
+        warm = tracks_folder(Path(d)/'warm', 4 * workers, 1.0, seed, distinct=1)
         with limit_threads(1):
+            (_, serial), here, here_cpu = _timed(run, folder)
+        n_control = 4 * workers
+        loops = int(here / n_control / (_timed(control_task, 0, 200_000)[1] / 200_000))
+        control = functools.partial(control_task, loops=max(1, loops))
+        wall, ctrl, work = {1: [], workers: []}, {1: [], workers: []}, {1: [], workers: []}
+        client_cpu, same = [], True
+        with dask_client('local', workers=1) as one, dask_client('local', workers=workers) as many:
+            clients = {1: one, workers: many}
+            for client in clients.values():  # imports, and the extractor built on every worker
+                run(warm, scheduler=client)
             for _ in range(repeat):
-                t0 = time.perf_counter()
-                _, serial = embed_folder(folder, ex, cache_dir=False, show_progress=False)
-                wall[0] = min(wall[0], time.perf_counter() - t0)
-        same = True
-        for w in (1, workers):
-            with dask_client('local', workers=w) as client:
-                embed_folder(warm, ex, cache_dir=False, show_progress=False, scheduler=client)  # imports on the workers
-                wall[w] = np.inf
-                for _ in range(repeat):  # the best of `repeat` runs: other work on the machine only slows a run down
-                    t0 = time.perf_counter()
-                    _, X = embed_folder(folder, ex, cache_dir=False, show_progress=False, scheduler=client)
-                    wall[w] = min(wall[w], time.perf_counter() - t0)
+                for w, client in clients.items():
+                    before = _workers_cpu(client)
+                    (_, X), t, cpu = _timed(run, folder, scheduler=client)
+                    wall[w].append(t)
+                    work[w].append(_workers_cpu(client) - before)
+                    if w == workers:
+                        client_cpu.append(cpu / t)
                     same = same and np.array_equal(X, serial)
-                if w == 1:  # Dask's own cost: n tasks that do nothing, on the same worker
-                    t0 = time.perf_counter()
-                    parallel_map(abs, list(range(n_tracks)), client)
-                    noop = time.perf_counter() - t0
-    return dict(serial_s=wall[0], one_worker_s=wall[1], workers_s=wall[workers], speedup=wall[1] / wall[workers],
-                overhead_ms=noop / n_tracks * 1e3, worker_minus_here_ms=(wall[1] - wall[0]) / n_tracks * 1e3,
-                identical=same, tracks=n_tracks)
-
+                    ctrl[w].append(_timed(parallel_map, control, range(n_control), client)[1])
+            noop = _timed(parallel_map, abs, list(range(n_tracks)), one)[1]  # Dask's own cost: tasks that do nothing
+    ratios = [a / b for a, b in zip(wall[1], wall[workers])]
+    return dict(serial_s=here, one_worker_s=min(wall[1]), workers_s=min(wall[workers]),
+                speedup=min(wall[1]) / min(wall[workers]), speedup_median=statistics.median(ratios),
+                control_speedup=min(ctrl[1]) / min(ctrl[workers]), client_cpu_share=statistics.median(client_cpu),
+                overhead_ms=noop / n_tracks * 1e3, worker_minus_here_ms=(min(wall[1]) - here) / n_tracks * 1e3,
+                worker_cpu_ratio=statistics.median(work[workers]) / statistics.median(work[1]),
+                worker_cpu_vs_here=statistics.median(work[1]) / here_cpu, identical=same, tracks=n_tracks,
+                runs=dict(one=wall[1], many=wall[workers], control_one=ctrl[1], control_many=ctrl[workers],
+                          cpu_one=work[1], cpu_many=work[workers]))
 
 # %% ../../nbs/audio/13_scale.ipynb #02138622
 @benchmark('scale')
-def bench_scale(size:str='full', # "full": 40 tracks of 30 s, and N = 1,000,000; "tiny": 4 tracks of 2 s, N = 4,000
+def bench_scale(size:str='full', # "full": 96 tracks of 30 s, and N = 1,000,000; "tiny": 4 tracks of 2 s, N = 4,000
                ) -> list[dict]:
-    "Extraction on 2 workers against 1 (speed-up, Dask's cost per task), and the on-disk IVF-PQ at N tracks."
+    "Extraction on 2 workers against 1 (speed-up, a control's, Dask's cost per task), and the on-disk IVF-PQ at N tracks."
     import tempfile
     full = size == 'full'
-    e = extract_speedup(40 if full else 4, 30.0 if full else 2.0, repeat=3 if full else 1)
-    recs = [dict(case='extract workers=2', metric='speedup', value=e['speedup'], unit='x'),
-            dict(case='extract workers=2', metric='overhead_per_task', value=e['overhead_ms'], unit='ms'),
-            dict(case='extract workers=2', metric='identical_to_serial', value=float(e['identical']), unit='bool'),
+    n, seconds = (96, 30.0) if full else (4, 2.0)
+    e = extract_speedup(n, seconds, repeat=3 if full else 1)
+    case = 'extract workers=2'
+    recs = [dict(case=case, metric='speedup', value=e['speedup'], unit='x'),
+            dict(case=case, metric='speedup_median', value=e['speedup_median'], unit='x'),
+            dict(case=case, metric='control_speedup', value=e['control_speedup'], unit='x'),
+            dict(case=case, metric='overhead_per_task', value=e['overhead_ms'], unit='ms'),
+            dict(case=case, metric='client_cpu_share', value=e['client_cpu_share'], unit='fraction'),
+            dict(case=case, metric='worker_cpu_ratio', value=e['worker_cpu_ratio'], unit='x'),
+            dict(case='extract workers=1', metric='worker_cpu_vs_inprocess', value=e['worker_cpu_vs_here'], unit='x'),
+            dict(case=case, metric='identical_to_serial', value=float(e['identical']), unit='bool'),
+            dict(case=case, metric='audio', value=n * seconds / 60, unit='min'),
             dict(case='extract workers=1', metric='worker_minus_inprocess', value=e['worker_minus_here_ms'], unit='ms'),
             dict(case='extract workers=1', metric='seconds', value=e['one_worker_s'], unit='s'),
-            dict(case='extract workers=2', metric='seconds', value=e['workers_s'], unit='s')]
+            dict(case=case, metric='seconds', value=e['workers_s'], unit='s')]
     with tempfile.TemporaryDirectory() as d:
         r = ivfpq_at_scale(1_000_000 if full else 4_000, Path(d)/'ivfpq', m=32 if full else 8, nq=200 if full else 20,
                            scheduler='local' if full else 'sync')
@@ -563,4 +615,3 @@ def bench_scale(size:str='full', # "full": 40 tracks of 30 s, and N = 1,000,000;
                    dict(case=case, metric='peak_memory', value=r['peak_rss_mb'], unit='MB'),
                    dict(case=case, metric='build_peak_memory', value=r['build_peak_rss_mb'], unit='MB'),
                    dict(case=case, metric='index_disk', value=r['index_disk_mb'] + r['vectors_disk_mb'], unit='MB')]
-

@@ -1022,10 +1022,10 @@ def build_index(audio_dir, # a folder of audio files (searched recursively)
      "to `out`.")
     import inspect
     from kelly.audio.embed import make_extractor, embed_folder, other_files
-    from kelly.parallel import _check_scheduler
+    from kelly.parallel import check_scheduler
     t0 = time.perf_counter()
     _check_out(out)
-    scheduler = _check_scheduler(scheduler)
+    scheduler = check_scheduler(scheduler)
     ex = make_extractor(extractor, model_dir=model_dir)
     ix = TrackIndex(ex.dim, kind, extractor=ex.settings(), **params)  # settings are refused here, before any work
     details = []
@@ -1500,29 +1500,31 @@ def search_bench_large(n:int=1_000_000, # vectors
                        chunk:int=20_000, # vectors drawn, scored and added at a time
                        train:int=20_000, # sample the PCA and quantisers are trained on
                        seed:int=0, # seeds the data
+                       threads:int=None, # faiss/BLAS threads while building and for batch 64 (default: every core)
                       ) -> dict:
     ("N vectors that never exist at full size together: drawn in chunks, each reduced by the index's PCA as it is "
      "added; exact top-k over the full vectors kept on the way.")
-    faiss = _faiss()
+    _faiss()   # imported first, so that limit_threads reaches its thread pool
+    threads = threads or os.cpu_count()
     kind, params = kind or BEST_LARGE
     # no full vectors kept: N × 9984 floats would not fit
     params = {**params, **({'rerank': 0} if 'rerank' in APPLIES[kind] else {})}
-    faiss.omp_set_num_threads(os.cpu_count())
     src = SyntheticVectors(regime, dim, seed)
     Q = src.array(nq, seed + 2)
     ix = TrackIndex(dim, kind, **params)
-    t0 = time.perf_counter()
-    ix.train(src.array(train, seed + 3))
-    build = time.perf_counter() - t0
     best_s, best_i = np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
     start = 0
-    for X in progress(src.draw(n, seed + 1, chunk), desc='1M vectors', total=-(-n // chunk)):
-        best_s, best_i = _truth_update(best_s, best_i, Q @ X.T, start, k)
+    with limit_threads(threads):  # this run only: the process's thread pools are restored afterwards
         t0 = time.perf_counter()
-        ix.add([str(i) for i in range(start, start + len(X))], X)
-        build += time.perf_counter() - t0
-        start += len(X)
-    r = measure_index(ix, Q, best_i, k)
+        ix.train(src.array(train, seed + 3))
+        build = time.perf_counter() - t0
+        for X in progress(src.draw(n, seed + 1, chunk), desc='1M vectors', total=-(-n // chunk)):
+            best_s, best_i = _truth_update(best_s, best_i, Q @ X.T, start, k)
+            t0 = time.perf_counter()
+            ix.add([str(i) for i in range(start, start + len(X))], X)
+            build += time.perf_counter() - t0
+            start += len(X)
+    r = measure_index(ix, Q, best_i, k, threads)
     return dict(kind=kind, params=', '.join(f'{a}={b}' for a, b in params.items()), N=n, regime=regime, build_s=build,
                 **r)
 
@@ -1534,7 +1536,6 @@ def _records(row, case):
         out += [dict(case=f'{case} batch={b}', metric='latency_p50', value=row[f'p50_{b}'], unit='ms'),
                 dict(case=f'{case} batch={b}', metric='latency_p99', value=row[f'p99_{b}'], unit='ms')]
     return out
-
 
 # %% ../../nbs/audio/12_search.ipynb #5d4065ef
 @benchmark('search')
@@ -1566,7 +1567,7 @@ def bench_search(size:str='full', # "full": N = 10,000, 100,000 (9,984-d), 1,000
                       value=flat.scan_gb_per_s * 1e9 / bw,
                       unit='fraction')]
     row = search_bench_large(big, 'lowrank', dim=dim, nq=nq, chunk=20_000 if full else 1_000,
-                             train=20_000 if full else 1_000)
+                             train=20_000 if full else 1_000, threads=threads)
     case = f'{row["kind"]} N={big} lowrank'
     recs += [dict(case=case, metric='recall@10', value=row['recall'], unit='fraction'),
              dict(case=case, metric='latency_p50', value=row['p50_1'], unit='ms'),
@@ -1574,4 +1575,3 @@ def bench_search(size:str='full', # "full": N = 10,000, 100,000 (9,984-d), 1,000
              dict(case=case, metric='memory_gb', value=row['memory_gb'], unit='GB'),
              dict(case=case, metric='build_time', value=row['build_s'], unit='s')]
     return recs
-

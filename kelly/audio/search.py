@@ -1334,38 +1334,45 @@ class SyntheticVectors:
             m = rng.standard_normal(dim)
             self.mean = (mean_norm * m / np.linalg.norm(m)).astype(np.float32)
 
-    def draw(self, n:int, # how many vectors
-             seed:int, # seeds this draw (use different seeds for the base and the queries)
-             chunk:int=4096, # rows generated at a time
-            ):
-        "Yield float32 unit vectors in chunks of at most `chunk` rows, n in all."
-        rng = np.random.default_rng([seed, 11])
-        for start in range(0, n, chunk):
-            m = min(chunk, n - start)
-            X = rng.standard_normal((m, self.dim), dtype=np.float32)
-            X *= self.noise / math.sqrt(self.dim)
-            # tracks: noise of norm `noise` × the tracks' typical deviation, plus a random mix of their deviations
-            if self.regime == 'tracks':
-                X *= np.linalg.norm(self.deviations, axis=1).mean()
-                X += self.tracks[rng.integers(0, len(self.tracks), m)]
-                X += 0.5 * rng.standard_normal((m, len(self.tracks)),
-                                               dtype=np.float32) @ self.deviations / math.sqrt(len(self.tracks))
-            elif self.regime == 'clusters':
-                X += self.centres[rng.integers(0, len(self.centres), m)]
-            else:
-                X += self.mean
-                X += rng.standard_normal((m, len(self.basis)), dtype=np.float32) @ self.basis
-            X /= np.linalg.norm(X, axis=1, keepdims=True)
-            yield X
 
-    def array(self, n:int, seed:int) -> np.ndarray:
-        "n vectors as one (n, dim) array, filled chunk by chunk."
-        out = np.empty((n, self.dim), np.float32)
-        i = 0
-        for X in self.draw(n, seed):
-            out[i:i + len(X)] = X
-            i += len(X)
-        return out
+# %% ../../nbs/audio/12_search.ipynb #52d592c8
+@patch
+def draw(self:SyntheticVectors,
+         n:int, # how many vectors
+         seed:int, # seeds this draw (use different seeds for the base and the queries)
+         chunk:int=4096, # rows generated at a time
+        ):
+    "Yield float32 unit vectors in chunks of at most `chunk` rows, n in all."
+    rng = np.random.default_rng([seed, 11])
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        X = rng.standard_normal((m, self.dim), dtype=np.float32)
+        X *= self.noise / math.sqrt(self.dim)
+        # tracks: noise of norm `noise` × the tracks' typical deviation, plus a random mix of their deviations
+        if self.regime == 'tracks':
+            X *= np.linalg.norm(self.deviations, axis=1).mean()
+            X += self.tracks[rng.integers(0, len(self.tracks), m)]
+            X += 0.5 * rng.standard_normal((m, len(self.tracks)),
+                                           dtype=np.float32) @ self.deviations / math.sqrt(len(self.tracks))
+        elif self.regime == 'clusters':
+            X += self.centres[rng.integers(0, len(self.centres), m)]
+        else:
+            X += self.mean
+            X += rng.standard_normal((m, len(self.basis)), dtype=np.float32) @ self.basis
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        yield X
+
+
+# %% ../../nbs/audio/12_search.ipynb #52d592ca
+@patch
+def array(self:SyntheticVectors, n:int, seed:int) -> np.ndarray:
+    "n vectors as one (n, dim) array, filled chunk by chunk."
+    out = np.empty((n, self.dim), np.float32)
+    i = 0
+    for X in self.draw(n, seed):
+        out[i:i + len(X)] = X
+        i += len(X)
+    return out
 
 
 # %% ../../nbs/audio/12_search.ipynb #a50b61e0

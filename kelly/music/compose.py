@@ -5,7 +5,7 @@
 # %% ../../nbs/music/25_compose.ipynb #711818db
 from __future__ import annotations
 
-import json, math
+import functools, json, math
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +19,16 @@ from .theory import (MODES, N_CHORDS, chord_index, chord_pitch_classes, key_name
                                 scale_pitch_classes, theory_checks, write_midi)
 
 # %% auto #0
-__all__ = ['PSYCHOLOGY_CUES', 'CUE_LEVELS', 'REGISTER_ANCHOR', 'VELOCITY_ANCHOR', 'MAPPED', 'USER_SHIFT', 'SOUNDFONTS',
+__all__ = ['PSYCHOLOGY_CUES', 'CUE_LEVELS', 'REGISTER_ANCHOR', 'VELOCITY_ANCHOR', 'MAPPED', 'MAPPER_INPUTS', 'USER_SHIFT',
+           'SOUNDFONTS', 'SINES', 'GM_PROGRAMS', 'RENDER_GAIN', 'KK_MAJOR', 'KK_MINOR', 'CUE_WEIGHTS', 'LISTENERS',
            'check_midi_path', 'emotion_vad', 'velocity_of_db', 'track_measures', 'mapper_rows', 'mapper_loss',
            'train_mapper', 'hand_rule', 'mapper_crossval', 'user_adaptation', 'save_mapper', 'load_mapper',
            'mapper_places', 'resolve_mapper', 'emotion_parameters', 'bar_rhythm', 'phrase_plan', 'note_weights',
            'compose', 'compose_main', 'folk_melodies', 'chorale_melodies', 'pitch_class_profile', 'interval_profile',
            'kl_divergence', 'repetition_share', 'harmonic_rhythm', 'piece_tune', 'uniform_in_key', 'in_key_share',
-           'musicality_table', 'distinctness', 'synthesizer', 'render_piece_audio', 'quadrant', 'closed_loop']
+           'musicality_table', 'distinctness', 'synthesizer', 'render_piece_audio', 'quadrant', 'chroma_of_audio',
+           'key_of_audio', 'onset_envelope', 'tempo_of_audio', 'audio_cues', 'cue_listener', 'agreement',
+           'rank_agreement', 'track_cues', 'tempo_right', 'listener_check', 'closed_loop', 'loop_summary']
 
 # %% ../../nbs/music/25_compose.ipynb #22240267
 def _whole(name, value, lo, hi, fix):
@@ -171,24 +174,28 @@ def mapper_rows(tracks:pd.DataFrame=None, # `track_measures()` (default: measure
 _MAJOR_MODE, _MINOR_MODE = list(MODES).index('major'), list(MODES).index('minor')
 # a training column -> the mapper output it trains (velocity as a share of 127)
 MAPPED = dict(tempo='tempo_suggested', register='register_center', velocity='dynamics_ceiling', density='density')
+MAPPER_INPUTS = ('valence', 'arousal')  # the mapper's emotion space (dominance: see "Notes on the specification")
 
 def _columns(rows:pd.DataFrame) -> dict:
     "The rows as float tensors: the VAD inputs `x` and one tensor per target column (NaN: no target)."
     cols = {k: torch.tensor(rows[k].to_numpy(float), dtype=torch.float32) for k in (*MAPPED, 'major', 'weight')}
     cols['velocity'] = cols['velocity'] / 127
-    cols['x'] = torch.tensor(rows[['valence', 'arousal', 'dominance']].to_numpy(float), dtype=torch.float32)
+    cols['x'] = torch.tensor(rows[list(MAPPER_INPUTS)].to_numpy(float), dtype=torch.float32)
     return cols
 
 def mapper_loss(out:dict, # the mapper's outputs for the rows
                 cols:dict, # from `_columns`
                ) -> torch.Tensor:
-    "Weighted squared errors (in units of `OUTPUT_SCALES`) where a target exists, plus the major/minor cross-entropy."
+    "Weighted squared errors (`OUTPUT_SCALES` units; tempo as a ratio) where a target exists, plus mode's CE."
     w = cols['weight']
     total = torch.zeros(())
     for col, name in MAPPED.items():
         y = cols[col]
         have = (~torch.isnan(y)).float() * w
-        err = (out[name] - torch.nan_to_num(y)) / OUTPUT_SCALES[name]
+        if name == 'tempo_suggested':  # log-bpm: 20 % faster is one unit, at 60 bpm as at 150
+            err = torch.log(out[name] / torch.nan_to_num(y, 100.0)) / math.log(1 + OUTPUT_SCALES[name] / 100)
+        else:
+            err = (out[name] - torch.nan_to_num(y)) / OUTPUT_SCALES[name]
         total = total + (have * err.pow(2)).sum() / have.sum().clamp_min(1e-8)
     pair = out['mode_weights'][:, [_MAJOR_MODE, _MINOR_MODE]]
     p_major = (pair[:, 0] / pair.sum(1)).clamp(1e-6, 1 - 1e-6)
@@ -205,9 +212,9 @@ def train_mapper(rows:pd.DataFrame, # from `mapper_rows`
                  num_users:int=16, # user embeddings (zero: the shared mapping) for `adapt`
                  seed:int=0, # seeds the initialisation and dropout
                 ) -> DynamicEmotionToMusicMapper:
-    "A DynamicEmotionToMusicMapper (VAD in) trained on `rows`; its loss per step in `history_`."
+    "A DynamicEmotionToMusicMapper (valence, arousal in) trained on `rows`; its loss per step in `history_`."
     seed_everything(seed)
-    mapper = DynamicEmotionToMusicMapper(emotion_dim=3, hidden_dim=hidden_dim, num_users=num_users)
+    mapper = DynamicEmotionToMusicMapper(emotion_dim=len(MAPPER_INPUTS), hidden_dim=hidden_dim, num_users=num_users)
     cols = _columns(rows)
     opt = torch.optim.Adam(mapper.parameters(), lr=lr)
     mapper.train()
@@ -242,7 +249,7 @@ def mapper_crossval(rows:pd.DataFrame, # from `mapper_rows`
             out = mapper(x)
         pair = out['mode_weights'][:, [_MAJOR_MODE, _MINOR_MODE]]
         known = train[train.source == 'track']
-        rule = hand_rule(x.numpy())
+        rule = hand_rule(rows.loc[held, ['valence', 'arousal', 'dominance']].to_numpy())
         for name, tempo, major in (('mapper', out['tempo_suggested'].numpy(), (pair[:, 0] > pair[:, 1]).numpy()),
                                    ('hand rules', rule['tempo'], rule['major']),
                                    ('training mean / majority', np.full(len(x), known.tempo.mean()),
@@ -268,7 +275,7 @@ def user_adaptation(mapper:DynamicEmotionToMusicMapper, # a trained mapper with 
     shift = USER_SHIFT if shift is None else shift
     mapper = copy.deepcopy(mapper).eval()
     order = np.random.default_rng(seed).permutation(len(MOOD_VAD))
-    x = torch.tensor(MOOD_VAD.to_numpy()[order], dtype=torch.float32)
+    x = torch.tensor(MOOD_VAD.to_numpy()[order][:, :mapper.emotion_dim], dtype=torch.float32)
     with torch.no_grad():
         shared = mapper(x)
     wanted = {k: shared[k] + v for k, v in shift.items()}  # the simulated ground truth
@@ -312,7 +319,7 @@ def load_mapper(folder) -> DynamicEmotionToMusicMapper:
 def mapper_places() -> dict:
     "Where `resolve_mapper` looks without a folder, in order: the published compose report, then the user cache."
     from kelly.core import cache_dir, reports_dir
-    return dict(report=reports_dir()/'artifacts'/'compose'/'mapper', cache=cache_dir()/'compose'/'mapper')
+    return dict(report=reports_dir()/'artifacts'/'compose'/'mapper', cache=cache_dir()/'compose'/'mapper_v2')
 
 def resolve_mapper(folder=None, # a folder written by `save_mapper` (None: look in `mapper_places()`)
                   ) -> tuple[DynamicEmotionToMusicMapper, dict]:
@@ -333,7 +340,7 @@ def emotion_parameters(vad, # valence, arousal, dominance in [-1, 1]
                        user_id:int=None, # a user whose embedding personalises the mapping (None: shared)
                       ) -> dict:
     "What the mapper makes of an emotion: tempo (bpm), major, register (MIDI), peak velocity, onsets per beat."
-    x = torch.tensor([list(vad)], dtype=torch.float32)
+    x = torch.tensor([list(vad)[:mapper.emotion_dim]], dtype=torch.float32)  # valence, arousal (and dominance)
     with torch.no_grad():
         out = mapper(x, user_id=user_id)
     pair = out['mode_weights'][0, [_MAJOR_MODE, _MINOR_MODE]]
@@ -776,40 +783,288 @@ def distinctness(summaries:pd.DataFrame, # one row per piece: an `emotion` colum
 # %% ../../nbs/music/25_compose.ipynb #a88d439d
 SOUNDFONTS = ('/usr/share/sounds/sf2/FluidR3_GM.sf2', '/usr/share/sounds/sf2/TimGM6mb.sf2',
               '/usr/share/soundfonts/default.sf2')  # Debian's General MIDI soundfonts (fluid-soundfont-gm, timgm6mb)
+SINES = 'pretty_midi sine synthesis'
+# General MIDI programs (numbered from 0) per part: Acoustic Grand Piano, String Ensemble 1, Acoustic Bass
+GM_PROGRAMS = dict(melody=0, chords=48, bass=32)
+RENDER_GAIN = 4.0  # fluidsynth's 16-bit output x 4: fixed for every piece, so that velocity stays audible as level
 
-def synthesizer() -> str:
-    "What `render_piece_audio` plays with: a Debian GM soundfont via fluidsynth where both are installed, else sines."
-    import importlib.util
-    found = [f for f in SOUNDFONTS if Path(f).is_file()]
-    return found[0] if found and importlib.util.find_spec('fluidsynth') else 'pretty_midi sine synthesis'
+def _has_fluidsynth() -> bool:
+    "Whether pyfluidsynth imports and finds the fluidsynth library."
+    try:
+        import fluidsynth
+    except (ImportError, OSError):
+        return False
+    return hasattr(fluidsynth, 'Synth')
+
+def synthesizer(soundfont:str=None, # a .sf2 path, a stem of `SOUNDFONTS` ('TimGM6mb', 'FluidR3_GM'), 'sines' or None
+               ) -> str:
+    "What `render_piece_audio` plays with: a GM soundfont's path (the one asked for first) or `SINES`."
+    if soundfont == 'sines':
+        return SINES
+    if soundfont is not None and Path(soundfont).suffix.lower() == '.sf2':
+        if not Path(soundfont).is_file():
+            raise InputError('soundfont', soundfont, 'give an existing .sf2 file, a name such as TimGM6mb, or None')
+        return str(soundfont) if _has_fluidsynth() else SINES
+    stems = [Path(f).stem for f in SOUNDFONTS]
+    if soundfont is not None and soundfont not in stems:
+        raise InputError('soundfont', soundfont, f'give a .sf2 file, one of {", ".join(stems)}, "sines" or None')
+    wanted = sorted(SOUNDFONTS, key=lambda f: Path(f).stem != soundfont)  # the named one first, then the others
+    found = [f for f in wanted if Path(f).is_file()]
+    return found[0] if found and _has_fluidsynth() else SINES
+
+@functools.lru_cache(2)
+def _synth(path:str, sr:int):
+    "One fluidsynth instance per soundfont and rate (loading FluidR3's 148 MB once, not once per piece)."
+    import fluidsynth
+    fl = fluidsynth.Synth(samplerate=float(sr))
+    return fl, fl.sfload(path)
 
 def render_piece_audio(notes:pd.DataFrame, # a note table (`compose`'s piece)
-                 tempo:float, # its tempo
-                 sr:int=22050, # sample rate
-                ) -> np.ndarray:
-    "The piece as mono audio, peak-normalised to 0.5: through fluidsynth and a GM soundfont, or pretty_midi's sines."
+                       tempo:float, # its tempo
+                       sr:int=22050, # sample rate
+                       soundfont:str=None, # see `synthesizer` (None: the first GM soundfont installed)
+                      ) -> np.ndarray:
+    "Mono float32 audio: fluidsynth, a GM program per part, at a fixed gain; or sines, peak-normalised to 0.5."
     import tempfile
     import pretty_midi
     with tempfile.TemporaryDirectory() as tmp:
         pm = pretty_midi.PrettyMIDI(str(write_midi(notes, Path(tmp)/'piece.mid', tempo)))
-    synth = synthesizer()
-    audio = pm.synthesize(fs=sr) if synth.startswith('pretty_midi') else pm.fluidsynth(fs=sr, sf2_path=synth)
-    return (0.5 * audio / max(float(np.abs(audio).max()), 1e-9)).astype(np.float32)
+    synth = synthesizer(soundfont)
+    if synth == SINES:
+        audio = pm.synthesize(fs=sr)
+        return (0.5 * audio / max(float(np.abs(audio).max()), 1e-9)).astype(np.float32)
+    for inst in pm.instruments:
+        inst.program = GM_PROGRAMS.get(inst.name, 0)
+    fl, sfid = _synth(synth, int(sr))
+    audio = pm.fluidsynth(fs=sr, synthesizer=fl, sfid=sfid, normalize=False) * len(pm.instruments)  # x / 2**15
+    return np.clip(RENDER_GAIN * audio, -1, 1).astype(np.float32)
 
 def quadrant(valence, arousal) -> np.ndarray:
     "The valence/arousal quadrant: Q1 (+, +), Q2 (-, +), Q3 (-, -), Q4 (+, -)."
     v, a = np.asarray(valence) >= 0, np.asarray(arousal) >= 0
     return np.where(a, np.where(v, 'Q1', 'Q2'), np.where(v, 'Q4', 'Q3'))
 
+# %% ../../nbs/music/25_compose.ipynb #341b6226
+# Krumhansl & Kessler (1982) probe-tone profiles of C major and C minor, pitch classes C, C#, ..., B
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+def chroma_of_audio(x:np.ndarray, # mono samples
+                    sr:int, # their sample rate
+                    n_fft:int=8192, # frame length (8192 at 22.05 kHz: 2.7 Hz bins, under a semitone from 55 Hz)
+                    harmonics:int=8, # partials summed per candidate pitch
+                   ) -> np.ndarray:
+    "Pitch-class salience, C first: per note A1-A6, its partials' magnitudes summed, weights 0.8^(h-1) (after Klapuri)."
+    from kelly.audio.signal import power_spectrogram
+    x = np.asarray(x, np.float32)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    magnitude = np.sqrt(power_spectrogram(x, n_fft, n_fft // 4)).sum(0)
+    notes = np.arange(33, 94)  # A1 .. A6
+    partials = 440 * 2 ** ((notes[:, None] - 69) / 12) * np.arange(1, harmonics + 1)  # [note, partial] in Hz
+    bins = np.round(partials * n_fft / sr).astype(int)
+    near = np.stack([magnitude[np.clip(bins + d, 0, len(magnitude) - 1)] for d in (-1, 0, 1)]).max(0)
+    audible = partials < sr / 2 - 100
+    salience = (near * audible * 0.8 ** np.arange(harmonics)).sum(1)
+    return np.bincount(notes % 12, weights=salience, minlength=12)
+
+def key_of_audio(x:np.ndarray, # mono samples
+                 sr:int, # their sample rate
+                ) -> dict:
+    "Krumhansl-Schmuckler key finding: the salience's correlation with the 24 rotated KK profiles; majorness r_M - r_m."
+    chroma = chroma_of_audio(x, sr)
+    if not chroma.std() > 0:
+        return dict(tonic=-1, major=True, majorness=0.0)
+    r_major = np.array([np.corrcoef(chroma, np.roll(KK_MAJOR, t))[0, 1] for t in range(12)])
+    r_minor = np.array([np.corrcoef(chroma, np.roll(KK_MINOR, t))[0, 1] for t in range(12)])
+    major = r_major.max() >= r_minor.max()
+    return dict(tonic=int((r_major if major else r_minor).argmax()), major=bool(major),
+                majorness=float(r_major.max() - r_minor.max()))
+
+# %% ../../nbs/music/25_compose.ipynb #8ee24ff3
+def onset_envelope(x:np.ndarray, # mono samples
+                   sr:int, # their sample rate
+                   hop:int=256, # samples between frames
+                  ) -> tuple[np.ndarray, float]:
+    "Onset strength per frame (the positive log-mel flux, averaged over 64 bands) and the frames per second."
+    from kelly.audio.signal import log_mel
+    mel = log_mel(np.asarray(x, np.float32), sr, 2048, hop, 64, top_db=80.0)
+    return np.maximum(np.diff(mel, axis=-1), 0).mean(0), sr / hop
+
+def tempo_of_audio(x:np.ndarray, # mono samples
+                   sr:int, # their sample rate
+                   prior_bpm:float=120.0, prior_octaves:float=1.0, # the log-normal tempo prior (Ellis 2007, librosa's)
+                   lo:float=40.0, hi:float=240.0, # the tempi considered
+                  ) -> float:
+    "The tempo (bpm): the lag of the onset envelope's largest autocorrelation, weighted by a log-normal prior."
+    env, fps = onset_envelope(x, sr)
+    env = np.convolve(env, np.hanning(7)[1:-1] / np.hanning(7).sum(), 'same')  # a 60 ms smoothing at 86 frames/s
+    env = env - env.mean()
+    n = len(env)
+    spec = np.fft.rfft(env, 2 * n)
+    ac = np.fft.irfft(spec * np.conj(spec))[:n]
+    lags = np.arange(n, dtype=float)
+    with np.errstate(divide='ignore'):
+        bpm = 60 * fps / lags
+    ok = (bpm >= lo) & (bpm <= hi)
+    if not ok.any() or not ac[0] > 0:
+        return float('nan')
+    weight = np.exp(-0.5 * (np.log2(np.where(ok, bpm, prior_bpm) / prior_bpm) / prior_octaves) ** 2)
+    k = int(np.argmax(np.where(ok, ac * weight, -np.inf)))
+    if 0 < k < n - 1:  # a parabola through the peak and its neighbours: a lag between frames
+        a, b, c = ac[k - 1], ac[k], ac[k + 1]
+        k = k + 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else k
+    return float(60 * fps / k)
+
+# %% ../../nbs/music/25_compose.ipynb #5280251f
+# The cues' weights on heard valence and arousal: unit weights on standardised cues (Dawes 1979), directions from
+# Gabrielsson & Lindstrom (2010) and Juslin & Laukka (2003): major -> positive valence; fast, loud, high -> arousal.
+CUE_WEIGHTS = pd.DataFrame(dict(valence=[1.0, 0.0, 0.0, 0.0], arousal=[0.0, 1 / 3, 1 / 3, 1 / 3]),
+                           index=['majorness', 'log2_tempo', 'loudness_db', 'register'])
+
+def audio_cues(signals:list, # mono sample arrays
+               sr:int, # their sample rate
+              ) -> pd.DataFrame:
+    "Per signal: tempo (bpm), key (tonic, major, majorness), loudness (RMS dBFS) and spectral register (MIDI)."
+    rows = []
+    for x in signals:
+        x = np.asarray(x, np.float32)
+        rows.append(dict(tempo=tempo_of_audio(x, sr), **key_of_audio(x, sr),
+                         loudness_db=float(20 * np.log10(np.sqrt(np.mean(np.square(x))) + 1e-12)),
+                         register=float(_spectral_register(x, sr))))
+    return pd.DataFrame(rows)
+
+def cue_listener(cues:pd.DataFrame, # from `audio_cues`: tempo, majorness, loudness_db, register
+                ) -> pd.DataFrame:
+    "Heard valence and arousal: `CUE_WEIGHTS` on the cues standardised over the set heard (majorness: not centred)."
+    z = pd.DataFrame(dict(majorness=cues.majorness, log2_tempo=np.log2(cues.tempo), loudness_db=cues.loudness_db,
+                          register=cues.register), index=cues.index).astype(float)
+    spread = z.std(ddof=0).where(z.std(ddof=0) > 0, 1.0)
+    centre = z.mean().where(z.columns != 'majorness', 0.0)  # a zero majorness is as major as minor: it stays zero
+    heard = ((z - centre) / spread) @ CUE_WEIGHTS
+    return heard.rename(columns=dict(valence='cue_valence', arousal='cue_arousal'))
+
+# %% ../../nbs/music/25_compose.ipynb #510722ce
+def agreement(intended, # labels meant (e.g. quadrants)
+              heard, # labels heard, same length
+              n_perm:int=2000, # label shuffles of the permutation test
+              seed:int=0, # seeds the shuffles
+             ) -> dict:
+    "Share of matches, its Wilson 95% interval and a one-sided permutation p-value (heard shuffled against intended)."
+    intended, heard = np.asarray(intended), np.asarray(heard)
+    n = len(intended)
+    acc = float(np.mean(intended == heard))
+    z = 1.959964
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    rng = np.random.default_rng(seed)
+    null = np.array([np.mean(intended == rng.permutation(heard)) for _ in range(n_perm)])
+    return dict(accuracy=acc, ci_low=centre - half, ci_high=centre + half,
+                p_perm=float((1 + np.sum(null >= acc - 1e-12)) / (1 + n_perm)), n=n)
+
+def rank_agreement(intended, # numbers meant
+                   heard, # numbers heard, same length
+                   n_perm:int=2000, # shuffles of the permutation test
+                   seed:int=0, # seeds the shuffles
+                  ) -> dict:
+    "Spearman's rank correlation of intended and heard, and its one-sided permutation p-value (ties: mean ranks)."
+    from scipy.stats import rankdata
+    a, b = rankdata(intended), rankdata(heard)
+    if a.std() == 0 or b.std() == 0:
+        return dict(rho=float('nan'), p_perm=float('nan'))
+    rho = float(np.corrcoef(a, b)[0, 1])
+    rng = np.random.default_rng(seed)
+    null = np.array([np.corrcoef(a, rng.permutation(b))[0, 1] for _ in range(n_perm)])
+    return dict(rho=rho, p_perm=float((1 + np.sum(null >= rho - 1e-12)) / (1 + n_perm)))
+
+# %% ../../nbs/music/25_compose.ipynb #19a3b943
+def _pitch_class(name:str) -> int:
+    "The pitch class of a note name such as 'C', 'F#' or 'Bb'."
+    import pretty_midi
+    return pretty_midi.note_name_to_number(f'{name}4') % 12
+
+def track_cues() -> pd.DataFrame:
+    "The 28 mood-labelled tracks: mood, VAD, listed tempo and key, and what `audio_cues` hears (cached as CSV)."
+    from kelly.core import atomic_write, cache_dir
+    from kelly.data import immich_catalog
+    from kelly.music.emotion import _track_audio, mood_tracks
+    path = cache_dir()/'compose'/'track_cues_v1.csv'
+    if path.is_file():
+        return pd.read_csv(path)
+    listed = immich_catalog().tables()['songs'].set_index('title')
+    tracks = mood_tracks()
+    keys = listed.loc[tracks.track, 'key'].str.split().tolist()
+    df = pd.DataFrame(dict(track=tracks.track, mood=tracks.mood, valence=tracks.valence, arousal=tracks.arousal,
+                           listed_tempo=listed.loc[tracks.track, 'tempo'].to_numpy(float),
+                           listed_tonic=[_pitch_class(k[0]) for k in keys],
+                           listed_major=[k[1] == 'major' for k in keys]))
+    cues = audio_cues([_track_audio(p) for p in tracks.path], 24000)
+    df = pd.concat([df, cues.add_prefix('heard_')], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        df.to_csv(fh, index=False)
+    return df
+
+def tempo_right(heard, listed, # tempi in bpm
+                tolerance:float=0.04, # relative error allowed (MIREX: 4 %)
+                octaves:bool=False, # also accept 2x, 1/2, 3x, 1/3 of the listed tempo (MIREX's "Acc2")
+               ) -> np.ndarray:
+    "Whether each heard tempo is within `tolerance` of the listed one (or of a multiple, with `octaves`)."
+    ratio = np.asarray(heard, float) / np.asarray(listed, float)
+    factors = (1, 2, 0.5, 3, 1 / 3) if octaves else (1,)
+    return np.any([np.abs(ratio / f - 1) <= tolerance for f in factors], axis=0)
+
+def listener_check(tc:pd.DataFrame, # from `track_cues`
+                   n_perm:int=2000, seed:int=0, # the permutation test of the arousal ranks
+                  ) -> dict:
+    "How the cue listener does on real music with listed tempo and key, and on the moods' arousal."
+    heard = cue_listener(tc.rename(columns=lambda c: c.removeprefix('heard_')))
+    rank = rank_agreement(tc.arousal, heard.cue_arousal, n_perm, seed)
+    return dict(tracks=len(tc), tempo_accuracy=float(tempo_right(tc.heard_tempo, tc.listed_tempo).mean()),
+                tempo_accuracy_octaves=float(tempo_right(tc.heard_tempo, tc.listed_tempo, octaves=True).mean()),
+                mode_accuracy=float((tc.heard_major == tc.listed_major).mean()),
+                mode_majority=float(max(tc.listed_major.mean(), 1 - tc.listed_major.mean())),
+                key_accuracy=float(((tc.heard_major == tc.listed_major) & (tc.heard_tonic == tc.listed_tonic)).mean()),
+                arousal_rho=rank['rho'], arousal_p=rank['p_perm'],
+                heard_positive_valence=float((heard.cue_valence >= 0).mean()))
+
+# %% ../../nbs/music/25_compose.ipynb #c061b64e
+LISTENERS = dict(model="kelly's audio emotion model", cue='cue listener (music psychology)')
+
 def closed_loop(pieces:list, # (piece, summary) pairs from `compose`
                 sr:int=22050, # sample rate of the rendering
+                soundfont:str=None, # see `synthesizer`
+                model=None, # the audio emotion network (default: `kelly.music.emotion.audio_model()`)
                ) -> pd.DataFrame:
-    "Render each piece and let kelly's audio emotion model hear it: intended and heard valence, arousal, quadrant."
+    "Render each piece; what kelly's audio model and the cue listener hear beside what was meant, one row a piece."
     from kelly.music.emotion import emotion_from_audio
-    heard = emotion_from_audio([render_piece_audio(p, info['tempo'], sr) for p, info in pieces], sr=sr)
+    audio = [render_piece_audio(p, info['tempo'], sr, soundfont) for p, info in pieces]
+    heard = emotion_from_audio(audio, sr=sr, model=model)
+    cues = audio_cues(audio, sr)
     out = pd.DataFrame(dict(valence=[info['valence'] for _, info in pieces],
                             arousal=[info['arousal'] for _, info in pieces],
-                            heard_valence=heard.valence.to_numpy(), heard_arousal=heard.arousal.to_numpy()))
+                            tempo=[info['tempo'] for _, info in pieces], major=[info['major'] for _, info in pieces],
+                            model_valence=heard.valence.to_numpy(), model_arousal=heard.arousal.to_numpy()))
+    out = pd.concat([out, cues.add_prefix('heard_'), cue_listener(cues)], axis=1)
     out['intended'] = quadrant(out.valence, out.arousal)
-    out['heard'] = quadrant(out.heard_valence, out.heard_arousal)
+    for name in LISTENERS:
+        out[f'{name}_quadrant'] = quadrant(out[f'{name}_valence'], out[f'{name}_arousal'])
     return out
+
+def loop_summary(loop:pd.DataFrame, # from `closed_loop`
+                 n_perm:int=2000, # shuffles of each permutation test
+                 seed:int=0, # seeds them
+                ) -> pd.DataFrame:
+    "Per listener: quadrant accuracy (Wilson 95% CI, permutation p), the commonest quadrant's share, and per axis."
+    rows = []
+    for name, label in LISTENERS.items():
+        quad = agreement(loop.intended, loop[f'{name}_quadrant'], n_perm, seed)
+        row = dict(listener=label, quadrant_accuracy=quad['accuracy'], ci_low=quad['ci_low'],
+                   ci_high=quad['ci_high'], p_perm=quad['p_perm'],
+                   commonest=float(loop.intended.value_counts(normalize=True).max()))
+        for axis in ('valence', 'arousal'):
+            rank = rank_agreement(loop[axis], loop[f'{name}_{axis}'], n_perm, seed)
+            row[f'{axis}_sign'] = float(np.mean((loop[axis] >= 0) == (loop[f'{name}_{axis}'] >= 0)))
+            row[f'{axis}_rho'], row[f'{axis}_p'] = rank['rho'], rank['p_perm']
+        rows.append(row)
+    return pd.DataFrame(rows).set_index('listener')

@@ -1,6 +1,6 @@
 """kelly.music.rtneural: RTNeural JSON, the NumPy reference runner, ONNX, checkpoints, `kelly export`, the real-time
 runtime and its benchmark, and refusals of bad input."""
-import json
+import json, os, subprocess, sys, time
 
 import numpy as np
 import pytest
@@ -9,9 +9,11 @@ from torch import nn
 
 from kelly.core import InputError, KellyError, MissingResourceError, limit_threads
 from kelly.music.idaw import MODELS, IDAWPipeline
-from kelly.music.rtneural import (RealtimePipeline, RTNeuralModel, bench_idaw, check_onnx, check_pipeline_rtneural,
-                                  export_main, load_checkpoints, load_rtneural, rtneural_layers, save_checkpoints,
-                                  save_onnx, save_rtneural, training_data_sha256)
+from kelly.music.rtneural import (PIPELINE_INPUTS, PIPELINE_OUTPUTS, RealtimePipeline, RTNeuralModel, bench_idaw,
+                                  check_onnx, check_pipeline_rtneural, export_main, load_checkpoints, load_rtneural,
+                                  pipeline_state, realtime_allocations, rtneural_layers, save_checkpoints, save_onnx,
+                                  save_rtneural, training_data_sha256)
+from kelly.music.rtneural import _frame_allocations, _switch_counter, _time_block
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -207,6 +209,9 @@ def test_onnx_each_model_and_pipeline(models, tmp_path):
     import onnx
     g = onnx.load(str(p)).graph
     assert g.input[0].type.tensor_type.shape.dim[0].dim_param == 'batch'
+    assert [i.name for i in g.input] == PIPELINE_INPUTS and [o.name for o in g.output] == PIPELINE_OUTPUTS
+    assert set(pipeline_state(pipe.reset(batch=1))) == set(PIPELINE_INPUTS[1:])
+    assert {'emotion_h', 'melody_c', 'tempo_density'} <= set(PIPELINE_INPUTS)  # names that say what they hold
 
 
 def test_checkpoints_manifest(models, tmp_path):
@@ -348,10 +353,58 @@ def test_bench_idaw_records():
         assert 0 < p50 <= p99 <= p999 <= worst
         assert 0 <= value[case, 'frames_over_1ms'] <= 1 and value[case, 'frames_over_buffer'] <= 400
         assert value[case, 'cpu_time_p99'] <= p999 + 0.05  # CPU time within the wall time (clock granularity aside)
+        assert 0 < value[case, 'cpu_time_p50'] <= value[case, 'cpu_time_p99']
+        if _switch_counter() is not None:  # Linux: switches counted per thread and frame
+            switched = value[case, 'frames_with_switch']
+            assert 0 <= switched <= 1 and value[case, 'involuntary_switches'] >= round(switched * 400)
+            assert value[case, 'latency_p99_no_switch'] <= worst and 0 <= value[case, 'wait_p99'] <= worst
         if runtime != 'torch':
             torch_p50 = value[case.replace(runtime, 'torch'), 'latency_p50']
             assert value[case, 'speedup_p50_vs_torch'] == pytest.approx(torch_p50 / p50)
             assert value[f'pipeline {runtime} batch=1', 'max_abs_diff_vs_torch'] < 1e-5
             assert value[f'pipeline {runtime} batch=1', 'same_notes_and_chords'] == 1
     assert value['machine', 'cpus'] >= 1
+    heap = {m: value['pipeline realtime batch=1', m] for m in ('heap_peak_per_frame_max', 'heap_kept_per_frame')}
+    assert heap['heap_peak_per_frame_max'] <= 64 and abs(heap['heap_kept_per_frame']) < 1, heap
     assert {case.split()[0] for case, metric in value if metric == 'speedup_vs_spec'} == set(MODELS)
+
+
+def test_frame_allocations_see_what_a_call_allocates():
+    "The measurement allocates nothing itself, sees a call's allocation, and what a call keeps."
+    peaks, kept = _frame_allocations(lambda x: None, [0] * 50)
+    assert peaks.max() == 0 and kept == 0
+    peaks, _ = _frame_allocations(lambda x: bytearray(4096), [0] * 10)
+    assert peaks.min() >= 4096
+    hoard = []
+    _, kept = _frame_allocations(lambda x: hoard.append(bytearray(1000)), [0] * 20)
+    assert kept >= 20 * 1000
+
+
+def test_realtime_step_allocates_almost_nothing(models):
+    "After warm-up a frame allocates at most the beat counter's int, and keeps nothing (about 1 KB a frame before)."
+    heap = realtime_allocations(models, frames=1000)
+    assert heap['peak_max_bytes'] <= 64 and abs(heap['kept_bytes_per_frame']) < 1, heap
+
+
+@pytest.mark.skipif(_switch_counter() is None or not hasattr(os, 'sched_setaffinity'), reason='Linux only')
+def test_involuntary_switches_are_counted_per_frame():
+    "A busy process on this thread's only core preempts it: every frame that waited has its switch counted."
+    frames, core, allowed = 200, min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    times = (np.zeros(frames), np.zeros(frames), np.zeros(frames))
+    busy = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    try:
+        os.sched_setaffinity(busy.pid, {core})
+        os.sched_setaffinity(0, {core})
+        time.sleep(0.2)  # let the busy process start spinning
+        _time_block(lambda n: sum(range(n)), [100_000], times, 0, frames, _switch_counter())  # frames of ~2 ms
+    finally:
+        os.sched_setaffinity(0, allowed)
+        busy.kill()
+        busy.wait()
+    wall, cpu, switches = times
+    waited = wall - cpu  # ns the frame spent off the core
+    assert (switches > 0).sum() >= 5, switches  # two runnable processes on one core: the scheduler alternates them
+    assert (waited > 200_000).sum() >= 5, np.sort(waited)[-10:]  # frames longer than a time slice wait inside
+    # and such waits are counted (a virtual machine's host can also steal a core unseen by the guest's scheduler,
+    # so a rare uncounted wait is allowed; a broken counter would count none)
+    assert (switches[waited > 200_000] > 0).mean() >= 0.9

@@ -223,6 +223,7 @@ def _univariate_series(y):
     _check_size(len(y))
     return y[:, 0]
 
+# %% ../../nbs/career/41_changepoints.ipynb #871b7ec4
 def gaussian_segment_loglik(y, # a univariate series, shape (T,) or (T, 1); NaN is missing
                             model:str, # "mean", "meanvar", "trend" or "ar1"
                             noise_var:float, # s²: the shared variance ("mean"), else the prior mean of each regime's σ²

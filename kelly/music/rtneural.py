@@ -24,8 +24,8 @@ from .idaw import MODELS, SPEC, EmotionRecognizer, MelodyTransformer, IDAWPipeli
 __all__ = ['ACTIVATIONS', 'PIPELINE_INPUTS', 'PIPELINE_OUTPUTS', 'SPEC_JSON', 'rtneural_plan', 'rtneural_layers',
            'rtneural_dumps', 'save_rtneural', 'RTNeuralModel', 'load_rtneural', 'check_rtneural', 'RecurrentStep',
            'PipelineStep', 'pipeline_state', 'save_onnx', 'check_onnx', 'RTNeuralNet', 'check_pipeline_rtneural',
-           'RealtimePipeline', 'pipeline_latency', 'bench_idaw', 'training_data_sha256', 'idaw_training_data',
-           'save_checkpoints', 'load_checkpoints', 'idaw_weights', 'export_all', 'export_main']
+           'RealtimePipeline', 'realtime_allocations', 'pipeline_latency', 'bench_idaw', 'training_data_sha256',
+           'idaw_training_data', 'save_checkpoints', 'load_checkpoints', 'idaw_weights', 'export_all', 'export_main']
 
 # %% ../../nbs/music/23_rtneural.ipynb #43fc964b
 ACTIVATIONS = ('tanh', 'relu', 'sigmoid', 'softmax', 'elu', '')
@@ -415,33 +415,35 @@ class PipelineStep(nn.Module):
     def __init__(self, pipe:IDAWPipeline):
         super().__init__()
         self.pipe = pipe
-    def forward(self, mel, er_h, er_c, mt_h, mt_c, note, chord, key, td, beat, phase):
+    def forward(self, mel, emotion_h, emotion_c, melody_h, melody_c, note, chord, key, tempo_density, beat, phase):
         p, T = self.pipe, idaw._tables()
-        emb, (er_h, er_c) = p.emotion.step(mel, (er_h, er_c))
+        emb, (emotion_h, emotion_c) = p.emotion.step(mel, (emotion_h, emotion_c))
         code = emb[:, :idaw.EMOTION_DIM]
         x = torch.cat([code, T['note_code'][note + 1]], 1)
-        notes, (mt_h, mt_c) = p.melody.step(x, (mt_h, mt_c))
+        notes, (melody_h, melody_c) = p.melody.step(x, (melody_h, melody_c))
         groove = p.groove(x)
         peak, best = notes.max(1)
         chosen = torch.where(peak >= 0.05, best, torch.full_like(best, -1))
         summary = idaw.note_summary(notes)
-        chords = p.harmony(idaw.harmony_context(code, notes, chord, key, beat, note, td, summary))
-        expression = p.dynamics(idaw.compact_context(code, notes, chords, phase, td, summary))
-        return notes, chords, groove, expression, er_h, er_c, mt_h, mt_c, chosen, chords.argmax(1)
+        chords = p.harmony(idaw.harmony_context(code, notes, chord, key, beat, note, tempo_density, summary))
+        expression = p.dynamics(idaw.compact_context(code, notes, chords, phase, tempo_density, summary))
+        return (notes, chords, groove, expression, emotion_h, emotion_c, melody_h, melody_c, chosen,
+                chords.argmax(1))
 
-PIPELINE_INPUTS = ['mel', 'er_h', 'er_c', 'mt_h', 'mt_c', 'note', 'chord', 'key', 'td', 'beat', 'phase']
-PIPELINE_OUTPUTS = ['notes', 'chords', 'groove', 'expression', 'er_h_out', 'er_c_out', 'mt_h_out', 'mt_c_out',
-                    'note_out',
-                    'chord_out']
+PIPELINE_INPUTS = ['mel', 'emotion_h', 'emotion_c', 'melody_h', 'melody_c', 'note', 'chord', 'key', 'tempo_density',
+                   'beat', 'phase']
+PIPELINE_OUTPUTS = ['notes', 'chords', 'groove', 'expression', 'emotion_h_out', 'emotion_c_out', 'melody_h_out',
+                    'melody_c_out', 'note_out', 'chord_out']
 
 def pipeline_state(pipe:IDAWPipeline, # a reset pipeline
                   ) -> dict:
     "The pipeline's streaming state as the named NumPy inputs of `PipelineStep` (without `mel`)."
     s = pipe.state
     b = pipe.beat % pipe.beats_per_bar
-    return dict(er_h=s['er'][0], er_c=s['er'][1], mt_h=s['mt'][0], mt_c=s['mt'][1], note=s['note'], chord=s['chord'],
-                key=s['key'], td=s['td'],
-                beat=pipe._beats[b], phase=pipe._phases[b])
+    (emotion_h, emotion_c), (melody_h, melody_c) = s['emotion_lstm'], s['melody_lstm']
+    return dict(emotion_h=emotion_h, emotion_c=emotion_c, melody_h=melody_h, melody_c=melody_c, note=s['note'],
+                chord=s['chord'], key=s['key'], tempo_density=s['tempo_density'], beat=pipe._beats[b],
+                phase=pipe._phases[b])
 
 # %% ../../nbs/music/23_rtneural.ipynb #c7ce7b00
 def _entr_symbolic(g, p):
@@ -518,8 +520,8 @@ def _check_onnx(model, path, frames, batch, seed):
             if not (same_note and np.array_equal(got['chord_out'], want['chord'].numpy())):
                 return float('inf')
             nxt = {k: v.numpy() for k, v in pipeline_state(ref).items()}
-            st = dict(nxt, er_h=got['er_h_out'], er_c=got['er_c_out'], mt_h=got['mt_h_out'], mt_c=got['mt_c_out'],
-                      note=got['note_out'], chord=got['chord_out'])
+            fed_back = {k: got[f'{k}_out'] for k in ('emotion_h', 'emotion_c', 'melody_h', 'melody_c', 'note', 'chord')}
+            st = dict(nxt, **fed_back)
         return worst
     n = _in_size(model)
     x = rng.standard_normal((batch, frames, n)).astype(np.float32)
@@ -576,7 +578,8 @@ def check_pipeline_rtneural(models:dict, # name -> iDAW network
     return out
 
 # %% ../../nbs/music/23_rtneural.ipynb #91f3aad8
-_HALF = np.float32(0.5)
+_HALF = np.array(0.5, np.float32)  # 0-d arrays: NumPy would turn a scalar operand into one on every call
+_ZERO = np.zeros((), np.float32)
 
 def _affine(linear:nn.Linear, # a PyTorch dense layer
             scale:float=1.0, # 0.5 for a layer that feeds a sigmoid (see above)
@@ -608,7 +611,7 @@ def _run_affine(weights, source, target, activation):
     if activation == 'tanh':
         np.tanh(target, out=target)
     elif activation == 'relu':
-        np.maximum(target, 0, out=target)
+        np.maximum(target, _ZERO, out=target)
     elif activation == 'sigmoid':
         np.tanh(target, out=target)
         np.multiply(target, _HALF, out=target)
@@ -672,6 +675,7 @@ class RealtimePipeline:
         self.dynamics_net = [(_affine(dynamics.fc1), self.compact, dynamics_1[:128], 'relu'),
                              (_affine(dynamics.fc2), dynamics_1, dynamics_2[:64], 'relu'),
                              (_affine(dynamics.fc3, 0.5), dynamics_2, self.expression, 'sigmoid')]
+        self._views()
         self.reset()
 
     @classmethod
@@ -702,7 +706,8 @@ def reset(self:RealtimePipeline,
     for cell in (self.emotion_cell, self.melody_cell):
         cell[-1][:] = 0  # h
         cell[-2][:] = 0  # c
-    self.note, self.chord, self.beat, self.beats_per_bar = -1, 60, 0, int(beats_per_bar)
+    self.note, self.chord = -1, 60
+    self._set_bar(0, beats_per_bar)
     key = self.context[97:110]
     key[:] = 0
     key[tonic] = 1
@@ -719,76 +724,134 @@ def load_state(self:RealtimePipeline,
     if pipe.batch != 1:
         raise InputError('pipe', f'batch={pipe.batch}', 'reset the pipeline to one stream: IDAWPipeline.reset(batch=1)')
     state = pipe.state
-    for cell, (h, c) in ((self.emotion_cell, state['er']), (self.melody_cell, state['mt'])):
+    for cell, (h, c) in ((self.emotion_cell, state['emotion_lstm']), (self.melody_cell, state['melody_lstm'])):
         cell[-1][:] = h[0].numpy()
         cell[-2][:] = c[0].numpy()
     self.note, self.chord = int(state['note'][0]), int(state['chord'][0])
     self.context[97:110] = state['key'][0].numpy()
-    self.context[126:128] = state['td'][0].numpy()
-    self.beat, self.beats_per_bar = pipe.beat, pipe.beats_per_bar
+    self.context[126:128] = state['tempo_density'][0].numpy()
+    self._set_bar(pipe.beat, pipe.beats_per_bar)
     return self
 
-# %% ../../nbs/music/23_rtneural.ipynb #a9005eae
-_TINY = np.finfo(np.float32).tiny
-_LOG_CHORDS = math.log(idaw.N_CHORDS)
+# %% ../../nbs/music/23_rtneural.ipynb #c3d8f5a1
+@patch
+def _views(self:RealtimePipeline):
+    "The views, rows and 0-d buffers the frame copies between, made once: slicing or indexing in a frame allocates."
+    context, compact, folded = self.context, self.compact, self.folded
+    self.mel_in, self.embedding_out = self.mel[:128], self.embedding[:-1]
+    self.note_state = self.embedding[idaw.EMOTION_DIM:-1]  # the previous note's code
+    self.note_rows, self.note_pc_rows = list(self.note_code), [row[:12] for row in self.note_code]
+    self.chord_rows = list(self.chord_feat)
+    self.note_cells = [self.notes[i, ...] for i in range(128)]  # 0-d views: one note's probability
+    self.chord_cells = [self.chords[i, ...] for i in range(idaw.N_CHORDS)]
+    # sums as matrix-vector products into 1-element buffers (NumPy's reductions and vector dots allocate)
+    self.ones, self.log_chords_row = np.ones((1, idaw.N_CHORDS), np.float32), self.log_chords[None]
+    self.ones_12 = self.ones[:, :12]
+    self.sums = np.zeros((3, 1), np.float32)  # the pitch classes' total, the softmax's sum, the chords' entropy
+    self.total, self.chord_sum, self.entropy = self.sums
+    # their 0-d views, to read and divide by (broadcasting a 1-element array allocates)
+    self.total_value, self.chord_sum_value, self.entropy_value = (s.reshape(()) for s in self.sums)
+    self.top = np.zeros((), np.float32)
+    self.index = np.zeros((), np.intp)  # argmax writes here: returned, its index would be a new NumPy scalar
+    self.folded_pitch_classes, self.folded_profiles, self.folded_pitch = folded[:12], folded[:23], folded[23, ...]
+    self.context_code, self.context_profiles, self.context_chord = context[:40], context[40:63], context[64:97]
+    self.context_beat, self.context_note, self.context_tempo = context[110:114], context[114:126], context[126, ...]
+    self.compact_vad, self.compact_chroma, self.compact_pitch_classes = compact[:3], compact[3:15], compact[15:27]
+    self.compact_pitch, self.compact_tempo = compact[28, ...], compact[31, ...]
+    self.code_vad, self.context_pitch_classes = self.code[:3], context[40:52]
+    self.outputs = dict(notes=self.notes, chords=self.chords, groove=self.groove, expression=self.expression,
+                        embedding=self.embedding_out, note=-1, chord=60)
 
+@patch
+def _set_bar(self:RealtimePipeline,
+             beat:int, # frames streamed so far
+             beats_per_bar:int,
+            ):
+    "The beat counter, the bar's length and each beat's position in the bar, in float32 as `IDAWPipeline` has it."
+    self.beat, self.beats_per_bar = int(beat), int(beats_per_bar)
+    self.phases = [float(np.float32(b) / np.float32(beats_per_bar)) for b in range(beats_per_bar)]
+    self.bar_beat_rows = [self.beat_code[min(b, 3)] for b in range(beats_per_bar)]  # beats past 4 share the last code
+
+def _run_three(layers:list, # three `(weights, source, target, activation)` layers
+              ):
+    "The three dense layers of an MLP in order, unrolled (a `for` loop allocates an iterator)."
+    first, second, third = layers
+    _run_affine(*first)
+    _run_affine(*second)
+    _run_affine(*third)
+
+# %% ../../nbs/music/23_rtneural.ipynb #a9005eae
 @patch
 def step(self:RealtimePipeline,
          mel, # one mel frame: 128 values (or [1, 128])
         ) -> dict:
-    "One frame as `IDAWPipeline.step(mel=mel)` computes it; arrays are views of buffers the next frame overwrites."
+    "One frame as `IDAWPipeline.step(mel=mel)` computes it, in the runtime's dict and buffers (the next frame's too)."
     try:
-        self.mel[:128] = mel
+        if type(mel) is np.ndarray and mel.ndim == 1 and mel.size == 128:
+            np.copyto(self.mel_in, mel)  # the real-time path: no view, no conversion
+        else:
+            self.mel[:128] = mel
     except (ValueError, TypeError):
         raise InputError('mel', np.shape(mel), 'give one frame of 128 mel values') from None
-    for layer in self.emotion_front:
-        _run_affine(*layer)
+    emotion_1, emotion_2 = self.emotion_front
+    _run_affine(*emotion_1)
+    _run_affine(*emotion_2)
     _run_lstm(self.emotion_cell)
     _run_affine(*self.emotion_back[0])
-    self.embedding[idaw.EMOTION_DIM:-1] = self.note_code[self.note + 1]
+    np.copyto(self.note_state, self.note_rows[self.note + 1])
     _run_affine(*self.melody_front[0])
     _run_lstm(self.melody_cell)
-    for layer in self.melody_back + self.groove_net:
-        _run_affine(*layer)
+    melody_1, melody_2 = self.melody_back
+    _run_affine(*melody_1)
+    _run_affine(*melody_2)
+    _run_three(self.groove_net)
     return self._harmony_dynamics()
+
+# %% ../../nbs/music/23_rtneural.ipynb #e5fab7c3
+_TINY = np.array(np.finfo(np.float32).tiny, np.float32)
+_LOG_CHORDS = math.log(idaw.N_CHORDS)
 
 @patch
 def _harmony_dynamics(self:RealtimePipeline):
     "The rest of the frame: the note summary, both contexts, harmony, dynamics and the next state."
     notes, context, compact, chords = self.notes, self.context, self.compact, self.chords
-    best = int(notes.argmax())
-    peak = notes[best]
+    best = int(notes.argmax(out=self.index))
+    peak = float(self.note_cells[best])
     np.dot(self.fold_pitch, notes, out=self.folded)
-    total = np.float32(max(float(self.folded[:12].sum()), 1e-8))
+    np.dot(self.ones_12, self.folded_pitch_classes, out=self.total)
+    if float(self.total_value) < 1e-8:
+        self.total_value[()] = 1e-8
     beat = self.beat % self.beats_per_bar
-    context[:40] = self.code
-    np.divide(self.folded[:23], total, out=context[40:63])  # pitch-class and octave profiles
+    np.copyto(self.context_code, self.code)
+    np.divide(self.folded_profiles, self.total_value, out=self.context_profiles)  # pitch-class and octave profiles
     context[63] = peak
-    context[64:97] = self.chord_feat[self.chord]
-    context[110:114] = self.beat_code[min(beat, 3)]
-    context[114:126] = self.note_code[self.note + 1, :12]
-    for layer in self.harmony_net:
-        _run_affine(*layer)
-    np.subtract(chords, chords.max(), out=chords)
+    np.copyto(self.context_chord, self.chord_rows[self.chord])
+    np.copyto(self.context_beat, self.bar_beat_rows[beat])
+    np.copyto(self.context_note, self.note_pc_rows[self.note + 1])
+    _run_three(self.harmony_net)
+    np.copyto(self.top, self.chord_cells[int(chords.argmax(out=self.index))])  # softmax: less the largest logit
+    np.subtract(chords, self.top, out=chords)
     np.exp(chords, out=chords)
-    np.divide(chords, chords.sum(), out=chords)
-    compact[:3] = self.code[:3]
-    np.dot(self.chroma, chords, out=compact[3:15])
-    compact[15:27] = context[40:52]
+    np.dot(self.ones, chords, out=self.chord_sum)
+    np.divide(chords, self.chord_sum_value, out=chords)
+    np.copyto(self.compact_vad, self.code_vad)
+    np.dot(self.chroma, chords, out=self.compact_chroma)
+    np.copyto(self.compact_pitch_classes, self.context_pitch_classes)
     compact[27] = peak
-    compact[28] = self.folded[23] / total
+    np.divide(self.folded_pitch, self.total_value, out=self.compact_pitch)
     np.maximum(chords, _TINY, out=self.log_chords)  # entr(0) = 0: 0 * log(tiny) is 0
     np.log(self.log_chords, out=self.log_chords)
-    compact[29] = -float(np.dot(chords, self.log_chords)) / _LOG_CHORDS
-    compact[30] = np.float32(beat) / np.float32(self.beats_per_bar)
-    compact[31] = context[126]
-    for layer in self.dynamics_net:
-        _run_affine(*layer)
+    np.dot(self.log_chords_row, chords, out=self.entropy)
+    compact[29] = -float(self.entropy_value) / _LOG_CHORDS
+    compact[30] = self.phases[beat]
+    np.copyto(self.compact_tempo, self.context_tempo)
+    _run_three(self.dynamics_net)
     self.note = best if peak >= 0.05 else -1
-    self.chord = int(chords.argmax())
+    self.chord = int(chords.argmax(out=self.index))
     self.beat += 1
-    return dict(notes=notes, chords=chords, groove=self.groove, expression=self.expression,
-                embedding=self.embedding[:-1], note=self.note, chord=self.chord)
+    outputs = self.outputs
+    outputs['note'], outputs['chord'] = self.note, self.chord
+    return outputs
 
 # %% ../../nbs/music/23_rtneural.ipynb #3cff2843
 @patch
@@ -800,6 +863,44 @@ def run(self:RealtimePipeline,
         outs = [{k: np.copy(v) for k, v in self.step(m).items()} for m in np.asarray(mels, dtype=np.float32)]
     return {k: np.stack([o[k] for o in outs]) for k in outs[0]}
 
+# %% ../../nbs/music/23_rtneural.ipynb #a7b1c8e5
+def _frame_allocations(step, # called as `step(x)`
+                       inputs:list, # one x per call
+                      ) -> tuple[np.ndarray, int]:
+    "Python-heap bytes (tracemalloc) each call held at its peak above what was held before it; bytes kept after all."
+    import tracemalloc
+    peaks = np.zeros(len(inputs), np.int64)
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(len(inputs)):
+            x = inputs[i]
+            held = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            step(x)
+            peaks[i] = tracemalloc.get_traced_memory()[1] - held
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    return peaks, kept
+
+def realtime_allocations(models:dict=None, # the five networks (default: `idaw.untrained_models()`)
+                         frames:int=1000, # frames traced, after as many untraced (NumPy fills its caches first)
+                         seed:int=0, # seeds the mel frames
+                        ) -> dict:
+    "The Python heap `RealtimePipeline.step` takes per frame: peak bytes above the frame's start, and bytes kept."
+    runtime = RealtimePipeline(models or idaw.untrained_models())
+    mels = list(np.random.default_rng(seed).random((frames, 128), dtype=np.float32))
+    with limit_threads(1):
+        for mel in mels:
+            runtime.step(mel)
+        peaks, kept = _frame_allocations(runtime.step, mels)
+    return dict(frames=frames, peak_mean_bytes=float(peaks.mean()), peak_max_bytes=int(peaks.max()),
+                kept_bytes_per_frame=kept / frames)
+
 # %% ../../nbs/music/23_rtneural.ipynb #51b91395
 def _onnx_stepper(pipe:IDAWPipeline, # a pipeline of one stream, reset
                   path, # where to write the pipeline's ONNX graph
@@ -809,11 +910,13 @@ def _onnx_stepper(pipe:IDAWPipeline, # a pipeline of one stream, reset
     feeds = {k: v.numpy().copy() for k, v in pipeline_state(pipe).items()}
     beats = [(pipe._beats[b].numpy().copy(), pipe._phases[b].numpy().copy()) for b in range(pipe.beats_per_bar)]
     frame = [pipe.beat]
+    fed_back = PIPELINE_INPUTS[1:5] + ['note', 'chord']  # the inputs the outputs out[4:] feed
     def step(mel):
         feeds['mel'] = mel
         feeds['beat'], feeds['phase'] = beats[frame[0] % len(beats)]
         out = session.run(None, feeds)
-        feeds['er_h'], feeds['er_c'], feeds['mt_h'], feeds['mt_c'], feeds['note'], feeds['chord'] = out[4:]
+        for name, value in zip(fed_back, out[4:]):
+            feeds[name] = value
         frame[0] += 1
         return out
     return step
@@ -846,31 +949,47 @@ def _agreement(runtimes:dict, mels:np.ndarray) -> dict:
     return out
 
 # %% ../../nbs/music/23_rtneural.ipynb #8f956b28
-def _time_block(step, inputs, wall, cpu, start, n):
-    "Time `n` calls `step(x)` on the inputs from `start` on (cyclically): wall and thread CPU nanoseconds."
+def _switch_counter():
+    "A function giving this thread's involuntary context switches so far (Linux's `RUSAGE_THREAD`), or None."
+    try:
+        import resource
+        who = resource.RUSAGE_THREAD
+    except (ImportError, AttributeError):  # not Linux: the count is not kept per thread
+        return None
+    return lambda: resource.getrusage(who).ru_nivcsw
+
+def _time_block(step, inputs, times, start, n, switches_now):
+    "Time `n` calls `step(x)` on the inputs from `start` on (cyclically): wall and CPU ns, involuntary switches."
+    wall, cpu, switches = times  # each window encloses the next: switches ⊇ CPU time ⊇ wall time
     for i in range(start, start + n):
         x = inputs[i % len(inputs)]
+        switched = switches_now()
         cpu_0 = time.thread_time_ns()
         wall_0 = time.perf_counter_ns()
         step(x)
         wall_1 = time.perf_counter_ns()
         cpu_1 = time.thread_time_ns()
+        switches[i] = switches_now() - switched
         wall[i] = wall_1 - wall_0
         cpu[i] = cpu_1 - cpu_0
 
 def _time_runtimes(runtimes:dict, inputs:dict, frames:int, block:int) -> dict:
-    "name -> (wall ms, CPU ms) per frame, the runtimes taking turns in blocks of `block` frames."
-    times = {name: (np.zeros(frames), np.zeros(frames)) for name in runtimes}
+    "name -> (wall ms, CPU ms, involuntary switches) per frame, the runtimes taking turns in blocks of `block` frames."
+    times = {name: (np.zeros(frames), np.zeros(frames), np.zeros(frames)) for name in runtimes}
+    counter = _switch_counter()
     collect = gc.isenabled()
     gc.disable()
     try:
         for start in range(0, frames, block):
             for name, (step, _) in runtimes.items():
-                _time_block(step, inputs[name], *times[name], start, min(block, frames - start))
+                n = min(block, frames - start)
+                _time_block(step, inputs[name], times[name], start, n, counter or (lambda: 0))
     finally:
         if collect:
             gc.enable()
-    return {name: (wall / 1e6, cpu / 1e6) for name, (wall, cpu) in times.items()}
+    nan = np.full(frames, np.nan)
+    return {name: (wall / 1e6, cpu / 1e6, switches if counter else nan)
+            for name, (wall, cpu, switches) in times.items()}
 
 @contextmanager
 def _fifo_priority(priority:int=50):
@@ -893,12 +1012,18 @@ def _fifo_priority(priority:int=50):
 _BUFFER_MS = 512 / 48_000 * 1e3  # an audio plugin's deadline: one buffer of 512 samples at 48 kHz
 
 def _latency_rows(times:dict, scheduling:str) -> list:
+    "One row per runtime: wall and CPU percentiles, time waited, involuntary switches (NaN where not counted)."
     rows = []
-    for name, (wall, cpu) in times.items():
+    for name, (wall, cpu, switches) in times.items():
         p50, p99, p999 = np.percentile(wall, [50, 99, 99.9])
+        counted = not np.isnan(switches).any()
+        calm = wall[switches == 0] if counted else wall[:0]  # frames with no switch around them: never preempted
         rows.append(dict(runtime=name, scheduling=scheduling, frames=len(wall), p50_ms=p50, p99_ms=p99, p999_ms=p999,
                          max_ms=wall.max(), cpu_p50_ms=np.median(cpu), cpu_p99_ms=np.percentile(cpu, 99),
-                         over_1ms=float((wall > 1).mean()), over_buffer=int((wall > _BUFFER_MS).sum())))
+                         over_1ms=float((wall > 1).mean()), over_buffer=int((wall > _BUFFER_MS).sum()),
+                         wait_p99_ms=np.percentile(np.maximum(wall - cpu, 0), 99), switches=float(switches.sum()),
+                         switched=float((switches > 0).mean()) if counted else np.nan,
+                         calm_p99_ms=float(np.percentile(calm, 99)) if len(calm) else np.nan))
     return rows
 
 def pipeline_latency(models:dict=None, # the five networks (default: `idaw.untrained_models()`: values do not matter)
@@ -932,13 +1057,15 @@ def pipeline_latency(models:dict=None, # the five networks (default: `idaw.untra
 def _latency_records(table:pd.DataFrame) -> list:
     "Benchmark records of `pipeline_latency`'s table: the figures of each runtime, and its ratios to PyTorch."
     units = dict(p50_ms=('latency_p50', 'ms'), p99_ms=('latency_p99', 'ms'), p999_ms=('latency_p999', 'ms'),
-                 max_ms=('latency_max', 'ms'), cpu_p99_ms=('cpu_time_p99', 'ms'),
-                 over_1ms=('frames_over_1ms', 'fraction'), over_buffer=('frames_over_buffer', 'frames'))
+                 max_ms=('latency_max', 'ms'), cpu_p50_ms=('cpu_time_p50', 'ms'), cpu_p99_ms=('cpu_time_p99', 'ms'),
+                 over_1ms=('frames_over_1ms', 'fraction'), over_buffer=('frames_over_buffer', 'frames'),
+                 wait_p99_ms=('wait_p99', 'ms'), switches=('involuntary_switches', 'switches'),
+                 switched=('frames_with_switch', 'fraction'), calm_p99_ms=('latency_p99_no_switch', 'ms'))
     recs = []
     for _, row in table.iterrows():
         case = f'pipeline {row.runtime} batch=1 threads=1 {row.scheduling}'
         recs += [dict(case=case, metric=metric, value=float(row[col]), unit=unit)
-                 for col, (metric, unit) in units.items()]
+                 for col, (metric, unit) in units.items() if np.isfinite(row[col])]  # NaN: not counted here
         torch_row = table[(table.runtime == 'torch') & (table.scheduling == row.scheduling)].iloc[0]
         if row.runtime != 'torch':
             for q in ('p50', 'p99'):
@@ -968,6 +1095,11 @@ def bench_idaw(size:str='full', # "full": 20000 frames per runtime (1000 per net
         case = f'pipeline {name} batch=1'
         recs += [dict(case=case, metric='max_abs_diff_vs_torch', value=info[name]['max_abs_diff'], unit=''),
                  dict(case=case, metric='same_notes_and_chords', value=float(info[name]['same_choices']), unit='bool')]
+    heap = realtime_allocations(frames=1000)
+    recs += [dict(case='pipeline realtime batch=1', metric=metric, value=float(heap[key]), unit='bytes')
+             for key, metric in (('peak_mean_bytes', 'heap_peak_per_frame_mean'),
+                                 ('peak_max_bytes', 'heap_peak_per_frame_max'),
+                                 ('kept_bytes_per_frame', 'heap_kept_per_frame'))]
     recs.append(dict(case='machine', metric='cpus', value=float(info['cpus']), unit='cores'))
     if info['load_average'] is not None:
         recs.append(dict(case='machine', metric='load_average_1min', value=info['load_average'],
@@ -992,7 +1124,7 @@ def idaw_training_data(n_pieces:int=None, # pieces the idaw report read (None: f
     "The idaw report's training split, rebuilt as its report builds it, and its hash."
     from kelly.music.theory import chorale_features
     n = n_pieces or (scores['n_train'] + scores['n_test'] if scores else None)
-    feats = chorale_features(n)
+    feats = chorale_features(n)  # sliced from the cache of all chorales when the idaw report left one
     order = np.random.default_rng(seed).permutation(len(feats))
     n_test = max(1, len(feats) // 5)
     train = [feats[i] for i in order[n_test:]]

@@ -44,10 +44,14 @@ class MissingResourceError(KellyError, LookupError):
 def require(module:str, # the module to import, e.g. `"faiss"`
             package:str=None, # the pip package that provides it, when its name differs
            ):
-    "Import `module`, or raise a `MissingResourceError` naming the package to install."
+    "Import `module`, or raise a `MissingResourceError` naming the package to install; what it prints goes to stderr."
+    import contextlib
     import importlib
     try:
-        return importlib.import_module(module)
+        # a module's import-time prints must not reach stdout, where commands write JSON: pyfluidsynth, imported
+        # by pretty_midi, prints where it found its library whenever CI is set
+        with contextlib.redirect_stdout(sys.stderr):
+            return importlib.import_module(module)
     except ImportError as e:
         raise MissingResourceError('package', package or module, f"pip install {package or module}",
                                    f'optional package not installed ({e})') from None

@@ -53,7 +53,7 @@ def dask_client(scheduler:str='local', # "sync", "local" or an address such as "
     if name == 'local':
         n = workers or os.cpu_count() or 1
         settings = {'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_': None,   # see the notes
-                    'distributed.worker.profile.enabled': False}   # the profiler took ~11 % of a task's CPU: see the notes
+                    'distributed.worker.profile.enabled': False}  # the profiler took ~11 % of a task's CPU (notes)
         with dask.config.set(settings), \
              LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
              Client(cluster) as client:

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from kelly.core import ConfigError, InputError, MissingResourceError
 from kelly.audio.signal import HOP_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, log_mel
 from kelly.audio import embed as E
-from test_parallel import cluster  # noqa: F401 (a scheduler and two workers on 127.0.0.1, for the killed-worker test)
+from test_parallel import cluster, kill_a_worker_mid_run  # noqa: F401 (a scheduler and two workers on 127.0.0.1)
 
 SR = SAMPLE_RATE
 
@@ -478,7 +478,6 @@ def test_many_files_in_shrinking_tasks_come_back_in_input_order(tmp_path):
 
 def test_a_worker_killed_mid_folder_costs_time_not_vectors(cluster, tmp_path):  # noqa: F811
     "A real scheduler and two `dask worker` processes (tests/test_parallel.py's fixture); one dies during the run."
-    import os, signal, threading, time
     from kelly.parallel import dask_client
     address, procs = cluster
     root = tmp_path / 'audio'
@@ -491,17 +490,10 @@ def test_a_worker_killed_mid_folder_costs_time_not_vectors(cluster, tmp_path):  
     cache = tmp_path / 'cache'
     with dask_client(address) as client:
         client.wait_for_workers(2, timeout=120)
-        got = {}
-        run = threading.Thread(target=lambda: got.update(out=E.embed_folder(
-            root, ex, cache_dir=cache, show_progress=False, scheduler=client)))
-        run.start()
-        deadline = time.monotonic() + 60
-        while not list(cache.rglob('*.npy')) and time.monotonic() < deadline:
-            time.sleep(0.01)   # work has begun
-        os.killpg(procs[1].pid, signal.SIGKILL)                                              # worker w1 dies
-        run.join(timeout=300)
-        assert not run.is_alive() and len(client.scheduler_info()['workers']) == 1
-    ids, X = got['out']
+        ids, X = kill_a_worker_mid_run(lambda: E.embed_folder(root, ex, cache_dir=cache, show_progress=False,
+                                                              scheduler=client),
+                                       begun=lambda: list(cache.rglob('*.npy')), worker=procs[1])
+        assert len(client.scheduler_info()['workers']) == 1
     assert ids == serial_ids and np.array_equal(X, serial)                  # identical, in input order
     entries = list(cache.rglob('*.npy'))
     assert len(entries) == 40 and not list(cache.rglob('*.tmp'))            # every vector once, complete

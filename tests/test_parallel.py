@@ -38,6 +38,23 @@ def cluster(tmp_path):
         log.close()
 
 
+def kill_a_worker_mid_run(run, # the work, given the client (returns its result)
+                          begun, # true once the work has begun (a first file written)
+                          worker, # the `dask worker` process (group) to SIGKILL then
+                         ):
+    "Run `run()` on a thread, kill `worker` once `begun()` holds (or after 60 s), and return what `run` returned."
+    got = {}
+    thread = threading.Thread(target=lambda: got.update(out=run()))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not begun() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(worker.pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    return got['out']
+
+
 def test_a_killed_worker_costs_time_not_results(cluster, tmp_path):
     address, procs = cluster
     serial = parallel_map(demo_task, range(12), scheduler='sync', seed=5)
@@ -46,17 +63,10 @@ def test_a_killed_worker_costs_time_not_results(cluster, tmp_path):
     task = functools.partial(demo_task, out=str(out), pause=0.4)
     with dask_client(address) as client:
         client.wait_for_workers(2, timeout=120)
-        got = {}
-        run = threading.Thread(target=lambda: got.update(values=parallel_map(task, range(12), client, seed=5)))
-        run.start()
-        deadline = time.monotonic() + 60
-        while not list(out.glob('*.json')) and time.monotonic() < deadline:
-            time.sleep(0.05)   # work has begun
-        os.killpg(procs[1].pid, signal.SIGKILL)                                              # worker w1 dies
-        run.join(timeout=300)
-        assert not run.is_alive()
+        values = kill_a_worker_mid_run(lambda: parallel_map(task, range(12), client, seed=5),
+                                       begun=lambda: list(out.glob('*.json')), worker=procs[1])
         assert len(client.scheduler_info()['workers']) == 1
-    assert got['values'] == serial                                       # identical, in input order
+    assert values == serial                                              # identical, in input order
     written = {int(p.stem): json.loads(p.read_text())['value'] for p in out.glob('*.json')}
     assert written == dict(enumerate(serial))                            # every item once, complete
     assert not [p for p in out.iterdir() if p.suffix == '.tmp']          # no torn write left behind

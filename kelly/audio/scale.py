@@ -507,7 +507,7 @@ def tracks_folder(folder, # the folder to fill (created)
                   n_tracks:int, # WAV files written
                   seconds:float, # length of each
                   seed:int=0, # seeds the signals
-                  distinct:int=8, # distinct seeded signals; the other files copy them (drawing costs more than embedding)
+                  distinct:int=8, # distinct seeded signals; the other files copy them (drawing costs more)
                  ) -> Path:
     "A folder of n_tracks 24 kHz float WAV files, track0000.wav onwards: file i holds signal i mod `distinct`."
     import shutil
@@ -540,7 +540,7 @@ def extract_speedup(n_tracks:int=24, # synthetic tracks embedded
                     seed:int=0, # seeds the tracks
                     repeat:int=3, # runs per setting, alternating; the fastest of each counts
                    ) -> dict:
-    "embed_folder here, on 1 worker and on `workers` (alternating); the same for a pure-CPU control; Dask's cost per task."
+    "embed_folder on 1 worker and on `workers` (alternating); the same for a pure-CPU control; Dask's cost a task."
     import functools, statistics, tempfile
     if workers < 2:
         raise InputError('workers', workers, 'compare 2 or more workers with 1')
@@ -586,7 +586,7 @@ def extract_speedup(n_tracks:int=24, # synthetic tracks embedded
 @benchmark('scale')
 def bench_scale(size:str='full', # "full": 96 tracks of 30 s, and N = 1,000,000; "tiny": 4 tracks of 2 s, N = 4,000
                ) -> list[dict]:
-    "Extraction on 2 workers against 1 (speed-up, a control's, Dask's cost per task), and the on-disk IVF-PQ at N tracks."
+    "Extraction on 2 workers against 1 (speed-up, a control's, Dask's cost a task), and the on-disk IVF-PQ at N tracks."
     import tempfile
     full = size == 'full'
     n, seconds = (96, 30.0) if full else (4, 2.0)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core import InputError, limit_threads, seed_everything
+from ..core import InputError, MissingResourceError, limit_threads, require, seed_everything
 from .extensions import OUTPUT_SCALES, DynamicEmotionToMusicMapper
 from .idaw import IDAWPipeline, emotion_code, resolve_weights
 from .theory import (MODES, N_CHORDS, chord_index, chord_pitch_classes, key_name, render_piece,
@@ -791,8 +791,8 @@ RENDER_GAIN = 4.0  # fluidsynth's 16-bit output x 4: fixed for every piece, so t
 def _has_fluidsynth() -> bool:
     "Whether pyfluidsynth imports and finds the fluidsynth library."
     try:
-        import fluidsynth
-    except (ImportError, OSError):
+        fluidsynth = require('fluidsynth', 'pyfluidsynth')
+    except (MissingResourceError, OSError):
         return False
     return hasattr(fluidsynth, 'Synth')
 
@@ -812,10 +812,11 @@ def synthesizer(soundfont:str=None, # a .sf2 path, a stem of `SOUNDFONTS` ('TimG
     found = [f for f in wanted if Path(f).is_file()]
     return found[0] if found and _has_fluidsynth() else SINES
 
+# %% ../../nbs/music/25_compose.ipynb #5f0c2b72
 @functools.lru_cache(2)
 def _synth(path:str, sr:int):
     "One fluidsynth instance per soundfont and rate (loading FluidR3's 148 MB once, not once per piece)."
-    import fluidsynth
+    fluidsynth = require('fluidsynth', 'pyfluidsynth')
     fl = fluidsynth.Synth(samplerate=float(sr))
     return fl, fl.sfload(path)
 
@@ -826,7 +827,7 @@ def render_piece_audio(notes:pd.DataFrame, # a note table (`compose`'s piece)
                       ) -> np.ndarray:
     "Mono float32 audio: fluidsynth, a GM program per part, at a fixed gain; or sines, peak-normalised to 0.5."
     import tempfile
-    import pretty_midi
+    pretty_midi = require('pretty_midi')
     with tempfile.TemporaryDirectory() as tmp:
         pm = pretty_midi.PrettyMIDI(str(write_midi(notes, Path(tmp)/'piece.mid', tempo)))
     synth = synthesizer(soundfont)
@@ -980,7 +981,7 @@ def rank_agreement(intended, # numbers meant
 # %% ../../nbs/music/25_compose.ipynb #19a3b943
 def _pitch_class(name:str) -> int:
     "The pitch class of a note name such as 'C', 'F#' or 'Bb'."
-    import pretty_midi
+    pretty_midi = require('pretty_midi')
     return pretty_midi.note_name_to_number(f'{name}4') % 12
 
 def track_cues() -> pd.DataFrame:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from fastcore.basics import patch
 
-from ..core import InputError, limit_threads, seed_everything
+from ..core import InputError, limit_threads, require, seed_everything
 from .theory import N_CHORDS, chord_chroma_matrix
 
 # %% auto #0
@@ -411,7 +411,7 @@ def render_audio(f:dict, # features of one piece (uses voice_pitch, voice_onset,
                  sr:int=8000, # sample rate
                 ) -> np.ndarray:
     "The piece's four voices as sine tones (pretty_midi synthesis), one beat per frame of the score."
-    import pretty_midi
+    pretty_midi = require('pretty_midi')
     beat = 60 / f['tempo']
     pm = pretty_midi.PrettyMIDI(initial_tempo=f['tempo'])
     inst = pretty_midi.Instrument(0)

@@ -54,8 +54,9 @@ def dask_client(scheduler:str='local', # "sync", "local" or an address such as "
         n = workers or os.cpu_count() or 1
         settings = {'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_': None,   # see the notes
                     'distributed.worker.profile.enabled': False}  # the profiler took ~11 % of a task's CPU (notes)
+        web = '127.0.0.1:0'  # web server on a free local port: a fixed 8787 warns beside another cluster
         with dask.config.set(settings), \
-             LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+             LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=web) as cluster, \
              Client(cluster) as client:
                  yield client
         return

@@ -40,11 +40,12 @@ lint: setup ## ruff on kelly/ and tests/ (rules in pyproject.toml): line length,
 sync: setup ## check that kelly/ is what nbdev-export makes of nbs/, and nbs/ is clean
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_sync.py
 
-pytest: setup ## the pytest suite in tests/ (the sync check runs first, in `make sync`)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests --ignore=tests/test_sync.py
+pytest: setup ## the pytest suite in tests/ (the sync check runs first, in `make sync`), two workers, one thread each
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests --ignore=tests/test_sync.py
 
-nbtest: setup ## run every notebook at its quick defaults
-	$(BIN)/nbdev-test --do-print --timing
+nbtest: setup ## run every notebook at its quick defaults (one per core), one thread each
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
+		$(BIN)/nbdev-test --do-print --timing
 
 reports: setup ## regenerate every report at the sizes in settings.ini into reports/
 	$(BIN)/kelly report all

@@ -933,9 +933,10 @@ class GenreMeanBaseline(BaseEstimator):
 class GradientBoostingBaseline(BaseEstimator):
     "One HistGradientBoostingRegressor per feature on the network's inputs."
     def __init__(self, max_iter:int=200, learning_rate:float=0.05, # boosting rounds and step
+                 max_bins:int=63, # levels each input is binned into (scikit-learn's default: 255)
                  text_encoder:str='minilm', n_threads:int=1, seed:int=0):
-        self.max_iter, self.learning_rate, self.text_encoder = max_iter, learning_rate, text_encoder
-        self.n_threads, self.seed = n_threads, seed
+        self.max_iter, self.learning_rate, self.max_bins = max_iter, learning_rate, max_bins
+        self.text_encoder, self.n_threads, self.seed = text_encoder, n_threads, seed
     def fit(self, songs):
         from sklearn.ensemble import HistGradientBoostingRegressor
         songs = prepare_songs(songs)
@@ -948,7 +949,8 @@ class GradientBoostingBaseline(BaseEstimator):
                 self.models_[f] = float(np.nanmean(targets[:, j])) if ok.any() else np.nan
                 continue
             model = HistGradientBoostingRegressor(max_iter=self.max_iter, learning_rate=self.learning_rate,
-                                                  early_stopping=ok.sum() >= 50, random_state=self.seed)
+                                                  max_bins=self.max_bins, early_stopping=ok.sum() >= 50,
+                                                  random_state=self.seed)
             with limit_threads(self.n_threads):
                 self.models_[f] = model.fit(inputs[ok], targets[ok, j])
         return self

@@ -104,13 +104,21 @@ class Manifest:
 def notebook_parameters(path:Path, # a notebook
                        ) -> dict:
     "The names and default values of the notebook's `parameters` cell."
-    import nbformat
-    nb = nbformat.read(path, as_version=4)
-    if not any('parameters' in c.get('metadata', {}).get('tags', []) for c in nb.cells):
+    cells = json.loads(Path(path).read_text(encoding='utf-8'))['cells']
+    tagged = [c for c in cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    if not tagged:
         raise ConfigError('notebook', str(path), 'tag the cell of quick defaults "parameters" '
                           '(nbdev keeps tags: allowed_cell_metadata_keys)', 'no parameters cell')
-    import papermill
-    return {k: parse_value(v['default']) for k, v in papermill.inspect_notebook(str(path)).items()}
+    source = tagged[0]['source']
+    source = source if isinstance(source, str) else ''.join(source)
+    defaults = {}
+    for node in ast.parse(source).body:
+        single = isinstance(node, ast.Assign) and len(node.targets) == 1
+        target = node.targets[0] if single else getattr(node, 'target', None)  # `x = 1` or `x: int = 1`
+        if isinstance(target, ast.Name) and getattr(node, 'value', None) is not None:
+            defaults[target.id] = parse_value(ast.get_source_segment(source, node.value))
+    return defaults
+
 
 # %% ../nbs/90_reports.ipynb #90cf11c7
 _KINDS = ((bool, (bool,), 'True or False'), (int, (int,), 'a whole number (write 1000, not 1e3 or 1000.0)'),

@@ -20,7 +20,8 @@ from .core import ConfigError, InputError, KellyError, atomic_write, progress, s
 __all__ = ['TrainConfig', 'is_improvement', 'split_indices', 'epoch_batches', 'check_weights', 'weighted_batches',
            'init_distributed', 'dist_info', 'shard', 'index_batch', 'TrainingError', 'check_finite', 'float_outputs',
            'cat_outputs', 'Checkpointed', 'saved_activation_bytes', 'autocast_dtype', 'autocast_supported',
-           'split_stages', 'Pipeline', 'cosine_lr', 'save_weights', 'load_weights', 'Trainer']
+           'split_stages', 'Pipeline', 'cosine_lr', 'save_weights', 'load_weights', 'Trainer', 'adamw',
+           'clip_gradients']
 
 # %% ../nbs/03_training.ipynb #5d224f32
 @dataclass
@@ -414,6 +415,16 @@ class Trainer:
     def last_path(self): return self._file('_last.pt')
 
 # %% ../nbs/03_training.ipynb #349b6f8e
+def adamw(params, # the parameters to train
+          config:TrainConfig, # its lr and weight_decay
+         ) -> torch.optim.AdamW:
+    "AdamW with the fused kernel (one pass over each parameter per step) where torch has one, else multi-tensor."
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # no fused kernel for these parameters' device or dtype
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+
 @patch
 def _prepare(self:Trainer):
     cfg = self.config
@@ -432,9 +443,7 @@ def _prepare(self:Trainer):
             model.gradient_checkpointing(True)
         else:
             model = Checkpointed(model)
-    # foreach: one multi-tensor kernel per update instead of a Python loop over the parameters (the same numbers)
-    self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                       foreach=True)
+    self.optimizer = adamw(self.model.parameters(), cfg)
     self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.fp16)
     if self.distributed:
         device_ids = [self.device.index] if self.device.type == 'cuda' else None
@@ -458,6 +467,20 @@ def _finite_or_raise(value:float, what:str, epoch:int):
         raise TrainingError(what, value, 'lower lr, check the loss function, or train in full precision',
                             f'the {what} is not finite at epoch {epoch}')
 
+def clip_gradients(params, # the parameters whose gradients to clip
+                   max_norm:float, # the largest global L2 norm
+                  ) -> torch.Tensor:
+    "`nn.utils.clip_grad_norm_` (foreach), skipping its multiplication by 1 when the norm is within bounds."
+    params = list(params)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or len({(g.device, g.dtype) for g in grads}) > 1:
+        return nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    coef = float(max_norm) / (total + 1e-6)
+    if float(coef) < 1:  # the only case where clip_grad_norm_'s clamped coefficient is not 1
+        torch._foreach_mul_(grads, coef)
+    return total
+
 @patch
 def _train_epoch(self:Trainer, data, train_idx, epoch):
     cfg, total, count = self.config, 0.0, 0
@@ -480,7 +503,7 @@ def _train_epoch(self:Trainer, data, train_idx, epoch):
         self.scaler.scale(loss if share == 1 else loss * share).backward()
         if cfg.clip_norm:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm, foreach=True)
+            clip_gradients(self.model.parameters(), cfg.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         total += value * len(mine)

@@ -15,6 +15,15 @@ if os.environ.get('CI', '').strip().lower() not in ('', '0', 'false', 'no'):
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# Under pytest-xdist (`pytest -n 2`, as `make pytest` runs) each worker already has a core of its own: one thread per
+# thread pool, set before any test module imports numpy, torch or numba, and inherited by every `kelly` subprocess.
+# More threads than cores only spin (OpenBLAS and OpenMP busy-wait), burning the other worker's CPU. A test that wants
+# more threads still asks for them (limit_threads(2), torch.set_num_threads); variables already set are kept.
+THREAD_VARIABLES = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'NUMBA_NUM_THREADS')
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    for _name in THREAD_VARIABLES:
+        os.environ.setdefault(_name, '1')
+
 
 @pytest.fixture(autouse=True)
 def _seeded():

@@ -317,9 +317,29 @@ def test_closed_loop_table(mapper):
     loop = C.closed_loop(pieces, soundfont='sines', model=MultiScaleEmotionNet().eval())
     assert list(loop.columns) == ['valence', 'arousal', 'tempo', 'major', 'model_valence', 'model_arousal',
                                   'heard_tempo', 'heard_tonic', 'heard_major', 'heard_majorness', 'heard_loudness_db',
-                                  'heard_register', 'cue_valence', 'cue_arousal', 'intended', 'model_quadrant',
+                                  'heard_register', 'cue_valence', 'cue_arousal', 'relative_valence',
+                                  'relative_arousal', 'intended', 'model_quadrant', 'relative_quadrant',
                                   'cue_quadrant']
     assert loop.intended.tolist() == ['Q1', 'Q3', 'Q2'] and len(loop) == 3
+    assert loop.relative_arousal.to_numpy() == pytest.approx(loop.model_arousal - loop.model_arousal.mean())
     summary = C.loop_summary(loop, 50)
     assert list(summary.index) == list(C.LISTENERS.values())
     assert summary.quadrant_accuracy.between(0, 1).all() and (summary.commonest == 1 / 3).all()
+    for axis in ('valence', 'arousal'):  # per axis: the sign's share heard as meant inside its interval, and rho
+        assert (summary[f'{axis}_sign_low'] <= summary[f'{axis}_sign']).all()
+        assert (summary[f'{axis}_sign'] <= summary[f'{axis}_sign_high']).all()
+        assert summary[f'{axis}_heard_negative'].between(0, 1).all()
+
+
+def test_per_axis_agreement_gives_no_credit_to_a_constant_answer():
+    "A listener that always hears positive valence is right on the positive pieces, and the test gives it no credit."
+    intended = np.array([0.8, 0.6, 0.4, -0.5, -0.7, 0.3, -0.2, 0.9] * 3)
+    loop = pd.DataFrame(dict(valence=intended, arousal=-intended, intended=C.quadrant(intended, -intended)))
+    for name in C.LISTENERS:
+        loop[f'{name}_valence'] = 0.5 + 0.1 * intended  # positive always, but ranked as meant
+        loop[f'{name}_arousal'] = -intended
+        loop[f'{name}_quadrant'] = C.quadrant(loop[f'{name}_valence'], loop[f'{name}_arousal'])
+    row = C.loop_summary(loop, 200).iloc[0]
+    assert row.valence_sign == pytest.approx(15 / 24) and row.valence_sign_p == 1.0 and row.valence_heard_negative == 0
+    assert row.valence_rho == pytest.approx(1.0) and row.valence_p < 0.01  # the ranks are heard
+    assert row.arousal_sign == 1.0 and row.arousal_sign_p < 0.01

@@ -289,6 +289,7 @@ def test_baselines_on_the_same_inputs(songs):
     gb = P.GradientBoostingBaseline(max_iter=20, text_encoder='hashing').fit(tr)
     assert gb.models_['energy'].n_features_in_ == P.InputEncoder(text_encoder='hashing').fit(tr).dense(tr).shape[1]
     assert gb.predict(te).shape == (len(te), 8)
+    assert gb.models_['energy']._bin_mapper.n_bins_non_missing_.max() <= 63  # inputs binned into 63 levels at most
 
 
 def test_confidence_follows_the_spec():

@@ -99,6 +99,7 @@ def test_cqr_interval_is_quantiles_widened_by_q():
     X, y = _hetero(600, 1)
     est = unc.ConformalizedQuantileRegressor(alpha=0.2).fit(X[:300], y[:300]).calibrate(X[300:500], y[300:500])
     lo, hi = est.lower_model_.predict(X[500:]), est.upper_model_.predict(X[500:])
+    assert (est.lower_model_.loss, est.lower_model_.quantile, est.upper_model_.quantile) == ('quantile', 0.1, 0.9)
     iv = est.predict_interval(X[500:])
     np.testing.assert_allclose(iv.lower, lo - est.q_)
     np.testing.assert_allclose(iv.upper, hi + est.q_)

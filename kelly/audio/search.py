@@ -1288,10 +1288,13 @@ REGIMES = {
               'deviations from their mean plus small isotropic noise (a catalog of variants of real recordings)',
 }
 
-@lru_cache(maxsize=None)
 def immich_vectors(seconds:float=8.0, # the first seconds of each track that are embedded
                   ) -> np.ndarray:
     "The log-mel vectors (28, 384) of the bundled immich tracks, from their first `seconds` (mono: the channels' mean)."
+    return _immich_vectors(float(seconds))  # one cache entry per length, however it is passed
+
+@lru_cache(maxsize=None)
+def _immich_vectors(seconds:float) -> np.ndarray:
     import soundfile as sf
     from kelly.data import immich_catalog
     from kelly.audio.embed import make_extractor
@@ -1462,6 +1465,7 @@ def search_bench_table(n:int, # vectors in the base
                        k:int=10, # neighbours
                        seed:int=0, # seeds the data
                        threads:int=None, # faiss threads for building and batch 64 (default: every core)
+                       opq:bool=True, # OPQ-IVF-PQ up to N = 20,000 (False: PCA-IVF-PQ, no OPQ training)
                       ) -> pd.DataFrame:
     ("Build every kind on the same N full-dimension vectors; build time, memory, recall@k against exact, latency "
      "p50/p99 at batch 1 and 64.")
@@ -1472,7 +1476,7 @@ def search_bench_table(n:int, # vectors in the base
         kinds = [('ivf', dict(nlist=max(1, int(math.sqrt(n))), nprobe=16))]
         if n <= 20_000:
             kinds.append(('hnsw', dict(M=32, ef_construction=40, ef_search=64)))
-        ivfpq = 'opq-ivfpq' if n <= 20_000 else 'pca-ivfpq'
+        ivfpq = 'opq-ivfpq' if n <= 20_000 and opq else 'pca-ivfpq'
         kinds += [BEST, (ivfpq, dict(reduce=128, m=32, nprobe=16, rerank=100)), ('auto', {})]
     src = SyntheticVectors(regime, dim, seed)
     dim = src.dim

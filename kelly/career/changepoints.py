@@ -599,6 +599,12 @@ def simulate_changepoint_series(T:int=200, # series length
         Y.append(rng.multivariate_normal(mu, Sig, size=int(n)))
     return np.concatenate(Y), cps
 
+@functools.lru_cache(maxsize=None)
+def _strict_lower(d:int, # the dimension of the matrix
+                 ):
+    "np.tril_indices(d, -1), computed once per dimension (the draws below are many and small)."
+    return np.tril_indices(d, -1)
+
 def _draw_inverse_wishart(nu, psi, rng):
     "(Σ, M) with Σ ~ IW(nu, psi) and Σ = M Mᵀ, by the Bartlett decomposition."
     d = len(psi)
@@ -606,7 +612,7 @@ def _draw_inverse_wishart(nu, psi, rng):
         v = psi[0, 0]/rng.chisquare(nu)
         return np.array([[v]]), np.array([[np.sqrt(v)]])
     A = np.diag(np.sqrt(rng.chisquare(nu - np.arange(d))))
-    A[np.tril_indices(d, -1)] = rng.standard_normal(d*(d - 1)//2)     # W = A Aᵀ ~ Wishart(ν, I)
+    A[_strict_lower(d)] = rng.standard_normal(d*(d - 1)//2)     # W = A Aᵀ ~ Wishart(ν, I)
     M = np.linalg.cholesky(psi) @ np.linalg.inv(A).T
     return M @ M.T, M
 
@@ -1382,7 +1388,8 @@ def evaluate_collection(items:list, # dicts: y (NaN missing), cps (positions, or
         y = pd.Series(np.asarray(item['y'], float))
         T = len(y)
         likelihood = 'poisson' if item.get('counts') else 'normal'
-        fit = BayesianChangePoints(likelihood=likelihood, lam=lam, min_size=min_size).fit(y.to_numpy())
+        fit = BayesianChangePoints(likelihood=likelihood, lam=lam, min_size=min_size,
+                                   n_draws=10).fit(y.to_numpy())     # only the segmentation is scored: few draws
         filled = y.interpolate(limit_direction='both').to_numpy()[:, None]     # the peers take no NaN
         pen = 3*np.log(T)                                                      # BIC: mean, variance, location
         found = {'kelly (defaults)': fit.positions_, 'no change': []}

@@ -10,6 +10,7 @@ import functools, importlib, math, os, time, warnings
 import numpy as np
 import pandas as pd
 from scipy import optimize
+from scipy.linalg import lapack
 from scipy.stats import norm
 from sklearn.base import BaseEstimator
 from fastcore.basics import patch
@@ -290,7 +291,7 @@ def reml_nll(theta:np.ndarray, # log(sigma, lengthscale, noise_1..noise_d) (or o
     D2 = (t[:, None] - t[None, :]) ** 2
     E = np.exp(-0.5 * D2 / ell**2) + JITTER * np.eye(n)
     K = s2 * E[None] + (nz2[:, None, None] + 1e-8) * np.eye(n)[None]
-    Li = np.linalg.inv(np.linalg.cholesky(K))
+    Li = np.stack([lapack.dtrtri(L, lower=1)[0] for L in np.linalg.cholesky(K)])   # one triangular inverse a dimension
     Kinv = np.swapaxes(Li, 1, 2) @ Li
     KX = Kinv @ X
     XKX = np.swapaxes(KX, 1, 2) @ X[None]
@@ -312,13 +313,46 @@ def reml_nll(theta:np.ndarray, # log(sigma, lengthscale, noise_1..noise_d) (or o
         g += (theta - m) / sd**2
     return float(nll), g
 
+# %% ../../nbs/career/40_temporal.ipynb #b7c1e2d4
+def _profile_end(root, # x -> (s, ds/dx): the signed root of the profile rise and its derivative
+                 x0:float, # the mode
+                 sign:int, # -1 for the lower end, +1 for the upper
+                 edge:float, # the bound on that side
+                 first:float, # the first trial point
+                 z:float, # the target: s(end) = z
+                 xtol:float, # tolerance of the end
+                ) -> float:
+    "Where s crosses z on one side of the mode, by Newton steps kept inside a bracket (bisection when they leave it)."
+    inside, outside, x = x0, None, first
+    for _ in range(100):
+        s, slope = root(x)
+        if s <= z and x == edge:
+            return edge
+        if s > z:
+            outside = x
+        else:
+            inside = x
+        step = (z - s) / slope if sign * slope > 0 else None
+        if step is not None and abs(step) < xtol:
+            return x + step
+        new = None if step is None else x + step
+        if outside is None:  # not bracketed yet: Newton's step (outward here) or twice as far out, never past the bound
+            new = x0 + sign * 2 * abs(x - x0) if new is None else new
+            new = min(new, edge) if sign > 0 else max(new, edge)
+        elif new is None or not min(inside, outside) < new < max(inside, outside):
+            new = (inside + outside) / 2
+        if abs(new - x) < xtol:
+            return new
+        x = new
+    raise InputError('xtol', xtol, 'loosen the tolerance: 100 steps did not settle the end', 'no convergence')
+
 # %% ../../nbs/career/40_temporal.ipynb #f697dc04
 def profile_interval(nll, # function theta -> (value, gradient): a negative log likelihood or posterior
                      theta:np.ndarray, # its minimiser
                      j:int, # the coordinate whose interval is wanted
                      bounds:list, # (low, high) for every coordinate, as for L-BFGS-B
                      level:float=0.9, # coverage level of the interval
-                     step:float=0.3, # first step away from the mode (the Laplace sd is a good one)
+                     step:float=0.3, # the Laplace sd of theta[j]: the first trial end is z times it from the mode
                      xtol:float=1e-4, # tolerance of the two ends
                     ) -> tuple[float, float]:
     """The profile interval of theta[j]: where the rise of the minimum over the other coordinates crosses chi2_1(level)
@@ -329,33 +363,30 @@ def profile_interval(nll, # function theta -> (value, gradient): a negative log 
     if len(bounds) != len(theta):
         raise InputError('bounds', len(bounds), f'give one (low, high) pair for each of the {len(theta)} coordinates',
                          'wrong length')
-    crit, f0 = 0.5 * _normal_quantile(level) ** 2, nll(theta)[0]
+    z, f0 = _normal_quantile(level), nll(theta)[0]
     rest = [k for k in range(len(theta)) if k != j]
-    warm = {'x': theta[rest]}
-    def rise(x):
+    warm = {}
+    def root(x):
+        "The signed root sqrt(2 rise) of the profile at x and its slope (envelope theorem: d profile/dx = df/dx_j)."
         full = theta.copy()
         full[j] = x
-        if not rest:
-            return nll(full)[0] - f0 - crit
-        def inner(u):
-            full[rest] = u
-            v, g = nll(full)
-            return v, g[rest]
-        r = optimize.minimize(inner, warm['x'], jac=True, method='L-BFGS-B', bounds=[bounds[k] for k in rest])
-        warm['x'] = r.x
-        return r.fun - f0 - crit
+        value, g = nll(full) if not rest else (None, None)
+        if rest:
+            seen = {}
+            def inner(u):
+                full[rest] = u
+                seen['u'], (v, seen['g']) = u.copy(), nll(full)
+                return v, seen['g'][rest]
+            r = optimize.minimize(inner, warm['x'], jac=True, method='L-BFGS-B', bounds=[bounds[k] for k in rest])
+            warm['x'] = full[rest] = r.x
+            value, g = (r.fun, seen['g']) if np.array_equal(seen['u'], r.x) else nll(full)
+        s = math.sqrt(2 * max(value - f0, 0.0))
+        return s, (g[j] / s if s > 0 else 0.0)
     ends = []
     for sign, edge in ((-1, bounds[j][0]), (1, bounds[j][1])):
-        warm['x'], a, h, end = theta[rest], float(theta[j]), max(float(step), 1e-3), None
-        while end is None:
-            b = float(np.clip(a + sign * h, *bounds[j]))
-            if rise(b) > 0:
-                end = optimize.brentq(rise, min(a, b), max(a, b), xtol=xtol)
-            elif b == edge:
-                end = edge
-            else:
-                a, h = b, 2 * h
-        ends.append(end)
+        warm['x'] = theta[rest]
+        first = float(np.clip(theta[j] + sign * z * max(float(step), 1e-3), *bounds[j]))
+        ends.append(_profile_end(root, float(theta[j]), sign, float(edge), first, z, xtol))
     return tuple(ends)
 
 # %% ../../nbs/career/40_temporal.ipynb #da82507c

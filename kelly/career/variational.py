@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import linalg, sparse
 from sklearn.base import BaseEstimator
 from fastcore.basics import patch
 
@@ -111,34 +112,57 @@ def _observed(model:LinearGaussianSSM, # the model
     return y, len(y), model.d
 
 # %% ../../nbs/career/46_variational.ipynb #136387d7
-def kalman_smoother(model:LinearGaussianSSM, # the model
-                    y, # observations, shape (T, p)
-                   ) -> dict:
-    "Exact marginals `means` (T, d), `covs` (T, d, d), `cross` (T-1, d, d) = Cov(η_{t+1}, η_t | y), filtered, `loglik`."
-    y, T, d = _observed(model, y)
+def _kalman_batch(model:LinearGaussianSSM, # the model
+                  Y:np.ndarray, # K series of one length, shape (K, T, p), already checked
+                 ) -> dict:
+    """Filter and smoother of K series at once: the covariances do not depend on the observations, so one pass over
+    them serves every series; means (K, T, d), covs (T, d, d), cross (T-1, d, d), loglik (K,)."""
+    n, T, p = Y.shape
+    d = model.d
     F, H, Q, R = model.F, model.H, model.Q, model.R
-    mf, Pf, mp, Pp = np.zeros((T, d)), np.zeros((T, d, d)), np.zeros((T, d)), np.zeros((T, d, d))
-    loglik = 0.0
+    mf, mp = np.zeros((n, T, d)), np.zeros((n, T, d))
+    Pf, Pp = np.zeros((T, d, d)), np.zeros((T, d, d))
+    loglik = np.zeros(n)
     for t in range(T):
-        mp[t], Pp[t] = (model.m0, model.P0) if t == 0 else (F @ mf[t - 1], F @ Pf[t - 1] @ F.T + Q)
+        mp[:, t], Pp[t] = (model.m0, model.P0) if t == 0 else (mf[:, t - 1] @ F.T, F @ Pf[t - 1] @ F.T + Q)
         S = H @ Pp[t] @ H.T + R
         cS = np.linalg.cholesky(S)
-        e = y[t] - H @ mp[t]
-        z = np.linalg.solve(cS, e)
-        loglik += -0.5*(z @ z) - np.log(np.diag(cS)).sum() - 0.5*model.p*math.log(2*math.pi)
+        e = Y[:, t] - mp[:, t] @ H.T
+        z = np.linalg.solve(cS, e.T)
+        loglik += -0.5*(z*z).sum(0) - np.log(np.diag(cS)).sum() - 0.5*p*math.log(2*math.pi)
         K = np.linalg.solve(S, H @ Pp[t]).T          # P H' S^-1
-        mf[t] = mp[t] + K @ e
+        mf[:, t] = mp[:, t] + e @ K.T
         Pf[t] = Pp[t] - K @ S @ K.T
         Pf[t] = (Pf[t] + Pf[t].T)/2
     ms, Ps = mf.copy(), Pf.copy()
     cross = np.zeros((T - 1, d, d))
     for t in range(T - 2, -1, -1):
         G = np.linalg.solve(Pp[t + 1], F @ Pf[t]).T    # Pf F' Pp^-1
-        ms[t] = mf[t] + G @ (ms[t + 1] - mp[t + 1])
+        ms[:, t] = mf[:, t] + (ms[:, t + 1] - mp[:, t + 1]) @ G.T
         Ps[t] = Pf[t] + G @ (Ps[t + 1] - Pp[t + 1]) @ G.T
         Ps[t] = (Ps[t] + Ps[t].T)/2
         cross[t] = Ps[t + 1] @ G.T
-    return dict(means=ms, covs=Ps, cross=cross, filtered_means=mf, filtered_covs=Pf, loglik=float(loglik))
+    return dict(means=ms, covs=Ps, cross=cross, filtered_means=mf, filtered_covs=Pf, loglik=loglik)
+
+def kalman_smoother(model:LinearGaussianSSM, # the model
+                    y, # observations, shape (T, p)
+                   ) -> dict:
+    "Exact marginals `means` (T, d), `covs` (T, d, d), `cross` (T-1, d, d) = Cov(η_{t+1}, η_t | y), filtered, `loglik`."
+    y, T, d = _observed(model, y)
+    r = _kalman_batch(model, y[None])
+    return dict(means=r['means'][0], covs=r['covs'], cross=r['cross'], filtered_means=r['filtered_means'][0],
+                filtered_covs=r['filtered_covs'], loglik=float(r['loglik'][0]))
+
+def _smooth_all(model, ys):
+    "`kalman_smoother` of every series (checked arrays), the series of one length in one `_kalman_batch`."
+    out, lengths = [None]*len(ys), {}
+    for k, y in enumerate(ys):
+        lengths.setdefault(len(y), []).append(k)
+    for ks in lengths.values():
+        r = _kalman_batch(model, np.stack([ys[k] for k in ks]))
+        for j, k in enumerate(ks):
+            out[k] = dict(means=r['means'][j], covs=r['covs'], cross=r['cross'], loglik=float(r['loglik'][j]))
+    return out
 
 # %% ../../nbs/career/46_variational.ipynb #fe0aedf4
 def statsmodels_smoother(model:LinearGaussianSSM, # the model
@@ -313,32 +337,34 @@ def _gaussian_vi(model, y, method, family, step, max_iter, tol):
         raise InputError('len(y)', T, f'use T*d <= 3000 here (dense matrices), or cavi() for long series',
                          'series too long')
     J, hv, mask = dense_precision(D, O), h.ravel(), _family_mask(n, d, family)
-    Jin, Jout = J*mask, J*~mask
+    Js = sparse.csr_array(J)     # block tridiagonal: J times a matrix costs O(n^2), not O(n^3)
+    Jin, Jout = J*mask, sparse.csr_array(J*~mask)
     m = np.zeros(n)
     S = np.diag(1/np.diag(J))
     if method == 'natural':
-        P, theta = np.diag(np.diag(J)), np.zeros(n)
+        P, theta, cP = np.diag(np.diag(J)), np.zeros(n), None
     else:
         Lc, lr = np.diag(1/np.sqrt(np.diag(J))), step/np.linalg.eigvalsh(J)[-1]
+        JL = Js @ Lc
     trace, converged = [elbo_dense(J, hv, c, m, S)], False
     for it in range(1, max_iter + 1):
         old = m
         if method == 'natural':
-            P = (1 - step)*P + step*Jin
+            new_P = (1 - step)*P + step*Jin
+            if cP is None or not np.array_equal(new_P, P):   # with step 1, P is Jin from the first step on
+                P, cP = new_P, np.linalg.cholesky(new_P)
+                fixed = (-0.5*np.trace(linalg.cho_solve((cP, True), Jin)) - np.log(np.diag(cP)).sum()
+                         + 0.5*n*(1 + math.log(2*math.pi)))
             theta = (1 - step)*theta + step*(hv - Jout @ m)
-            cP = np.linalg.cholesky(P)
-            m = np.linalg.solve(P, theta)
-            trace.append(float(-0.5*(m @ J @ m) - 0.5*np.trace(np.linalg.solve(cP.T, np.linalg.solve(cP, Jin))) + hv
-                               @ m + c
-                               - np.log(np.diag(cP)).sum() + 0.5*n*(1 + math.log(2*math.pi))))
+            m = linalg.cho_solve((cP, True), theta)
+            trace.append(float(-0.5*(m @ (Js @ m)) + hv @ m + c + fixed))
         else:
-            JL = J @ Lc
             gL = -np.tril(JL)*mask
             gL[np.diag_indices(n)] += 1/np.diag(Lc)
-            m = m + lr*(hv - J @ m)
+            m = m + lr*(hv - Js @ m)
             Lc = Lc + lr*gL
-            JL = J @ Lc
-            trace.append(float(-0.5*(m @ J @ m) - 0.5*np.einsum('ij,ij->', JL, Lc) + hv @ m + c
+            JL = Js @ Lc
+            trace.append(float(-0.5*(m @ (Js @ m)) - 0.5*np.einsum('ij,ij->', JL, Lc) + hv @ m + c
                                + np.log(np.abs(np.diag(Lc))).sum() + 0.5*n*(1 + math.log(2*math.pi))))
         if np.abs(m - old).max() < tol and abs(trace[-1] - trace[-2]) < tol*max(1.0, abs(trace[-1])):
             converged = True
@@ -433,7 +459,7 @@ def fit_ssm_em(ys:list, # observed series, each of shape (T_k, p), all with the 
                               m0=np.mean([y[0] for y in ys], 0), P0=P0)
     trace = []
     for _ in range(n_iter):
-        smooths = [kalman_smoother(model, y) for y in ys]
+        smooths = _smooth_all(model, ys)
         trace.append(sum(s['loglik'] for s in smooths))
         if len(trace) > 1 and trace[-1] - trace[-2] < tol*abs(trace[-1]):
             break

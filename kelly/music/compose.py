@@ -5,7 +5,8 @@
 # %% ../../nbs/music/25_compose.ipynb #711818db
 from __future__ import annotations
 
-import functools, json, math
+import json, math
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -813,12 +814,15 @@ def synthesizer(soundfont:str=None, # a .sf2 path, a stem of `SOUNDFONTS` ('TimG
     return found[0] if found and _has_fluidsynth() else SINES
 
 # %% ../../nbs/music/25_compose.ipynb #5f0c2b72
-@functools.lru_cache(2)
+@contextmanager
 def _synth(path:str, sr:int):
-    "One fluidsynth instance per soundfont and rate (loading FluidR3's 148 MB once, not once per piece)."
+    "A fresh fluidsynth instance with the soundfont loaded, deleted afterwards (one per piece: see below)."
     fluidsynth = require('fluidsynth', 'pyfluidsynth')
     fl = fluidsynth.Synth(samplerate=float(sr))
-    return fl, fl.sfload(path)
+    try:
+        yield fl, fl.sfload(path)
+    finally:
+        fl.delete()
 
 def render_piece_audio(notes:pd.DataFrame, # a note table (`compose`'s piece)
                        tempo:float, # its tempo
@@ -836,8 +840,8 @@ def render_piece_audio(notes:pd.DataFrame, # a note table (`compose`'s piece)
         return (0.5 * audio / max(float(np.abs(audio).max()), 1e-9)).astype(np.float32)
     for inst in pm.instruments:
         inst.program = GM_PROGRAMS.get(inst.name, 0)
-    fl, sfid = _synth(synth, int(sr))
-    audio = pm.fluidsynth(fs=sr, synthesizer=fl, sfid=sfid, normalize=False) * len(pm.instruments)  # x / 2**15
+    with _synth(synth, int(sr)) as (fl, sfid):
+        audio = pm.fluidsynth(fs=sr, synthesizer=fl, sfid=sfid, normalize=False) * len(pm.instruments)  # x / 2**15
     return np.clip(RENDER_GAIN * audio, -1, 1).astype(np.float32)
 
 def quadrant(valence, arousal) -> np.ndarray:
@@ -1030,7 +1034,8 @@ def listener_check(tc:pd.DataFrame, # from `track_cues`
                 heard_positive_valence=float((heard.cue_valence >= 0).mean()))
 
 # %% ../../nbs/music/25_compose.ipynb #c061b64e
-LISTENERS = dict(model="kelly's audio emotion model", cue='cue listener (music psychology)')
+LISTENERS = dict(model="kelly's audio emotion model", relative="kelly's audio emotion model, centred on the set heard",
+                 cue='cue listener (music psychology)')
 
 def closed_loop(pieces:list, # (piece, summary) pairs from `compose`
                 sr:int=22050, # sample rate of the rendering
@@ -1047,6 +1052,8 @@ def closed_loop(pieces:list, # (piece, summary) pairs from `compose`
                             tempo=[info['tempo'] for _, info in pieces], major=[info['major'] for _, info in pieces],
                             model_valence=heard.valence.to_numpy(), model_arousal=heard.arousal.to_numpy()))
     out = pd.concat([out, cues.add_prefix('heard_'), cue_listener(cues)], axis=1)
+    for axis in ('valence', 'arousal'):  # the model's answers relative to the set heard, as the cue listener's arousal
+        out[f'relative_{axis}'] = out[f'model_{axis}'] - out[f'model_{axis}'].mean()
     out['intended'] = quadrant(out.valence, out.arousal)
     for name in LISTENERS:
         out[f'{name}_quadrant'] = quadrant(out[f'{name}_valence'], out[f'{name}_arousal'])
@@ -1056,7 +1063,7 @@ def loop_summary(loop:pd.DataFrame, # from `closed_loop`
                  n_perm:int=2000, # shuffles of each permutation test
                  seed:int=0, # seeds them
                 ) -> pd.DataFrame:
-    "Per listener: quadrant accuracy (Wilson 95% CI, permutation p), the commonest quadrant's share, and per axis."
+    "Per listener: the quadrant and each axis's sign heard as meant (share, Wilson 95% CI, permutation p), and rho."
     rows = []
     for name, label in LISTENERS.items():
         quad = agreement(loop.intended, loop[f'{name}_quadrant'], n_perm, seed)
@@ -1064,8 +1071,12 @@ def loop_summary(loop:pd.DataFrame, # from `closed_loop`
                    ci_high=quad['ci_high'], p_perm=quad['p_perm'],
                    commonest=float(loop.intended.value_counts(normalize=True).max()))
         for axis in ('valence', 'arousal'):
-            rank = rank_agreement(loop[axis], loop[f'{name}_{axis}'], n_perm, seed)
-            row[f'{axis}_sign'] = float(np.mean((loop[axis] >= 0) == (loop[f'{name}_{axis}'] >= 0)))
-            row[f'{axis}_rho'], row[f'{axis}_p'] = rank['rho'], rank['p_perm']
+            heard = loop[f'{name}_{axis}']
+            sign = agreement(loop[axis] >= 0, heard >= 0, n_perm, seed)
+            rank = rank_agreement(loop[axis], heard, n_perm, seed)
+            row.update({f'{axis}_sign': sign['accuracy'], f'{axis}_sign_low': sign['ci_low'],
+                        f'{axis}_sign_high': sign['ci_high'], f'{axis}_sign_p': sign['p_perm'],
+                        f'{axis}_heard_negative': float(np.mean(heard < 0)), f'{axis}_rho': rank['rho'],
+                        f'{axis}_p': rank['p_perm']})
         rows.append(row)
     return pd.DataFrame(rows).set_index('listener')

@@ -327,6 +327,7 @@ def bayes_opt(fun, # objective: 1-d array -> float (minimised)
               n_init:int=5, # random evaluations before the GP takes over
               xi:float=0.0, # EI exploration bonus (in standardised units of y)
               seed:int=0, # seed of the design, candidates and GP restarts
+              n_restarts:int=0, # random restarts of the GP's hyper-parameter fit at each step, besides the warm start
              ) -> pd.DataFrame:
     "GP + expected-improvement minimisation: one row per evaluation (x0.., y, best)."
     b = check_bounds(bounds)
@@ -339,9 +340,9 @@ def bayes_opt(fun, # objective: 1-d array -> float (minimised)
     U = list(rng.random((n_init, d)))
     y = [float(fun(to_x(u))) for u in U]
     with limit_threads(1):   # the GP's matrices are tiny: threads only add contention
-        return _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b)
+        return _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b, n_restarts)
 
-def _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b):
+def _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b, n_restarts):
     from scipy.optimize import minimize
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
@@ -353,7 +354,7 @@ def _bayes_loop(fun, U, y, n_iter, d, rng, to_x, xi, b):
         with warnings.catch_warnings():
             # hyper-parameters at their bounds are expected early on
             warnings.simplefilter('ignore', ConvergenceWarning)
-            gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=1,
+            gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=n_restarts,
                                           random_state=int(rng.integers(2**31))).fit(A, t)
         kernel = gp.kernel_                                            # warm start of the next fit
         ei = lambda C: expected_improvement(*gp.predict(np.atleast_2d(C), return_std=True), best=t.min(),

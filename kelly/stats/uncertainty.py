@@ -215,9 +215,9 @@ class NormalizedConformalRegressor(SplitConformalRegressor):
 
 # %% ../../nbs/stats/50_uncertainty.ipynb #f9f4c13f
 def _default_quantile_model(level, seed):
-    from sklearn.ensemble import GradientBoostingRegressor
-    return GradientBoostingRegressor(loss='quantile', alpha=level, n_estimators=150, max_depth=2, learning_rate=0.05,
-                                     min_samples_leaf=10, random_state=seed)
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    return HistGradientBoostingRegressor(loss='quantile', quantile=level, max_iter=150, max_depth=2, learning_rate=0.05,
+                                         min_samples_leaf=10, early_stopping=False, random_state=seed)
 
 class ConformalizedQuantileRegressor(SplitConformalRegressor):
     "CQR: quantile regressors at alpha/2 and 1 - alpha/2, widened (or narrowed) by a conformal quantile."

@@ -381,9 +381,31 @@ def test_frame_allocations_see_what_a_call_allocates():
 
 
 def test_realtime_step_allocates_almost_nothing(models):
-    "After warm-up a frame allocates at most the beat counter's int, and keeps nothing (about 1 KB a frame before)."
+    "After warm-up a compiled frame allocates nothing, the NumPy frame the beat counter's int; neither keeps any."
     heap = realtime_allocations(models, frames=1000)
-    assert heap['peak_max_bytes'] <= 64 and abs(heap['kept_bytes_per_frame']) < 1, heap
+    assert heap['peak_max_bytes'] == 0 and abs(heap['kept_bytes_per_frame']) < 1, heap
+    heap = realtime_allocations(models, frames=1000, compiled=False)
+    assert heap['peak_max_bytes'] <= 96 and abs(heap['kept_bytes_per_frame']) < 1, heap
+
+
+def test_compiled_and_numpy_frames_agree_and_take_turns(models):
+    "Both frames share one stream's memory: alternating them gives what either gives alone."
+    nets = _sharpened(models, 3)
+    mels = np.random.default_rng(11).random((80, 128), dtype=np.float32)
+    compiled = RealtimePipeline(nets).reset(tonic=5, major=False, beats_per_bar=3)
+    reference = RealtimePipeline(nets, compiled=False).reset(tonic=5, major=False, beats_per_bar=3)
+    assert compiled.compiled and not reference.compiled
+    want, got = reference.run(mels), compiled.run(mels)
+    for k in ('notes', 'chords', 'groove', 'expression', 'embedding'):
+        assert np.abs(got[k] - want[k]).max() < 1e-6, k
+    assert (got['note'] == want['note']).all() and (got['chord'] == want['chord']).all()
+    assert len(set(got['note'])) > 1 and len(set(got['chord'])) > 1
+    turns = RealtimePipeline(nets).reset(tonic=5, major=False, beats_per_bar=3)
+    chords = []
+    for t, mel in enumerate(mels):
+        turns.compiled = t % 2 == 0
+        chords.append(turns.step(mel)['chord'])
+    assert chords == list(want['chord']) and turns.beat == len(mels)
 
 
 @pytest.mark.skipif(_switch_counter() is None or not hasattr(os, 'sched_setaffinity'), reason='Linux only')

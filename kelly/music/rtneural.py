@@ -638,8 +638,9 @@ def _lstm_views(weights, source, size):
 
 # %% ../../nbs/music/23_rtneural.ipynb #18de17e8
 class RealtimePipeline:
-    "`IDAWPipeline.step(mel=...)` for one stream in NumPy: fused weights, preallocated buffers, one thread."
+    "`IDAWPipeline.step(mel=...)` for one stream: fused weights, preallocated buffers, one compiled frame."
     def __init__(self, models:dict, # name -> iDAW network, as `IDAWPipeline` takes them
+                 compiled:bool=None, # run the frame compiled by numba (default: when numba is installed)
                 ):
         emotion, melody = models['EmotionRecognizer'], models['MelodyTransformer']
         harmony, dynamics, groove = models['HarmonyPredictor'], models['DynamicsEngine'], models['GroovePredictor']
@@ -675,8 +676,12 @@ class RealtimePipeline:
         self.dynamics_net = [(_affine(dynamics.fc1), self.compact, dynamics_1[:128], 'relu'),
                              (_affine(dynamics.fc2), dynamics_1, dynamics_2[:64], 'relu'),
                              (_affine(dynamics.fc3, 0.5), dynamics_2, self.expression, 'sigmoid')]
+        self._pack()
         self._views()
+        self.compiled = HAVE_NUMBA if compiled is None else bool(compiled)
         self.reset()
+        if self.compiled:
+            self._compile()
 
     @classmethod
     def from_pipeline(cls, pipe:IDAWPipeline, # its networks, and its state when it holds one stream
@@ -780,6 +785,275 @@ def _run_three(layers:list, # three `(weights, source, target, activation)` laye
     _run_affine(*second)
     _run_affine(*third)
 
+# %% ../../nbs/music/23_rtneural.ipynb #5e1f0a02
+try:
+    import numba
+    import numba.extending
+    from numba import njit
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a dependency; without it `step` runs the NumPy frame
+    HAVE_NUMBA = False
+    def njit(*args, **kwargs):
+        return args[0] if args and callable(args[0]) else (lambda f: f)
+
+_CACHE = '__file__' in globals()  # numba caches compiled kernels beside the module, not for notebook cells
+_ACTIVATION_CODES = {'': 0, 'tanh': 1, 'relu': 2, 'sigmoid': 3}  # the layer table's activation column
+
+@njit(cache=_CACHE, fastmath=True, inline='always')
+def _tanh32(x):
+    "tanh in float32 as Eigen computes it (`generic_fast_tanh_float`): a 13/6 rational function, clamped at ±7.9."
+    v = min(max(x, np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))
+    v2 = v * v
+    p = v2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = v2 * p + np.float32(-8.60467152213735e-11)
+    p = v2 * p + np.float32(5.12229709037114e-08)
+    p = v2 * p + np.float32(1.48572235717979e-05)
+    p = v2 * p + np.float32(6.37261928875436e-04)
+    p = v2 * p + np.float32(4.89352455891786e-03)
+    q = v2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = v2 * q + np.float32(2.26843463243900e-03)
+    q = v2 * q + np.float32(4.89352518554385e-03)
+    return v * p / q
+
+@njit(cache=_CACHE, fastmath=True)
+def _dense(weights, buffers, row):
+    "One dense layer of the layer table, `target = activation([W | b] @ [source, 1])`, on the flat arrays."
+    start, rows, cols, source, target, activation = row[0], row[1], row[2], row[3], row[4], row[5]
+    out = buffers[target:target + rows]
+    np.dot(weights[start:start + rows * cols].reshape((rows, cols)), buffers[source:source + cols], out)
+    half = np.float32(0.5)
+    if activation == 1:
+        for k in range(rows):
+            out[k] = _tanh32(out[k])
+    elif activation == 2:
+        for k in range(rows):
+            out[k] = max(out[k], np.float32(0))
+    elif activation == 3:  # the rows were halved: sigmoid(z) = (1 + tanh(z/2))/2
+        for k in range(rows):
+            out[k] = _tanh32(out[k]) * half + half
+
+@njit(cache=_CACHE, fastmath=True)
+def _lstm(weights, buffers, row):
+    "One LSTM step of the layer table: gates i/2, f/2, o/2, g from `[x, h, 1]`; the new h into its input slot."
+    start, size, cols, source, gates, cell, hidden = row[0], row[1], row[2], row[3], row[4], row[5], row[6]
+    z = buffers[gates:gates + 4 * size]
+    np.dot(weights[start:start + 4 * size * cols].reshape((4 * size, cols)), buffers[source:source + cols], z)
+    half = np.float32(0.5)
+    for k in range(size):
+        i = _tanh32(z[k]) * half + half
+        f = _tanh32(z[size + k]) * half + half
+        o = _tanh32(z[2 * size + k]) * half + half
+        c = buffers[cell + k] * f + _tanh32(z[3 * size + k]) * i
+        buffers[cell + k] = c
+        buffers[hidden + k] = _tanh32(c) * o
+
+@njit(cache=_CACHE)
+def _argmax(buffers, start, n):
+    "The first index of the largest of `buffers[start:start + n]`, as `np.argmax` picks it."
+    best = 0
+    for k in range(1, n):
+        if buffers[start + k] > buffers[start + best]:
+            best = k
+    return best
+
+# %% ../../nbs/music/23_rtneural.ipynb #5e1f0a05
+_FOLD, _CHROMA, _CHORD_FEAT, _NOTE_CODE, _BEAT_CODE = range(5)  # `at`: where the tables start in `weights`
+_NOTES, _FOLDED, _CONTEXT, _COMPACT, _CHORDS, _EMBEDDING = range(5, 11)  # and where the buffers start in `buffers`
+_CODE, _NOTE_DIM, _N_CHORDS = idaw.EMOTION_DIM, idaw.STATE_DIM, idaw.N_CHORDS
+
+@njit(cache=_CACHE)
+def _note_summary(weights, buffers, at):
+    "The most probable note, its probability, and the folded pitch profiles with their pitch classes' total."
+    notes, folded = at[_NOTES], at[_FOLDED]
+    best = _argmax(buffers, notes, 128)
+    fold = weights[at[_FOLD]:at[_FOLD] + 24 * 128].reshape((24, 128))
+    np.dot(fold, buffers[notes:notes + 128], buffers[folded:folded + 24])
+    total = np.float32(0)
+    for k in range(12):
+        total += buffers[folded + k]
+    return best, buffers[notes + best], max(total, np.float32(1e-8))
+
+@njit(cache=_CACHE)
+def _harmony_context(weights, buffers, at, chord, note, beat, peak, total):
+    "The HarmonyPredictor's input, laid out as `_views` names its slices."
+    context, folded, code = at[_CONTEXT], at[_FOLDED], at[_EMBEDDING]
+    buffers[context:context + _CODE] = buffers[code:code + _CODE]
+    for k in range(23):  # pitch-class and octave profiles
+        buffers[context + 40 + k] = buffers[folded + k] / total
+    buffers[context + 63] = peak
+    row = at[_CHORD_FEAT] + chord * 33
+    buffers[context + 64:context + 97] = weights[row:row + 33]
+    row = at[_BEAT_CODE] + min(beat, 3) * 4  # beats past 4 share the last code
+    buffers[context + 110:context + 114] = weights[row:row + 4]
+    row = at[_NOTE_CODE] + (note + 1) * _NOTE_DIM
+    buffers[context + 114:context + 126] = weights[row:row + 12]
+
+@njit(cache=_CACHE)
+def _softmax_entropy(buffers, chords):
+    "The chord logits made probabilities in place (less the largest first); returns sum p log max(p, tiny)."
+    top = buffers[chords + _argmax(buffers, chords, _N_CHORDS)]
+    total = np.float32(0)
+    for k in range(_N_CHORDS):
+        buffers[chords + k] = math.exp(buffers[chords + k] - top)
+        total += buffers[chords + k]
+    entropy = np.float32(0)
+    for k in range(_N_CHORDS):
+        p = buffers[chords + k] / total
+        buffers[chords + k] = p
+        entropy += math.log(max(p, np.float32(1.1754944e-38))) * p  # entr(0) = 0: 0 * log(tiny) is 0
+    return entropy
+
+@njit(cache=_CACHE)
+def _compact_context(weights, buffers, at, peak, total, entropy, beat, beats_per_bar):
+    "The DynamicsEngine's input: valence-arousal-dominance, chord chroma, pitch classes, peak, register, entropy."
+    compact, context, chords, folded = at[_COMPACT], at[_CONTEXT], at[_CHORDS], at[_FOLDED]
+    buffers[compact:compact + 3] = buffers[at[_EMBEDDING]:at[_EMBEDDING] + 3]
+    chroma = weights[at[_CHROMA]:at[_CHROMA] + 12 * _N_CHORDS].reshape((12, _N_CHORDS))
+    np.dot(chroma, buffers[chords:chords + _N_CHORDS], buffers[compact + 3:compact + 15])
+    buffers[compact + 15:compact + 27] = buffers[context + 40:context + 52]
+    buffers[compact + 27] = peak
+    buffers[compact + 28] = buffers[folded + 23] / total
+    buffers[compact + 29] = -np.float64(entropy) / math.log(_N_CHORDS)
+    buffers[compact + 30] = np.float32(beat) / np.float32(beats_per_bar)
+    buffers[compact + 31] = buffers[context + 126]  # tempo
+
+# %% ../../nbs/music/23_rtneural.ipynb #5e1f0a07
+@njit(cache=_CACHE)
+def _frame(weights, buffers, layers, at, state):
+    "One frame of the pipeline on the flat arrays; `state` (note, chord, beat, beats per bar) is advanced."
+    note, chord, beat = state[0], state[1], state[2] % state[3]
+    _dense(weights, buffers, layers[0])  # the EmotionRecognizer
+    _dense(weights, buffers, layers[1])
+    _lstm(weights, buffers, layers[15])
+    _dense(weights, buffers, layers[2])  # its code, into the embedding
+    embedding, row = at[_EMBEDDING], at[_NOTE_CODE] + (note + 1) * _NOTE_DIM
+    buffers[embedding + _CODE:embedding + _CODE + _NOTE_DIM] = weights[row:row + _NOTE_DIM]  # the previous note
+    _dense(weights, buffers, layers[3])  # the MelodyTransformer
+    _lstm(weights, buffers, layers[16])
+    for j in range(4, 9):  # its last two layers, then the GroovePredictor
+        _dense(weights, buffers, layers[j])
+    best, peak, total = _note_summary(weights, buffers, at)
+    _harmony_context(weights, buffers, at, chord, note, beat, peak, total)
+    for j in range(9, 12):  # the HarmonyPredictor
+        _dense(weights, buffers, layers[j])
+    entropy = _softmax_entropy(buffers, at[_CHORDS])
+    _compact_context(weights, buffers, at, peak, total, entropy, beat, state[3])
+    for j in range(12, 15):  # the DynamicsEngine
+        _dense(weights, buffers, layers[j])
+    state[0] = best if peak >= 0.05 else -1
+    state[1] = _argmax(buffers, at[_CHORDS], _N_CHORDS)
+    state[2] += 1
+
+_N_LAYERS, _N_AT = 17, 11  # the layer table's rows; `at`'s entries
+
+def _address_cast(dtype):
+    "A numba intrinsic turning an address (an int) into a pointer to `dtype`, for `numba.carray`."
+    def cast(typingctx, address):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+        return numba.types.CPointer(dtype)(numba.types.intp), codegen
+    return numba.extending.intrinsic(cast)
+
+if HAVE_NUMBA:
+    _float32_at, _int64_at = _address_cast(numba.types.float32), _address_cast(numba.types.int64)
+
+@njit(cache=_CACHE)
+def _frame_at(weights_address, weights_size, buffers_address, buffers_size, tables_address):
+    "`_frame` on the arrays at these addresses (ints cross into numba without allocating; arrays cost 48 B each)."
+    weights = numba.carray(_float32_at(weights_address), weights_size)
+    buffers = numba.carray(_float32_at(buffers_address), buffers_size)
+    tables = numba.carray(_int64_at(tables_address), _N_LAYERS * 7 + _N_AT + 4)
+    layers = tables[:_N_LAYERS * 7].reshape((_N_LAYERS, 7))
+    _frame(weights, buffers, layers, tables[_N_LAYERS * 7:-4], tables[-4:])
+
+# %% ../../nbs/music/23_rtneural.ipynb #5e1f0a09
+def _root(array:np.ndarray) -> np.ndarray:
+    "The array that owns `array`'s memory."
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+def _leaves(value) -> list:
+    "The arrays in `value`: an array, or lists and tuples of arrays and strings."
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value] if isinstance(value, np.ndarray) else []
+
+def _flatten(roots:dict) -> tuple:
+    "One float32 array holding the arrays `roots` (id -> array) end to end, and where each starts in it."
+    starts = np.cumsum([0] + [root.size for root in roots.values()])
+    flat = np.concatenate([root.ravel() for root in roots.values()]).astype(np.float32)
+    return flat, dict(zip(roots, starts[:-1].tolist()))
+
+def _rebase(value, flat:np.ndarray, starts:dict):
+    "`value` with each array whose owner `starts` lists made the same view of that owner's copy in `flat`."
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rebase(item, flat, starts) for item in value)
+    if not isinstance(value, np.ndarray) or id(_root(value)) not in starts:
+        return value
+    root = _root(value)
+    offset = starts[id(root)] * flat.itemsize + _address(value) - _address(root)
+    return np.ndarray(value.shape, flat.dtype, buffer=flat, offset=offset, strides=value.strides)
+
+def _address(array:np.ndarray) -> int: return array.__array_interface__['data'][0]
+
+def _offset(view:np.ndarray, flat:np.ndarray) -> int:
+    "Where `view` starts in `flat`, in elements; the view must be contiguous and inside it."
+    assert _root(view) is flat and view.flags.c_contiguous
+    return (_address(view) - _address(flat)) // flat.itemsize
+
+# %% ../../nbs/music/23_rtneural.ipynb #5e1f0a0a
+_TABLES = ('fold_pitch', 'chroma', 'chord_feat', 'note_code', 'beat_code')  # in the order of `at`'s first five
+
+@patch
+def _dense_layers(self:RealtimePipeline) -> list:
+    "The dense layers in the order the frame runs them: the layer table's rows 0 to 14."
+    return [*self.emotion_front, *self.emotion_back, *self.melody_front, *self.melody_back, *self.groove_net,
+            *self.harmony_net, *self.dynamics_net]
+
+@patch
+def _pack(self:RealtimePipeline):
+    "Move every weight into `weights` and every buffer into `buffers`, keeping each view; then index them."
+    held = {name: value for name, value in vars(self).items() if _leaves(value)}
+    matrices = [layer[0] for layer in self._dense_layers()] + [self.emotion_cell[0], self.melody_cell[0]]
+    matrices += [getattr(self, name) for name in _TABLES]
+    weight_roots = {id(_root(m)): _root(m) for m in matrices}
+    buffer_roots = {id(_root(a)): _root(a) for a in _leaves(list(held.values())) if id(_root(a)) not in weight_roots}
+    self.weights, weight_starts = _flatten(weight_roots)
+    self.buffers, buffer_starts = _flatten(buffer_roots)
+    for name, value in held.items():
+        setattr(self, name, _rebase(_rebase(value, self.weights, weight_starts), self.buffers, buffer_starts))
+    weights, buffers = self.weights, self.buffers
+    rows = [[_offset(w, weights), *w.shape, _offset(source, buffers), _offset(target, buffers),
+             _ACTIVATION_CODES[activation], 0] for w, source, target, activation in self._dense_layers()]
+    for w, source, gates, *_, cell, hidden in (self.emotion_cell, self.melody_cell):
+        rows.append([_offset(w, weights), hidden.size, w.shape[1], _offset(source, buffers), _offset(gates, buffers),
+                     _offset(cell, buffers), _offset(hidden, buffers)])
+    self.tables = np.zeros(_N_LAYERS * 7 + _N_AT + 4, np.int64)  # layers, at, state: `_frame_at` reads them here
+    self.layers = self.tables[:_N_LAYERS * 7].reshape(_N_LAYERS, 7)
+    self.at, self.state = self.tables[_N_LAYERS * 7:-4], self.tables[-4:]  # state: note, chord, beat, beats per bar
+    self.layers[:] = rows
+    self.at[:len(_TABLES)] = [_offset(getattr(self, name), weights) for name in _TABLES]
+    self.at[len(_TABLES):] = [_offset(b, buffers) for b in (self.notes, self.folded, self.context, self.compact,
+                                                             self.chords, self.embedding)]
+    self._addresses = (_address(weights), weights.size, _address(buffers), buffers.size, _address(self.tables))
+
+def _state_field(index:int, doc:str) -> property:
+    "A property reading and writing `self.state[index]` as a Python int."
+    return property(lambda self: self.state.item(index), lambda self, value: self.state.__setitem__(index, value),
+                    doc=doc)
+
+RealtimePipeline.note = _state_field(0, "The previous frame's note (-1: a rest).")
+RealtimePipeline.chord = _state_field(1, "The previous frame's chord.")
+RealtimePipeline.beat = _state_field(2, "Frames streamed since the bar's count began.")
+RealtimePipeline.beats_per_bar = _state_field(3, "The bar's length in frames.")
+
+@patch
+def _compile(self:RealtimePipeline):
+    "Compile the frame (or load it from numba's cache) on scratch copies, so that no stream's first frame waits."
+    buffers, tables = self.buffers.copy(), self.tables.copy()
+    _frame_at(_address(self.weights), self.weights.size, _address(buffers), buffers.size, _address(tables))
+
 # %% ../../nbs/music/23_rtneural.ipynb #a9005eae
 @patch
 def step(self:RealtimePipeline,
@@ -793,6 +1067,12 @@ def step(self:RealtimePipeline,
             self.mel[:128] = mel
     except (ValueError, TypeError):
         raise InputError('mel', np.shape(mel), 'give one frame of 128 mel values') from None
+    if self.compiled:
+        _frame_at(*self._addresses)
+        outputs = self.outputs
+        outputs['note'] = self.state.item(0)
+        outputs['chord'] = self.state.item(1)
+        return outputs
     emotion_1, emotion_2 = self.emotion_front
     _run_affine(*emotion_1)
     _run_affine(*emotion_2)
@@ -868,11 +1148,13 @@ def _frame_allocations(step, # called as `step(x)`
                        inputs:list, # one x per call
                       ) -> tuple[np.ndarray, int]:
     "Python-heap bytes (tracemalloc) each call held at its peak above what was held before it; bytes kept after all."
-    import tracemalloc
+    import sys, tracemalloc
     peaks = np.zeros(len(inputs), np.int64)
-    tracing = tracemalloc.is_tracing()
+    tracing, switch = tracemalloc.is_tracing(), sys.getswitchinterval()
     if not tracing:
         tracemalloc.start()
+    sys.setswitchinterval(10.0)  # tracemalloc counts every thread's allocations: other threads wait for the GIL
+    time.sleep(0.01)  # a thread already waiting under the old interval runs now, not during a frame
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(len(inputs)):
@@ -883,6 +1165,7 @@ def _frame_allocations(step, # called as `step(x)`
             peaks[i] = tracemalloc.get_traced_memory()[1] - held
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
+        sys.setswitchinterval(switch)
         if not tracing:
             tracemalloc.stop()
     return peaks, kept
@@ -890,9 +1173,10 @@ def _frame_allocations(step, # called as `step(x)`
 def realtime_allocations(models:dict=None, # the five networks (default: `idaw.untrained_models()`)
                          frames:int=1000, # frames traced, after as many untraced (NumPy fills its caches first)
                          seed:int=0, # seeds the mel frames
+                         compiled:bool=None, # the compiled frame or the NumPy one (default: as `RealtimePipeline`)
                         ) -> dict:
     "The Python heap `RealtimePipeline.step` takes per frame: peak bytes above the frame's start, and bytes kept."
-    runtime = RealtimePipeline(models or idaw.untrained_models())
+    runtime = RealtimePipeline(models or idaw.untrained_models(), compiled=compiled)
     mels = list(np.random.default_rng(seed).random((frames, 128), dtype=np.float32))
     with limit_threads(1):
         for mel in mels:

@@ -430,3 +430,12 @@ def test_involuntary_switches_are_counted_per_frame():
     # and such waits are counted (a virtual machine's host can also steal a core unseen by the guest's scheduler,
     # so a rare uncounted wait is allowed; a broken counter would count none)
     assert (switches[waited > 200_000] > 0).mean() >= 0.9
+
+
+def test_without_numba_the_numpy_frame_runs_and_asking_for_the_compiled_one_is_a_clear_error(models, monkeypatch):
+    import kelly.music.rtneural as R
+    from kelly.core import MissingResourceError
+    monkeypatch.setattr(R, 'HAVE_NUMBA', False)
+    assert not RealtimePipeline(models).compiled
+    with pytest.raises(MissingResourceError, match='compiled=False'):
+        RealtimePipeline(models, compiled=True)

@@ -478,6 +478,8 @@ class ChordShift:
                  fits:torch.Tensor, # [64] bool: the chords in the key
                  prior_beats:float=2.0, # weight of the uniform start of the running marginal, in beats
                 ):
+        if not prior_beats > 0:
+            raise InputError('prior_beats', prior_beats, 'give a positive weight, in beats (default 2)')
         self.fits = fits.double()
         self.target = chord_targets(tonic, major) * self.fits
         self.uniform = self.fits / self.fits.sum()

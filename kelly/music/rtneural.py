@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from torch import nn
 
 from ..bench import benchmark
-from ..core import InputError, atomic_write, file_sha256, limit_threads, require
+from ..core import InputError, MissingResourceError, atomic_write, file_sha256, limit_threads, require
 from . import idaw
 from .idaw import MODELS, SPEC, EmotionRecognizer, MelodyTransformer, IDAWPipeline
 
@@ -679,6 +679,8 @@ class RealtimePipeline:
         self._pack()
         self._views()
         self.compiled = HAVE_NUMBA if compiled is None else bool(compiled)
+        if self.compiled and not HAVE_NUMBA:
+            raise MissingResourceError('compiled', True, 'pip install numba, or pass compiled=False (the NumPy frame)')
         self.reset()
         if self.compiled:
             self._compile()
@@ -797,7 +799,8 @@ except ImportError:  # pragma: no cover - numba is a dependency; without it `ste
         return args[0] if args and callable(args[0]) else (lambda f: f)
 
 _CACHE = '__file__' in globals()  # numba caches compiled kernels beside the module, not for notebook cells
-_ACTIVATION_CODES = {'': 0, 'tanh': 1, 'relu': 2, 'sigmoid': 3}  # the layer table's activation column
+_TANH, _RELU, _SIGMOID = 1, 2, 3  # the layer table's activation column (0: none)
+_ACTIVATION_CODES = {'': 0, 'tanh': _TANH, 'relu': _RELU, 'sigmoid': _SIGMOID}
 
 @njit(cache=_CACHE, fastmath=True, inline='always')
 def _tanh32(x):
@@ -822,13 +825,13 @@ def _dense(weights, buffers, row):
     out = buffers[target:target + rows]
     np.dot(weights[start:start + rows * cols].reshape((rows, cols)), buffers[source:source + cols], out)
     half = np.float32(0.5)
-    if activation == 1:
+    if activation == _TANH:
         for k in range(rows):
             out[k] = _tanh32(out[k])
-    elif activation == 2:
+    elif activation == _RELU:
         for k in range(rows):
             out[k] = max(out[k], np.float32(0))
-    elif activation == 3:  # the rows were halved: sigmoid(z) = (1 + tanh(z/2))/2
+    elif activation == _SIGMOID:  # the rows were halved: sigmoid(z) = (1 + tanh(z/2))/2
         for k in range(rows):
             out[k] = _tanh32(out[k]) * half + half
 
@@ -1032,6 +1035,7 @@ def _pack(self:RealtimePipeline):
     self.tables = np.zeros(_N_LAYERS * 7 + _N_AT + 4, np.int64)  # layers, at, state: `_frame_at` reads them here
     self.layers = self.tables[:_N_LAYERS * 7].reshape(_N_LAYERS, 7)
     self.at, self.state = self.tables[_N_LAYERS * 7:-4], self.tables[-4:]  # state: note, chord, beat, beats per bar
+    assert len(rows) == _N_LAYERS, len(rows)  # the kernel's table has a fixed shape
     self.layers[:] = rows
     self.at[:len(_TABLES)] = [_offset(getattr(self, name), weights) for name in _TABLES]
     self.at[len(_TABLES):] = [_offset(b, buffers) for b in (self.notes, self.folded, self.context, self.compact,

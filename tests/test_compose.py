@@ -249,17 +249,32 @@ def test_krumhansl_kessler_mode_of_rendered_scales(synth):
         assert (got['majorness'] > 0) == major
 
 
-def _click_track(bpm, seconds=20.0, sr=22050):
+def _click_track(bpm, seconds=20.0, sr=22050, onsets=(0, 1, 2, 3)):
+    "A noise burst at each onset (in beats) of every 4-beat bar."
     x = np.zeros(int(sr * seconds), np.float32)
     burst = np.random.default_rng(0).standard_normal(200).astype(np.float32)
-    for t in np.arange(0.1, seconds - 0.5, 60 / bpm):
-        x[int(t * sr):int(t * sr) + 200] = burst
+    for bar in np.arange(0.1, seconds - 240 / bpm, 240 / bpm):
+        for onset in onsets:
+            t = int((bar + onset * 60 / bpm) * sr)
+            x[t:t + 200] = burst
     return x
 
 
 @pytest.mark.parametrize('bpm', [72, 100, 150])
 def test_listener_tempo_of_a_click_track(bpm):
-    assert C.tempo_of_audio(_click_track(bpm), 22050) == pytest.approx(bpm, rel=0.02)
+    assert C.tempo_of_audio(_click_track(bpm), 22050, levels=(1,)) == pytest.approx(bpm, rel=0.02)
+    assert C.tempo_right(C.tempo_of_audio(_click_track(bpm), 22050), bpm, octaves=True)  # beats alone: octave-blind
+
+
+@pytest.mark.parametrize('bpm', [72, 96, 120])
+def test_metrical_comb_hears_the_beat_of_a_dotted_rhythm(bpm):
+    dotted = _click_track(bpm, onsets=(0, 1.5, 2, 3.5))
+    assert C.tempo_of_audio(dotted, 22050) == pytest.approx(bpm, rel=0.02)
+    assert not C.tempo_right(C.tempo_of_audio(dotted, 22050, levels=(1,)), bpm, tolerance=0.1)  # the plain peak
+
+
+def test_tempo_of_silence_is_nan():
+    assert np.isnan(C.tempo_of_audio(np.zeros(22050 * 4, np.float32), 22050))
 
 
 def test_tempo_right_counts_octave_errors_only_when_asked():

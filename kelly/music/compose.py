@@ -23,15 +23,16 @@ from .theory import (MODES, N_CHORDS, QUALITIES, SPECIALS, chord_index, chord_pi
 # %% auto #0
 __all__ = ['PSYCHOLOGY_CUES', 'CUE_LEVELS', 'REGISTER_ANCHOR', 'VELOCITY_ANCHOR', 'MAPPED', 'MAPPER_INPUTS', 'USER_SHIFT',
            'DEGREE_NAMES', 'SOPRANO_DEGREES', 'CHORALE_CHORDS', 'SOUNDFONTS', 'SINES', 'GM_PROGRAMS', 'RENDER_GAIN',
-           'KK_MAJOR', 'KK_MINOR', 'CUE_WEIGHTS', 'LISTENERS', 'check_midi_path', 'emotion_vad', 'velocity_of_db',
-           'track_measures', 'mapper_rows', 'mapper_loss', 'train_mapper', 'hand_rule', 'mapper_crossval',
-           'user_adaptation', 'save_mapper', 'load_mapper', 'mapper_places', 'resolve_mapper', 'emotion_parameters',
-           'bar_rhythm', 'phrase_plan', 'note_weights', 'corpus_statistics', 'chord_targets', 'degree_weights',
-           'ChordShift', 'compose', 'compose_main', 'folk_melodies', 'chorale_melodies', 'pitch_class_profile',
-           'interval_profile', 'kl_divergence', 'repetition_share', 'harmonic_rhythm', 'piece_tune', 'uniform_in_key',
-           'in_key_share', 'musicality_table', 'distinctness', 'synthesizer', 'render_piece_audio', 'quadrant',
-           'chroma_of_audio', 'key_of_audio', 'onset_envelope', 'tempo_of_audio', 'audio_cues', 'cue_listener',
-           'agreement', 'rank_agreement', 'track_cues', 'tempo_right', 'listener_check', 'closed_loop', 'loop_summary']
+           'KK_MAJOR', 'KK_MINOR', 'METRICAL_LEVELS', 'CUE_WEIGHTS', 'LISTENERS', 'check_midi_path', 'emotion_vad',
+           'velocity_of_db', 'track_measures', 'mapper_rows', 'mapper_loss', 'train_mapper', 'hand_rule',
+           'mapper_crossval', 'user_adaptation', 'save_mapper', 'load_mapper', 'mapper_places', 'resolve_mapper',
+           'emotion_parameters', 'bar_rhythm', 'phrase_plan', 'note_weights', 'corpus_statistics', 'chord_targets',
+           'degree_weights', 'ChordShift', 'compose', 'compose_main', 'folk_melodies', 'chorale_melodies',
+           'pitch_class_profile', 'interval_profile', 'kl_divergence', 'repetition_share', 'harmonic_rhythm',
+           'piece_tune', 'uniform_in_key', 'in_key_share', 'musicality_table', 'distinctness', 'synthesizer',
+           'render_piece_audio', 'quadrant', 'chroma_of_audio', 'key_of_audio', 'onset_envelope',
+           'onset_autocorrelation', 'tempo_right', 'tempo_of_audio', 'audio_cues', 'cue_listener', 'agreement',
+           'rank_agreement', 'track_cues', 'listener_check', 'closed_loop', 'loop_summary']
 
 # %% ../../nbs/music/25_compose.ipynb #22240267
 def _whole(name, value, lo, hi, fix):
@@ -988,28 +989,46 @@ def onset_envelope(x:np.ndarray, # mono samples
     mel = log_mel(np.asarray(x, np.float32), sr, 2048, hop, 64, top_db=80.0)
     return np.maximum(np.diff(mel, axis=-1), 0).mean(0), sr / hop
 
+def onset_autocorrelation(x:np.ndarray, sr:int) -> tuple[np.ndarray, float]:
+    "The smoothed onset envelope's autocorrelation r(k) over lags k in frames, r(0) = 1 (zeros if silent), and fps."
+    env, fps = onset_envelope(x, sr)
+    env = np.convolve(env, np.hanning(7)[1:-1] / np.hanning(7).sum(), 'same')  # a 60 ms smoothing at 86 frames/s
+    env = env - env.mean()
+    spec = np.fft.rfft(env, 2 * len(env))
+    ac = np.fft.irfft(spec * np.conj(spec))[:len(env)]
+    return (ac / ac[0] if ac[0] > 0 else np.zeros_like(ac)), fps
+
+def tempo_right(heard, listed, # tempi in bpm
+                tolerance:float=0.04, # relative error allowed (MIREX: 4 %)
+                octaves:bool=False, # also accept 2x, 1/2, 3x, 1/3 of the listed tempo (MIREX's "Acc2")
+               ) -> np.ndarray:
+    "Whether each heard tempo is within `tolerance` of the listed one (or of a multiple, with `octaves`)."
+    ratio = np.asarray(heard, float) / np.asarray(listed, float)
+    factors = (1, 2, 0.5, 3, 1 / 3) if octaves else (1,)
+    return np.any([np.abs(ratio / f - 1) <= tolerance for f in factors], axis=0)
+
+# The levels of a 4/4 metre around a beat of period k: sixteenth, eighth, beat, half bar, bar
+METRICAL_LEVELS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
 def tempo_of_audio(x:np.ndarray, # mono samples
                    sr:int, # their sample rate
                    prior_bpm:float=120.0, prior_octaves:float=1.0, # the log-normal tempo prior (Ellis 2007, librosa's)
                    lo:float=40.0, hi:float=240.0, # the tempi considered
+                   levels:tuple=METRICAL_LEVELS, # multiples m of a beat period k summed: S(k) = sum_m r(m k)
                   ) -> float:
-    "The tempo (bpm): the lag of the onset envelope's largest autocorrelation, weighted by a log-normal prior."
-    env, fps = onset_envelope(x, sr)
-    env = np.convolve(env, np.hanning(7)[1:-1] / np.hanning(7).sum(), 'same')  # a 60 ms smoothing at 86 frames/s
-    env = env - env.mean()
-    n = len(env)
-    spec = np.fft.rfft(env, 2 * n)
-    ac = np.fft.irfft(spec * np.conj(spec))[:n]
-    lags = np.arange(n, dtype=float)
+    "The tempo (bpm): the beat period whose metrical comb of onset autocorrelations, times a log-normal prior, peaks."
+    ac, fps = onset_autocorrelation(x, sr)
+    lags = np.arange(len(ac), dtype=float)
     with np.errstate(divide='ignore'):
         bpm = 60 * fps / lags
     ok = (bpm >= lo) & (bpm <= hi)
-    if not ok.any() or not ac[0] > 0:
+    if not ok.any() or not ac.any():
         return float('nan')
+    comb = sum(np.interp(lags * m, lags, ac, right=0.0) for m in levels)
     weight = np.exp(-0.5 * (np.log2(np.where(ok, bpm, prior_bpm) / prior_bpm) / prior_octaves) ** 2)
-    k = int(np.argmax(np.where(ok, ac * weight, -np.inf)))
-    if 0 < k < n - 1:  # a parabola through the peak and its neighbours: a lag between frames
-        a, b, c = ac[k - 1], ac[k], ac[k + 1]
+    k = int(np.argmax(np.where(ok, comb * weight, -np.inf)))
+    if 0 < k < len(ac) - 1:  # a parabola through the peak and its neighbours: a lag between frames
+        a, b, c = comb[k - 1], comb[k], comb[k + 1]
         k = k + 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else k
     return float(60 * fps / k)
 
@@ -1085,7 +1104,7 @@ def track_cues() -> pd.DataFrame:
     from kelly.core import atomic_write, cache_dir
     from kelly.data import immich_catalog
     from kelly.music.emotion import _track_audio, mood_tracks
-    path = cache_dir()/'compose'/'track_cues_v1.csv'
+    path = cache_dir()/'compose'/'track_cues_v2.csv'
     if path.is_file():
         return pd.read_csv(path)
     listed = immich_catalog().tables()['songs'].set_index('title')
@@ -1101,15 +1120,6 @@ def track_cues() -> pd.DataFrame:
     with atomic_write(path) as fh:
         df.to_csv(fh, index=False)
     return df
-
-def tempo_right(heard, listed, # tempi in bpm
-                tolerance:float=0.04, # relative error allowed (MIREX: 4 %)
-                octaves:bool=False, # also accept 2x, 1/2, 3x, 1/3 of the listed tempo (MIREX's "Acc2")
-               ) -> np.ndarray:
-    "Whether each heard tempo is within `tolerance` of the listed one (or of a multiple, with `octaves`)."
-    ratio = np.asarray(heard, float) / np.asarray(listed, float)
-    factors = (1, 2, 0.5, 3, 1 / 3) if octaves else (1,)
-    return np.any([np.abs(ratio / f - 1) <= tolerance for f in factors], axis=0)
 
 def listener_check(tc:pd.DataFrame, # from `track_cues`
                    n_perm:int=2000, seed:int=0, # the permutation test of the arousal ranks

@@ -14,8 +14,9 @@ import numpy as np
 # %% auto #0
 __all__ = ['MATHJAX_CONFIG', 'MATHJAX_FONTS', 'KellyError', 'InputError', 'ConfigError', 'MissingResourceError', 'require',
            'ArgumentParser', 'as_series_array', 'project_root', 'data_dir', 'reports_dir', 'cache_dir', 'artifacts_dir',
-           'seed_everything', 'get_device', 'limit_threads', 'atomic_write', 'file_sha256', 'ConvergenceWarning',
-           'sampler_diagnostics', 'progress_enabled', 'progress', 'use_offline_plotly', 'plotlyjs', 'mathjax_dir']
+           'seed_everything', 'get_device', 'limit_threads', 'atomic_write', 'file_sha256', 'file_lock', 'cache_lock',
+           'ConvergenceWarning', 'sampler_diagnostics', 'progress_enabled', 'progress', 'use_offline_plotly',
+           'plotlyjs', 'mathjax_dir']
 
 # %% ../nbs/00_core.ipynb #006b25e3
 _short = reprlib.Repr()
@@ -311,6 +312,31 @@ def file_sha256(path, # a file
         for block in iter(lambda: f.read(chunk), b''):
             h.update(block)
     return h.hexdigest()
+
+# %% ../nbs/00_core.ipynb #d2b8e5f1
+@contextmanager
+def file_lock(path, # the lock file (created if missing; its contents are never read)
+             ):
+    "Hold an exclusive advisory lock on `path` while the block runs: processes taking the same lock take turns."
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks here (Windows): run unlocked
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a') as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+def cache_lock(path, # a file (or folder) that is built once and then read
+              ):
+    "`file_lock` on `.NAME.lock` beside `path`: look for `path`, and build it if missing, inside the block."
+    path = Path(path)
+    return file_lock(path.with_name(f'.{path.name}.lock'))
 
 # %% ../nbs/00_core.ipynb #e24f442b
 import warnings

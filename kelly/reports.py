@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import ast, configparser, datetime as dt, hashlib, html, importlib.util, json, os, re, shutil, subprocess, sys
 import tempfile, time
-from contextlib import contextmanager
 from pathlib import Path
 
 import kelly
 from .core import (MATHJAX_CONFIG, MATHJAX_FONTS, ConfigError, InputError, KellyError, atomic_write, data_dir,
-                        file_sha256,
+                        file_lock, file_sha256,
                         mathjax_dir, plotlyjs, progress_enabled, project_root, reports_dir)
 
 # %% auto #0
@@ -335,17 +334,9 @@ def _publish_dir(src:Path, dst:Path):
     if old.exists():
         shutil.rmtree(old)
 
-@contextmanager
 def _locked(reports:Path):
     "Hold the reports folder's lock: runs that publish at the same time take turns on the index and shared assets."
-    import fcntl
-    reports.mkdir(parents=True, exist_ok=True)
-    with open(reports/'.lock', 'w') as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(Path(reports)/'.lock')
 
 def _publish_assets(reports:Path):
     "Copy MathJax and plotly.js beside the reports once (staged, swapped in by a rename), for every page to share."

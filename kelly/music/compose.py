@@ -124,14 +124,27 @@ def _onset_rate(x, sr=24000):
     peaks = (inner > flux[:-2]) & (inner >= flux[2:]) & (inner > flux.mean() + flux.std())
     return float(peaks.sum()) / (len(x) / sr)
 
+def _cached_table(path, # the CSV file that keeps the table
+                 build, # called with no arguments to make the table when the file is missing
+                ) -> pd.DataFrame:
+    "The table kept at `path`, built and written (atomically) by the first process that finds it missing."
+    from kelly.core import atomic_write, cache_lock
+    with cache_lock(path):  # a second process starting cold waits for the first, then reads
+        if path.is_file():
+            return pd.read_csv(path)
+        df = build()
+        with atomic_write(path) as fh:
+            df.to_csv(fh, index=False)
+    return df
+
 def track_measures() -> pd.DataFrame:
     "The 28 mood-labelled tracks: mood, VAD, listed tempo and mode, measured loudness (dBFS), register, onsets/beat."
-    from kelly.core import atomic_write, cache_dir
+    from kelly.core import cache_dir
+    return _cached_table(cache_dir()/'compose'/'track_measures_v1.csv', _measure_tracks)
+
+def _measure_tracks() -> pd.DataFrame:
     from kelly.data import immich_catalog
     from kelly.music.emotion import _track_audio, mood_tracks
-    path = cache_dir()/'compose'/'track_measures_v1.csv'
-    if path.is_file():
-        return pd.read_csv(path)
     listed = immich_catalog().tables()['songs'].set_index('title')
     rows = []
     for r in mood_tracks().itertuples():
@@ -141,11 +154,7 @@ def track_measures() -> pd.DataFrame:
                          tempo=tempo, major=float(str(listed.loc[r.track, 'key']).endswith('major')),
                          loudness_db=float(20 * np.log10(np.sqrt(np.mean(np.square(x))) + 1e-12)),
                          register=float(_spectral_register(x)), onsets_per_beat=_onset_rate(x) * 60 / tempo))
-    df = pd.DataFrame(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as fh:
-        df.to_csv(fh, index=False)
-    return df
+    return pd.DataFrame(rows)
 
 # %% ../../nbs/music/25_compose.ipynb #4d2d9ad2
 def _cue_level(cue:str, directions) -> np.ndarray:
@@ -330,12 +339,14 @@ def resolve_mapper(folder=None, # a folder written by `save_mapper` (None: look 
     "The trained mapper and where it came from; with none published, trained now (seconds) and kept in the cache."
     if folder is not None:
         return load_mapper(folder), dict(folder=str(folder), source='mapper')
+    from kelly.core import cache_lock
     places = mapper_places()
-    for source, place in places.items():
-        if all((place/f).is_file() for f in _MAPPER_FILES):
-            return load_mapper(place), dict(folder=str(place), source=source)
-    mapper = train_mapper(mapper_rows())
-    save_mapper(mapper, places['cache'])
+    with cache_lock(places['cache']):  # a second process starting cold waits for the first's mapper
+        for source, place in places.items():
+            if all((place/f).is_file() for f in _MAPPER_FILES):
+                return load_mapper(place), dict(folder=str(place), source=source)
+        mapper = train_mapper(mapper_rows())
+        save_mapper(mapper, places['cache'])
     return mapper, dict(folder=str(places['cache']), source='trained now')
 
 # %% ../../nbs/music/25_compose.ipynb #bf34577b
@@ -717,12 +728,20 @@ def _folk_tune(score, name:str) -> dict:
 def folk_melodies(n:int=24, # tunes, in file order (Essen folk song collection bundled with music21)
                  ) -> tuple[list, pd.DataFrame]:
     "The first `n` tunes of music21's Essen folk songs (cached as JSON), and the tunes passed over, with the reason."
-    import re
-    from kelly.core import atomic_write, cache_dir, require
+    from kelly.core import atomic_write, cache_dir, cache_lock
     path = cache_dir()/'compose'/f'folk_v1_{n}.json'
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        return stored['tunes'], pd.DataFrame(stored['skipped'], columns=['score', 'reason'])
+    with cache_lock(path):  # a second process starting cold waits for the first, then reads
+        if not path.is_file():
+            tunes, skipped = _read_folk(n)
+            with atomic_write(path) as fh:
+                json.dump(dict(tunes=tunes, skipped=skipped), fh)
+    stored = json.loads(path.read_text())
+    return stored['tunes'], pd.DataFrame(stored['skipped'], columns=['score', 'reason'])
+
+def _read_folk(n:int) -> tuple[list, list]:
+    "The first `n` readable Essen tunes, and [tune, reason] of each one passed over."
+    import re
+    from kelly.core import require
     corpus = require('music21.corpus', 'music21')
     files = sorted(p for p in corpus.getPaths()
                    if 'essenFolksong' in str(p) and not Path(str(p)).stem.startswith('test'))
@@ -736,10 +755,7 @@ def folk_melodies(n:int=24, # tunes, in file order (Essen folk song collection b
                 tunes.append(_folk_tune(corpus.parse(f, number=int(number)), name))
             except Exception as e:  # a tune music21 cannot read: counted, with the reason
                 skipped.append([name, f'{type(e).__name__}: {e}'[:200]])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as fh:
-        json.dump(dict(tunes=tunes, skipped=skipped), fh)
-    return tunes, pd.DataFrame(skipped, columns=['score', 'reason'])
+    return tunes, skipped
 
 def chorale_melodies(n:int=12, # chorales (`kelly.music.theory.chorale_features`)
                     ) -> tuple[list, pd.DataFrame]:
@@ -1101,12 +1117,12 @@ def _pitch_class(name:str) -> int:
 
 def track_cues() -> pd.DataFrame:
     "The 28 mood-labelled tracks: mood, VAD, listed tempo and key, and what `audio_cues` hears (cached as CSV)."
-    from kelly.core import atomic_write, cache_dir
+    from kelly.core import cache_dir
+    return _cached_table(cache_dir()/'compose'/'track_cues_v2.csv', _hear_tracks)
+
+def _hear_tracks() -> pd.DataFrame:
     from kelly.data import immich_catalog
     from kelly.music.emotion import _track_audio, mood_tracks
-    path = cache_dir()/'compose'/'track_cues_v2.csv'
-    if path.is_file():
-        return pd.read_csv(path)
     listed = immich_catalog().tables()['songs'].set_index('title')
     tracks = mood_tracks()
     keys = listed.loc[tracks.track, 'key'].str.split().tolist()
@@ -1115,11 +1131,7 @@ def track_cues() -> pd.DataFrame:
                            listed_tonic=[_pitch_class(k[0]) for k in keys],
                            listed_major=[k[1] == 'major' for k in keys]))
     cues = audio_cues([_track_audio(p) for p in tracks.path], 24000)
-    df = pd.concat([df, cues.add_prefix('heard_')], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as fh:
-        df.to_csv(fh, index=False)
-    return df
+    return pd.concat([df, cues.add_prefix('heard_')], axis=1)
 
 def listener_check(tc:pd.DataFrame, # from `track_cues`
                    n_perm:int=2000, seed:int=0, # the permutation test of the arousal ranks

@@ -315,17 +315,18 @@ _TEXT_VERSION = 'text-v1'
 @lru_cache(None)
 def text_model() -> TextEmotion:
     "kelly's text emotion model: trained on every labelled word at first use, then loaded from the cache folder."
-    from kelly.core import atomic_write
+    from kelly.core import atomic_write, cache_lock
     path, m = _cache_file('text_model.npz'), TextEmotion()
-    if path.is_file():
-        with np.load(path) as z:
-            if str(z['version']) == _TEXT_VERSION:
-                m.coef, m.intercept = z['coef'], z['intercept']
-                return m
-    tw = text_training_words()
-    m.fit(tw.word.tolist(), tw.emotion.tolist())
-    with atomic_write(path, 'wb') as f:
-        np.savez(f, version=_TEXT_VERSION, coef=m.coef, intercept=m.intercept)
+    with cache_lock(path):  # a second process starting cold waits for the first's model
+        if path.is_file():
+            with np.load(path) as z:
+                if str(z['version']) == _TEXT_VERSION:
+                    m.coef, m.intercept = z['coef'], z['intercept']
+                    return m
+        tw = text_training_words()
+        m.fit(tw.word.tolist(), tw.emotion.tolist())
+        with atomic_write(path, 'wb') as f:
+            np.savez(f, version=_TEXT_VERSION, coef=m.coef, intercept=m.intercept)
     return m
 
 def _as_texts(texts, field='texts') -> list:
@@ -637,14 +638,16 @@ _AUDIO_VERSION, AUDIO_EPOCHS = 'audio_model_v1', 60
 @lru_cache(None)
 def audio_model() -> MultiScaleEmotionNet:
     "kelly's audio emotion network: trained on the 28 bundled tracks at first use, then loaded from the cache folder."
+    from kelly.core import cache_lock
     from kelly.training import load_weights, save_weights
     path = _cache_file(f'{_AUDIO_VERSION}.safetensors')
-    if path.is_file():
-        net = MultiScaleEmotionNet()
-        load_weights(net, path)
-        return net.eval()
-    net, _ = train_audio_model(mood_tracks(), AUDIO_EPOCHS, 4.0, seed=0)
-    save_weights(net, path)
+    with cache_lock(path):  # a second process starting cold waits for the first's training, then loads it
+        if path.is_file():
+            net = MultiScaleEmotionNet()
+            load_weights(net, path)
+            return net.eval()
+        net, _ = train_audio_model(mood_tracks(), AUDIO_EPOCHS, 4.0, seed=0)
+        save_weights(net, path)
     return net.eval()
 
 def _as_signals(path_or_array, sr):

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import json, math
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..core import InputError, atomic_write, cache_dir, progress, require
+from ..core import InputError, atomic_write, cache_dir, cache_lock, progress, require
 
 # %% auto #0
 __all__ = ['PITCH_CLASSES', 'MODES', 'QUALITIES', 'SPECIALS', 'N_CHORDS', 'CHORD_NAMES', 'NO_CHORD', 'DIM7', 'UNISON', 'OTHER',
@@ -344,14 +345,15 @@ def chorale_features(n:int=20, # number of chorales (None: all)
     if cache and not path.is_file() and every.is_file() and not with_skipped:
         # the first n of all the chorales are the first n chorales: slice the cache of all rather than parse again
         return [_from_json(f) for f in json.loads(every.read_text())['features'][:n]]
-    if cache and path.is_file():
-        stored = json.loads(path.read_text())
-        feats, skipped = [_from_json(f) for f in stored['features']], stored['skipped']
-    else:
-        feats, skipped = _read_chorales(n)
-        if cache:
-            with atomic_write(path) as fh:
-                json.dump(dict(features=[_to_json(f) for f in feats], skipped=skipped), fh)
+    with cache_lock(path) if cache else nullcontext():  # a second process starting cold waits, then reads
+        if cache and path.is_file():
+            stored = json.loads(path.read_text())
+            feats, skipped = [_from_json(f) for f in stored['features']], stored['skipped']
+        else:
+            feats, skipped = _read_chorales(n)
+            if cache:
+                with atomic_write(path) as fh:
+                    json.dump(dict(features=[_to_json(f) for f in feats], skipped=skipped), fh)
     if with_skipped:
         return feats, pd.DataFrame(skipped, columns=['score', 'reason'])
     return feats

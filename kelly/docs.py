@@ -29,7 +29,9 @@ def show_doc(obj, # a function or a class
     "nbdev's documentation entry for `obj`, with a class shown as a class, its base and its methods."
     import inspect
     from nbdev.showdoc import BasicMarkdownRenderer
-    text = BasicMarkdownRenderer(obj)._repr_markdown_()
+    # nbdev opens an entry with a thematic break, `---`; as the first thing in a cell's output docutils refuses it
+    # ("Transition must be child of <document> or <section>", once per entry), so the rule is written as HTML
+    text = re.sub(r'\A\s*---\s*\n', '<hr>\n\n', BasicMarkdownRenderer(obj)._repr_markdown_())
     if not inspect.isclass(obj):
         return _Markdown(text)
     text = text.replace(f'def {obj.__name__}(', f'class {obj.__name__}(', 1)

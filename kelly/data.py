@@ -937,10 +937,10 @@ def music21_corpus(collection:str=None, # keep only this collection (folder), e.
                   ) -> pd.DataFrame:
     "The scores of music21's bundled corpus: collection, name, format and path."
     corpus = require('music21').corpus
-    base = Path(corpus.__file__).parent
+    base = Path(corpus.__file__).resolve().parent  # resolved, as music21 gives its paths (a symlinked venv)
     rows = []
     for p in corpus.getCorePaths():
-        p = Path(p)
+        p = Path(p).resolve()
         rel = p.relative_to(base) if base in p.parents else p
         rows.append(dict(collection=rel.parts[0], name=p.name, format=p.suffix.lstrip('.').lower(), path=str(p)))
     df = pd.DataFrame(rows, columns=['collection', 'name', 'format', 'path'])

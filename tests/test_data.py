@@ -412,6 +412,16 @@ def test_missing_package_is_named(monkeypatch):
         social_graph('karate')
 
 
+def test_music21_corpus_collections_through_a_symlinked_install(tmp_path, monkeypatch):
+    "music21 gives resolved paths; a package reached through a symlink (a linked venv) still has its collections."
+    import music21.corpus
+    real = Path(music21.corpus.__file__).resolve().parent
+    (tmp_path/'linked').symlink_to(real.parent, target_is_directory=True)
+    monkeypatch.setattr(music21.corpus, '__file__', str(tmp_path/'linked'/real.name/'__init__.py'))
+    corp = music21_corpus()
+    assert 'bach' in set(corp.collection) and not corp.collection.str.startswith('/').any()
+
+
 def test_small_real_datasets():
     assert len(music21_corpus('bach')) > 300
     n = nile()

@@ -117,7 +117,8 @@ def test_untrained_only_when_asked_and_with_a_warning(places):
         idaw.resolve_weights()
     with pytest.warns(UserWarning, match='untrained'):
         models, where = idaw.resolve_weights(allow_untrained=True)
-    assert where == dict(folder=None, source='untrained', untrained=list(MODELS))
+    assert where == dict(folder=None, source='untrained', untrained=list(MODELS), warning=where['warning'])
+    assert 'kelly report idaw' in where['warning'] and idaw.warnings_said([], where) == [where['warning']]
     assert _same(models, idaw.untrained_models())
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ..core import InputError, MissingResourceError, limit_threads, require, seed_everything
 from .extensions import OUTPUT_SCALES, DynamicEmotionToMusicMapper
-from .idaw import IDAWPipeline, emotion_code, resolve_weights
+from .idaw import IDAWPipeline, emotion_code, resolve_weights, warnings_said
 from .theory import (MODES, N_CHORDS, QUALITIES, SPECIALS, chord_index, chord_pitch_classes, key_name,
                                 render_piece, scale_pitch_classes, theory_checks, write_midi)
 
@@ -30,9 +30,10 @@ __all__ = ['PSYCHOLOGY_CUES', 'CUE_LEVELS', 'REGISTER_ANCHOR', 'VELOCITY_ANCHOR'
            'degree_weights', 'ChordShift', 'compose', 'compose_main', 'folk_melodies', 'chorale_melodies',
            'pitch_class_profile', 'interval_profile', 'kl_divergence', 'repetition_share', 'harmonic_rhythm',
            'piece_tune', 'uniform_in_key', 'in_key_share', 'musicality_table', 'distinctness', 'synthesizer',
-           'render_piece_audio', 'quadrant', 'chroma_of_audio', 'key_of_audio', 'onset_envelope',
+           'render_midi_audio', 'render_piece_audio', 'quadrant', 'chroma_of_audio', 'key_of_audio', 'onset_envelope',
            'onset_autocorrelation', 'tempo_right', 'tempo_of_audio', 'audio_cues', 'cue_listener', 'agreement',
-           'rank_agreement', 'track_cues', 'listener_check', 'closed_loop', 'loop_summary']
+           'rank_agreement', 'track_cues', 'listener_check', 'corpus_tempo_set', 'tempo_accuracy', 'closed_loop',
+           'loop_summary']
 
 # %% ../../nbs/music/25_compose.ipynb #22240267
 def _whole(name, value, lo, hi, fix):
@@ -706,8 +707,8 @@ def compose_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
     mapper, mapped = resolve_mapper(args.mapper)
     _, summary = compose(args.emotion, args.valence, args.arousal, args.dominance, args.text, args.bars, args.seed,
                          args.tonic, models, args.out, mapper=mapper)
-    for w in caught:
-        print(f'kelly compose: warning: {w.message}', file=sys.stderr)
+    for said in warnings_said(caught, source):
+        print(f'kelly compose: warning: {said}', file=sys.stderr)
     print(f"kelly compose: weights: {source['folder'] or 'untrained networks'} ({source['source']})", file=sys.stderr)
     summary = dict(out=str(args.out), weights=source['folder'], weights_source=source['source'],
                    **summary, mapper_folder=mapped['folder'])
@@ -933,25 +934,32 @@ def _synth(path:str, sr:int):
     finally:
         fl.delete()
 
+def render_midi_audio(pm, # a pretty_midi.PrettyMIDI, each instrument with its GM program
+                      sr:int=22050, # sample rate
+                      soundfont:str=None, # see `synthesizer` (None: the first GM soundfont installed)
+                     ) -> np.ndarray:
+    "Mono float32 audio: fluidsynth at a fixed gain; or sines, peak-normalised to 0.5."
+    synth = synthesizer(soundfont)
+    if synth == SINES:
+        audio = pm.synthesize(fs=sr)
+        return (0.5 * audio / max(float(np.abs(audio).max()), 1e-9)).astype(np.float32)
+    with _synth(synth, int(sr)) as (fl, sfid):
+        audio = pm.fluidsynth(fs=sr, synthesizer=fl, sfid=sfid, normalize=False) * len(pm.instruments)  # x / 2**15
+    return np.clip(RENDER_GAIN * audio, -1, 1).astype(np.float32)
+
 def render_piece_audio(notes:pd.DataFrame, # a note table (`compose`'s piece)
                        tempo:float, # its tempo
                        sr:int=22050, # sample rate
                        soundfont:str=None, # see `synthesizer` (None: the first GM soundfont installed)
                       ) -> np.ndarray:
-    "Mono float32 audio: fluidsynth, a GM program per part, at a fixed gain; or sines, peak-normalised to 0.5."
+    "A piece as mono float32 audio (`render_midi_audio`), a GM program per part."
     import tempfile
     pretty_midi = require('pretty_midi')
     with tempfile.TemporaryDirectory() as tmp:
         pm = pretty_midi.PrettyMIDI(str(write_midi(notes, Path(tmp)/'piece.mid', tempo)))
-    synth = synthesizer(soundfont)
-    if synth == SINES:
-        audio = pm.synthesize(fs=sr)
-        return (0.5 * audio / max(float(np.abs(audio).max()), 1e-9)).astype(np.float32)
     for inst in pm.instruments:
         inst.program = GM_PROGRAMS.get(inst.name, 0)
-    with _synth(synth, int(sr)) as (fl, sfid):
-        audio = pm.fluidsynth(fs=sr, synthesizer=fl, sfid=sfid, normalize=False) * len(pm.instruments)  # x / 2**15
-    return np.clip(RENDER_GAIN * audio, -1, 1).astype(np.float32)
+    return render_midi_audio(pm, sr, soundfont)
 
 def quadrant(valence, arousal) -> np.ndarray:
     "The valence/arousal quadrant: Q1 (+, +), Q2 (-, +), Q3 (-, -), Q4 (+, -)."
@@ -1146,6 +1154,54 @@ def listener_check(tc:pd.DataFrame, # from `track_cues`
                 key_accuracy=float(((tc.heard_major == tc.listed_major) & (tc.heard_tonic == tc.listed_tonic)).mean()),
                 arousal_rho=rank['rho'], arousal_p=rank['p_perm'],
                 heard_positive_valence=float((heard.cue_valence >= 0).mean()))
+
+# %% ../../nbs/music/25_compose.ipynb #8d2f4b61
+def corpus_tempo_set(collection:str, # a music21 corpus collection, e.g. "bach" or "essenFolksong"
+                     n:int, # scores at most
+                     seed:int=0, # seeds the choice of scores and their tempi
+                     sr:int=22050, soundfont:str=None, # see `render_midi_audio`
+                     bpm_range:tuple=(60.0, 150.0), # the tempi drawn from
+                    ) -> tuple[list, np.ndarray]:
+    "Up to `n` scores of `collection` in 2/4, 3/4 or 4/4 rendered at random tempi: audio signals and their tempi."
+    import tempfile
+    from kelly.data import music21_corpus
+    m21, pretty_midi = require('music21'), require('pretty_midi')
+    paths = music21_corpus(collection).path.tolist()
+    rng = np.random.default_rng(seed)
+    audio, tempi = [], []
+    for i in rng.permutation(len(paths)):
+        if len(audio) >= n:
+            break
+        bpm = float(rng.uniform(*bpm_range))
+        try:
+            score = m21.corpus.parse(paths[i])
+            score = score.scores[0] if hasattr(score, 'scores') else score  # an opus of tunes: its first
+            metre = score.recurse().getElementsByClass(m21.meter.TimeSignature).first()
+            if metre is None or metre.ratioString not in ('2/4', '3/4', '4/4'):
+                continue
+            for mark in list(score.recurse().getElementsByClass(m21.tempo.MetronomeMark)):
+                mark.activeSite.remove(mark)
+            (score.parts[0] if score.parts else score).insert(0, m21.tempo.MetronomeMark(number=bpm))
+            with tempfile.TemporaryDirectory() as tmp:
+                pm = pretty_midi.PrettyMIDI(str(score.write('midi', fp=Path(tmp)/'score.mid')))
+        except Exception:  # a score music21 cannot read or write as MIDI: passed over
+            continue
+        if pm.get_end_time() >= 8.0:
+            audio.append(render_midi_audio(pm, sr, soundfont))
+            tempi.append(bpm)
+    return audio, np.array(tempi)
+
+def tempo_accuracy(sets:dict, # name -> (signals, their tempi in bpm, sample rate)
+                  ) -> pd.DataFrame:
+    "Per set and method (the metrical comb, the plain peak): tempo within 4 %, and within 4 % of an octave or third."
+    rows = []
+    for name, (signals, tempi, sr) in sets.items():
+        for method, levels in (('metrical comb', METRICAL_LEVELS), ('plain peak', (1,))):
+            heard = [tempo_of_audio(x, sr, levels=levels) for x in signals]
+            rows.append(dict(set=name, method=method, pieces=len(signals),
+                             within_4pc=float(tempo_right(heard, tempi).mean()),
+                             with_octaves=float(tempo_right(heard, tempi, octaves=True).mean())))
+    return pd.DataFrame(rows).set_index(['set', 'method'])
 
 # %% ../../nbs/music/25_compose.ipynb #c061b64e
 LISTENERS = dict(model="kelly's audio emotion model", relative="kelly's audio emotion model, centred on the set heard",

@@ -25,7 +25,7 @@ __all__ = ['MODELS', 'SPEC', 'EMOTION_DIM', 'STATE_DIM', 'WEIGHT_FILES', 'Harmon
            'harmony_context', 'compact_context', 'IDAWPipeline', 'latency_table', 'throughput', 'piece_tensors',
            'training_tensors', 'render_audio', 'mel_frames', 'TrainOnLogits', 'train_idaw', 'MelodyMarkov',
            'harmony_scores', 'melody_scores', 'weights_dir', 'save_models', 'untrained_models', 'load_models',
-           'weight_places', 'missing_weights', 'resolve_weights']
+           'weight_places', 'missing_weights', 'resolve_weights', 'warnings_said']
 
 # %% ../../nbs/music/21_idaw.ipynb #fa15c49b
 class _IDAWNet(nn.Module):
@@ -628,7 +628,15 @@ def resolve_weights(weights=None, # a folder of the five `{name}.safetensors` (N
         fix = ('run `kelly report idaw` to train and publish them, pass --weights FOLDER, '
                'or allow untrained networks (--allow-untrained, allow_untrained=True)')
         raise MissingResourceError('weights', looked, fix, 'no trained iDAW networks found')
-    warnings.warn(f'untrained iDAW networks (seeded random initialisation): no trained weights in {looked}; '
-                  'run `kelly report idaw` to train them', UserWarning, stacklevel=2)
-    return untrained_models(), dict(folder=None, source='untrained', untrained=list(MODELS))
+    said = (f'untrained iDAW networks (seeded random initialisation): no trained weights in {looked}; '
+            'run `kelly report idaw` to train them')
+    warnings.warn(said, UserWarning, stacklevel=2)
+    return untrained_models(), dict(folder=None, source='untrained', untrained=list(MODELS), warning=said)
+
+def warnings_said(caught:list, # warnings recorded around `resolve_weights` (`warnings.catch_warnings(record=True)`)
+                  source:dict, # what `resolve_weights` said about the weights
+                 ) -> list[str]:
+    "The warnings a command prints: the weights' own (kept in `source`, so never lost), then any other caught."
+    said = [source['warning']] if source.get('warning') else []
+    return said + [str(w.message) for w in caught if str(w.message) not in said]
 

@@ -1607,8 +1607,8 @@ def export_main(argv:list=None, # command-line arguments (default: sys.argv[1:])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         models, src = idaw_weights(args.weights, args.allow_untrained)
-    for w in caught:
-        print(f'kelly export: warning: {w.message}', file=sys.stderr)
+    for said in idaw.warnings_said(caught, src):
+        print(f'kelly export: warning: {said}', file=sys.stderr)
     data = None
     if 'checkpoint' in formats and not src['untrained'] and src['scores']:
         data = idaw_training_data(seed=args.seed, scores=src['scores'])

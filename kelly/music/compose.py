@@ -1041,6 +1041,8 @@ def tempo_of_audio(x:np.ndarray, # mono samples
                    levels:tuple=METRICAL_LEVELS, # multiples m of a beat period k summed: S(k) = sum_m r(m k)
                   ) -> float:
     "The tempo (bpm): the beat period whose metrical comb of onset autocorrelations, times a log-normal prior, peaks."
+    if not levels or not all(isinstance(m, (int, float, np.integer, np.floating)) and m > 0 for m in levels):
+        raise InputError('levels', levels, 'give positive multiples of the beat, e.g. (0.25, 0.5, 1, 2, 4) or (1,)')
     ac, fps = onset_autocorrelation(x, sr)
     lags = np.arange(len(ac), dtype=float)
     with np.errstate(divide='ignore'):
@@ -1164,6 +1166,9 @@ def corpus_tempo_set(collection:str, # a music21 corpus collection, e.g. "bach" 
                     ) -> tuple[list, np.ndarray]:
     "Up to `n` scores of `collection` in 2/4, 3/4 or 4/4 rendered at random tempi: audio signals and their tempi."
     import tempfile
+    n = _whole('n', n, 1, 100_000, 'ask for at least one score')
+    if not (len(bpm_range) == 2 and 0 < bpm_range[0] <= bpm_range[1]):
+        raise InputError('bpm_range', bpm_range, 'give (slowest, fastest) in bpm, e.g. (60, 150)')
     from kelly.data import music21_corpus
     m21, pretty_midi = require('music21'), require('pretty_midi')
     paths = music21_corpus(collection).path.tolist()

@@ -14,8 +14,8 @@ from .bench import benchmark
 from .core import ArgumentParser, ConfigError, KellyError
 
 # %% auto #0
-__all__ = ['FORWARDED', 'STARTUP_GOALS', 'cmd_report', 'cmd_bench', 'cmd_docs', 'cmd_info', 'parser', 'main', 'entry',
-           'bench_startup']
+__all__ = ['FORWARDED', 'TRAINERS', 'STARTUP_GOALS', 'cmd_report', 'cmd_bench', 'cmd_docs', 'cmd_info', 'train_main', 'parser',
+           'main', 'entry', 'bench_startup']
 
 # %% ../nbs/91_cli.ipynb #e35e90a1
 def _say(*a): print(*a, file=sys.stderr, flush=True)
@@ -151,9 +151,30 @@ FORWARDED = {  # command: (module, function, one-line summary)
                 'check a catalog folder written by hand: every problem at once, with its file and line'),
     'predict-features': ('kelly.predictor', 'predict_features_main',
                          "predict Spotify-style audio features from a catalog's metadata"),
-    'train': ('kelly.career.deep', 'train_main',
-              'train the emotional transformer in one process, several (--nproc) or on several machines (--nnodes)'),
+    'train': ('kelly.cli', 'train_main',
+              'train a network: the emotional transformer (deep) or the audio emotion network on your audio (emotion)'),
 }
+TRAINERS = {  # kelly train MODEL: (module, function, what it trains); the function gets the arguments after MODEL
+    'deep': ('kelly.career.deep', 'train_main',
+             'the emotional transformer on a catalog, in one process, several (--nproc) or machines (--nnodes)'),
+    'emotion': ('kelly.music.emotion', 'train_emotion_main',
+                'the audio emotion network on your labelled audio (a DEAM or EMOPIA folder)'),
+}
+
+def train_main(argv:list=None, # the arguments after `kelly train`
+              ) -> int:
+    "kelly train MODEL ...: hand the arguments to the trainer of MODEL; alone, or with --help, list the models."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in TRAINERS:
+        module, func, _ = TRAINERS[argv[0]]
+        return getattr(importlib.import_module(module), func)(argv if argv[0] == 'deep' else argv[1:])
+    ap = ArgumentParser(prog='kelly train', formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description='Train one of the networks of kelly.',
+                        epilog='\n'.join(['models:'] + [f'  {k:8} {v[2]}' for k, v in TRAINERS.items()] +
+                                         ['', 'Run "kelly train MODEL --help" for its options.']))
+    ap.add_argument('model', choices=list(TRAINERS), help='the network to train')
+    ap.parse_args(argv[:1])  # prints the help, or refuses what is not a model (exit 2)
+    return 2
 
 # %% ../nbs/91_cli.ipynb #fd5cb9a1
 def parser() -> argparse.ArgumentParser:

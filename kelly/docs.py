@@ -196,10 +196,16 @@ def _is_site(folder:Path) -> bool:
     return (folder/'index.html').is_file() and (folder/'searchindex.js').is_file() and (folder/'_static').is_dir()
 
 def _check_site_folder(out:Path):
-    "Refuse an output folder whose replacement would lose a user's files: a file, or a folder that is not a site."
+    "Refuse, before minutes of building, a folder that cannot be written, a file, or a folder that is not a site."
     if out.exists() and not out.is_dir():
         raise InputError('--out', str(out), 'give a folder for the site (created if missing), not a file',
                          'not a folder')
+    nearest = next(p for p in (out, *out.parents) if p.exists())
+    try:
+        tempfile.TemporaryFile(dir=nearest).close()
+    except OSError as e:
+        raise InputError('--out', str(out), 'give a folder you can write to', f'cannot write in {nearest}: '
+                         f'{e.strerror}') from None
     if out.is_dir() and any(out.iterdir()) and not _is_site(out):
         fix = 'give an empty or new folder, or one that an earlier `kelly docs` wrote: this one would be replaced'
         raise InputError('--out', str(out), fix, 'folder holds other files')

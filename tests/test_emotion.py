@@ -126,3 +126,61 @@ def test_emotion_command_one_line_errors(tmp_path):
         r = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and 'Traceback' not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_unknown_values_are_left_out_of_targets_and_loss():
+    import torch
+    given = E.vad_to_probs([0.5, -0.5, np.nan], missing=True)
+    kernel = np.exp(-((E.VAD.to_numpy()[:, :2] - [0.5, -0.5]) ** 2).sum(1) / (2 * 0.25 ** 2))
+    assert np.allclose(given, kernel / kernel.sum())
+    with pytest.raises(InputError, match='give values between'):
+        E.vad_to_probs([0.5, -0.5, np.nan])  # NaN only where asked for
+    with pytest.raises(InputError, match='no value'):
+        E.check_vad([np.nan] * 3, missing=True)
+    out = torch.tensor([[0.0] * 8 + [0.2, 0.4, 0.9]])
+    target = torch.tensor([[1 / 8] * 8 + [0.0, 0.0, float('nan')]])
+    known = torch.tensor([[1 / 8] * 8 + [0.0, 0.0, 0.9]])  # the same target with dominance answered exactly
+    assert torch.isfinite(E.emotion_loss(out, target))
+    ce = -(target[:, :8] * torch.log_softmax(out[:, :8], -1)).sum()
+    assert torch.isclose(E.emotion_loss(out, target), ce + (0.2 ** 2 + 0.4 ** 2) / 2)
+    assert torch.isclose(E.emotion_loss(out, known), ce + (0.2 ** 2 + 0.4 ** 2) / 3)
+
+
+def test_labelled_rows_are_checked_and_split_by_song():
+    import pandas as pd
+    with pytest.raises(InputError, match='path, valence and arousal'):
+        E.check_labelled(pd.DataFrame(dict(path=['a.wav'], valence=[0.1])))
+    with pytest.raises(InputError, match='between -1 and 1'):
+        E.check_labelled(pd.DataFrame(dict(path=['a.wav'], valence=[3.0], arousal=[0.0])))
+    rows = pd.DataFrame(dict(path=[f'{i}.wav' for i in range(40)], song=[f's{i // 2}' for i in range(40)],
+                             valence=np.tile([0.5, 0.5, -0.5, -0.5], 10), arousal=np.tile([0.5, 0.5, 0.5, 0.5], 10)))
+    train, test = E.split_by_song(E.check_labelled(rows), 0.25, seed=3)
+    assert not set(train.song) & set(test.song) and len(train) + len(test) == 40
+    assert set(E.quadrant(test.valence, test.arousal)) == {'Q1', 'Q2'}
+    with pytest.raises(InputError, match='songs'):
+        E.split_by_song(rows.iloc[:4], 0.2)
+    with pytest.raises(InputError, match='test_frac'):
+        E.split_by_song(rows, 1.5)
+
+
+def test_emopia_names_give_the_song(tmp_path):
+    import soundfile as sf
+    for n in ('Q1__8v0MFBZoco_0.mp3', 'Q1__8v0MFBZoco_1.wav', 'Q3_0vLPYiPN7qY_12.wav'):
+        sf.write(tmp_path / (n.replace('.mp3', '.wav')), np.zeros(2400, np.float32), 24000)
+    assert E.load_emopia(tmp_path).song.tolist() == ['_8v0MFBZoco', '_8v0MFBZoco', '0vLPYiPN7qY']
+
+
+def test_audio_model_folder_round_trip(tmp_path):
+    import torch
+    torch.manual_seed(0)
+    net = E.MultiScaleEmotionNet(width=8, hidden=16).eval()
+    E.save_audio_model(net, tmp_path / 'm', dict(clips=3))
+    back = E.load_audio_model(tmp_path / 'm')
+    x = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1
+    assert np.allclose(E.predict_audio(net, [x]), E.predict_audio(back, [x]), atol=1e-6)
+    assert json.loads((tmp_path / 'm' / 'audio_model.json').read_text())['about'] == dict(clips=3)
+    with pytest.raises(InputError, match='no audio model there'):
+        E.load_audio_model(tmp_path)
+    (tmp_path / 'f').write_text('x')
+    with pytest.raises(InputError, match='not a file'):
+        E.save_audio_model(net, tmp_path / 'f')

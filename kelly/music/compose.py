@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ..core import InputError, MissingResourceError, limit_threads, require, seed_everything
+from .emotion import agreement, quadrant, rank_agreement
 from .extensions import OUTPUT_SCALES, DynamicEmotionToMusicMapper
 from .idaw import IDAWPipeline, emotion_code, resolve_weights, warnings_said
 from .theory import (MODES, N_CHORDS, QUALITIES, SPECIALS, chord_index, chord_pitch_classes, key_name,
@@ -30,10 +31,9 @@ __all__ = ['PSYCHOLOGY_CUES', 'CUE_LEVELS', 'REGISTER_ANCHOR', 'VELOCITY_ANCHOR'
            'degree_weights', 'ChordShift', 'compose', 'compose_main', 'folk_melodies', 'chorale_melodies',
            'pitch_class_profile', 'interval_profile', 'kl_divergence', 'repetition_share', 'harmonic_rhythm',
            'piece_tune', 'uniform_in_key', 'in_key_share', 'musicality_table', 'distinctness', 'synthesizer',
-           'render_midi_audio', 'render_piece_audio', 'quadrant', 'chroma_of_audio', 'key_of_audio', 'onset_envelope',
-           'onset_autocorrelation', 'tempo_right', 'tempo_of_audio', 'audio_cues', 'cue_listener', 'agreement',
-           'rank_agreement', 'track_cues', 'listener_check', 'corpus_tempo_set', 'tempo_accuracy', 'closed_loop',
-           'loop_summary']
+           'render_midi_audio', 'render_piece_audio', 'chroma_of_audio', 'key_of_audio', 'onset_envelope',
+           'onset_autocorrelation', 'tempo_right', 'tempo_of_audio', 'audio_cues', 'cue_listener', 'track_cues',
+           'listener_check', 'corpus_tempo_set', 'tempo_accuracy', 'closed_loop', 'loop_summary']
 
 # %% ../../nbs/music/25_compose.ipynb #22240267
 def _whole(name, value, lo, hi, fix):
@@ -961,11 +961,6 @@ def render_piece_audio(notes:pd.DataFrame, # a note table (`compose`'s piece)
         inst.program = GM_PROGRAMS.get(inst.name, 0)
     return render_midi_audio(pm, sr, soundfont)
 
-def quadrant(valence, arousal) -> np.ndarray:
-    "The valence/arousal quadrant: Q1 (+, +), Q2 (-, +), Q3 (-, -), Q4 (+, -)."
-    v, a = np.asarray(valence) >= 0, np.asarray(arousal) >= 0
-    return np.where(a, np.where(v, 'Q1', 'Q2'), np.where(v, 'Q4', 'Q3'))
-
 # %% ../../nbs/music/25_compose.ipynb #341b6226
 # Krumhansl & Kessler (1982) probe-tone profiles of C major and C minor, pitch classes C, C#, ..., B
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -1085,39 +1080,6 @@ def cue_listener(cues:pd.DataFrame, # from `audio_cues`: tempo, majorness, loudn
     centre = z.mean().where(z.columns != 'majorness', 0.0)  # a zero majorness is as major as minor: it stays zero
     heard = ((z - centre) / spread) @ CUE_WEIGHTS
     return heard.rename(columns=dict(valence='cue_valence', arousal='cue_arousal'))
-
-# %% ../../nbs/music/25_compose.ipynb #510722ce
-def agreement(intended, # labels meant (e.g. quadrants)
-              heard, # labels heard, same length
-              n_perm:int=2000, # label shuffles of the permutation test
-              seed:int=0, # seeds the shuffles
-             ) -> dict:
-    "Share of matches, its Wilson 95% interval and a one-sided permutation p-value (heard shuffled against intended)."
-    intended, heard = np.asarray(intended), np.asarray(heard)
-    n = len(intended)
-    acc = float(np.mean(intended == heard))
-    z = 1.959964
-    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    rng = np.random.default_rng(seed)
-    null = np.array([np.mean(intended == rng.permutation(heard)) for _ in range(n_perm)])
-    return dict(accuracy=acc, ci_low=centre - half, ci_high=centre + half,
-                p_perm=float((1 + np.sum(null >= acc - 1e-12)) / (1 + n_perm)), n=n)
-
-def rank_agreement(intended, # numbers meant
-                   heard, # numbers heard, same length
-                   n_perm:int=2000, # shuffles of the permutation test
-                   seed:int=0, # seeds the shuffles
-                  ) -> dict:
-    "Spearman's rank correlation of intended and heard, and its one-sided permutation p-value (ties: mean ranks)."
-    from scipy.stats import rankdata
-    a, b = rankdata(intended), rankdata(heard)
-    if a.std() == 0 or b.std() == 0:
-        return dict(rho=float('nan'), p_perm=float('nan'))
-    rho = float(np.corrcoef(a, b)[0, 1])
-    rng = np.random.default_rng(seed)
-    null = np.array([np.corrcoef(a, rng.permutation(b))[0, 1] for _ in range(n_perm)])
-    return dict(rho=rho, p_perm=float((1 + np.sum(null >= rho - 1e-12)) / (1 + n_perm)))
 
 # %% ../../nbs/music/25_compose.ipynb #19a3b943
 def _pitch_class(name:str) -> int:

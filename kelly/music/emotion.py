@@ -18,12 +18,14 @@ from ..data import VAD as VAD_COLUMNS  # the column names of every VAD table her
 
 # %% auto #0
 __all__ = ['WARRINER_NORMS', 'MOOD_VAD', 'VAD', 'NRC_TO_EMOTION', 'NEGATORS', 'SCALES', 'N_MELS', 'MOODS', 'AUDIO_SUFFIXES',
-           'QUADRANTS', 'AUDIO_EPOCHS', 'norms_to_vad', 'vader_lexicon', 'probs_to_vad', 'vad_to_probs', 'check_vad',
-           'mood_vad', 'resolve_vad', 'emotion_code', 'text_tokens', 'lexicon_counts', 'vader_compound', 'embed_texts',
-           'text_training_words', 'TextEmotion', 'text_model', 'emotion_frame', 'emotion_from_text', 'evaluate_text',
-           'multiscale_logmel', 'MultiScaleEmotionNet', 'emotion_loss', 'mood_tracks', 'audio_crops',
+           'QUADRANTS', 'AUDIO_EPOCHS', 'BUNDLED_NOTE', 'norms_to_vad', 'vader_lexicon', 'probs_to_vad', 'vad_to_probs',
+           'check_vad', 'mood_vad', 'resolve_vad', 'emotion_code', 'text_tokens', 'lexicon_counts', 'vader_compound',
+           'embed_texts', 'text_training_words', 'TextEmotion', 'text_model', 'emotion_frame', 'emotion_from_text',
+           'evaluate_text', 'multiscale_logmel', 'MultiScaleEmotionNet', 'emotion_loss', 'mood_tracks', 'audio_crops',
            'train_audio_model', 'predict_audio', 'nearest_mood', 'logmel_stats', 'crossvalidate_audio', 'load_deam',
-           'load_emopia', 'audio_model', 'emotion_from_audio', 'emotion_main', 'bench_emotion']
+           'load_emopia', 'quadrant', 'agreement', 'rank_agreement', 'save_audio_model', 'load_audio_model',
+           'check_labelled', 'split_by_song', 'hear_clips', 'evaluate_audio_model', 'fit_audio_model', 'audio_model',
+           'emotion_from_audio', 'emotion_main', 'train_emotion_main', 'bench_emotion']
 
 # %% ../../nbs/music/20_emotion.ipynb #c8845668
 # (valence, arousal, dominance) means on 1-9 scales, Warriner, Kuperman & Brysbaert (2013), typed in word by word
@@ -90,22 +92,28 @@ def probs_to_vad(p, # 8 probabilities in EMOTIONS order, shape (..., 8), or a Da
 
 def vad_to_probs(vad, # valence, arousal, dominance in [-1, 1], shape (..., 3)
                  temperature:float=0.25, # kernel width tau: smaller puts more mass on the nearest emotion
+                 missing:bool=False, # NaN values are unknown and left out of the distance (e.g. DEAM's dominance)
                 ) -> np.ndarray:
     "8-class distribution (EMOTIONS order) of a VAD point: a Gaussian kernel on the distance to each emotion's point."
-    v = check_vad(vad)
+    v = check_vad(vad, missing=missing)
     if not temperature > 0:
         raise InputError('temperature', temperature, 'use a positive kernel width, e.g. 0.25')
-    d2 = ((v[..., None, :] - _VAD_MATRIX) ** 2).sum(-1)
+    d2 = np.nansum((v[..., None, :] - _VAD_MATRIX) ** 2, -1)
     z = -d2 / (2 * temperature ** 2)
     z = np.exp(z - z.max(-1, keepdims=True))
     return z / z.sum(-1, keepdims=True)
 
-def check_vad(vad, field:str='vad') -> np.ndarray:
+def check_vad(vad, field:str='vad',
+              missing:bool=False, # allow NaN (unknown), but not a point with no value known
+             ) -> np.ndarray:
     "`vad` as a float array (..., 3) with every value in [-1, 1], or an InputError naming `field`."
     v = np.asarray(vad, dtype=float)
     if v.shape[-1:] != (3,):
         raise InputError(field, v.shape, 'give valence, arousal and dominance on the last axis')
-    if not np.isfinite(v).all() or (np.abs(v) > 1).any():
+    unknown = np.isnan(v) if missing else np.zeros(v.shape, bool)
+    if unknown.all(-1).any():
+        raise InputError(field, 'a point with no value', 'give at least one of valence, arousal and dominance')
+    if not (np.isfinite(v) | unknown).all() or (np.abs(np.where(unknown, 0.0, v)) > 1).any():
         raise InputError(field, v.tolist() if v.size <= 6 else 'values outside [-1, 1]', 'give values between -1 and 1')
     return v
 
@@ -438,10 +446,13 @@ class MultiScaleEmotionNet(nn.Module):
         z = self.head(torch.cat(pooled, -1))
         return torch.cat([z[:, :len(EMOTIONS)], torch.tanh(z[:, len(EMOTIONS):])], -1)
 
-def emotion_loss(out, target): # target: 8 probabilities then 3 VAD values
-    "Soft cross-entropy on the 8 logits plus mean squared error on valence/arousal/dominance."
+def emotion_loss(out, target): # target: 8 probabilities then 3 VAD values (NaN: unknown, left out)
+    "Soft cross-entropy on the 8 logits plus mean squared error on the valence/arousal/dominance values known."
     k = len(EMOTIONS)
-    return -(target[:, :k] * F.log_softmax(out[:, :k], -1)).sum(-1).mean() + F.mse_loss(out[:, k:], target[:, k:])
+    known = ~torch.isnan(target[:, k:])
+    err = torch.where(known, out[:, k:] - torch.nan_to_num(target[:, k:]), torch.zeros_like(out[:, k:]))
+    cross_entropy = -(target[:, :k] * F.log_softmax(out[:, :k], -1)).sum(-1).mean()
+    return cross_entropy + err.pow(2).sum() / known.sum().clamp(min=1)
 
 # %% ../../nbs/music/20_emotion.ipynb #58cad593
 MOODS = ('calm', 'energetic', 'happy', 'nostalgic', 'tender')
@@ -480,28 +491,36 @@ def audio_crops(x:np.ndarray, # mono samples at 24 kHz
 def _track_mels(path:str, window_s:float, hop_s:float=None):
     return multiscale_logmel(audio_crops(_track_audio(path), window_s, hop_s))
 
-def _crop_data(tracks:pd.DataFrame, window_s:float, hop_s:float=None):
+def _clip_mels(path:str, window_s:float, hop_s:float, cached:bool):
+    if cached:
+        return _track_mels(path, window_s, hop_s)
+    from kelly.audio.signal import load_24k
+    return multiscale_logmel(audio_crops(load_24k(path), window_s, hop_s))
+
+def _crop_data(tracks:pd.DataFrame, window_s:float, hop_s:float=None, cached:bool=True):
+    from kelly.core import progress
     mels, targets, owner = [[] for _ in SCALES], [], []
-    for i, r in enumerate(tracks.itertuples()):
-        crop_mels = _track_mels(r.path, window_s, hop_s)
+    for i, r in enumerate(progress(tracks.itertuples(), desc='spectrograms', total=len(tracks))):
+        crop_mels = _clip_mels(r.path, window_s, hop_s, cached)
         crops = crop_mels[0]
         for k, m in enumerate(crop_mels):
             mels[k].append(m)
-        vad = np.array([r.valence, r.arousal, r.dominance])
-        targets.append(np.repeat(np.r_[vad_to_probs(vad), vad][None], len(crops), 0))
+        vad = np.array([r.valence, r.arousal, getattr(r, 'dominance', np.nan)], float)  # DEAM, EMOPIA: no dominance
+        targets.append(np.repeat(np.r_[vad_to_probs(vad, missing=True), vad][None], len(crops), 0))
         owner += [i] * len(crops)
     return [np.concatenate(m) for m in mels], np.concatenate(targets).astype(np.float32), np.array(owner)
 
-def train_audio_model(tracks:pd.DataFrame, # rows of `mood_tracks()` (path, valence, arousal, dominance)
+def train_audio_model(tracks:pd.DataFrame, # rows of `mood_tracks()` (path, valence, arousal, dominance) or like them
                       epochs:int=25, # training epochs at most
                       window_s:float=4.0, # seconds per crop
                       seed:int=0, # seeds torch, the split and the batches
                       hop_s:float=None, # seconds between crops (default: half a window)
+                      cached:bool=True, # keep each file's spectrograms for later calls (False: your own clips)
                       **config) -> tuple[MultiScaleEmotionNet, list]: # other TrainConfig fields
     "A MultiScaleEmotionNet trained on crops of `tracks` through kelly.training.Trainer; and its history."
     from kelly.training import Trainer
     seed_everything(seed)
-    mels, y, _ = _crop_data(tracks, window_s, hop_s)
+    mels, y, _ = _crop_data(tracks, window_s, hop_s, cached)
     net = MultiScaleEmotionNet()
     tr = Trainer(net, emotion_loss, epochs=epochs, seed=seed,
                  **{**dict(batch_size=16, lr=2e-3, patience=8, val_frac=0.2), **config})
@@ -589,7 +608,7 @@ def _audio_files(folder):
 def load_deam(folder, # a folder holding the audio (any depth) and the annotation CSV
               csv:str=None, # the annotation file (default: the one CSV with song_id, valence and arousal columns)
              ) -> pd.DataFrame:
-    "DEAM-style clips: path, song_id, valence and arousal mapped from 1-9 onto [-1, 1]."
+    "DEAM-style clips: path, song_id (also as `song`), valence and arousal mapped from 1-9 onto [-1, 1]."
     files = {p.stem: p for p in _audio_files(folder)}
     cands = [Path(csv)] if csv else sorted(Path(folder).rglob('*.csv'))
     for c in cands:
@@ -611,19 +630,20 @@ def load_deam(folder, # a folder holding the audio (any depth) and the annotatio
     v, a = df[vcol].astype(float), df[acol].astype(float)
     if ((v < 1) | (v > 9) | (a < 1) | (a > 9)).any():
         raise InputError(vcol, 'values outside 1..9', 'give DEAM\'s 1-9 ratings')
-    return pd.DataFrame(dict(path=df.path, song_id=df.song_id.astype(str), valence=norms_to_vad(v),
-                             arousal=norms_to_vad(a)))
+    return pd.DataFrame(dict(path=df.path, song_id=df.song_id.astype(str), song=df.song_id.astype(str),
+                             valence=norms_to_vad(v), arousal=norms_to_vad(a)))
 
 QUADRANTS = {'Q1': (1, 1), 'Q2': (-1, 1), 'Q3': (-1, -1), 'Q4': (1, -1)}
 
 def load_emopia(folder, # a folder of clips named Q1_..., Q2_..., Q3_..., Q4_...
                ) -> pd.DataFrame:
-    "EMOPIA-style clips: path, quadrant, and the signs of valence and arousal it stands for."
+    "EMOPIA-style clips: path, quadrant, the signs of valence and arousal it stands for, and the song cut into it."
     rows, bad = [], []
     for p in _audio_files(folder):
         q = p.name[:2].upper()
         if q in QUADRANTS and p.name[2:3] in ('_', '-'):
-            rows.append(dict(path=str(p), quadrant=q, valence=QUADRANTS[q][0], arousal=QUADRANTS[q][1]))
+            song = re.sub(r'_\d+$', '', p.stem[3:])  # Q1__8v0MFBZoco_0.mp3: clip 0 of song _8v0MFBZoco
+            rows.append(dict(path=str(p), quadrant=q, valence=QUADRANTS[q][0], arousal=QUADRANTS[q][1], song=song))
         else:
             bad.append(p.name)
     if bad:
@@ -631,6 +651,155 @@ def load_emopia(folder, # a folder of clips named Q1_..., Q2_..., Q3_..., Q4_...
     if not rows:
         raise InputError('folder', str(folder), 'put EMOPIA clips (Q1_... to Q4_...) in the folder', 'no clips')
     return pd.DataFrame(rows)
+
+# %% ../../nbs/music/20_emotion.ipynb #58d8a12a
+def quadrant(valence, arousal) -> np.ndarray:
+    "The valence/arousal quadrant: Q1 (+, +), Q2 (-, +), Q3 (-, -), Q4 (+, -)."
+    v, a = np.asarray(valence) >= 0, np.asarray(arousal) >= 0
+    return np.where(a, np.where(v, 'Q1', 'Q2'), np.where(v, 'Q4', 'Q3'))
+
+def agreement(intended, # labels meant (e.g. quadrants)
+              heard, # labels heard, same length
+              n_perm:int=2000, # label shuffles of the permutation test
+              seed:int=0, # seeds the shuffles
+             ) -> dict:
+    "Share of matches, its Wilson 95% interval and a one-sided permutation p-value (heard shuffled against intended)."
+    intended, heard = np.asarray(intended), np.asarray(heard)
+    n = len(intended)
+    acc = float(np.mean(intended == heard))
+    z = 1.959964
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    rng = np.random.default_rng(seed)
+    null = np.array([np.mean(intended == rng.permutation(heard)) for _ in range(n_perm)])
+    return dict(accuracy=acc, ci_low=float(centre - half), ci_high=float(centre + half),
+                p_perm=float((1 + np.sum(null >= acc - 1e-12)) / (1 + n_perm)), n=n)
+
+def rank_agreement(intended, # numbers meant
+                   heard, # numbers heard, same length
+                   n_perm:int=2000, # shuffles of the permutation test
+                   seed:int=0, # seeds the shuffles
+                  ) -> dict:
+    "Spearman's rank correlation of intended and heard, and its one-sided permutation p-value (ties: mean ranks)."
+    from scipy.stats import rankdata
+    a, b = rankdata(intended), rankdata(heard)
+    if a.std() == 0 or b.std() == 0:
+        return dict(rho=float('nan'), p_perm=float('nan'))
+    rho = float(np.corrcoef(a, b)[0, 1])
+    rng = np.random.default_rng(seed)
+    null = np.array([np.corrcoef(a, rng.permutation(b))[0, 1] for _ in range(n_perm)])
+    return dict(rho=rho, p_perm=float((1 + np.sum(null >= rho - 1e-12)) / (1 + n_perm)))
+
+# %% ../../nbs/music/20_emotion.ipynb #e3d78ecb
+_AUDIO_MODEL_FILES = ('audio_model.safetensors', 'audio_model.json')
+
+def save_audio_model(net:MultiScaleEmotionNet, # a trained network
+                     folder, # where to write it (created if missing)
+                     about:dict=None, # what it was trained on and how it did on held-out clips (kept in the JSON)
+                    ) -> Path:
+    "Write the network's weights (safetensors, never a pickle) and its sizes and `about` (JSON) to `folder`."
+    from kelly.core import atomic_write
+    from kelly.training import save_weights
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InputError('folder', str(folder), 'give a folder for the model (created if missing), not a file')
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(net, folder/_AUDIO_MODEL_FILES[0])
+    conv = net.branches[0][0]
+    sizes = dict(n_mels=conv.in_channels, n_scales=len(net.branches), width=conv.out_channels,
+                 hidden=net.head[0].out_features)
+    with atomic_write(folder/_AUDIO_MODEL_FILES[1]) as fh:
+        json.dump(dict(sizes=sizes, about=about or {}), fh, indent=1, default=float)
+    return folder
+
+def load_audio_model(folder, # a folder written by `save_audio_model` or `kelly train emotion`
+                    ) -> MultiScaleEmotionNet:
+    "The audio emotion network kept in `folder`, ready to hear (`emotion_from_audio(..., model=...)`)."
+    from kelly.training import load_weights
+    folder = Path(folder).expanduser()
+    lacking = [f for f in _AUDIO_MODEL_FILES if not (folder/f).is_file()]
+    if lacking:
+        raise InputError('audio_model', str(folder), 'give a folder written by `kelly train emotion` or '
+                         f'save_audio_model (it lacks {", ".join(lacking)})', 'no audio model there')
+    net = MultiScaleEmotionNet(**json.loads((folder/_AUDIO_MODEL_FILES[1]).read_text())['sizes'])
+    return load_weights(net, folder/_AUDIO_MODEL_FILES[0]).eval()
+
+# %% ../../nbs/music/20_emotion.ipynb #9dc9273e
+def check_labelled(rows:pd.DataFrame, # labelled clips, e.g. `load_emopia(folder)`
+                  ) -> pd.DataFrame:
+    "The rows, checked: path, valence and arousal in [-1, 1] (dominance optional, NaN: unknown); else an InputError."
+    need = {'path', 'valence', 'arousal'}
+    if not isinstance(rows, pd.DataFrame) or not need <= set(rows.columns):
+        got = list(rows.columns) if isinstance(rows, pd.DataFrame) else type(rows).__name__
+        raise InputError('rows', got, 'give a table with path, valence and arousal columns, e.g. load_emopia(folder)')
+    vad = np.c_[rows.valence, rows.arousal, rows['dominance'] if 'dominance' in rows else np.full(len(rows), np.nan)]
+    check_vad(vad.astype(float), 'valence/arousal/dominance', missing=True)
+    if np.isnan(vad[:, :2].astype(float)).any():
+        raise InputError('valence/arousal', 'missing values', 'give every clip a valence and an arousal')
+    return rows
+
+def split_by_song(rows:pd.DataFrame, # labelled clips (`check_labelled`)
+                  test_frac:float=0.2, # about this share of the songs is held out
+                  seed:int=0, # seeds the split
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Training and held-out rows: no song on both sides (`song` column, else each path), quadrants kept in proportion."
+    import warnings
+    from sklearn.model_selection import StratifiedGroupKFold
+    if not 0 < test_frac < 1:
+        raise InputError('test_frac', test_frac, 'hold out a share strictly between 0 and 1, e.g. 0.2')
+    folds = max(2, round(1 / test_frac))
+    groups = (rows['song'] if 'song' in rows else rows['path']).astype(str).to_numpy()
+    if len(set(groups)) < folds:
+        raise InputError('rows', f'{len(set(groups))} songs', f'give at least {folds} songs to hold out a '
+                         f'{test_frac:g} share of them')
+    with warnings.catch_warnings():  # a quadrant with fewer songs than folds: sklearn warns, the split still works
+        warnings.simplefilter('ignore', UserWarning)
+        split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+        train, test = next(split.split(rows, quadrant(rows.valence, rows.arousal), groups))
+    return rows.iloc[train], rows.iloc[test]
+
+# %% ../../nbs/music/20_emotion.ipynb #51f0b3a5
+def hear_clips(net:MultiScaleEmotionNet, # a trained network
+               paths:list, # audio files
+               window_s:float=4.0) -> np.ndarray:
+    "`predict_audio` on audio files, read one at a time (nothing kept): shape (n, 11)."
+    from kelly.audio.signal import load_24k
+    from kelly.core import progress
+    return np.concatenate([predict_audio(net, [load_24k(p)], window_s) for p in progress(paths, desc='hearing')])
+
+def evaluate_audio_model(net:MultiScaleEmotionNet, # a trained network
+                         rows:pd.DataFrame, # labelled clips it was not trained on
+                         n_perm:int=2000, # shuffles of each permutation test
+                         seed:int=0, # seeds them
+                        ) -> pd.DataFrame:
+    "How the network hears labelled clips: the quadrant and each axis's sign (share, Wilson 95% CI, permutation p), ρ."
+    rows = check_labelled(rows)
+    heard = hear_clips(net, rows.path.tolist())
+    valence, arousal = heard[:, len(EMOTIONS)], heard[:, len(EMOTIONS) + 1]
+    out = [dict(measure='quadrant', **agreement(quadrant(rows.valence, rows.arousal), quadrant(valence, arousal),
+                                                n_perm, seed), rho=np.nan, rho_p=np.nan)]
+    for axis, h in (('valence', valence), ('arousal', arousal)):
+        rank = rank_agreement(rows[axis], h, n_perm, seed)
+        out.append(dict(measure=f'{axis} sign', **agreement(rows[axis] >= 0, h >= 0, n_perm, seed), rho=rank['rho'],
+                        rho_p=rank['p_perm']))
+    return pd.DataFrame(out).set_index('measure')
+
+def fit_audio_model(rows:pd.DataFrame, # labelled clips: `load_deam(folder)`, `load_emopia(folder)` or like them
+                    out=None, # a folder to keep the network and its held-out scores in (None: not kept)
+                    test_frac:float=0.2, # share of the songs held out for the evaluation
+                    epochs:int=60, # training epochs at most
+                    seed:int=0, # seeds the split and the training
+                    n_perm:int=2000, # shuffles of each permutation test
+                   ) -> tuple[MultiScaleEmotionNet, pd.DataFrame]:
+    "Train MultiScaleEmotionNet on your labelled clips, score it on held-out songs, and keep both in `out`."
+    train, test = split_by_song(check_labelled(rows), test_frac, seed)
+    net, history = train_audio_model(train, epochs, 4.0, seed, hop_s=4.0, cached=False)
+    scores = evaluate_audio_model(net, test, n_perm, seed)
+    if out is not None:
+        about = dict(clips=len(rows), train_clips=len(train), test_clips=len(test), epochs_run=len(history),
+                     seed=seed, held_out=scores.reset_index().to_dict('records'))
+        save_audio_model(net, out, about)
+    return net, scores
 
 # %% ../../nbs/music/20_emotion.ipynb #4c7cf404
 _AUDIO_VERSION, AUDIO_EPOCHS = 'audio_model_v1', 60
@@ -684,6 +853,9 @@ def emotion_from_audio(path_or_array, # an audio file, an array of samples, or a
     return df
 
 # %% ../../nbs/music/20_emotion.ipynb #687f990c
+BUNDLED_NOTE = ("note: kelly's bundled audio model knows the five moods of 28 tracks, all of positive valence; it does "
+                "not hear negative valence. Train one on your labelled audio: kelly train emotion --help")
+
 def emotion_main(argv:list=None, # command-line arguments (default: sys.argv[1:])
                 ) -> int:
     "kelly emotion: the 8 emotion probabilities and valence/arousal/dominance of texts and audio files."
@@ -693,10 +865,12 @@ def emotion_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
                         'texts (titles, lyrics) and audio files. An argument that names an audio file is heard; any '
                         'other is read as text.',
                         epilog='examples:\n  kelly emotion "Here Comes the Sun"\n  kelly emotion song.wav "not angry" '
-                               '--json')
+                               '--json\n  kelly emotion song.wav --audio-model my_audio_model')
     ap.add_argument('inputs', nargs='+', metavar='TEXT|AUDIO_PATH',
                     help='texts and audio files (wav, flac, ogg, opus, mp3, aiff)')
     ap.add_argument('--json', action='store_true', help='print JSON records instead of a table')
+    ap.add_argument('--audio-model', metavar='FOLDER', default=None,
+                    help="hear audio with the network `kelly train emotion` wrote there (default: kelly's bundled one)")
     args = ap.parse_args(argv)
     kinds = []
     for x in args.inputs:
@@ -707,10 +881,11 @@ def emotion_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
             raise InputError('input', x, 'give an existing audio file, or a text without an audio suffix',
                              'no such audio file')
         kinds.append('audio' if is_audio else 'text')
+    model = load_audio_model(args.audio_model) if args.audio_model else None
     texts = [x for x, k in zip(args.inputs, kinds) if k == 'text']
     audio = [x for x, k in zip(args.inputs, kinds) if k == 'audio']
     parts = ([emotion_from_text(texts).assign(kind='text')] if texts
-             else []) + ([emotion_from_audio(audio).assign(kind='audio')] if audio else [])
+             else []) + ([emotion_from_audio(audio, model=model).assign(kind='audio')] if audio else [])
     df = pd.concat(parts).loc[lambda d: ~d.index.duplicated()].reindex(list(dict.fromkeys(args.inputs)))
     cols = ['kind', *EMOTIONS, *VAD_COLUMNS]
     if args.json:
@@ -719,6 +894,39 @@ def emotion_main(argv:list=None, # command-line arguments (default: sys.argv[1:]
     else:
         with pd.option_context('display.width', 200, 'display.max_columns', 20):
             print(df[cols].round(3).to_string())
+    if audio and model is None:
+        import sys
+        print(BUNDLED_NOTE, file=sys.stderr)
+    return 0
+
+def train_emotion_main(argv:list=None, # the arguments after `kelly train emotion` (default: sys.argv[1:])
+                      ) -> int:
+    "kelly train emotion: train the audio emotion network on a DEAM or EMOPIA folder; print its held-out scores."
+    import argparse
+    from kelly.core import ArgumentParser
+    ap = ArgumentParser(prog='kelly train emotion', formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Train kelly's audio emotion network (MultiScaleEmotionNet) on your labelled "
+                                    'audio, score it on held-out songs and keep both in a folder that '
+                                    '`kelly emotion --audio-model` and the compose report (-p listener_model) read.',
+                        epilog='examples:\n  kelly train emotion --emopia EMOPIA_1.0/audio_seg --out my_audio_model\n'
+                               '  kelly train emotion --deam DEAM/ --out my_audio_model --epochs 30\n'
+                               '  kelly emotion song.wav --audio-model my_audio_model')
+    data = ap.add_mutually_exclusive_group(required=True)
+    data.add_argument('--deam', metavar='FOLDER', help='audio named by song id, and a CSV of 1-9 valence/arousal')
+    data.add_argument('--emopia', metavar='FOLDER', help='clips named by their quadrant: Q1_..., Q2_..., Q3_..., Q4_')
+    ap.add_argument('--out', required=True, metavar='FOLDER', help='where to keep the network and its scores')
+    ap.add_argument('--epochs', type=int, default=60, help='training epochs at most (default 60)')
+    ap.add_argument('--test-frac', type=float, default=0.2, help='share of the songs held out (default 0.2)')
+    ap.add_argument('--seed', type=int, default=0, help='seeds the split and the training (default 0)')
+    args = ap.parse_args(argv)
+    if args.epochs < 1:
+        raise InputError('--epochs', args.epochs, 'train for at least one epoch')
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError('--out', args.out, 'give a folder for the model (created if missing), not a file')
+    rows = load_deam(args.deam) if args.deam else load_emopia(args.emopia)
+    fit_audio_model(rows, args.out, args.test_frac, args.epochs, args.seed)
+    about = json.loads((Path(args.out)/_AUDIO_MODEL_FILES[1]).read_text())['about']
+    print(json.dumps(dict(out=str(args.out), **about), indent=1, default=float))
     return 0
 
 # %% ../../nbs/music/20_emotion.ipynb #993374cb

@@ -152,6 +152,8 @@ def test_labelled_rows_are_checked_and_split_by_song():
         E.check_labelled(pd.DataFrame(dict(path=['a.wav'], valence=[0.1])))
     with pytest.raises(InputError, match='between -1 and 1'):
         E.check_labelled(pd.DataFrame(dict(path=['a.wav'], valence=[3.0], arousal=[0.0])))
+    with pytest.raises(InputError, match="valence='high'"):
+        E.check_labelled(pd.DataFrame(dict(path=['a.wav'], valence=['high'], arousal=[0.0])))
     rows = pd.DataFrame(dict(path=[f'{i}.wav' for i in range(40)], song=[f's{i // 2}' for i in range(40)],
                              valence=np.tile([0.5, 0.5, -0.5, -0.5], 10), arousal=np.tile([0.5, 0.5, 0.5, 0.5], 10)))
     train, test = E.split_by_song(E.check_labelled(rows), 0.25, seed=3)

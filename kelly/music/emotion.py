@@ -732,9 +732,14 @@ def check_labelled(rows:pd.DataFrame, # labelled clips, e.g. `load_emopia(folder
     if not isinstance(rows, pd.DataFrame) or not need <= set(rows.columns):
         got = list(rows.columns) if isinstance(rows, pd.DataFrame) else type(rows).__name__
         raise InputError('rows', got, 'give a table with path, valence and arousal columns, e.g. load_emopia(folder)')
-    vad = np.c_[rows.valence, rows.arousal, rows['dominance'] if 'dominance' in rows else np.full(len(rows), np.nan)]
-    check_vad(vad.astype(float), 'valence/arousal/dominance', missing=True)
-    if np.isnan(vad[:, :2].astype(float)).any():
+    columns = [c for c in VAD_COLUMNS if c in rows]
+    numbers = rows[columns].apply(pd.to_numeric, errors='coerce')
+    for c in columns:
+        if (numbers[c].isna() & rows[c].notna()).any():
+            raise InputError(c, rows[c][numbers[c].isna() & rows[c].notna()].iloc[0], 'give numbers in [-1, 1]')
+    vad = numbers.reindex(columns=list(VAD_COLUMNS)).to_numpy(float)
+    check_vad(vad, 'valence/arousal/dominance', missing=True)
+    if np.isnan(vad[:, :2]).any():
         raise InputError('valence/arousal', 'missing values', 'give every clip a valence and an arousal')
     return rows
 

@@ -154,7 +154,7 @@ FORWARDED = {  # command: (module, function, one-line summary)
     'train': ('kelly.cli', 'train_main',
               'train a network: the emotional transformer (deep) or the audio emotion network on your audio (emotion)'),
 }
-TRAINERS = {  # kelly train MODEL: (module, function, what it trains); the function gets the arguments after MODEL
+TRAINERS = {  # kelly train MODEL: (module, function, what it trains); deep's parser takes MODEL too, emotion's does not
     'deep': ('kelly.career.deep', 'train_main',
              'the emotional transformer on a catalog, in one process, several (--nproc) or machines (--nnodes)'),
     'emotion': ('kelly.music.emotion', 'train_emotion_main',

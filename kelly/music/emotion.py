@@ -797,6 +797,8 @@ def fit_audio_model(rows:pd.DataFrame, # labelled clips: `load_deam(folder)`, `l
                     n_perm:int=2000, # shuffles of each permutation test
                    ) -> tuple[MultiScaleEmotionNet, pd.DataFrame]:
     "Train MultiScaleEmotionNet on your labelled clips, score it on held-out songs, and keep both in `out`."
+    if out is not None and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
+        raise InputError('out', str(out), 'give a folder for the model (created if missing), not a file')
     train, test = split_by_song(check_labelled(rows), test_frac, seed)
     net, history = train_audio_model(train, epochs, 4.0, seed, hop_s=4.0, cached=False)
     scores = evaluate_audio_model(net, test, n_perm, seed)
